@@ -1,0 +1,1 @@
+"""ntma: NTMobile Direction Coordinator, NTM node and adapter on a Trio pipeline."""
