@@ -1,0 +1,1 @@
+"""Direction Coordinator: node registry, VIP pool, route decisions, DNS for its zone."""

@@ -1,0 +1,330 @@
+"""Direction Coordinator state machine (sans-IO).
+
+Rules:
+- Inputs: receive(datagram, addr, now) and handle_timer(now). Outputs, drained
+  by the caller: datagrams_to_send() and events() (log records).
+- Durable facts (name -> key, VIP, endpoints) go to the NodeStore; sessions
+  (who is online, at which endpoint, which requests were answered) are in
+  memory. After a DC restart nobody has a session, so nodes are told to
+  register again and get their old VIPs from the store.
+- Every request is answered idempotently: a retransmitted txid gets the cached
+  reply and changes nothing. A new txid must carry a timestamp within
+  CLOCK_SKEW_MS of ours, so a recorded message cannot be replayed later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..proto.buffer import CodecError, Endpoint
+from ..proto.crypto import SignalBox, StaticKey
+from ..proto.messages import (
+    Deregister,
+    DeregisterAck,
+    Direction,
+    DirectionRequest,
+    DirectionResponse,
+    Keepalive,
+    KeepaliveAck,
+    Message,
+    Register,
+    RegisterAck,
+    Role,
+    RouteDirection,
+    RouteDirectionAck,
+    Status,
+)
+from ..proto.packet import open_message, seal_message
+from ..proto.transactions import Transactions
+from .route import decide_route, reach_of
+from .store import NodeRecord, NodeStore, PoolExhausted
+
+CLOCK_SKEW_MS = 120_000
+RECENT_TXIDS_MAX = 256
+ROUTE_DIRECTION_TIMEOUT_S = 8.0
+SWEEP_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class DcEvent:
+    event: str
+    fields: dict[str, Any]
+
+
+@dataclass
+class Session:
+    fqdn: str
+    public_key: bytes
+    endpoint: Endpoint
+    local_endpoints: list[Endpoint]
+    last_seen: float
+    online: bool = True
+    recent: OrderedDict[int, bytes] = field(default_factory=OrderedDict)  # txid -> sealed reply
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        static: StaticKey,
+        store: NodeStore,
+        zone: str,
+        admission: dict[str, bytes],
+        keepalive_s: int,
+        keepalive_misses: int,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        epoch_offset: float | None = None,
+    ) -> None:
+        self._static = static
+        self.store = store
+        self.zone = zone.rstrip(".").lower()
+        self._admission = {name.rstrip(".").lower(): key for name, key in admission.items()}
+        self._admitted_keys = set(self._admission.values())
+        self.keepalive_s = keepalive_s
+        self._offline_after = keepalive_s * keepalive_misses
+        self._random = random_bytes
+        self._epoch_offset = time.time() - time.monotonic() if epoch_offset is None else epoch_offset
+        self._boxes: dict[bytes, SignalBox] = {}
+        self.sessions: dict[bytes, Session] = {}  # by public key
+        self._tx = Transactions()
+        self._out: list[tuple[bytes, Endpoint]] = []
+        self._events: list[DcEvent] = []
+        self._sweep_at = 0.0
+        self.drops: dict[str, int] = {}
+
+    # --- outputs ----------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[DcEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def get_timer(self) -> float:
+        pending = self._tx.next_deadline()
+        return self._sweep_at if pending is None else min(pending, self._sweep_at)
+
+    def online_record(self, fqdn: str) -> NodeRecord | None:
+        """The node's record if it is registered and keeping alive (for DNS)."""
+        record = self.store.get(fqdn.rstrip(".").lower())
+        if record is None:
+            return None
+        session = self.sessions.get(record.public_key)
+        return record if session is not None and session.online else None
+
+    def in_zone(self, fqdn: str) -> bool:
+        name = fqdn.rstrip(".").lower()
+        return name == self.zone or name.endswith("." + self.zone)
+
+    # --- inputs -----------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        resend, expired = self._tx.due(now)
+        self._out.extend(resend)
+        for tx in expired:
+            self._emit("route_direction_unacked", tunnel_id=tx.context)
+        if now >= self._sweep_at:
+            self._sweep_at = now + SWEEP_INTERVAL_S
+            self._mark_offline(now)
+
+    def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        try:
+            sender, msg = open_message(datagram, self._box_for)
+        except CodecError as exc:
+            self._drop(type(exc).__name__)
+            return
+        if isinstance(msg, RouteDirectionAck):
+            self._tx.finish(msg.txid)
+            return
+        if not isinstance(msg, Register | Keepalive | DirectionRequest | Deregister):
+            self._drop("unexpected message type")
+            return
+        session = self.sessions.get(sender)
+        if session is not None and msg.txid in session.recent:
+            self._out.append((session.recent[msg.txid], addr))  # retransmit: same answer
+            return
+        if abs(msg.timestamp_ms - self._epoch_ms(now)) > CLOCK_SKEW_MS:
+            self._drop("stale timestamp")
+            return
+        reply = self._dispatch(sender, msg, addr, now)
+        if reply is not None:
+            sealed = self._seal(reply, sender, addr)
+            self._out.append(sealed)
+            self._remember(sender, msg.txid, sealed[0])
+
+    # --- handlers ---------------------------------------------------------------------
+
+    def _dispatch(self, sender: bytes, msg: Message, addr: Endpoint, now: float) -> Message | None:
+        if isinstance(msg, Register):
+            return self._on_register(sender, msg, addr, now)
+        session = self.sessions.get(sender)
+        if isinstance(msg, Deregister):
+            if session is not None:
+                del self.sessions[sender]
+                self._emit("node_deregistered", fqdn=session.fqdn)
+            return DeregisterAck(msg.txid)
+        if session is None:
+            if isinstance(msg, Keepalive):
+                return KeepaliveAck(msg.txid, Status.REREGISTER, addr)
+            return DirectionResponse(msg.txid, Status.REREGISTER)
+        self._seen(session, addr, now)
+        if isinstance(msg, Keepalive):
+            return KeepaliveAck(msg.txid, Status.OK, addr)
+        assert isinstance(msg, DirectionRequest)
+        return self._on_direction_request(session, msg, now)
+
+    def _on_register(self, sender: bytes, msg: Register, addr: Endpoint, now: float) -> Message:
+        fqdn = msg.fqdn.rstrip(".").lower()
+        refusal = self._admission_refusal(fqdn, sender)
+        if refusal:
+            self._emit("registration_refused", fqdn=fqdn, endpoint=_ep(addr), reason=refusal)
+            return RegisterAck(msg.txid, Status.REFUSED, reason=refusal)
+        try:
+            record = self.store.register(fqdn, sender, addr, msg.local_endpoints,
+                                         self._epoch_ms(now))
+        except PoolExhausted:
+            return RegisterAck(msg.txid, Status.POOL_EXHAUSTED, reason="VIP pool exhausted")
+        old = self.sessions.get(sender)
+        session = Session(fqdn, sender, addr, list(msg.local_endpoints), now)
+        if old is not None:
+            session.recent = old.recent
+        self.sessions[sender] = session
+        reach = reach_of(addr, msg.local_endpoints)
+        self._emit("node_registered", fqdn=fqdn, vip=record.vip, endpoint=_ep(addr),
+                   reach=reach.value)
+        return RegisterAck(msg.txid, Status.OK, record.vip, self.store.pool.prefixlen, addr,
+                           self.keepalive_s)
+
+    def _admission_refusal(self, fqdn: str, sender: bytes) -> str:
+        if not self.in_zone(fqdn):
+            return f"name {fqdn} is outside this DC's zone {self.zone}"
+        admitted = self._admission.get(fqdn)
+        if admitted is None:
+            return f"name {fqdn} is not on the DC's admission list"
+        if admitted != sender:
+            return f"this node's public key is not the one admitted for {fqdn}"
+        return ""
+
+    def _on_direction_request(self, requester: Session, msg: DirectionRequest,
+                              now: float) -> DirectionResponse:
+        fqdn = msg.fqdn.rstrip(".").lower()
+        if not self.in_zone(fqdn):
+            return DirectionResponse(msg.txid, Status.NOT_NTM)
+        target_record = self.store.get(fqdn)
+        if target_record is None:
+            return DirectionResponse(msg.txid, Status.UNKNOWN)
+        target = self.sessions.get(target_record.public_key)
+        if target is None or not target.online:
+            return DirectionResponse(msg.txid, Status.OFFLINE)
+        if target is requester:
+            return DirectionResponse(msg.txid, Status.BAD_REQUEST)
+        req_reach = reach_of(requester.endpoint, requester.local_endpoints)
+        tgt_reach = reach_of(target.endpoint, target.local_endpoints)
+        plan = decide_route(req_reach, tgt_reach)
+        if plan is None:
+            self._emit("no_route", requester=requester.fqdn, target=fqdn,
+                       requester_reach=req_reach.value, target_reach=tgt_reach.value)
+            return DirectionResponse(msg.txid, Status.NO_ROUTE)
+        tunnel_id = self._tunnel_id()
+        requester_record = self.store.get(requester.fqdn)
+        assert requester_record is not None
+        requester_role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
+        for_target = _direction(tunnel_id, plan.route, _other(requester_role), requester,
+                                requester_record.vip)
+        self._direct(target, for_target, now)
+        self._emit("route_decided", tunnel_id=tunnel_id, requester=requester.fqdn, target=fqdn,
+                   route=plan.route.name.lower(), why=plan.why,
+                   initiator=requester.fqdn if plan.requester_initiates else fqdn)
+        for_requester = _direction(tunnel_id, plan.route, requester_role, target,
+                                   target_record.vip)
+        return DirectionResponse(msg.txid, Status.OK, for_requester)
+
+    def _direct(self, target: Session, direction: Direction, now: float) -> None:
+        msg = RouteDirection(self._txid(), direction)
+        datagram = self._seal(msg, target.public_key, target.endpoint)
+        self._out.append(datagram)
+        self._tx.start(msg.txid, "route_direction", [datagram], now, ROUTE_DIRECTION_TIMEOUT_S,
+                       context=direction.tunnel_id)
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def _seen(self, session: Session, addr: Endpoint, now: float) -> None:
+        session.last_seen = now
+        if not session.online:
+            session.online = True
+            self._emit("node_online", fqdn=session.fqdn)
+        if session.endpoint != addr:  # NAT rebinding or the node moved
+            self._emit("node_moved", fqdn=session.fqdn, old=_ep(session.endpoint), new=_ep(addr))
+            session.endpoint = addr
+            self.store.update_observed(session.fqdn, addr, self._epoch_ms(now))
+
+    def _mark_offline(self, now: float) -> None:
+        for session in self.sessions.values():
+            if session.online and now - session.last_seen > self._offline_after:
+                session.online = False
+                self._emit("node_offline", fqdn=session.fqdn,
+                           silent_s=round(now - session.last_seen, 1))
+
+    def _remember(self, sender: bytes, txid: int, sealed: bytes) -> None:
+        session = self.sessions.get(sender)
+        if session is None:
+            return
+        session.recent[txid] = sealed
+        while len(session.recent) > RECENT_TXIDS_MAX:
+            session.recent.popitem(last=False)
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _box_for(self, sender: bytes) -> SignalBox | None:
+        box = self._boxes.get(sender)
+        if box is None:
+            box = SignalBox(self._static, sender)
+            if sender in self._admitted_keys:  # cache only keys that may register
+                self._boxes[sender] = box
+        return box
+
+    def _seal(self, msg: Message, peer: bytes, addr: Endpoint) -> tuple[bytes, Endpoint]:
+        box = self._box_for(peer)
+        assert box is not None
+        nonce = self._random(SignalBox.NONCE_LEN)
+        return seal_message(msg, box, self._static.public, nonce), addr
+
+    def _txid(self) -> int:
+        return int.from_bytes(self._random(4), "big")
+
+    def _tunnel_id(self) -> int:
+        return int.from_bytes(self._random(4), "big") or 1
+
+    def _epoch_ms(self, now: float) -> int:
+        return int((self._epoch_offset + now) * 1000)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self._events.append(DcEvent(event, fields))
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+
+def _direction(tunnel_id: int, route, role: Role, peer: Session, peer_vip: str) -> Direction:
+    endpoints = [peer.endpoint] + [ep for ep in peer.local_endpoints if ep != peer.endpoint]
+    return Direction(tunnel_id, route, role, peer.fqdn, peer_vip, peer.public_key, endpoints)
+
+
+def _other(role: Role) -> Role:
+    return Role.RESPOND if role == Role.INITIATE else Role.INITIATE
+
+
+def _ep(endpoint: Endpoint) -> str:
+    return f"{endpoint[0]}:{endpoint[1]}"
+
+
+def parse_pool(text: str) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(text, strict=True)

@@ -1,0 +1,437 @@
+"""Node-side signalling state machine (sans-IO).
+
+Rules:
+- Everything that changes the node's signalling state lives here. Inputs are
+  receive(), request_direction(), start(), deregister() and handle_timer(), each
+  given `now` (monotonic seconds). Outputs are drained by the caller:
+  datagrams_to_send() and events().
+- Registration first; names asked for before it are queued. Keep Alive runs
+  while registered; a missed Keep Alive or REREGISTER starts registration again.
+- A Direction (from our Direction Request or the DC's Route Direction) makes us
+  either the tunnel's initiator (send Tunnel Request to the peer) or its
+  responder (wait for the peer's request). Requests and responses are
+  idempotent on retransmit: the same txid gets the same answer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from .buffer import CodecError, Endpoint
+from .crypto import SignalBox, StaticKey, derive_tunnel_keys, ephemeral_public
+from .messages import (
+    Deregister,
+    DeregisterAck,
+    Direction,
+    DirectionRequest,
+    DirectionResponse,
+    Keepalive,
+    KeepaliveAck,
+    Message,
+    Register,
+    RegisterAck,
+    Role,
+    RouteDirection,
+    RouteDirectionAck,
+    Status,
+    TunnelRequest,
+    TunnelResponse,
+)
+from .packet import SIG_HEADER, UnknownPeer, open_message, peek_sender, seal_message
+from .transactions import Transactions
+from .tunnel import Tunnel
+
+REGISTER_TIMEOUT_S = 8.0
+DIRECTION_TIMEOUT_S = 8.0
+TUNNEL_TIMEOUT_S = 8.0
+REFUSED_RETRY_S = 30.0
+EARLY_REQUESTS_MAX = 16
+TUNNEL_STALE_S = 30.0
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registered:
+    vip: str
+    prefix_len: int
+    observed: Endpoint  # our endpoint as the DC sees it
+    behind_nat: bool
+    keepalive_s: int
+
+
+@dataclass(frozen=True)
+class RegistrationFailed:
+    status: Status
+    reason: str  # readable, for the log
+
+
+@dataclass(frozen=True)
+class DcUnreachable:
+    """The DC did not answer a registration or keep-alive in time."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class TunnelUp:
+    tunnel: Tunnel
+    replaced: bool
+
+
+@dataclass(frozen=True)
+class DirectionResolved:
+    """Outcome for a name asked with request_direction(): OK with the peer VIP once
+    the tunnel is up, or the DC's (or a time-out's) status."""
+
+    fqdn: str
+    status: Status
+    vip: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageDropped:
+    reason: str
+
+
+Event = (
+    Registered
+    | RegistrationFailed
+    | DcUnreachable
+    | TunnelUp
+    | DirectionResolved
+    | MessageDropped
+)
+
+
+@dataclass
+class _Handshake:
+    """A tunnel being built, from the Direction until TunnelUp."""
+
+    direction: Direction
+    ephemeral: X25519PrivateKey
+    txid: int
+    last_response: tuple[bytes, Endpoint] | None = None  # responder: replay on retransmit
+
+
+class NodeSignalling:
+    def __init__(
+        self,
+        *,
+        fqdn: str,
+        static: StaticKey,
+        dc_public: bytes,
+        dc_endpoint: Endpoint,
+        local_endpoints: Callable[[], list[Endpoint]],
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        epoch_offset: float | None = None,
+    ) -> None:
+        self.fqdn = fqdn
+        self._static = static
+        self._dc_public = dc_public
+        self._dc_endpoint = dc_endpoint
+        self._local_endpoints = local_endpoints
+        self._random = random_bytes
+        self._epoch_offset = time.time() - time.monotonic() if epoch_offset is None else epoch_offset
+        self._boxes: dict[bytes, SignalBox] = {dc_public: SignalBox(static, dc_public)}
+        self._tx = Transactions()
+        self._out: list[tuple[bytes, Endpoint]] = []
+        self._events: list[Event] = []
+        self.registered: Registered | None = None
+        self._keepalive_at: float | None = None
+        self._register_retry_at: float | None = None
+        self._waiting_names: set[str] = set()  # asked before registration finished
+        self._asking: dict[str, int] = {}  # fqdn -> direction txid in flight
+        self._handshakes: dict[int, _Handshake] = {}  # tunnel id -> handshake
+        self._tunnels_by_fqdn: dict[str, Tunnel] = {}
+        self._early: OrderedDict[bytes, tuple[bytes, Endpoint]] = OrderedDict()
+
+    # --- outputs ----------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def get_timer(self) -> float | None:
+        times = [self._tx.next_deadline(), self._keepalive_at, self._register_retry_at]
+        return min((t for t in times if t is not None), default=None)
+
+    # --- inputs -----------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self._register(now)
+
+    def deregister(self, now: float) -> None:
+        if self.registered is not None:
+            self._request(Deregister(self._txid(), self._epoch_ms(now)), "deregister", now, 2.0)
+            self.registered = None
+            self._keepalive_at = None
+
+    def request_direction(self, fqdn: str, now: float) -> None:
+        """Resolve fqdn through the DC and build a tunnel; a DirectionResolved follows."""
+        fqdn = fqdn.rstrip(".").lower()
+        tunnel = self._tunnels_by_fqdn.get(fqdn)
+        if tunnel is not None:
+            # VIPs are stable, so answer now; ask the DC again in the background when
+            # the tunnel has gone quiet (the peer may have restarted).
+            self._events.append(DirectionResolved(fqdn, Status.OK, tunnel.peer_vip))
+            quiet_since = max(tunnel.created_at, tunnel.last_receive)
+            if now - quiet_since < TUNNEL_STALE_S or self.registered is None:
+                return
+        if self.registered is None:
+            self._waiting_names.add(fqdn)
+            return
+        if fqdn not in self._asking and not self._handshake_for(fqdn):
+            txid = self._txid()
+            msg = DirectionRequest(txid, self._epoch_ms(now), fqdn)
+            self._request(msg, "direction", now, DIRECTION_TIMEOUT_S, context=fqdn)
+            self._asking[fqdn] = txid
+
+    def forget_tunnel(self, tunnel: Tunnel) -> None:
+        if self._tunnels_by_fqdn.get(tunnel.peer_fqdn) is tunnel:
+            del self._tunnels_by_fqdn[tunnel.peer_fqdn]
+
+    def handle_timer(self, now: float) -> None:
+        resend, expired = self._tx.due(now)
+        self._out.extend(resend)
+        for tx in expired:
+            self._on_expired(tx.kind, tx.context, now)
+        if self._keepalive_at is not None and now >= self._keepalive_at:
+            self._keepalive_at = None
+            ka = Keepalive(self._txid(), self._epoch_ms(now))
+            timeout = max(2.0, min(6.0, self.registered.keepalive_s if self.registered else 6))
+            self._request(ka, "keepalive", now, timeout)
+        if self._register_retry_at is not None and now >= self._register_retry_at:
+            self._register_retry_at = None
+            self._register(now)
+
+    def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        try:
+            sender, msg = open_message(datagram, self._boxes.get)
+        except UnknownPeer:
+            self._stash_early(datagram, addr)
+            return
+        except CodecError as exc:
+            self._events.append(MessageDropped(type(exc).__name__))
+            return
+        if sender == self._dc_public:
+            self._from_dc(msg, addr, now)
+        else:
+            self._from_peer(sender, msg, addr, now)
+
+    # --- DC messages ------------------------------------------------------------------
+
+    def _from_dc(self, msg: Message, addr: Endpoint, now: float) -> None:
+        if isinstance(msg, RouteDirection):
+            ack = RouteDirectionAck(msg.txid, msg.direction.tunnel_id)
+            self._send_to(ack, self._dc_public, self._dc_endpoint)
+            self._on_direction(msg.direction, now)
+            return
+        tx = self._tx.finish(msg.txid)
+        if tx is None:
+            return  # a late duplicate answer
+        if isinstance(msg, RegisterAck):
+            self._on_register_ack(msg, now)
+        elif isinstance(msg, KeepaliveAck):
+            self._on_keepalive_ack(msg, now)
+        elif isinstance(msg, DirectionResponse):
+            self._on_direction_response(tx.context, msg, now)
+        elif isinstance(msg, DeregisterAck):
+            pass
+        else:
+            self._events.append(MessageDropped(f"unexpected {type(msg).__name__} from DC"))
+
+    def _on_register_ack(self, msg: RegisterAck, now: float) -> None:
+        if msg.status != Status.OK:
+            reason = msg.reason or msg.status.name
+            self._events.append(RegistrationFailed(msg.status, reason))
+            self._register_retry_at = now + REFUSED_RETRY_S
+            return
+        behind_nat = msg.observed not in self._local_endpoints()
+        self.registered = Registered(msg.vip, msg.prefix_len, msg.observed, behind_nat,
+                                     msg.keepalive_s)
+        self._events.append(self.registered)
+        self._keepalive_at = now + max(1, msg.keepalive_s)
+        for fqdn in sorted(self._waiting_names):
+            self.request_direction(fqdn, now)
+        self._waiting_names.clear()
+
+    def _on_keepalive_ack(self, msg: KeepaliveAck, now: float) -> None:
+        if msg.status == Status.REREGISTER or self.registered is None:
+            self._register(now)
+            return
+        self._keepalive_at = now + max(1, self.registered.keepalive_s)
+
+    def _on_direction_response(self, fqdn: str, msg: DirectionResponse, now: float) -> None:
+        self._asking.pop(fqdn, None)
+        if msg.status == Status.REREGISTER:
+            self._waiting_names.add(fqdn)
+            self._register(now)
+        elif msg.direction is None:
+            self._events.append(DirectionResolved(fqdn, msg.status))
+        else:
+            self._on_direction(msg.direction, now)
+
+    def _on_expired(self, kind: str, context: object, now: float) -> None:
+        if kind in ("register", "keepalive"):
+            self._events.append(DcUnreachable(kind))
+            self.registered = None
+            self._register(now)
+        elif kind == "direction":
+            self._asking.pop(str(context), None)
+            self._events.append(DirectionResolved(str(context), Status.NO_ROUTE))
+        elif kind == "tunnel":
+            handshake = self._handshakes.pop(int(context), None)  # type: ignore[call-overload]
+            if handshake is not None:
+                fqdn = handshake.direction.peer_fqdn
+                self._events.append(DirectionResolved(fqdn, Status.NO_ROUTE))
+
+    def _register(self, now: float) -> None:
+        for tx in self._tx.find("register") + self._tx.find("keepalive"):
+            self._tx.finish(tx.txid)
+        self._keepalive_at = None
+        msg = Register(self._txid(), self._epoch_ms(now), self.fqdn, self._local_endpoints())
+        self._request(msg, "register", now, REGISTER_TIMEOUT_S)
+
+    # --- tunnel handshake -------------------------------------------------------------
+
+    def _on_direction(self, direction: Direction, now: float) -> None:
+        if direction.tunnel_id in self._handshakes:
+            return  # retransmitted Route Direction, or our own request's answer twice
+        peer = direction.peer_public_key
+        self._boxes.setdefault(peer, SignalBox(self._static, peer))
+        ephemeral = X25519PrivateKey.generate()
+        handshake = _Handshake(direction, ephemeral, self._txid())
+        self._handshakes[direction.tunnel_id] = handshake
+        if direction.role == Role.INITIATE:
+            request = TunnelRequest(
+                handshake.txid,
+                direction.tunnel_id,
+                self._epoch_ms(now),
+                ephemeral_public(ephemeral),
+                self.registered.vip if self.registered else "0.0.0.0",
+            )
+            datagrams = [self._seal(request, peer, ep) for ep in direction.peer_endpoints]
+            self._out.extend(datagrams)
+            self._tx.start(handshake.txid, "tunnel", datagrams, now, TUNNEL_TIMEOUT_S,
+                           context=direction.tunnel_id)
+        else:
+            self._tx.start(handshake.txid, "tunnel", [], now, TUNNEL_TIMEOUT_S,
+                           context=direction.tunnel_id)
+        early = self._early.pop(peer, None)
+        if early is not None:
+            self.receive(early[0], early[1], now)
+
+    def _from_peer(self, sender: bytes, msg: Message, addr: Endpoint, now: float) -> None:
+        if isinstance(msg, TunnelRequest):
+            self._on_tunnel_request(sender, msg, addr, now)
+        elif isinstance(msg, TunnelResponse):
+            self._on_tunnel_response(sender, msg, addr, now)
+        else:
+            self._events.append(MessageDropped(f"unexpected {type(msg).__name__} from a peer"))
+
+    def _on_tunnel_request(self, sender: bytes, msg: TunnelRequest, addr: Endpoint,
+                           now: float) -> None:
+        handshake = self._handshakes.get(msg.tunnel_id)
+        if handshake is None:
+            tunnel = self._tunnel_with_id(msg.tunnel_id)
+            if tunnel is not None and tunnel.last_response is not None:
+                self._out.append((tunnel.last_response[0], addr))  # our response was lost
+            else:
+                self._events.append(MessageDropped("tunnel request for no direction"))
+            return
+        direction = handshake.direction
+        if sender != direction.peer_public_key or direction.role != Role.RESPOND:
+            self._events.append(MessageDropped("tunnel request from the wrong key or role"))
+            return
+        keys = derive_tunnel_keys(
+            tunnel_id=msg.tunnel_id, initiator=False, static=self._static, peer_static=sender,
+            ephemeral=handshake.ephemeral, peer_ephemeral=msg.ephemeral,
+        )
+        vip = self.registered.vip if self.registered else "0.0.0.0"
+        response = TunnelResponse(msg.txid, msg.tunnel_id, ephemeral_public(handshake.ephemeral),
+                                  vip)
+        datagram = self._seal(response, sender, addr)
+        self._out.append(datagram)
+        tunnel = Tunnel(msg.tunnel_id, direction.peer_fqdn, direction.peer_vip, addr, keys, now)
+        tunnel.last_response = datagram
+        self._tunnel_ready(handshake, tunnel)
+
+    def _on_tunnel_response(self, sender: bytes, msg: TunnelResponse, addr: Endpoint,
+                            now: float) -> None:
+        handshake = self._handshakes.get(msg.tunnel_id)
+        if (
+            handshake is None
+            or handshake.txid != msg.txid
+            or sender != handshake.direction.peer_public_key
+            or handshake.direction.role != Role.INITIATE
+        ):
+            return  # a duplicate response after the tunnel is up, or a stray one
+        direction = handshake.direction
+        keys = derive_tunnel_keys(
+            tunnel_id=msg.tunnel_id, initiator=True, static=self._static, peer_static=sender,
+            ephemeral=handshake.ephemeral, peer_ephemeral=msg.ephemeral,
+        )
+        self._tunnel_ready(handshake,
+                           Tunnel(msg.tunnel_id, direction.peer_fqdn, direction.peer_vip, addr,
+                                  keys, now))
+
+    def _tunnel_ready(self, handshake: _Handshake, tunnel: Tunnel) -> None:
+        self._handshakes.pop(tunnel.tunnel_id, None)
+        self._tx.finish(handshake.txid)
+        replaced = self._tunnels_by_fqdn.get(tunnel.peer_fqdn) is not None
+        self._tunnels_by_fqdn[tunnel.peer_fqdn] = tunnel
+        self._events.append(TunnelUp(tunnel, replaced))
+        self._events.append(DirectionResolved(tunnel.peer_fqdn, Status.OK, tunnel.peer_vip))
+
+    def _tunnel_with_id(self, tunnel_id: int) -> Tunnel | None:
+        return next((t for t in self._tunnels_by_fqdn.values() if t.tunnel_id == tunnel_id), None)
+
+    def _handshake_for(self, fqdn: str) -> bool:
+        return any(h.direction.peer_fqdn == fqdn for h in self._handshakes.values())
+
+    def _stash_early(self, datagram: bytes, addr: Endpoint) -> None:
+        """Keep a peer's Tunnel Request that beat the DC's Route Direction to us."""
+        try:
+            sender = peek_sender(datagram)
+        except CodecError as exc:
+            self._events.append(MessageDropped(type(exc).__name__))
+            return
+        if len(datagram) < SIG_HEADER.size:
+            return
+        self._early[sender] = (datagram, addr)
+        while len(self._early) > EARLY_REQUESTS_MAX:
+            self._early.popitem(last=False)
+        self._events.append(MessageDropped("signalling from a key not yet directed (kept)"))
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _txid(self) -> int:
+        return int.from_bytes(self._random(4), "big")
+
+    def _epoch_ms(self, now: float) -> int:
+        return int((self._epoch_offset + now) * 1000)
+
+    def _seal(self, msg: Message, peer: bytes, addr: Endpoint) -> tuple[bytes, Endpoint]:
+        nonce = self._random(SignalBox.NONCE_LEN)
+        return seal_message(msg, self._boxes[peer], self._static.public, nonce), addr
+
+    def _send_to(self, msg: Message, peer: bytes, addr: Endpoint) -> None:
+        self._out.append(self._seal(msg, peer, addr))
+
+    def _request(self, msg: Message, kind: str, now: float, timeout: float,
+                 context: object = None) -> None:
+        datagram = self._seal(msg, self._dc_public, self._dc_endpoint)
+        self._out.append(datagram)
+        self._tx.start(msg.txid, kind, [datagram], now, timeout, context=context)  # type: ignore[union-attr]
