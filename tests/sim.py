@@ -24,9 +24,15 @@ class Net:
         self.keys = {name: StaticKey.generate() for name in ("mn", "cn", "xn")}
         self.store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
         admission = {f"{n}.{ZONE}": self.keys[n].public for n in ("mn", "cn")}
-        self.dc = Coordinator(static=self.dc_key, store=self.store, zone=ZONE,
-                              admission=admission, keepalive_s=5, keepalive_misses=3,
-                              epoch_offset=1_700_000_000.0)
+        self.dc = Coordinator(
+            static=self.dc_key,
+            store=self.store,
+            zone=ZONE,
+            admission=admission,
+            keepalive_s=5,
+            keepalive_misses=3,
+            epoch_offset=1_700_000_000.0,
+        )
         self.nodes: dict[str, NodeSignalling] = {}
         self.inside: dict[str, Endpoint] = {}
         self.outside: dict[str, Endpoint] = {}
@@ -38,9 +44,13 @@ class Net:
         self.inside[name] = inside
         self.outside[name] = outside or inside
         self.nodes[name] = NodeSignalling(
-            fqdn=f"{name}.{ZONE}", static=self.keys[name], dc_public=self.dc_key.public,
-            dc_endpoint=DC_EP, local_endpoints=lambda ep=inside: [ep],
-            epoch_offset=1_700_000_000.0)
+            fqdn=f"{name}.{ZONE}",
+            static=self.keys[name],
+            dc_public=self.dc_key.public,
+            dc_endpoint=DC_EP,
+            local_endpoints=lambda ep=inside: [ep],
+            epoch_offset=1_700_000_000.0,
+        )
         self.events[name] = []
 
     def _deliver(self, datagrams, source_name: str | None) -> None:

@@ -15,8 +15,11 @@ def _of(events, kind):
 def _net(mn_nat: bool = True, cn_nat: bool = False) -> Net:
     net = Net()
     net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401) if mn_nat else None)
-    net.add_node("cn", ("10.10.2.2", 7401) if cn_nat else ("198.51.100.30", 7401),
-                 ("198.51.100.31", 7401) if cn_nat else None)
+    net.add_node(
+        "cn",
+        ("10.10.2.2", 7401) if cn_nat else ("198.51.100.30", 7401),
+        ("198.51.100.31", 7401) if cn_nat else None,
+    )
     for node in net.nodes.values():
         node.start(net.now)
     net.run(1.0)
@@ -50,6 +53,7 @@ def test_initiator_behind_nat_builds_tunnel_and_keys_match():
     assert cn_t.peer_endpoint == ("198.51.100.41", 7401)  # learnt from the request
     datagram = mn_t.seal(b"hello")
     from ntma.proto.packet import unpack_data_header
+
     _, counter = unpack_data_header(datagram)
     assert cn_t.open(datagram, counter) == b"hello"
     back = cn_t.seal(b"world")
@@ -111,10 +115,19 @@ def test_dc_restart_makes_nodes_register_again_with_same_vip():
     net = _net()
     vip = _of(net.events["mn"], Registered)[0].vip
     from ntma.dc.coordinator import Coordinator
-    net.dc = Coordinator(static=net.dc_key, store=net.store, zone="ntm.example",
-                         admission={"mn.ntm.example": net.keys["mn"].public,
-                                    "cn.ntm.example": net.keys["cn"].public},
-                         keepalive_s=5, keepalive_misses=3, epoch_offset=1_700_000_000.0)
+
+    net.dc = Coordinator(
+        static=net.dc_key,
+        store=net.store,
+        zone="ntm.example",
+        admission={
+            "mn.ntm.example": net.keys["mn"].public,
+            "cn.ntm.example": net.keys["cn"].public,
+        },
+        keepalive_s=5,
+        keepalive_misses=3,
+        epoch_offset=1_700_000_000.0,
+    )
     net.run(8.0)
     again = _of(net.events["mn"], Registered)
     assert len(again) >= 2 and again[-1].vip == vip
@@ -125,6 +138,7 @@ def test_dc_silence_leads_to_reregistration():
     net.drop = lambda d, s, t: t == ("198.51.100.10", 7400)
     net.run(15.0)
     from ntma.proto.node_sm import DcUnreachable
+
     assert _of(net.events["mn"], DcUnreachable)
     net.drop = lambda d, s, t: False
     net.run(10.0)

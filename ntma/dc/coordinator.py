@@ -89,7 +89,9 @@ class Coordinator:
         self.keepalive_s = keepalive_s
         self._offline_after = keepalive_s * keepalive_misses
         self._random = random_bytes
-        self._epoch_offset = time.time() - time.monotonic() if epoch_offset is None else epoch_offset
+        if epoch_offset is None:  # wall clock minus the clock `now` comes from
+            epoch_offset = time.time() - time.monotonic()
+        self._epoch_offset = epoch_offset
         self._boxes: dict[bytes, SignalBox] = {}
         self.sessions: dict[bytes, Session] = {}  # by public key
         self._tx = Transactions()
@@ -188,8 +190,9 @@ class Coordinator:
             self._emit("registration_refused", fqdn=fqdn, endpoint=_ep(addr), reason=refusal)
             return RegisterAck(msg.txid, Status.REFUSED, reason=refusal)
         try:
-            record = self.store.register(fqdn, sender, addr, msg.local_endpoints,
-                                         self._epoch_ms(now))
+            record = self.store.register(
+                fqdn, sender, addr, msg.local_endpoints, self._epoch_ms(now)
+            )
         except PoolExhausted:
             return RegisterAck(msg.txid, Status.POOL_EXHAUSTED, reason="VIP pool exhausted")
         old = self.sessions.get(sender)
@@ -198,10 +201,12 @@ class Coordinator:
             session.recent = old.recent
         self.sessions[sender] = session
         reach = reach_of(addr, msg.local_endpoints)
-        self._emit("node_registered", fqdn=fqdn, vip=record.vip, endpoint=_ep(addr),
-                   reach=reach.value)
-        return RegisterAck(msg.txid, Status.OK, record.vip, self.store.pool.prefixlen, addr,
-                           self.keepalive_s)
+        self._emit(
+            "node_registered", fqdn=fqdn, vip=record.vip, endpoint=_ep(addr), reach=reach.value
+        )
+        return RegisterAck(
+            msg.txid, Status.OK, record.vip, self.store.pool.prefixlen, addr, self.keepalive_s
+        )
 
     def _admission_refusal(self, fqdn: str, sender: bytes) -> str:
         if not self.in_zone(fqdn):
@@ -213,8 +218,9 @@ class Coordinator:
             return f"this node's public key is not the one admitted for {fqdn}"
         return ""
 
-    def _on_direction_request(self, requester: Session, msg: DirectionRequest,
-                              now: float) -> DirectionResponse:
+    def _on_direction_request(
+        self, requester: Session, msg: DirectionRequest, now: float
+    ) -> DirectionResponse:
         fqdn = msg.fqdn.rstrip(".").lower()
         if not self.in_zone(fqdn):
             return DirectionResponse(msg.txid, Status.NOT_NTM)
@@ -230,29 +236,46 @@ class Coordinator:
         tgt_reach = reach_of(target.endpoint, target.local_endpoints)
         plan = decide_route(req_reach, tgt_reach)
         if plan is None:
-            self._emit("no_route", requester=requester.fqdn, target=fqdn,
-                       requester_reach=req_reach.value, target_reach=tgt_reach.value)
+            self._emit(
+                "no_route",
+                requester=requester.fqdn,
+                target=fqdn,
+                requester_reach=req_reach.value,
+                target_reach=tgt_reach.value,
+            )
             return DirectionResponse(msg.txid, Status.NO_ROUTE)
         tunnel_id = self._tunnel_id()
         requester_record = self.store.get(requester.fqdn)
         assert requester_record is not None
         requester_role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
-        for_target = _direction(tunnel_id, plan.route, _other(requester_role), requester,
-                                requester_record.vip)
+        for_target = _direction(
+            tunnel_id, plan.route, _other(requester_role), requester, requester_record.vip
+        )
         self._direct(target, for_target, now)
-        self._emit("route_decided", tunnel_id=tunnel_id, requester=requester.fqdn, target=fqdn,
-                   route=plan.route.name.lower(), why=plan.why,
-                   initiator=requester.fqdn if plan.requester_initiates else fqdn)
-        for_requester = _direction(tunnel_id, plan.route, requester_role, target,
-                                   target_record.vip)
+        self._emit(
+            "route_decided",
+            tunnel_id=tunnel_id,
+            requester=requester.fqdn,
+            target=fqdn,
+            route=plan.route.name.lower(),
+            why=plan.why,
+            initiator=requester.fqdn if plan.requester_initiates else fqdn,
+        )
+        for_requester = _direction(tunnel_id, plan.route, requester_role, target, target_record.vip)
         return DirectionResponse(msg.txid, Status.OK, for_requester)
 
     def _direct(self, target: Session, direction: Direction, now: float) -> None:
         msg = RouteDirection(self._txid(), direction)
         datagram = self._seal(msg, target.public_key, target.endpoint)
         self._out.append(datagram)
-        self._tx.start(msg.txid, "route_direction", [datagram], now, ROUTE_DIRECTION_TIMEOUT_S,
-                       context=direction.tunnel_id)
+        self._tx.start(
+            msg.txid,
+            "route_direction",
+            [datagram],
+            now,
+            ROUTE_DIRECTION_TIMEOUT_S,
+            context=direction.tunnel_id,
+        )
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -270,8 +293,9 @@ class Coordinator:
         for session in self.sessions.values():
             if session.online and now - session.last_seen > self._offline_after:
                 session.online = False
-                self._emit("node_offline", fqdn=session.fqdn,
-                           silent_s=round(now - session.last_seen, 1))
+                self._emit(
+                    "node_offline", fqdn=session.fqdn, silent_s=round(now - session.last_seen, 1)
+                )
 
     def _remember(self, sender: bytes, txid: int, sealed: bytes) -> None:
         session = self.sessions.get(sender)

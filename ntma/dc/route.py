@@ -35,7 +35,11 @@ class RoutePlan:
 def decide_route(requester: Reach, target: Reach) -> RoutePlan | None:
     """None: no route this DC can direct yet."""
     if target is Reach.PUBLIC:
-        why = "both ends public" if requester is Reach.PUBLIC else "requester behind NAT, target public"
+        why = (
+            "both ends public"
+            if requester is Reach.PUBLIC
+            else "requester behind NAT, target public"
+        )
         return RoutePlan(Route.DIRECT, True, why)
     if requester is Reach.PUBLIC:
         return RoutePlan(Route.DIRECT, False, "target behind NAT opens toward public requester")

@@ -66,8 +66,14 @@ class NodeStore:
         row = self._db.execute("SELECT fqdn FROM nodes WHERE vip = ?", (vip,)).fetchone()
         return self.get(row[0]) if row else None
 
-    def register(self, fqdn: str, public_key: bytes, observed: Endpoint,
-                 local_endpoints: list[Endpoint], now_ms: int) -> NodeRecord:
+    def register(
+        self,
+        fqdn: str,
+        public_key: bytes,
+        observed: Endpoint,
+        local_endpoints: list[Endpoint],
+        now_ms: int,
+    ) -> NodeRecord:
         """Upsert; an existing name keeps its VIP, a new one gets the lowest free VIP."""
         existing = self.get(fqdn)
         vip = existing.vip if existing else self._free_vip()
@@ -76,14 +82,22 @@ class NodeStore:
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(fqdn) DO UPDATE SET "
             "public_key = excluded.public_key, observed = excluded.observed, "
             "local_endpoints = excluded.local_endpoints, updated_ms = excluded.updated_ms",
-            (fqdn, public_key, vip, json.dumps(list(observed)),
-             json.dumps([list(ep) for ep in local_endpoints]), now_ms),
+            (
+                fqdn,
+                public_key,
+                vip,
+                json.dumps(list(observed)),
+                json.dumps([list(ep) for ep in local_endpoints]),
+                now_ms,
+            ),
         )
         return NodeRecord(fqdn, public_key, vip, observed, list(local_endpoints))
 
     def update_observed(self, fqdn: str, observed: Endpoint, now_ms: int) -> None:
-        self._db.execute("UPDATE nodes SET observed = ?, updated_ms = ? WHERE fqdn = ?",
-                         (json.dumps(list(observed)), now_ms, fqdn))
+        self._db.execute(
+            "UPDATE nodes SET observed = ?, updated_ms = ? WHERE fqdn = ?",
+            (json.dumps(list(observed)), now_ms, fqdn),
+        )
 
     def _free_vip(self) -> str:
         used = {row[0] for row in self._db.execute("SELECT vip FROM nodes")}

@@ -102,12 +102,7 @@ class MessageDropped:
 
 
 Event = (
-    Registered
-    | RegistrationFailed
-    | DcUnreachable
-    | TunnelUp
-    | DirectionResolved
-    | MessageDropped
+    Registered | RegistrationFailed | DcUnreachable | TunnelUp | DirectionResolved | MessageDropped
 )
 
 
@@ -139,7 +134,9 @@ class NodeSignalling:
         self._dc_endpoint = dc_endpoint
         self._local_endpoints = local_endpoints
         self._random = random_bytes
-        self._epoch_offset = time.time() - time.monotonic() if epoch_offset is None else epoch_offset
+        if epoch_offset is None:  # wall clock minus the clock `now` comes from
+            epoch_offset = time.time() - time.monotonic()
+        self._epoch_offset = epoch_offset
         self._boxes: dict[bytes, SignalBox] = {dc_public: SignalBox(static, dc_public)}
         self._tx = Transactions()
         self._out: list[tuple[bytes, Endpoint]] = []
@@ -259,8 +256,9 @@ class NodeSignalling:
             self._register_retry_at = now + REFUSED_RETRY_S
             return
         behind_nat = msg.observed not in self._local_endpoints()
-        self.registered = Registered(msg.vip, msg.prefix_len, msg.observed, behind_nat,
-                                     msg.keepalive_s)
+        self.registered = Registered(
+            msg.vip, msg.prefix_len, msg.observed, behind_nat, msg.keepalive_s
+        )
         self._events.append(self.registered)
         self._keepalive_at = now + max(1, msg.keepalive_s)
         for fqdn in sorted(self._waiting_names):
@@ -324,11 +322,18 @@ class NodeSignalling:
             )
             datagrams = [self._seal(request, peer, ep) for ep in direction.peer_endpoints]
             self._out.extend(datagrams)
-            self._tx.start(handshake.txid, "tunnel", datagrams, now, TUNNEL_TIMEOUT_S,
-                           context=direction.tunnel_id)
+            self._tx.start(
+                handshake.txid,
+                "tunnel",
+                datagrams,
+                now,
+                TUNNEL_TIMEOUT_S,
+                context=direction.tunnel_id,
+            )
         else:
-            self._tx.start(handshake.txid, "tunnel", [], now, TUNNEL_TIMEOUT_S,
-                           context=direction.tunnel_id)
+            self._tx.start(
+                handshake.txid, "tunnel", [], now, TUNNEL_TIMEOUT_S, context=direction.tunnel_id
+            )
         early = self._early.pop(peer, None)
         if early is not None:
             self.receive(early[0], early[1], now)
@@ -341,8 +346,9 @@ class NodeSignalling:
         else:
             self._events.append(MessageDropped(f"unexpected {type(msg).__name__} from a peer"))
 
-    def _on_tunnel_request(self, sender: bytes, msg: TunnelRequest, addr: Endpoint,
-                           now: float) -> None:
+    def _on_tunnel_request(
+        self, sender: bytes, msg: TunnelRequest, addr: Endpoint, now: float
+    ) -> None:
         handshake = self._handshakes.get(msg.tunnel_id)
         if handshake is None:
             tunnel = self._tunnel_with_id(msg.tunnel_id)
@@ -356,20 +362,26 @@ class NodeSignalling:
             self._events.append(MessageDropped("tunnel request from the wrong key or role"))
             return
         keys = derive_tunnel_keys(
-            tunnel_id=msg.tunnel_id, initiator=False, static=self._static, peer_static=sender,
-            ephemeral=handshake.ephemeral, peer_ephemeral=msg.ephemeral,
+            tunnel_id=msg.tunnel_id,
+            initiator=False,
+            static=self._static,
+            peer_static=sender,
+            ephemeral=handshake.ephemeral,
+            peer_ephemeral=msg.ephemeral,
         )
         vip = self.registered.vip if self.registered else "0.0.0.0"
-        response = TunnelResponse(msg.txid, msg.tunnel_id, ephemeral_public(handshake.ephemeral),
-                                  vip)
+        response = TunnelResponse(
+            msg.txid, msg.tunnel_id, ephemeral_public(handshake.ephemeral), vip
+        )
         datagram = self._seal(response, sender, addr)
         self._out.append(datagram)
         tunnel = Tunnel(msg.tunnel_id, direction.peer_fqdn, direction.peer_vip, addr, keys, now)
         tunnel.last_response = datagram
         self._tunnel_ready(handshake, tunnel)
 
-    def _on_tunnel_response(self, sender: bytes, msg: TunnelResponse, addr: Endpoint,
-                            now: float) -> None:
+    def _on_tunnel_response(
+        self, sender: bytes, msg: TunnelResponse, addr: Endpoint, now: float
+    ) -> None:
         handshake = self._handshakes.get(msg.tunnel_id)
         if (
             handshake is None
@@ -380,12 +392,17 @@ class NodeSignalling:
             return  # a duplicate response after the tunnel is up, or a stray one
         direction = handshake.direction
         keys = derive_tunnel_keys(
-            tunnel_id=msg.tunnel_id, initiator=True, static=self._static, peer_static=sender,
-            ephemeral=handshake.ephemeral, peer_ephemeral=msg.ephemeral,
+            tunnel_id=msg.tunnel_id,
+            initiator=True,
+            static=self._static,
+            peer_static=sender,
+            ephemeral=handshake.ephemeral,
+            peer_ephemeral=msg.ephemeral,
         )
-        self._tunnel_ready(handshake,
-                           Tunnel(msg.tunnel_id, direction.peer_fqdn, direction.peer_vip, addr,
-                                  keys, now))
+        self._tunnel_ready(
+            handshake,
+            Tunnel(msg.tunnel_id, direction.peer_fqdn, direction.peer_vip, addr, keys, now),
+        )
 
     def _tunnel_ready(self, handshake: _Handshake, tunnel: Tunnel) -> None:
         self._handshakes.pop(tunnel.tunnel_id, None)
@@ -430,8 +447,9 @@ class NodeSignalling:
     def _send_to(self, msg: Message, peer: bytes, addr: Endpoint) -> None:
         self._out.append(self._seal(msg, peer, addr))
 
-    def _request(self, msg: Message, kind: str, now: float, timeout: float,
-                 context: object = None) -> None:
+    def _request(
+        self, msg: Message, kind: str, now: float, timeout: float, context: object = None
+    ) -> None:
         datagram = self._seal(msg, self._dc_public, self._dc_endpoint)
         self._out.append(datagram)
         self._tx.start(msg.txid, kind, [datagram], now, timeout, context=context)  # type: ignore[union-attr]

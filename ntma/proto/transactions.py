@@ -41,8 +41,9 @@ class Transactions:
         timeout: float,
         context: Any = None,
     ) -> Transaction:
-        tx = Transaction(txid, kind, datagrams, now + timeout, now + FIRST_RETRANSMIT_S,
-                         context=context)
+        tx = Transaction(
+            txid, kind, datagrams, now + timeout, now + FIRST_RETRANSMIT_S, context=context
+        )
         self._pending[txid] = tx
         return tx
 

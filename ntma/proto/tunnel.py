@@ -9,6 +9,7 @@ authenticates and passes the replay window.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -46,6 +47,7 @@ class Tunnel:
     last_response: tuple[bytes, Endpoint] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.peer_vip_packed = ipaddress.IPv4Address(self.peer_vip).packed
         self._send_aead = AESGCM(self.keys.send)
         self._recv_aead = AESGCM(self.keys.receive)
 
@@ -77,25 +79,25 @@ class Tunnel:
 
 
 class TunnelTable:
-    """Tunnels by id (receive path) and by peer VIP (send path)."""
+    """Tunnels by id (receive path) and by packed peer VIP (send path)."""
 
     def __init__(self) -> None:
         self.by_id: dict[int, Tunnel] = {}
-        self.by_vip: dict[str, Tunnel] = {}
+        self.by_vip: dict[bytes, Tunnel] = {}
 
     def install(self, tunnel: Tunnel) -> Tunnel | None:
         """Add tunnel; returns the tunnel it replaced for the same peer VIP, if any."""
-        old = self.by_vip.get(tunnel.peer_vip)
+        old = self.by_vip.get(tunnel.peer_vip_packed)
         if old is not None:
             self.by_id.pop(old.tunnel_id, None)
         self.by_id[tunnel.tunnel_id] = tunnel
-        self.by_vip[tunnel.peer_vip] = tunnel
+        self.by_vip[tunnel.peer_vip_packed] = tunnel
         return old
 
     def remove(self, tunnel: Tunnel) -> None:
         self.by_id.pop(tunnel.tunnel_id, None)
-        if self.by_vip.get(tunnel.peer_vip) is tunnel:
-            del self.by_vip[tunnel.peer_vip]
+        if self.by_vip.get(tunnel.peer_vip_packed) is tunnel:
+            del self.by_vip[tunnel.peer_vip_packed]
 
     def by_fqdn(self, fqdn: str) -> Tunnel | None:
         return next((t for t in self.by_vip.values() if t.peer_fqdn == fqdn), None)

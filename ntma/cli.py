@@ -1,0 +1,95 @@
+"""Command line: `ntma dc|node|keygen|lab ...` (also `python -m ntma`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import trio
+
+from .config import ConfigError, load_dc_config, load_node_config
+from .log import configure_logging
+from .proto.crypto import StaticKey, write_key_file
+
+ROLES = """roles:
+  dc       Direction Coordinator: registers nodes, hands out VIPs, directs tunnels, serves DNS
+  node     NTM node: TUN device with the node's VIP, local DNS responder, encrypted tunnels
+  keygen   make an X25519 key pair (private key file, public key printed in base64)
+  lab      build, inspect or remove the network-namespace lab (up | down | status | demo)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ntma",
+        description="NTMobile in Python/Trio.",
+        epilog=ROLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="role", metavar="ROLE", parser_class=_Parser)
+    for role, help_text in (("dc", "run a Direction Coordinator"), ("node", "run an NTM node")):
+        p = sub.add_parser(role, help=help_text)
+        p.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+        p.add_argument(
+            "--log-format",
+            choices=("json", "console"),
+            default=None,
+            help="default: json unless stderr is a terminal",
+        )
+    keygen = sub.add_parser("keygen", help="make a key pair")
+    keygen.add_argument("--out", required=True, type=Path, help="private key file to write")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
+    sub.add_parser("lab", help="network-namespace lab", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lab"]:
+        from .lab import main as lab_main
+
+        return lab_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.role is None:
+        build_parser().print_help()
+        return 2
+    if args.role == "keygen":
+        return _keygen(args.out, args.force)
+    try:
+        config = (load_dc_config if args.role == "dc" else load_node_config)(args.config)
+    except ConfigError as exc:
+        print(f"ntma {args.role}: error: {exc}", file=sys.stderr)
+        return 2
+    fmt = args.log_format
+    configure_logging(config.log.level, json=None if fmt is None else fmt == "json")
+    if args.role == "dc":
+        from .dc.server import run_dc
+
+        trio.run(run_dc, config)
+    else:
+        from .node import run_node
+
+        try:
+            trio.run(run_node, config)
+        except PermissionError as exc:
+            print(
+                f"ntma node: error: {exc}; run as root (TUN and port 53 need it)", file=sys.stderr
+            )
+            return 1
+    return 0
+
+
+def _keygen(out: Path, force: bool) -> int:
+    if out.exists() and not force:
+        print(f"ntma keygen: error: {out} exists; pass --force to overwrite", file=sys.stderr)
+        return 2
+    key = StaticKey.generate()
+    write_key_file(out, key)
+    print(key.public_base64())
+    return 0

@@ -1,0 +1,232 @@
+"""TOML configuration for each role, validated into dataclasses.
+
+Every problem becomes a ConfigError naming the key and the fix; the CLI prints
+it on one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .proto.buffer import Endpoint
+from .proto.crypto import KeyError_, StaticKey, decode_key, load_key_file
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        super().__init__(f"config key '{key}': {problem}; {fix}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    stats_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class DcConfig:
+    listen: Endpoint
+    key: StaticKey
+    database: Path
+    zone: str
+    vip_pool: ipaddress.IPv4Network
+    dns_listen: Endpoint | None
+    keepalive_interval: int
+    keepalive_misses: int
+    admission: dict[str, bytes]
+    log: LogConfig
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    fqdn: str
+    key: StaticKey
+    listen: Endpoint
+    tun_name: str
+    mtu: int
+    dc_address: Endpoint
+    dc_public_key: bytes
+    dns_listen: Endpoint
+    dns_upstream: Endpoint | None
+    ntm_suffixes: list[str] = field(default_factory=list)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+class _Section:
+    """Typed access to one TOML table, with the dotted key for error messages."""
+
+    def __init__(self, data: dict[str, Any], name: str, base: Path) -> None:
+        self.data, self.name, self.base = data, name, base
+
+    def _key(self, key: str) -> str:
+        return f"{self.name}.{key}"
+
+    def get(self, key: str, kind: type, default: Any = ..., fix: str = "") -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise ConfigError(self._key(key), "missing", fix or f"add {key} to [{self.name}]")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                self._key(key),
+                f"expected {kind.__name__}, got {value!r}",
+                fix or f"set {key} to a {kind.__name__}",
+            )
+        return value
+
+    def endpoint(self, key: str, default: Any = ..., default_port: int | None = None) -> Any:
+        text = self.get(key, str, default, fix=f'set {key} = "ADDRESS:PORT"')
+        return None if text is None else parse_endpoint(text, self._key(key), default_port)
+
+    def positive(self, key: str, kind: type, default: Any = ...) -> Any:
+        value = self.get(key, kind, default)
+        if value <= 0:
+            raise ConfigError(
+                self._key(key), f"must be positive, got {value}", f"set {key} to a number above 0"
+            )
+        return value
+
+    def path(self, key: str, default: Any = ...) -> Path:
+        path = Path(self.get(key, str, default, fix=f'set {key} = "PATH"'))
+        return path if path.is_absolute() else self.base / path
+
+    def key_file(self, key: str) -> StaticKey:
+        path = self.path(key)
+        try:
+            return load_key_file(path)
+        except FileNotFoundError:
+            raise ConfigError(
+                self._key(key), f"no such file {path}", "create one with 'ntma keygen --out FILE'"
+            ) from None
+        except (KeyError_, ValueError) as exc:
+            raise ConfigError(
+                self._key(key),
+                f"{path} is not an ntma key file ({exc})",
+                "create one with 'ntma keygen --out FILE'",
+            ) from None
+
+    def public_key(self, key: str) -> bytes:
+        try:
+            return decode_key(self.get(key, str))
+        except KeyError_ as exc:
+            raise ConfigError(
+                self._key(key), str(exc), "use the base64 public key printed by 'ntma keygen'"
+            ) from None
+
+
+def parse_endpoint(text: str, key: str, default_port: int | None = None) -> Endpoint:
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, str(default_port) if default_port else ""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            key, f"{text!r} is not ADDRESS:PORT", 'write it like "198.51.100.10:7400"'
+        ) from None
+    return (str(address), port)
+
+
+def _load(path: Path) -> tuple[dict[str, Any], Path]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f), path.resolve().parent
+    except FileNotFoundError:
+        raise ConfigError(
+            "--config", f"no such file {path}", "pass an existing TOML file"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            "--config", f"{path} is not valid TOML ({exc})", "fix the syntax at the position shown"
+        ) from None
+
+
+def _section(data: dict[str, Any], name: str, base: Path, required: bool = True) -> _Section:
+    table = data.get(name)
+    if table is None and not required:
+        table = {}
+    if not isinstance(table, dict):
+        raise ConfigError(name, "missing table", f"add a [{name}] table")
+    return _Section(table, name, base)
+
+
+def _log(data: dict[str, Any], base: Path) -> LogConfig:
+    sec = _section(data, "log", base, required=False)
+    level = sec.get("level", str, "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            "log.level", f"unknown level {level!r}", "use debug, info, warning or error"
+        )
+    return LogConfig(level, sec.positive("stats_interval", float, 10.0))
+
+
+def load_dc_config(path: Path) -> DcConfig:
+    data, base = _load(path)
+    dc = _section(data, "dc", base)
+    try:
+        pool = ipaddress.IPv4Network(dc.get("vip_pool", str))
+    except ValueError as exc:
+        raise ConfigError("dc.vip_pool", str(exc), 'write a network like "10.99.0.0/16"') from None
+    if pool.num_addresses < 8:
+        raise ConfigError("dc.vip_pool", "too small", "use a prefix of /29 or larger")
+    admission_sec = _section(data, "admission", base, required=False)
+    admission = {name: admission_sec.public_key(name) for name in admission_sec.data}
+    database = dc.get("database", str, ":memory:")
+    return DcConfig(
+        listen=dc.endpoint("listen"),
+        key=dc.key_file("private_key_file"),
+        database=Path(database) if database == ":memory:" else dc.path("database"),
+        zone=dc.get("zone", str).rstrip(".").lower(),
+        vip_pool=pool,
+        dns_listen=dc.endpoint("dns_listen", None, default_port=53),
+        keepalive_interval=dc.positive("keepalive_interval", int, 15),
+        keepalive_misses=dc.positive("keepalive_misses", int, 3),
+        admission=admission,
+        log=_log(data, base),
+    )
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    data, base = _load(path)
+    node = _section(data, "node", base)
+    dc = _section(data, "dc", base)
+    dns = _section(data, "dns", base, required=False)
+    mtu = node.positive("mtu", int, 1400)
+    if not 576 <= mtu <= 1440:
+        raise ConfigError(
+            "node.mtu",
+            f"{mtu} is out of range",
+            "use 576..1440 (1500 minus the tunnel's 60 bytes of overhead)",
+        )
+    suffixes = dns.get("ntm_suffixes", list, [])
+    if not all(isinstance(s, str) for s in suffixes):
+        raise ConfigError(
+            "dns.ntm_suffixes", "must be a list of strings", 'write it like ["ntm.example"]'
+        )
+    tun_name = node.get("tun_name", str, "ntm0")
+    if not 0 < len(tun_name) < 16:
+        raise ConfigError("node.tun_name", "must be 1..15 characters", "pick a shorter name")
+    return NodeConfig(
+        fqdn=node.get("fqdn", str).rstrip(".").lower(),
+        key=node.key_file("private_key_file"),
+        listen=node.endpoint("listen", "0.0.0.0:7401"),
+        tun_name=tun_name,
+        mtu=mtu,
+        dc_address=dc.endpoint("address"),
+        dc_public_key=dc.public_key("public_key"),
+        dns_listen=dns.endpoint("listen", "127.0.0.1:53", default_port=53),
+        dns_upstream=dns.endpoint("upstream", None, default_port=53),
+        ntm_suffixes=[s.rstrip(".").lower() for s in suffixes],
+        log=_log(data, base),
+    )

@@ -1,0 +1,48 @@
+"""Linux TUN device: open with ioctl, configure with iproute2.
+
+iproute2 (a declared system dependency) configures the address, MTU and link
+state; that is a handful of calls at start-up, not worth a netlink library.
+The device is not persistent, so it disappears when its fd is closed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+
+import trio
+
+from .fdio import FdPackets
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+
+
+class TunDevice(FdPackets):
+    def __init__(self, name: str, mtu: int) -> None:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            ifr = fcntl.ioctl(
+                fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI)
+            )
+        except OSError:
+            os.close(fd)
+            raise
+        self.name = ifr[:16].rstrip(b"\0").decode()
+        self.mtu = mtu
+        super().__init__(fd, mtu)
+
+    async def configure(self, vip: str, prefix_len: int) -> None:
+        """Give the device its VIP (routes the VIP pool into it) and bring it up."""
+        await _ip("addr", "flush", "dev", self.name)
+        await _ip("addr", "add", f"{vip}/{prefix_len}", "dev", self.name)
+        await _ip("link", "set", "dev", self.name, "mtu", str(self.mtu), "up")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+async def _ip(*args: str) -> None:
+    await trio.run_process(["ip", *args], capture_stdout=True, capture_stderr=True)

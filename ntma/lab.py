@@ -1,0 +1,1035 @@
+"""`ntma lab up|down|status`: an NTMobile test lab built from Linux network namespaces.
+
+Topology (every namespace is named ``ntma-*``; nothing is created in the root namespace)::
+
+    ntma-inet   bridge br0, the "Internet" 198.51.100.0/24, one veth port per attached host
+    ntma-dc     eth0 198.51.100.10   DC daemon
+    ntma-web    eth0 198.51.100.20   http.server :80 + dnsmasq :53 (upstream resolver)
+    ntma-mn     eth0 198.51.100.40, or 10.10.1.2 behind ntma-mn-nat (wan0 .41, lan0 10.10.1.1)
+    ntma-cn     eth0 198.51.100.30, or 10.10.2.2 behind ntma-cn-nat (wan0 .31, lan0 10.10.2.1)
+
+The topology is described by data (`NodeDef`, `Namespace`, `Link`, built by `build_topology`)
+and applied by one small function per concern, so further hosts (gn, adapter, relay) and NAT
+types only need new table rows.
+
+Everything the lab starts and where it lives is recorded in ``<run-dir>/state.json``; ``down``
+does not trust it alone: it also kills every process inside any ``ntma-*`` namespace and
+deletes every ``ntma-*`` namespace, so it cleans up after a crash in the middle of ``up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# --------------------------------------------------------------------------- constants
+
+NS_PREFIX = "ntma-"
+INET_NS = "ntma-inet"
+BRIDGE = "br0"
+INET_PREFIXLEN = 24
+DC_IP = "198.51.100.10"
+WEB_IP = "198.51.100.20"
+DC_PORT = 7400
+NODE_PORT = 7401
+ZONE = "ntm.example"
+VIP_POOL = "10.99.0.0/16"
+DEFAULT_RUN_DIR = Path("/run/ntma-lab")
+ETC_NETNS = Path("/etc/netns")
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+REQUIRED_TOOLS = ("ip", "nft", "dnsmasq")
+
+#: NAT type -> nftables statement used on the NAT router's WAN interface.
+NAT_RULES: dict[str, str] = {
+    "cone": "masquerade",
+    "symmetric": "masquerade fully-random",
+}
+NAT_MODES = ("none", *NAT_RULES)
+
+STOP_TIMEOUT_S = 5.0
+LISTEN_TIMEOUT_S = 10.0
+POLL_S = 0.05
+
+
+class LabError(RuntimeError):
+    """Building or tearing down the lab failed (message is one line)."""
+
+
+class LabNotReady(LabError):
+    """A daemon did not report readiness in time; the lab is left up for inspection."""
+
+
+# --------------------------------------------------------------------------- topology model
+
+
+@dataclass(frozen=True)
+class NodeDef:
+    """An NTM node host and where it attaches (directly or behind its own NAT router)."""
+
+    name: str  # "mn"
+    direct_ip: str  # eth0 address on the Internet segment when nat == "none"
+    wan_ip: str  # the NAT router's wan0 address
+    lan_net: str  # first three octets of the private /24: router .1, node .2
+    default_nat: str
+    port: int = NODE_PORT
+
+    @property
+    def ns(self) -> str:
+        return NS_PREFIX + self.name
+
+    @property
+    def nat_ns(self) -> str:
+        return f"{NS_PREFIX}{self.name}-nat"
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{ZONE}"
+
+
+NODE_DEFS: tuple[NodeDef, ...] = (
+    NodeDef("mn", "198.51.100.40", "198.51.100.41", "10.10.1", default_nat="cone"),
+    NodeDef("cn", "198.51.100.30", "198.51.100.31", "10.10.2", default_nat="none"),
+)
+
+
+@dataclass(frozen=True)
+class Iface:
+    ns: str
+    name: str
+    cidr: str | None = None  # "198.51.100.10/24"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A veth pair; `a` is enslaved to `bridge` (in a.ns) when given."""
+
+    a: Iface
+    b: Iface
+    bridge: str | None = None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    role: str  # inet | dc | web | node | nat
+    node: str | None = None  # the node this namespace belongs to
+    fqdn: str | None = None
+    nat: str | None = None  # nodes: how they attach; NAT routers: their type
+    default_via: str | None = None
+    masquerade_oif: str | None = None  # NAT routers: the WAN interface
+    bridge: str | None = None  # the inet segment: its bridge
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "name"}
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespaces: tuple[Namespace, ...]
+    links: tuple[Link, ...]
+
+    def addresses(self) -> dict[str, dict[str, str]]:
+        """namespace -> interface -> cidr, as planned."""
+        out: dict[str, dict[str, str]] = {ns.name: {} for ns in self.namespaces}
+        for link in self.links:
+            for end in (link.a, link.b):
+                if end.cidr:
+                    out[end.ns][end.name] = end.cidr
+        return out
+
+
+def _inet_cidr(ip: str) -> str:
+    return f"{ip}/{INET_PREFIXLEN}"
+
+
+def _bridge_port_name(ns: str) -> str:
+    return ("p-" + ns.removeprefix(NS_PREFIX))[:15]
+
+
+def inet_link(ns: str, ip: str, ifname: str = "eth0") -> Link:
+    """A host interface on the Internet segment (veth port on br0 in ntma-inet)."""
+    return Link(Iface(INET_NS, _bridge_port_name(ns)), Iface(ns, ifname, _inet_cidr(ip)), BRIDGE)
+
+
+def node_topology(node: NodeDef, nat: str) -> tuple[list[Namespace], list[Link]]:
+    if nat == "none":
+        host = Namespace(node.ns, "node", node=node.name, fqdn=node.fqdn, nat="none")
+        return [host], [inet_link(node.ns, node.direct_ip)]
+    gw, host_ip = f"{node.lan_net}.1", f"{node.lan_net}.2"
+    router = Namespace(node.nat_ns, "nat", node=node.name, nat=nat, masquerade_oif="wan0")
+    host = Namespace(node.ns, "node", node=node.name, fqdn=node.fqdn, nat=nat, default_via=gw)
+    links = [
+        inet_link(node.nat_ns, node.wan_ip, "wan0"),
+        Link(Iface(node.nat_ns, "lan0", f"{gw}/24"), Iface(node.ns, "eth0", f"{host_ip}/24")),
+    ]
+    return [router, host], links
+
+
+def build_topology(nat_by_node: dict[str, str]) -> Topology:
+    namespaces = [
+        Namespace(INET_NS, "inet", bridge=BRIDGE),
+        Namespace("ntma-dc", "dc"),
+        Namespace("ntma-web", "web"),
+    ]
+    links = [inet_link("ntma-dc", DC_IP), inet_link("ntma-web", WEB_IP)]
+    for node in NODE_DEFS:
+        nss, lks = node_topology(node, nat_by_node.get(node.name, node.default_nat))
+        namespaces += nss
+        links += lks
+    return Topology(tuple(namespaces), tuple(links))
+
+
+# --------------------------------------------------------------------------- command helpers
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def run(
+    *cmd: str, check: bool = True, timeout: float = 30.0, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing text output; raise LabError (one line) on failure."""
+    try:
+        proc = subprocess.run(
+            list(cmd),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabError(f"{' '.join(cmd)}: {_one_line(str(exc))}") from exc
+    if check and proc.returncode != 0:
+        detail = _one_line(proc.stderr or proc.stdout) or f"exit status {proc.returncode}"
+        raise LabError(f"{' '.join(cmd)}: {detail}")
+    return proc
+
+
+def ns_run(
+    ns: str, *cmd: str, check: bool = True, timeout: float = 30.0, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command inside namespace `ns` and wait for it (text output captured)."""
+    return run("ip", "netns", "exec", ns, *cmd, check=check, timeout=timeout, input=input)
+
+
+def ns_exec(ns: str, *cmd: str, **popen_kwargs: Any) -> subprocess.Popen[Any]:
+    """Start a command inside namespace `ns` (`ip netns exec` execs, so pid == command pid)."""
+    return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **popen_kwargs)
+
+
+def ip(ns: str, *args: str) -> None:
+    run("ip", "-n", ns, *args)
+
+
+def _ip_json(*args: str) -> list[dict[str, Any]]:
+    out = run("ip", "-j", *args).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def live_namespaces() -> list[str]:
+    """All existing namespaces whose name starts with ntma-."""
+    names = [entry["name"] for entry in _ip_json("netns", "list")]
+    return sorted(n for n in names if n.startswith(NS_PREFIX))
+
+
+def root_link_names() -> list[str]:
+    return sorted(entry["ifname"] for entry in _ip_json("link"))
+
+
+def ns_addresses(ns: str) -> list[dict[str, Any]]:
+    """Interfaces of `ns`, read live: [{ifname, state, addresses: ["a.b.c.d/nn", ...]}]."""
+    out = []
+    for entry in _ip_json("-n", ns, "addr"):
+        addrs = [f"{a['local']}/{a['prefixlen']}" for a in entry.get("addr_info", [])]
+        out.append({"ifname": entry["ifname"], "state": entry.get("operstate"), "addresses": addrs})
+    return out
+
+
+# --------------------------------------------------------------------------- network build
+
+
+def create_namespace(ns: Namespace) -> None:
+    run("ip", "netns", "add", ns.name)
+    ip(ns.name, "link", "set", "lo", "up")
+    if ns.bridge:
+        ip(ns.name, "link", "add", ns.bridge, "type", "bridge")
+        ip(ns.name, "link", "set", ns.bridge, "up")
+
+
+def create_link(link: Link) -> None:
+    """Both veth ends are born inside namespaces (never in the root namespace)."""
+    a, b = link.a, link.b
+    ip(a.ns, "link", "add", a.name, "type", "veth", "peer", "name", b.name, "netns", b.ns)
+    if link.bridge:
+        ip(a.ns, "link", "set", a.name, "master", link.bridge)
+    for end in (a, b):
+        if end.cidr:
+            ip(end.ns, "addr", "add", end.cidr, "dev", end.name)
+        ip(end.ns, "link", "set", end.name, "up")
+
+
+def nat_ruleset(oif: str, nat: str) -> str:
+    return (
+        "table ip nat {\n"
+        "  chain postrouting {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        f'    oifname "{oif}" {NAT_RULES[nat]}\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def configure_nat(ns: Namespace) -> None:
+    if not (ns.masquerade_oif and ns.nat in NAT_RULES):
+        raise LabError(f"{ns.name}: NAT router needs a WAN interface and a NAT type")
+    ns_run(ns.name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    ns_run(ns.name, "nft", "-f", "-", input=nat_ruleset(ns.masquerade_oif, ns.nat))
+
+
+def configure_routes(ns: Namespace) -> None:
+    if ns.default_via:
+        ip(ns.name, "route", "add", "default", "via", ns.default_via)
+
+
+def build_network(topo: Topology) -> None:
+    for ns in topo.namespaces:
+        create_namespace(ns)
+    for link in topo.links:
+        create_link(link)
+    for ns in topo.namespaces:
+        configure_routes(ns)
+        if ns.role == "nat":
+            configure_nat(ns)
+
+
+def write_resolv_confs(state: dict[str, Any]) -> None:
+    """/etc/netns/<ns>/resolv.conf -> the node's own DNS responder on 127.0.0.1."""
+    if not ETC_NETNS.exists():
+        ETC_NETNS.mkdir(parents=True)
+        state["etc_netns_created"] = True
+    for node in state["nodes"].values():
+        d = ETC_NETNS / node["ns"]
+        d.mkdir(exist_ok=True)
+        (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        state["etc_netns"].append(str(d))
+
+
+# --------------------------------------------------------------------------- keys and configs
+
+
+def write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
+def generate_key(path: Path) -> str:
+    """Write a fresh X25519 private key (base64 of 32 raw bytes, mode 0600); return pub b64."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    key = X25519PrivateKey.generate()
+    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    write_private(path, base64.b64encode(raw).decode() + "\n")
+    return base64.b64encode(pub).decode()
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # JSON strings are valid TOML basic strings
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(sections: dict[str, dict[str, Any]]) -> str:
+    blocks = []
+    for name, table in sections.items():
+        lines = [f"[{name}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+LOG_SECTION = {"level": "info", "stats_interval": 2}
+
+
+def dc_config(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    keys, run_dir = state["keys"], Path(state["run_dir"])
+    return {
+        "dc": {
+            "listen": f"{DC_IP}:{DC_PORT}",
+            "private_key_file": keys["dc"]["private_key_file"],
+            "database": run_dir / "dc.sqlite",
+            "zone": ZONE,
+            "vip_pool": VIP_POOL,
+            "dns_listen": f"{DC_IP}:53",
+            "keepalive_interval": 5,
+            "keepalive_misses": 3,
+        },
+        "admission": {n["fqdn"]: keys[name]["public_key"] for name, n in state["nodes"].items()},
+        "log": dict(LOG_SECTION),
+    }
+
+
+def node_config(state: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    node, keys = state["nodes"][name], state["keys"]
+    return {
+        "node": {
+            "fqdn": node["fqdn"],
+            "private_key_file": keys[name]["private_key_file"],
+            "listen": f"0.0.0.0:{node['port']}",
+            "tun_name": "ntm0",
+            "mtu": 1400,
+        },
+        "dc": {"address": f"{DC_IP}:{DC_PORT}", "public_key": keys["dc"]["public_key"]},
+        "dns": {
+            "listen": "127.0.0.1:53",
+            "upstream": f"{WEB_IP}:53",
+            "ntm_suffixes": [ZONE],
+        },
+        "log": dict(LOG_SECTION),
+    }
+
+
+def write_keys_and_configs(state: dict[str, Any]) -> None:
+    run_dir = Path(state["run_dir"])
+    for name in ("dc", *state["nodes"]):
+        path = run_dir / "keys" / f"{name}.key"
+        state["keys"][name] = {"private_key_file": str(path), "public_key": generate_key(path)}
+    configs = {"dc": dc_config(state)}
+    configs.update({name: node_config(state, name) for name in state["nodes"]})
+    for name, sections in configs.items():
+        path = run_dir / "configs" / f"{name}.toml"
+        path.write_text(to_toml(sections))
+        state["configs"][name] = str(path)
+
+
+# --------------------------------------------------------------------------- state
+
+
+def state_path(run_dir: Path) -> Path:
+    return Path(run_dir) / STATE_FILE
+
+
+def load_state(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(state_path(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_state(state: dict[str, Any]) -> None:
+    path = state_path(Path(state["run_dir"]))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _daemon_spec(ns: str, cmd: list[str], log: Path, output: Path | None = None) -> dict[str, Any]:
+    """`log`: the daemon's log; `output`: where its stdout/stderr go (default: `log`)."""
+    return {
+        "ns": ns,
+        "cmd": cmd,
+        "log": str(log),
+        "output": str(output or log),
+        "pid": None,
+        "starttime": None,
+        "log_offset": 0,
+    }
+
+
+def dnsmasq_cmd(logs: Path) -> list[str]:
+    return [
+        shutil.which("dnsmasq") or "/usr/sbin/dnsmasq",
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        f"--listen-address={WEB_IP}",
+        "--bind-interfaces",
+        f"--host-record=web.example,{WEB_IP}",
+        "--pid-file=",
+        f"--log-facility={logs / 'dnsmasq.log'}",
+        "--log-queries",
+        "--user=root",
+        "--group=root",
+    ]
+
+
+def daemon_specs(run_dir: Path, nodes: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    logs, configs, py = run_dir / "logs", run_dir / "configs", sys.executable
+    specs = {
+        "web": _daemon_spec(
+            "ntma-web",
+            [py, "-m", "http.server", "80", "--bind", WEB_IP, "--directory", str(run_dir / "www")],
+            logs / "web.log",
+        ),
+        "dnsmasq": _daemon_spec(
+            "ntma-web", dnsmasq_cmd(logs), logs / "dnsmasq.log", logs / "dnsmasq.stderr"
+        ),
+        "dc": _daemon_spec(
+            "ntma-dc",
+            [py, "-m", "ntma", "dc", "--config", str(configs / "dc.toml")],
+            logs / "dc.log",
+        ),
+    }
+    for node in nodes:
+        name = node["name"]
+        specs[name] = _daemon_spec(
+            node["ns"],
+            [py, "-m", "ntma", "node", "--config", str(configs / f"{name}.toml")],
+            logs / f"{name}.log",
+        )
+    return specs
+
+
+def node_state(node: NodeDef, nat: str) -> dict[str, Any]:
+    behind_nat = nat != "none"
+    return {
+        "name": node.name,
+        "ns": node.ns,
+        "fqdn": node.fqdn,
+        "nat": nat,
+        "nat_ns": node.nat_ns if behind_nat else None,
+        "address": f"{node.lan_net}.2" if behind_nat else node.direct_ip,
+        "public_address": node.wan_ip if behind_nat else node.direct_ip,
+        "port": node.port,
+    }
+
+
+def new_state(run_dir: Path, topo: Topology, nat_by_node: dict[str, str]) -> dict[str, Any]:
+    nodes = {n.name: node_state(n, nat_by_node[n.name]) for n in NODE_DEFS}
+    return {
+        "version": STATE_VERSION,
+        "run_dir": str(run_dir),
+        "created": time.time(),
+        "nat": dict(nat_by_node),
+        "namespaces": {ns.name: ns.describe() for ns in topo.namespaces},
+        "planned_addresses": topo.addresses(),
+        "nodes": nodes,
+        "dc": {"ns": "ntma-dc", "address": DC_IP, "port": DC_PORT, "zone": ZONE},
+        "web": {"ns": "ntma-web", "address": WEB_IP},
+        "keys": {},
+        "configs": {},
+        "daemons": daemon_specs(run_dir, nodes.values()),
+        "etc_netns": [],
+        "etc_netns_created": False,
+    }
+
+
+# --------------------------------------------------------------------------- processes
+
+#: Popen objects of processes this Python process started (so they get reaped).
+_CHILDREN: dict[int, subprocess.Popen[Any]] = {}
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Kernel start time of `pid` (to detect pid reuse); None if gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _child_exited(pid: int) -> bool:
+    proc = _CHILDREN.get(pid)
+    if proc is None or proc.poll() is None:
+        return False
+    del _CHILDREN[pid]
+    return True
+
+
+def pid_alive(pid: int | None, starttime: int | None = None) -> bool:
+    if not pid or _child_exited(pid):
+        return False
+    current = proc_starttime(pid)
+    return current is not None and (starttime is None or current == starttime)
+
+
+def daemon_alive(state: dict[str, Any], name: str) -> bool:
+    d = state["daemons"][name]
+    return pid_alive(d["pid"], d["starttime"])
+
+
+def _signal(pid: int, sig: signal.Signals, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)  # daemons are session leaders: pgid == pid
+        else:
+            os.kill(pid, sig)
+
+
+def terminate(
+    procs: Sequence[tuple[int, int | None]], *, group: bool, timeout: float = STOP_TIMEOUT_S
+) -> None:
+    """SIGTERM every (pid, starttime) still alive, wait up to `timeout`, then SIGKILL."""
+    alive = [(p, st) for p, st in procs if pid_alive(p, st)]
+    for pid, _ in alive:
+        _signal(pid, signal.SIGTERM, group)
+    deadline = time.monotonic() + timeout
+    while alive and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        alive = [(p, st) for p, st in alive if pid_alive(p, st)]
+    for pid, _ in alive:
+        _signal(pid, signal.SIGKILL, group)
+    deadline = time.monotonic() + 2.0
+    while alive and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        alive = [(p, st) for p, st in alive if pid_alive(p, st)]
+
+
+def _daemon_env() -> dict[str, str]:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parent.parent)  # so `-m ntma` works uninstalled
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_daemon(state: dict[str, Any], name: str) -> int:
+    """Start daemon `name` from state["daemons"] in its namespace; record and return its pid."""
+    d = state["daemons"][name]
+    if pid_alive(d["pid"], d["starttime"]):
+        raise LabError(f"{name} is already running (pid {d['pid']})")
+    output = Path(d["output"])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    offset = log_size(state, name)
+    with open(output, "ab") as out:
+        proc = ns_exec(
+            d["ns"],
+            *d["cmd"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=state["run_dir"],
+            env=_daemon_env(),
+        )
+    _CHILDREN[proc.pid] = proc
+    d.update(pid=proc.pid, starttime=proc_starttime(proc.pid), log_offset=offset)
+    save_state(state)
+    return proc.pid
+
+
+def stop_daemon(state: dict[str, Any], name: str, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM daemon `name` (its process group), wait up to `timeout` s, then SIGKILL."""
+    d = state["daemons"][name]
+    if d["pid"]:
+        terminate([(d["pid"], d["starttime"])], group=True, timeout=timeout)
+    d.update(pid=None, starttime=None)
+    save_state(state)
+
+
+def log_size(state: dict[str, Any], name: str) -> int:
+    """Current size of a daemon's log; pass as `since` to wait_log_event for later events."""
+    try:
+        return Path(state["daemons"][name]["log"]).stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """JSON objects in complete lines of `path` after `offset`; returns the new offset."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    events = []
+    for line in data[:end].splitlines():
+        with contextlib.suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict):
+                events.append(obj)
+    return events, offset + end
+
+
+def wait_log_events(
+    state: dict[str, Any],
+    wanted: dict[str, str],
+    *,
+    timeout: float = 20.0,
+    since: dict[str, int] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Wait until each daemon `name` logs a JSON line with "event" == wanted[name].
+
+    Lines are read from `since[name]` (default: where the log was when the daemon started).
+    Returns name -> the matching log object. Raises LabNotReady on timeout or daemon exit.
+    """
+    daemons = state["daemons"]
+    offsets = {n: (since or {}).get(n, daemons[n]["log_offset"]) for n in wanted}
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        for name in [n for n in wanted if n not in found]:
+            events, offsets[name] = _log_events(Path(daemons[name]["log"]), offsets[name])
+            match = next((e for e in events if e.get("event") == wanted[name]), None)
+            if match is not None:
+                found[name] = match
+            elif not daemon_alive(state, name):
+                raise LabNotReady(
+                    f"{name} exited before logging {wanted[name]!r}; read {daemons[name]['log']}"
+                )
+        if len(found) == len(wanted):
+            return found
+        if time.monotonic() >= deadline:
+            name = next(n for n in wanted if n not in found)
+            raise LabNotReady(
+                f"{name} did not log {wanted[name]!r} within {timeout:g}s; "
+                f"read {daemons[name]['log']}"
+            )
+        time.sleep(POLL_S * 2)
+
+
+def _listening(pid: int, proto: str, port: int) -> bool:
+    """Is there a socket bound to `port` in pid's namespace (/proc/PID/net is per-netns)?"""
+    try:
+        lines = Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and (proto != "tcp" or fields[3] == "0A"):
+            return True
+    return False
+
+
+def wait_listening(
+    state: dict[str, Any], name: str, proto: str, port: int, timeout: float = LISTEN_TIMEOUT_S
+) -> None:
+    d = state["daemons"][name]
+    deadline = time.monotonic() + timeout
+    while not _listening(d["pid"], proto, port):
+        if not daemon_alive(state, name):
+            raise LabError(f"{name} exited during start; read {d['log']}")
+        if time.monotonic() >= deadline:
+            raise LabError(
+                f"{name} not listening on {proto}/{port} after {timeout:g}s; read {d['log']}"
+            )
+        time.sleep(POLL_S)
+
+
+# --------------------------------------------------------------------------- up / down / status
+
+
+def check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise LabError("must run as root (network namespaces)")
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        raise LabError(f"missing tools: {', '.join(missing)}")
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    for sub in ("keys", "configs", "logs", "www"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(run_dir / "keys", 0o700)
+    (run_dir / "www" / "index.html").write_text(
+        "<!doctype html>\n<title>web.example</title>\n<p>ordinary web host</p>\n"
+    )
+    for stale in run_dir.glob("dc.sqlite*"):  # a fresh lab starts with an empty DC database
+        stale.unlink()
+
+
+def start_web(state: dict[str, Any]) -> None:
+    start_daemon(state, "web")
+    start_daemon(state, "dnsmasq")
+    wait_listening(state, "web", "tcp", 80)
+    wait_listening(state, "dnsmasq", "udp", 53)
+
+
+def start_ntm_daemons(state: dict[str, Any], wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    start_daemon(state, "dc")
+    wait_log_events(state, {"dc": "dc_ready"}, timeout=wait_s)
+    for name in state["nodes"]:
+        start_daemon(state, name)
+    remaining = max(0.0, deadline - time.monotonic())
+    wait_log_events(state, {name: "registered" for name in state["nodes"]}, timeout=remaining)
+
+
+def lab_present(run_dir: Path) -> bool:
+    return state_path(run_dir).exists() or bool(live_namespaces())
+
+
+def lab_up(
+    run_dir: Path = DEFAULT_RUN_DIR,
+    *,
+    mn_nat: str = "cone",
+    cn_nat: str = "none",
+    daemons: bool = True,
+    wait_s: float = 20.0,
+) -> dict[str, Any]:
+    """Build the lab (bringing an existing one down first) and return its state.
+
+    On any failure while building, everything made is torn down and the error re-raised.
+    If the DC/node daemons do not report readiness within `wait_s`, LabNotReady is raised
+    and the lab is left up for inspection.
+    """
+    nat_by_node = {"mn": mn_nat, "cn": cn_nat}
+    for name, nat in nat_by_node.items():
+        if nat not in NAT_MODES:
+            raise LabError(f"unknown NAT mode for {name}: {nat!r} (choose {NAT_MODES})")
+    check_prerequisites()
+    run_dir = Path(run_dir).absolute()
+    if lab_present(run_dir):
+        lab_down(run_dir)
+    topo = build_topology(nat_by_node)
+    state = new_state(run_dir, topo, nat_by_node)
+    try:
+        prepare_run_dir(run_dir)
+        save_state(state)  # first, so `down` can clean up after a crash from here on
+        build_network(topo)
+        write_resolv_confs(state)
+        write_keys_and_configs(state)
+        save_state(state)
+        start_web(state)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            lab_down(run_dir)
+        raise
+    if daemons:
+        try:
+            start_ntm_daemons(state, wait_s)
+        except LabNotReady:
+            raise  # leave the lab up so the logs and namespaces can be inspected
+        except BaseException:
+            with contextlib.suppress(Exception):
+                lab_down(run_dir)
+            raise
+    return state
+
+
+def _ns_pids(ns: str) -> list[int]:
+    out = run("ip", "netns", "pids", ns, check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def kill_namespace_processes(namespaces: Sequence[str]) -> None:
+    """Everything still running inside the lab namespaces (test helpers, leftovers...)."""
+    pids = [p for ns in namespaces for p in _ns_pids(ns) if p != os.getpid()]
+    terminate([(p, proc_starttime(p)) for p in pids], group=False)
+
+
+def remove_etc_netns(state: dict[str, Any] | None) -> None:
+    for d in ETC_NETNS.glob(NS_PREFIX + "*"):
+        shutil.rmtree(d, ignore_errors=True)
+    if state and state.get("etc_netns_created"):
+        with contextlib.suppress(OSError):
+            ETC_NETNS.rmdir()  # only if we created it and it is empty
+
+
+def lab_down(run_dir: Path = DEFAULT_RUN_DIR) -> None:
+    """Stop all lab processes and delete every ntma-* namespace. Idempotent."""
+    state = load_state(run_dir)
+    if state:
+        running = [(d["pid"], d["starttime"]) for d in state["daemons"].values() if d["pid"]]
+        terminate(running, group=True)
+    namespaces = live_namespaces()
+    kill_namespace_processes(namespaces)
+    errors = []
+    for ns in namespaces:
+        proc = run("ip", "netns", "del", ns, check=False)
+        if proc.returncode != 0:
+            errors.append(f"{ns}: {_one_line(proc.stderr)}")
+    remove_etc_netns(state)
+    state_path(run_dir).unlink(missing_ok=True)
+    if errors:
+        raise LabError("could not delete namespaces: " + "; ".join(errors))
+
+
+def _daemon_status(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ns": d["ns"],
+        "pid": d["pid"],
+        "alive": pid_alive(d["pid"], d["starttime"]),
+        "log": d["log"],
+        "cmd": d["cmd"],
+    }
+
+
+def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
+    """Live view of the lab: namespaces with interfaces/addresses, daemons, keys, paths."""
+    state = load_state(run_dir)
+    live = live_namespaces()
+    planned = (state or {}).get("namespaces", {})
+    namespaces = {}
+    for ns in sorted(set(live) | set(planned)):
+        info = dict(planned.get(ns, {"role": "unknown"}))
+        info["exists"] = ns in live
+        info["interfaces"] = ns_addresses(ns) if ns in live else []
+        namespaces[ns] = info
+    if state is None:
+        return {"up": False, "run_dir": str(run_dir), "namespaces": namespaces}
+    return {
+        "up": True,
+        "run_dir": state["run_dir"],
+        "state_file": str(state_path(run_dir)),
+        "nat": state["nat"],
+        "namespaces": namespaces,
+        "nodes": state["nodes"],
+        "daemons": {n: _daemon_status(d) for n, d in state["daemons"].items()},
+        "keys": {n: k["public_key"] for n, k in state["keys"].items()},
+        "configs": state["configs"],
+        "logs": {n: d["log"] for n, d in state["daemons"].items()},
+    }
+
+
+# --------------------------------------------------------------------------- human output
+
+
+def _format_ns(name: str, info: dict[str, Any]) -> list[str]:
+    extra = [f"{k}={info[k]}" for k in ("fqdn", "nat") if info.get(k)]
+    head = f"  {name:<14} {info.get('role', '?'):<5} {' '.join(extra)}".rstrip()
+    if not info.get("exists", True):
+        head += "  (MISSING)"
+    lines = [head]
+    for iface in info.get("interfaces", []):
+        addrs = [a for a in iface["addresses"] if ":" not in a]  # IPv4 only, for brevity
+        if iface["ifname"] != "lo":
+            lines.append(f"      {iface['ifname']:<8} {' '.join(addrs) or '-'}")
+    return lines
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [f"run dir: {status['run_dir']}"]
+    if not status["up"]:
+        lines.append("lab is down")
+        if status["namespaces"]:
+            lines.append(
+                "stray namespaces (run `ntma lab down`): " + " ".join(status["namespaces"])
+            )
+        return "\n".join(lines)
+    lines.append("namespaces:")
+    for name, info in status["namespaces"].items():
+        lines += _format_ns(name, info)
+    lines.append("daemons:")
+    for name, d in status["daemons"].items():
+        state = "running" if d["alive"] else ("dead" if d["pid"] else "not started")
+        pid = f"pid {d['pid']}" if d["pid"] else ""
+        lines.append(f"  {name:<8} {d['ns']:<10} {state:<11} {pid:<10} {d['log']}")
+    lines.append("public keys:")
+    lines += [f"  {name:<4} {pub}" for name, pub in status["keys"].items()]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ntma lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--run-dir",
+        type=Path,
+        default=DEFAULT_RUN_DIR,
+        help=f"state, keys, configs, logs (default {DEFAULT_RUN_DIR})",
+    )
+    up = sub.add_parser("up", parents=[common], help="build the lab (replacing a running one)")
+    up.add_argument("--mn-nat", choices=NAT_MODES, default="cone")
+    up.add_argument("--cn-nat", choices=NAT_MODES, default="none")
+    up.add_argument(
+        "--no-daemons",
+        action="store_true",
+        help="only topology, web host and dnsmasq (no DC / nodes)",
+    )
+    up.add_argument(
+        "--wait",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long to wait for dc_ready / registered (default 20)",
+    )
+    sub.add_parser("down", parents=[common], help="stop everything, delete ntma-* namespaces")
+    status = sub.add_parser(
+        "status", parents=[common], help="show the lab (exit status 3 when it is down)"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    try:
+        lab_up(
+            args.run_dir,
+            mn_nat=args.mn_nat,
+            cn_nat=args.cn_nat,
+            daemons=not args.no_daemons,
+            wait_s=args.wait,
+        )
+    except LabNotReady as exc:
+        print(f"ntma lab: error: {exc} (lab left up; `ntma lab down` to remove)", file=sys.stderr)
+        return 1
+    print(format_status(lab_status(args.run_dir)))
+    print(f"lab up in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    lab_down(args.run_dir)
+    print(f"lab down in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = lab_status(args.run_dir)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0 if status["up"] else 3
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command]
+    try:
+        return handler(args)
+    except (LabError, OSError) as exc:
+        print(f"ntma lab: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ntma lab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

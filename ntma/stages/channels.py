@@ -1,0 +1,34 @@
+"""Queue sizes and overload policies for the pipeline's memory channels.
+
+Items are batches (lists), so one channel hop is paid per batch, not per packet.
+- Data channels (tun -> classify -> encapsulate -> udp send; udp receive ->
+  decapsulate -> tun write) block when full: backpressure reaches the socket or
+  TUN read, and the kernel drops, as it would for a slow interface.
+- The signalling channel drops the newest batch when full (counted): a flood of
+  handshakes must not stall the data path; retransmission recovers real ones.
+- Direction requests from the DNS responder drop the newest when full (the
+  query then times out with SERVFAIL).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from .spans import StageStats
+
+BATCH_MAX = 128  # packets drained from a socket or TUN per batch
+DATA_QUEUE_BATCHES = 16
+SIGNAL_QUEUE_BATCHES = 64
+DIRECTION_QUEUE = 64
+
+
+def send_or_drop(
+    channel: trio.MemorySendChannel, item, stats: StageStats, reason: str, count: int = 1
+) -> bool:
+    """Drop-newest policy: True if queued, else counted under reason."""
+    try:
+        channel.send_nowait(item)
+        return True
+    except trio.WouldBlock:
+        stats.drop(reason, count)
+        return False

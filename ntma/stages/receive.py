@@ -1,0 +1,114 @@
+"""Inbound flow: UDP receive -> (data) decapsulate -> TUN write
+                             -> (signalling) signalling task.
+
+The receiver finds a tunnel by the id in the data header, never by source
+address; the peer endpoint follows the last authenticated, fresh packet, so a
+peer that changes address keeps its tunnel.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from ..io.packetio import DatagramIO, PacketIO
+from ..proto.buffer import CodecError, Endpoint
+from ..proto.crypto import AuthError
+from ..proto.packet import is_data, unpack_data_header
+from ..proto.tunnel import ReplayError, TunnelTable
+from .channels import BATCH_MAX, send_or_drop
+from .spans import StageStats
+
+
+async def run_udp_receive(
+    udp: DatagramIO,
+    data_out: trio.MemorySendChannel,
+    signal_out: trio.MemorySendChannel,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with data_out, signal_out:
+        task_status.started()
+        while True:
+            batch = await udp.recv_batch(BATCH_MAX)
+            started = time.perf_counter_ns()
+            data = [item for item in batch if is_data(item[0])]
+            signalling = (
+                [item for item in batch if not is_data(item[0])] if len(data) < len(batch) else []
+            )
+            stats.record(len(batch), sum(len(d) for d, _ in batch), started)
+            if signalling:
+                send_or_drop(
+                    signal_out, signalling, stats, "signalling_queue_full", len(signalling)
+                )
+            if data:
+                await data_out.send(data)
+
+
+def decapsulate_datagrams(
+    batch: list[tuple[bytes, Endpoint]], table: TunnelTable, stats: StageStats, now: float
+) -> list[bytes]:
+    packets: list[bytes] = []
+    by_id = table.by_id
+    for datagram, addr in batch:
+        try:
+            tunnel_id, counter = unpack_data_header(datagram)
+            tunnel = by_id.get(tunnel_id)
+            if tunnel is None:
+                stats.drop("unknown_tunnel")
+                continue
+            packet = tunnel.open(datagram, counter)
+        except ReplayError:
+            stats.drop("replay")
+            continue
+        except AuthError:
+            stats.drop("auth")
+            continue
+        except CodecError:
+            stats.drop("malformed")
+            continue
+        if len(packet) < 20 or packet[0] >> 4 != 4 or packet[12:16] != tunnel.peer_vip_packed:
+            stats.drop("inner_source_not_peer")  # a peer may only send as its own VIP
+            continue
+        tunnel.last_receive = now
+        if addr != tunnel.peer_endpoint:
+            tunnel.peer_endpoint = addr  # roaming: follow the authenticated source
+        packets.append(packet)
+    return packets
+
+
+async def run_decapsulate(
+    inbox: trio.MemoryReceiveChannel,
+    out: trio.MemorySendChannel,
+    table: TunnelTable,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with inbox, out:
+        task_status.started()
+        async for batch in inbox:
+            started = time.perf_counter_ns()
+            packets = decapsulate_datagrams(batch, table, stats, trio.current_time())
+            stats.record(len(packets), sum(map(len, packets)), started)
+            if packets:
+                await out.send(packets)
+
+
+async def run_tun_write(
+    inbox: trio.MemoryReceiveChannel,
+    tun: PacketIO,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with inbox:
+        task_status.started()
+        async for batch in inbox:
+            started = time.perf_counter_ns()
+            written = await tun.write_batch(batch)
+            if written < len(batch):
+                stats.drop("rejected_by_kernel", len(batch) - written)
+            stats.record(written, sum(map(len, batch)), started)

@@ -1,0 +1,88 @@
+"""Per-stage timing spans and counters, summarised per interval (never per packet).
+
+Each stage owns one StageStats. Time in stage is recorded once per batch as
+ns per packet, into a bounded ring, so p50/p99 cost O(1) memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import structlog
+import trio
+
+RING = 4096
+
+
+class StageStats:
+    __slots__ = ("name", "packets", "bytes", "batches", "drops", "_ring", "_pos")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.packets = 0
+        self.bytes = 0
+        self.batches = 0
+        self.drops: Counter[str] = Counter()
+        self._ring: list[int] = []
+        self._pos = 0
+
+    def record(self, packets: int, nbytes: int, started_ns: int) -> None:
+        """One batch done: packets and bytes through, started at perf_counter_ns()."""
+        if packets <= 0:
+            return
+        self.packets += packets
+        self.bytes += nbytes
+        self.batches += 1
+        per_packet = (time.perf_counter_ns() - started_ns) // packets
+        if len(self._ring) < RING:
+            self._ring.append(per_packet)
+        else:
+            self._ring[self._pos] = per_packet
+            self._pos = (self._pos + 1) % RING
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.drops[reason] += n
+
+    def samples_ns(self) -> list[int]:
+        return list(self._ring)
+
+    def summary(self) -> dict:
+        ring = sorted(self._ring)
+        pick = (lambda q: ring[min(len(ring) - 1, int(q * len(ring)))]) if ring else (lambda q: 0)
+        return {
+            "stage": self.name,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "batches": self.batches,
+            "drops": dict(self.drops),
+            "p50_ns": pick(0.50),
+            "p99_ns": pick(0.99),
+        }
+
+
+class Spans:
+    """All stages' stats for one pipeline, by stage name."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, StageStats] = {}
+
+    def stage(self, name: str) -> StageStats:
+        return self.stages.setdefault(name, StageStats(name))
+
+    def summaries(self) -> list[dict]:
+        return [s.summary() for s in self.stages.values()]
+
+    def log_summaries(self, log: structlog.typing.FilteringBoundLogger, event: str) -> None:
+        for summary in self.summaries():
+            log.info(event, **summary)
+
+
+async def run_stats_logger(
+    spans: Spans, interval_s: float, *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    log = structlog.get_logger().bind(task="stats")
+    task_status.started()
+    while True:
+        await trio.sleep(interval_s)
+        spans.log_summaries(log, "stage_stats")

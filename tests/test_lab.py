@@ -1,0 +1,508 @@
+"""Tests for `ntma lab`: pure helpers, and the real namespace lab (root only, marked netns).
+
+The netns tests build real namespaces with ``daemons=False`` (or with stand-in daemons that
+just print the readiness events), and every fixture tears the lab down even on failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ntma import lab
+from ntma.lab import (
+    ETC_NETNS,
+    LabError,
+    LabNotReady,
+    lab_down,
+    lab_status,
+    lab_up,
+    live_namespaces,
+    ns_exec,
+    ns_run,
+    root_link_names,
+    start_daemon,
+    stop_daemon,
+    wait_log_events,
+)
+
+TOOLS = ("ip", "nft", "dnsmasq", "dig", "curl")
+DEFAULT_NAMESPACES = {"ntma-inet", "ntma-dc", "ntma-web", "ntma-mn", "ntma-mn-nat", "ntma-cn"}
+
+
+def _netns_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "netns lab tests need root"
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"netns lab tests need {', '.join(missing)} (not found on PATH)"
+    return None
+
+
+_SKIP = _netns_skip_reason()
+netns = pytest.mark.netns
+needs_netns = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+
+
+@pytest.fixture(scope="session")
+def netns_works() -> None:
+    """Root alone is not enough (e.g. containers without CAP_SYS_ADMIN): probe once."""
+    name = f"ntma-probe-{os.getpid()}"
+    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot create network namespaces: {proc.stderr.strip()}")
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def root_links_before(netns_works: None) -> list[str]:
+    """Root-namespace interfaces before any lab was built by this test session."""
+    return root_link_names()
+
+
+def _lab_fixture(run_dir: Path, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    try:
+        yield lab_up(run_dir, daemons=False, **kwargs)
+    finally:
+        lab_down(run_dir)
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def ping(ns: str, dst: str) -> bool:
+    """One ICMP echo from `ns`: `ping -c1 -W2`, or a raw-socket stand-in without iputils."""
+    if shutil.which("ping"):
+        return ns_run(ns, "ping", "-c1", "-W2", dst, check=False).returncode == 0
+    return ns_run(ns, sys.executable, "-c", ICMP_ECHO, dst, check=False).returncode == 0
+
+
+ICMP_ECHO = r"""
+import os, socket, struct, sys
+def csum(b):
+    t = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    t = (t >> 16) + (t & 0xFFFF)
+    return ~(t + (t >> 16)) & 0xFFFF
+dst, ident, body = sys.argv[1], os.getpid() & 0xFFFF, b"ntma-lab"
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(2)
+hdr = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
+s.sendto(struct.pack("!BBHHH", 8, 0, csum(hdr + body), ident, 1) + body, (dst, 0))
+while True:
+    data, (src, _) = s.recvfrom(2048)
+    ihl = (data[0] & 0xF) * 4
+    kind, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+    if kind == 0 and rid == ident and src == dst:
+        sys.exit(0)
+"""
+
+UDP_ECHO_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(10)
+print("ready", flush=True)
+data, peer = s.recvfrom(2048)
+s.sendto(data, peer)
+print(peer[0], peer[1], flush=True)
+"""
+
+UDP_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(b"hello ntma", (sys.argv[1], int(sys.argv[2])))
+print(s.recvfrom(2048)[0].decode(), flush=True)
+"""
+
+
+def udp_source_seen_by_dc(client_ns: str, port: int = 9999) -> str:
+    """Send a datagram from `client_ns` to a one-shot echo server in ntma-dc.
+
+    Returns the source address the DC side saw (after any NAT); asserts the echo came back.
+    """
+    server = ns_exec(
+        "ntma-dc",
+        sys.executable,
+        "-c",
+        UDP_ECHO_SERVER,
+        lab.DC_IP,
+        str(port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready"
+        reply = ns_run(
+            client_ns, sys.executable, "-c", UDP_CLIENT, lab.DC_IP, str(port), timeout=10
+        )
+        assert reply.stdout.strip() == "hello ntma"
+        out, err = server.communicate(timeout=10)
+        assert server.returncode == 0, err
+        return out.split()[0]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
+def addresses(status: dict[str, Any], ns: str) -> dict[str, list[str]]:
+    return {i["ifname"]: i["addresses"] for i in status["namespaces"][ns]["interfaces"]}
+
+
+def has_v4(status: dict[str, Any], ns: str, ifname: str, cidr: str) -> bool:
+    return cidr in addresses(status, ns).get(ifname, [])
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_topology_default_mn_behind_cone_nat_cn_direct() -> None:
+    topo = lab.build_topology({"mn": "cone", "cn": "none"})
+    names = {ns.name for ns in topo.namespaces}
+    assert names == DEFAULT_NAMESPACES
+    addrs = topo.addresses()
+    assert addrs["ntma-mn"] == {"eth0": "10.10.1.2/24"}
+    assert addrs["ntma-mn-nat"] == {"wan0": "198.51.100.41/24", "lan0": "10.10.1.1/24"}
+    assert addrs["ntma-cn"] == {"eth0": "198.51.100.30/24"}
+    bridge_ports = [link.a.name for link in topo.links if link.bridge]
+    assert len(bridge_ports) == len(set(bridge_ports)) == 4
+    assert all(len(name) <= 15 for name in bridge_ports)
+
+
+def test_topology_cn_nat_symmetric_rule() -> None:
+    topo = lab.build_topology({"mn": "none", "cn": "symmetric"})
+    router = next(ns for ns in topo.namespaces if ns.name == "ntma-cn-nat")
+    assert router.nat == "symmetric"
+    assert "masquerade fully-random" in lab.nat_ruleset("wan0", "symmetric")
+    assert topo.addresses()["ntma-mn"] == {"eth0": "198.51.100.40/24"}
+
+
+def test_toml_writer_round_trips() -> None:
+    sections = {
+        "dc": {"listen": "198.51.100.10:7400", "keepalive_interval": 5, "path": Path("/x y")},
+        "admission": {"mn.ntm.example": "a+b/c=", "plain_key": True},
+        "dns": {"ntm_suffixes": ["ntm.example"]},
+    }
+    parsed = tomllib.loads(lab.to_toml(sections))
+    assert parsed["dc"] == {"listen": "198.51.100.10:7400", "keepalive_interval": 5, "path": "/x y"}
+    assert parsed["admission"] == {"mn.ntm.example": "a+b/c=", "plain_key": True}
+    assert parsed["dns"]["ntm_suffixes"] == ["ntm.example"]
+
+
+def test_generate_key_format(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    path = tmp_path / "k.key"
+    pub = lab.generate_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert text.count("\n") == 1
+    raw = base64.b64decode(text.strip(), validate=True)
+    assert len(raw) == 32 and len(base64.b64decode(pub)) == 32
+    derived = X25519PrivateKey.from_private_bytes(raw).public_key()
+    assert base64.b64encode(derived.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode() == pub
+
+
+def test_cli_rejects_unknown_nat_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        lab.main(["up", "--mn-nat", "full-cone-please"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- default lab
+
+
+@netns
+@needs_netns
+class TestDefaultLab:
+    """mn behind a cone NAT, cn directly on the Internet segment (the defaults)."""
+
+    @pytest.fixture(scope="class")
+    def run_dir(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return tmp_path_factory.mktemp("lab")
+
+    @pytest.fixture(scope="class")
+    def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
+        yield from _lab_fixture(run_dir)
+
+    def test_ping_dc_from_behind_nat(self, state: dict[str, Any]) -> None:
+        assert ping("ntma-mn", lab.DC_IP)
+        assert ping("ntma-cn", lab.DC_IP)
+
+    def test_dc_sees_nat_public_address(self, state: dict[str, Any]) -> None:
+        assert udp_source_seen_by_dc("ntma-mn") == "198.51.100.41"
+        assert udp_source_seen_by_dc("ntma-cn", port=9998) == "198.51.100.30"
+        assert state["nodes"]["mn"]["public_address"] == "198.51.100.41"
+
+    def test_dns_via_dnsmasq(self, state: dict[str, Any]) -> None:
+        out = ns_run(
+            "ntma-mn", "dig", "+short", "+time=2", "+tries=2", "@198.51.100.20", "web.example"
+        )
+        assert out.stdout.split() == ["198.51.100.20"]
+
+    def test_http_from_behind_nat(self, state: dict[str, Any]) -> None:
+        out = ns_run("ntma-mn", "curl", "-s", "--max-time", "5", "http://198.51.100.20/")
+        assert "ordinary web host" in out.stdout
+
+    def test_node_resolv_conf(self, state: dict[str, Any]) -> None:
+        for ns in ("ntma-mn", "ntma-cn"):
+            assert (ETC_NETNS / ns / "resolv.conf").read_text() == "nameserver 127.0.0.1\n"
+        # `ip netns exec` bind-mounts it over /etc/resolv.conf inside the namespace
+        assert "nameserver 127.0.0.1" in ns_run("ntma-mn", "cat", "/etc/resolv.conf").stdout
+
+    def test_status_lists_namespaces_and_addresses(
+        self, state: dict[str, Any], run_dir: Path
+    ) -> None:
+        status = json.loads(json.dumps(lab_status(run_dir)))  # JSON-serialisable
+        assert status["up"] is True
+        assert set(status["namespaces"]) >= DEFAULT_NAMESPACES
+        assert all(status["namespaces"][ns]["exists"] for ns in DEFAULT_NAMESPACES)
+        assert has_v4(status, "ntma-dc", "eth0", "198.51.100.10/24")
+        assert has_v4(status, "ntma-web", "eth0", "198.51.100.20/24")
+        assert has_v4(status, "ntma-cn", "eth0", "198.51.100.30/24")
+        assert has_v4(status, "ntma-mn", "eth0", "10.10.1.2/24")
+        assert has_v4(status, "ntma-mn-nat", "wan0", "198.51.100.41/24")
+        assert has_v4(status, "ntma-mn-nat", "lan0", "10.10.1.1/24")
+        assert "br0" in addresses(status, "ntma-inet")
+        mn = status["namespaces"]["ntma-mn"]
+        assert (mn["role"], mn["fqdn"], mn["nat"]) == ("node", "mn.ntm.example", "cone")
+        assert status["namespaces"]["ntma-cn"]["nat"] == "none"
+        assert status["daemons"]["web"]["alive"] and status["daemons"]["dnsmasq"]["alive"]
+        assert status["daemons"]["dc"]["pid"] is None  # daemons=False
+        assert set(status["keys"]) == {"dc", "mn", "cn"}
+        assert status["logs"]["dc"].endswith("/logs/dc.log")
+
+    def test_cli_status(
+        self, state: dict[str, Any], run_dir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert lab.main(["status", "--run-dir", str(run_dir), "--json"]) == 0
+        assert set(json.loads(capsys.readouterr().out)["namespaces"]) >= DEFAULT_NAMESPACES
+        assert lab.main(["status", "--run-dir", str(run_dir)]) == 0
+        text = capsys.readouterr().out
+        assert "ntma-mn-nat" in text and "198.51.100.41/24" in text
+
+    def test_keys_and_configs(self, state: dict[str, Any], run_dir: Path) -> None:
+        keys = state["keys"]
+        for name in ("dc", "mn", "cn"):
+            key_file = Path(keys[name]["private_key_file"])
+            assert key_file.parent == run_dir / "keys"
+            assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+            assert len(base64.b64decode(key_file.read_text().strip())) == 32
+        dc = tomllib.loads((run_dir / "configs" / "dc.toml").read_text())
+        assert dc["dc"]["listen"] == "198.51.100.10:7400"
+        assert dc["dc"]["private_key_file"] == keys["dc"]["private_key_file"]
+        assert dc["dc"]["database"] == str(run_dir / "dc.sqlite")
+        assert dc["admission"] == {
+            "mn.ntm.example": keys["mn"]["public_key"],
+            "cn.ntm.example": keys["cn"]["public_key"],
+        }
+        assert dc["log"] == {"level": "info", "stats_interval": 2}
+        mn = tomllib.loads((run_dir / "configs" / "mn.toml").read_text())
+        assert mn["node"]["fqdn"] == "mn.ntm.example"
+        assert mn["dc"] == {"address": "198.51.100.10:7400", "public_key": keys["dc"]["public_key"]}
+        assert mn["dns"]["upstream"] == "198.51.100.20:53"
+        cn = tomllib.loads((run_dir / "configs" / "cn.toml").read_text())
+        assert cn["node"]["private_key_file"] == keys["cn"]["private_key_file"]
+
+    def test_configs_load_with_the_project_loader(self, state: dict[str, Any]) -> None:
+        config = pytest.importorskip("ntma.config")
+        dc = config.load_dc_config(Path(state["configs"]["dc"]))
+        mn = config.load_node_config(Path(state["configs"]["mn"]))
+        cn = config.load_node_config(Path(state["configs"]["cn"]))
+        assert dc.listen == mn.dc_address == (lab.DC_IP, lab.DC_PORT)
+        assert mn.dc_public_key == dc.key.public
+        assert dc.admission == {"mn.ntm.example": mn.key.public, "cn.ntm.example": cn.key.public}
+
+    def test_nat_ruleset_installed(self, state: dict[str, Any]) -> None:
+        rules = ns_run("ntma-mn-nat", "nft", "list", "ruleset").stdout
+        assert 'oifname "wan0" masquerade' in rules
+        forward = ns_run("ntma-mn-nat", "sysctl", "-n", "net.ipv4.ip_forward").stdout
+        assert forward.strip() == "1"
+
+    def test_root_namespace_untouched(
+        self, state: dict[str, Any], root_links_before: list[str]
+    ) -> None:
+        assert root_link_names() == root_links_before
+
+    def test_restart_daemon_with_stand_in(self, state: dict[str, Any]) -> None:
+        """start_daemon / wait_log_events / stop_daemon, with a stand-in for the DC."""
+        fake = [
+            sys.executable,
+            "-c",
+            "import json, time; print(json.dumps({'event': 'dc_ready'})); time.sleep(60)",
+        ]
+        state["daemons"]["dc"]["cmd"] = fake
+        for _ in range(2):  # the second round must not match the first round's log line
+            pid = start_daemon(state, "dc")
+            wait_log_events(state, {"dc": "dc_ready"}, timeout=10)
+            assert lab.daemon_alive(state, "dc")
+            stop_daemon(state, "dc")
+            assert not lab.pid_alive(pid)
+            assert state["daemons"]["dc"]["pid"] is None
+        assert Path(state["daemons"]["dc"]["log"]).read_text().count("dc_ready") == 2
+
+
+# --------------------------------------------------------------------------- other NAT layout
+
+
+@netns
+@needs_netns
+class TestCnBehindNat:
+    @pytest.fixture(scope="class")
+    def run_dir(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return tmp_path_factory.mktemp("lab-cn-nat")
+
+    @pytest.fixture(scope="class")
+    def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
+        yield from _lab_fixture(run_dir, mn_nat="none", cn_nat="cone")
+
+    def test_layout(self, state: dict[str, Any], run_dir: Path) -> None:
+        status = lab_status(run_dir)
+        assert "ntma-cn-nat" in live_namespaces()
+        assert "ntma-mn-nat" not in live_namespaces()
+        assert has_v4(status, "ntma-mn", "eth0", "198.51.100.40/24")
+        assert has_v4(status, "ntma-cn", "eth0", "10.10.2.2/24")
+        assert has_v4(status, "ntma-cn-nat", "wan0", "198.51.100.31/24")
+
+    def test_traffic(self, state: dict[str, Any]) -> None:
+        assert ping("ntma-cn", lab.DC_IP)
+        assert udp_source_seen_by_dc("ntma-cn") == "198.51.100.31"
+        assert udp_source_seen_by_dc("ntma-mn", port=9998) == "198.51.100.40"
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@netns
+@needs_netns
+def test_down_removes_everything_and_is_idempotent(
+    tmp_path: Path, root_links_before: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        assert lab.main(["up", "--no-daemons", "--run-dir", str(tmp_path)]) == 0
+        assert "lab up in" in capsys.readouterr().out
+        # a stray process inside a lab namespace that state.json knows nothing about
+        stray = ns_exec("ntma-dc", "sleep", "300")
+        assert (tmp_path / "state.json").exists()
+        web_pid = json.loads((tmp_path / "state.json").read_text())["daemons"]["web"]["pid"]
+    finally:
+        lab_down(tmp_path)
+    assert stray.wait(timeout=5) is not None
+    assert not lab.pid_alive(web_pid)
+    assert not [n for n in live_namespaces() if n.startswith("ntma-")]
+    assert not any(
+        line.startswith("ntma-")
+        for line in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True
+        ).stdout.splitlines()
+    )
+    assert not (ETC_NETNS / "ntma-mn").exists()
+    assert not (ETC_NETNS / "ntma-cn").exists()
+    assert not (tmp_path / "state.json").exists()
+    assert root_link_names() == root_links_before
+    lab_down(tmp_path)  # second down: no error
+    assert lab.main(["down", "--run-dir", str(tmp_path)]) == 0
+    assert lab.main(["status", "--run-dir", str(tmp_path)]) == 3
+
+
+@netns
+@needs_netns
+def test_up_replaces_running_lab_and_cleans_after_crash(
+    tmp_path: Path, root_links_before: list[str]
+) -> None:
+    try:
+        lab_up(tmp_path / "a", daemons=False)
+        # a second `up` (even with another run dir) first removes the running lab
+        state = lab_up(tmp_path / "b", daemons=False, mn_nat="none")
+        assert "ntma-mn-nat" not in live_namespaces()
+        assert state["nodes"]["mn"]["address"] == "198.51.100.40"
+    finally:
+        lab_down(tmp_path / "b")
+        lab_down(tmp_path / "a")
+    assert live_namespaces() == []
+
+
+@netns
+@needs_netns
+def test_failed_up_tears_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root_links_before: list[str]
+) -> None:
+    def boom(state: dict[str, Any]) -> None:
+        raise LabError("injected failure")
+
+    monkeypatch.setattr(lab, "write_keys_and_configs", boom)
+    try:
+        with pytest.raises(LabError, match="injected failure"):
+            lab_up(tmp_path, daemons=False)
+        assert live_namespaces() == []
+        assert not (ETC_NETNS / "ntma-mn").exists()
+        assert not (tmp_path / "state.json").exists()
+        assert root_link_names() == root_links_before
+    finally:
+        lab_down(tmp_path)
+
+
+def _stand_in_daemons(event_by_role: dict[str, str | None]) -> Any:
+    """Wrap lab.daemon_specs so dc/node commands are stand-ins printing readiness events."""
+    real = lab.daemon_specs
+
+    def specs(run_dir: Path, nodes: Any) -> dict[str, dict[str, Any]]:
+        out = real(run_dir, nodes)
+        for name, spec in out.items():
+            role = "dc" if name == "dc" else ("node" if spec["cmd"][2:3] == ["ntma"] else None)
+            if role is None:
+                continue
+            event = event_by_role[role]
+            line = f"print({json.dumps(json.dumps({'event': event}))})" if event else "pass"
+            spec["cmd"] = [
+                sys.executable,
+                "-c",
+                f"import time; print('not json'); {line}; time.sleep(60)",
+            ]
+        return out
+
+    return specs
+
+
+@netns
+@needs_netns
+def test_up_waits_for_daemon_readiness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        lab, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": "registered"})
+    )
+    try:
+        state = lab_up(tmp_path, daemons=True, wait_s=15)
+        status = lab_status(tmp_path)
+        assert all(status["daemons"][n]["alive"] for n in ("dc", "mn", "cn", "web"))
+        assert state["daemons"]["mn"]["ns"] == "ntma-mn"
+    finally:
+        lab_down(tmp_path)
+    assert not lab.pid_alive(state["daemons"]["dc"]["pid"])
+
+
+@netns
+@needs_netns
+def test_up_times_out_and_leaves_lab_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lab, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": None}))
+    try:
+        with pytest.raises(LabNotReady, match=r"did not log 'registered'.*logs/mn\.log"):
+            lab_up(tmp_path, daemons=True, wait_s=1.5)
+        assert set(live_namespaces()) >= DEFAULT_NAMESPACES  # left up for inspection
+        assert (tmp_path / "state.json").exists()
+    finally:
+        lab_down(tmp_path)
