@@ -8,7 +8,7 @@ from ..proto.buffer import Endpoint
 
 
 class FakePackets:
-    """A TUN stand-in: the test sends packets in with `inject`, reads written ones from `written`."""
+    """A TUN stand-in: tests send packets in with `inject` and read writes from `written`."""
 
     def __init__(self, depth: int = 64) -> None:
         self._in_send, self._in_recv = trio.open_memory_channel[list[bytes]](depth)
