@@ -1,0 +1,106 @@
+"""Shared helpers for tests on the namespace lab: skip reasons, a lab fixture factory,
+log reading, and a minimal pcap reader for captures taken with tcpdump."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ntma.lab import lab_down, lab_up, ns_exec, ns_run
+
+TOOLS = ("ip", "nft", "dnsmasq", "dig", "curl", "nc", "iperf3", "tcpdump")
+
+
+def netns_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "netns tests need root"
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"netns tests need {', '.join(missing)} (install them; .ci/run does)"
+    return None
+
+
+needs_netns = pytest.mark.skipif(netns_skip_reason() is not None,
+                                 reason=netns_skip_reason() or "")
+
+
+def lab_fixture(run_dir: Path, **options: Any) -> Iterator[dict[str, Any]]:
+    """Bring a lab up with daemons; always tear it down."""
+    try:
+        yield lab_up(run_dir, wait_s=30.0, **options)
+    finally:
+        lab_down(run_dir)
+
+
+def log_events(path: str | Path) -> list[dict[str, Any]]:
+    events = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            events.append(obj)
+    return events
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def start_in_ns(ns: str, *cmd: str, log: Path) -> subprocess.Popen:
+    out = log.open("ab")
+    return ns_exec(ns, *cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                   start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def dig(ns: str, name: str, *extra: str) -> str:
+    return ns_run(ns, "dig", "+short", "+time=5", "+tries=1", name, *extra).stdout.strip()
+
+
+def udp_payloads(pcap: Path) -> list[tuple[str, int, str, int, bytes]]:
+    """(src ip, src port, dst ip, dst port, payload) of IPv4/UDP frames in an Ethernet pcap."""
+    data = pcap.read_bytes()
+    if len(data) < 24:
+        return []
+    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    out, pos = [], 24
+    while pos + 16 <= len(data):
+        incl = struct.unpack_from(endian + "I", data, pos + 8)[0]
+        frame = data[pos + 16 : pos + 16 + incl]
+        pos += 16 + incl
+        if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+            continue
+        ihl = (frame[14] & 0x0F) * 4
+        udp = 14 + ihl
+        src = ".".join(map(str, frame[26:30]))
+        dst = ".".join(map(str, frame[30:34]))
+        sport, dport = struct.unpack_from("!HH", frame, udp)
+        out.append((src, sport, dst, dport, frame[udp + 8 :]))
+    return out
