@@ -984,6 +984,9 @@ def build_parser() -> argparse.ArgumentParser:
         "status", parents=[common], help="show the lab (exit status 3 when it is down)"
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    demo = sub.add_parser("demo", parents=[common], help="bring up, show it working, tear down")
+    demo.add_argument("--mn-nat", choices=NAT_MODES, default="cone")
+    demo.add_argument("--cn-nat", choices=NAT_MODES, default="none")
     return parser
 
 
@@ -1018,9 +1021,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status["up"] else 3
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.run_dir, mn_nat=args.mn_nat, cn_nat=args.cn_nat)
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command]
+    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[
+        args.command
+    ]
     try:
         return handler(args)
     except (LabError, OSError) as exc:

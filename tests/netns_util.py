@@ -29,8 +29,7 @@ def netns_skip_reason() -> str | None:
     return None
 
 
-needs_netns = pytest.mark.skipif(netns_skip_reason() is not None,
-                                 reason=netns_skip_reason() or "")
+needs_netns = pytest.mark.skipif(netns_skip_reason() is not None, reason=netns_skip_reason() or "")
 
 
 def lab_fixture(run_dir: Path, **options: Any) -> Iterator[dict[str, Any]]:
@@ -66,8 +65,14 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
 
 def start_in_ns(ns: str, *cmd: str, log: Path) -> subprocess.Popen:
     out = log.open("ab")
-    return ns_exec(ns, *cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                   start_new_session=True)
+    return ns_exec(
+        ns,
+        *cmd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:

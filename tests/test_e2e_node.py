@@ -44,10 +44,21 @@ def _serve_files(lab: dict[str, Any], tmp: Path) -> subprocess.Popen:
     www.mkdir()
     (www / "hello.txt").write_text("hello from cn\n")
     (www / "marker.bin").write_bytes(MARKER * 40_000)  # ~1.1 MB of a recognisable pattern
-    server = start_in_ns("ntma-cn", "python3", "-m", "http.server", "8080", "--directory",
-                         str(www), log=tmp / "http.log")
-    wait_for(lambda: ns_run("ntma-cn", "ss", "-ltn", check=False).stdout.count(":8080") > 0,
-             10, "http.server in ntma-cn")
+    server = start_in_ns(
+        "ntma-cn",
+        "python3",
+        "-m",
+        "http.server",
+        "8080",
+        "--directory",
+        str(www),
+        log=tmp / "http.log",
+    )
+    wait_for(
+        lambda: ns_run("ntma-cn", "ss", "-ltn", check=False).stdout.count(":8080") > 0,
+        10,
+        "http.server in ntma-cn",
+    )
     return server
 
 
@@ -74,8 +85,9 @@ def lab_cn_nat(tmp_path_factory) -> Any:
 
 
 def _vip(lab: dict[str, Any], name: str) -> str:
-    registered = [e for e in log_events(lab["daemons"][name]["log"])
-                  if e.get("event") == "registered"]
+    registered = [
+        e for e in log_events(lab["daemons"][name]["log"]) if e.get("event") == "registered"
+    ]
     assert registered, f"{name} never registered"
     return registered[-1]["vip"]
 
@@ -86,13 +98,15 @@ def _curl(ns: str, url: str, *extra: str) -> subprocess.CompletedProcess:
 
 def _nc_one_way(sender_ns: str, receiver_ns: str, name: str, port: int, tmp: Path) -> str:
     out = tmp / f"nc-{receiver_ns}-{port}.txt"
-    listener = subprocess.Popen(["ip", "netns", "exec", receiver_ns, "nc", "-u", "-l", "-W", "1",
-                                 str(port)], stdout=out.open("wb"), stderr=subprocess.DEVNULL)
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", receiver_ns, "nc", "-u", "-l", "-W", "1", str(port)],
+        stdout=out.open("wb"),
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.3)
         text = f"datagram from {sender_ns} to {receiver_ns}\n"
-        ns_run(sender_ns, "sh", "-c", f"printf '{text}' | nc -u -w 1 {name} {port}",
-               timeout=20)
+        ns_run(sender_ns, "sh", "-c", f"printf '{text}' | nc -u -w 1 {name} {port}", timeout=20)
         listener.wait(10)
     finally:
         stop(listener)
@@ -100,11 +114,17 @@ def _nc_one_way(sender_ns: str, receiver_ns: str, name: str, port: int, tmp: Pat
 
 
 def _iperf(client_ns: str, server_ns: str, name: str, *extra: str) -> str:
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        wait_for(lambda: ":5201" in ns_run(server_ns, "ss", "-ltn", check=False).stdout,
-                 10, "iperf3 server")
+        wait_for(
+            lambda: ":5201" in ns_run(server_ns, "ss", "-ltn", check=False).stdout,
+            10,
+            "iperf3 server",
+        )
         result = ns_run(client_ns, "iperf3", "-c", name, "-t", "5", "-J", *extra, timeout=60)
     finally:
         stop(server)
@@ -131,9 +151,13 @@ class _ReachesCn:
         assert result.stdout == "hello from cn\n"
 
     def test_curl_one_megabyte(self, lab):
-        result = ns_run("ntma-mn", "sh", "-c",
-                        f"curl -sS --max-time 30 http://{CN_NAME}:8080/marker.bin | sha256sum",
-                        timeout=40)
+        result = ns_run(
+            "ntma-mn",
+            "sh",
+            "-c",
+            f"curl -sS --max-time 30 http://{CN_NAME}:8080/marker.bin | sha256sum",
+            timeout=40,
+        )
         import hashlib
 
         assert result.stdout.split()[0] == hashlib.sha256(MARKER * 40_000).hexdigest()
@@ -162,8 +186,11 @@ class TestMnBehindNatCnPublic(_ReachesCn):
     def test_route_was_requester_initiates(self, lab):
         lab_state, _ = lab
         _curl("ntma-mn", f"http://{CN_NAME}:8080/hello.txt")
-        decided = [e for e in log_events(lab_state["daemons"]["dc"]["log"])
-                   if e.get("event") == "route_decided"]
+        decided = [
+            e
+            for e in log_events(lab_state["daemons"]["dc"]["log"])
+            if e.get("event") == "route_decided"
+        ]
         assert decided and decided[-1]["initiator"] == MN_NAME
         assert decided[-1]["why"] == "requester behind NAT, target public"
 
@@ -213,12 +240,22 @@ class TestMnBehindNatCnPublic(_ReachesCn):
         flipped[8:16] = ((1 << 40) + 1).to_bytes(8, "big")
         flipped[-1] ^= 0x01
         # An attacker on the Internet segment resends them from another address.
-        script = ("import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-                  "[s.sendto(bytes.fromhex(h),('198.51.100.30',7401)) for h in sys.argv[1:]]")
-        ns_run("ntma-web", "python3", "-c", script, original.hex(), bytes(tampered).hex(),
-               bytes(flipped).hex())
-        after = wait_for(lambda: _decap_drops(lab_state, newer_than=before), 10,
-                         "cn's stats to count the drops")
+        script = (
+            "import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+            "[s.sendto(bytes.fromhex(h),('198.51.100.30',7401)) for h in sys.argv[1:]]"
+        )
+        ns_run(
+            "ntma-web",
+            "python3",
+            "-c",
+            script,
+            original.hex(),
+            bytes(tampered).hex(),
+            bytes(flipped).hex(),
+        )
+        after = wait_for(
+            lambda: _decap_drops(lab_state, newer_than=before), 10, "cn's stats to count the drops"
+        )
         assert after.get("replay", 0) >= 1
         assert after.get("auth", 0) >= 2
         # The tunnel keeps working, and its endpoint did not follow the attacker.
@@ -239,13 +276,17 @@ class TestMnBehindNatCnPublic(_ReachesCn):
                 f'[dc]\naddress = "198.51.100.10:7400"\npublic_key = "{dc_key}"\n'
                 f'[dns]\nlisten = "127.0.0.9:5353"\n'
             )
-            proc = start_in_ns("ntma-web", "python3", "-m", "ntma", "node", "--config",
-                               str(config), log=log)
+            proc = start_in_ns(
+                "ntma-web", "python3", "-m", "ntma", "node", "--config", str(config), log=log
+            )
             try:
                 refused = wait_for(
-                    lambda log=log: [e for e in log_events(log)
-                                     if e.get("event") == "registration_refused"],
-                    15, f"{fqdn} to be refused")
+                    lambda log=log: [
+                        e for e in log_events(log) if e.get("event") == "registration_refused"
+                    ],
+                    15,
+                    f"{fqdn} to be refused",
+                )
             finally:
                 stop(proc)
             assert not [e for e in log_events(log) if e.get("event") == "registered"]
@@ -263,8 +304,11 @@ class TestMnBehindNatCnPublic(_ReachesCn):
         stop_daemon(lab_state, "dc")
         start_daemon(lab_state, "dc")
         for name in ("mn", "cn"):
-            wait_for(lambda name=name: _count(lab_state, name, "registered") > counts[name],
-                     30, f"{name} to register again")
+            wait_for(
+                lambda name=name: _count(lab_state, name, "registered") > counts[name],
+                30,
+                f"{name} to register again",
+            )
             assert _vip(lab_state, name) == vips[name]
         assert dig("ntma-mn", CN_NAME, "@198.51.100.10") == vips["cn"]  # the DC's own DNS
         result = _curl("ntma-mn", f"http://{CN_NAME}:8080/hello.txt")
@@ -278,20 +322,46 @@ class TestCnBehindNatMnPublic(_ReachesCn):
     def test_route_directs_natted_cn_to_initiate(self, lab):
         lab_state, _ = lab
         _curl("ntma-mn", f"http://{CN_NAME}:8080/hello.txt")
-        decided = [e for e in log_events(lab_state["daemons"]["dc"]["log"])
-                   if e.get("event") == "route_decided"]
+        decided = [
+            e
+            for e in log_events(lab_state["daemons"]["dc"]["log"])
+            if e.get("event") == "route_decided"
+        ]
         assert decided and decided[-1]["initiator"] == CN_NAME
-        tunnel_up = [e for e in log_events(lab_state["daemons"]["mn"]["log"])
-                     if e.get("event") == "tunnel_up"]
+        tunnel_up = [
+            e
+            for e in log_events(lab_state["daemons"]["mn"]["log"])
+            if e.get("event") == "tunnel_up"
+        ]
         assert tunnel_up[-1]["peer_endpoint"] == "198.51.100.31:7401"  # cn's NAT mapping
 
 
 def _capture(pcap: Path, bpf: str, tmp: Path) -> subprocess.Popen:
     """tcpdump on the Internet segment, returned once it is listening."""
     err = tmp / f"{pcap.stem}.tcpdump.log"
-    proc = subprocess.Popen(["ip", "netns", "exec", "ntma-inet", "tcpdump", "-i", MN_PORT, "-Z",
-                             "root", "-U", "--immediate-mode", "-B", "32768", "-n", "-w", str(pcap), bpf],
-                            stdout=subprocess.DEVNULL, stderr=err.open("wb"))
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            "ntma-inet",
+            "tcpdump",
+            "-i",
+            MN_PORT,
+            "-Z",
+            "root",
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "32768",
+            "-n",
+            "-w",
+            str(pcap),
+            bpf,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=err.open("wb"),
+    )
     wait_for(lambda: "listening on" in err.read_text(), 10, "tcpdump to listen")
     return proc
 
@@ -302,16 +372,23 @@ def _count(lab_state: dict[str, Any], name: str, event: str) -> int:
 
 def _decap_drops(lab_state: dict[str, Any], newer_than: dict | None = None) -> dict | None:
     """cn's latest decapsulate drop counters; with newer_than, only once they changed."""
-    stats = [e for e in log_events(lab_state["daemons"]["cn"]["log"])
-             if e.get("event") == "stage_stats" and e.get("stage") == "decapsulate"]
+    stats = [
+        e
+        for e in log_events(lab_state["daemons"]["cn"]["log"])
+        if e.get("event") == "stage_stats" and e.get("stage") == "decapsulate"
+    ]
     latest = stats[-1]["drops"] if stats else {}
     if newer_than is None:
         return latest
-    return latest if latest != newer_than and sum(latest.values()) >= 3 + sum(
-        newer_than.values()) else None
+    return (
+        latest
+        if latest != newer_than and sum(latest.values()) >= 3 + sum(newer_than.values())
+        else None
+    )
 
 
 def _dc_public(lab_state: dict[str, Any]) -> str:
-    ready = [e for e in log_events(lab_state["daemons"]["dc"]["log"])
-             if e.get("event") == "dc_ready"]
+    ready = [
+        e for e in log_events(lab_state["daemons"]["dc"]["log"]) if e.get("event") == "dc_ready"
+    ]
     return ready[-1]["public_key"]
