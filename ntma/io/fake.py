@@ -25,27 +25,49 @@ class FakePackets:
         return len(packets)
 
 
-class FakeLink:
-    """Two DatagramIO ends joined by channels; `a` at endpoint_a, `b` at endpoint_b."""
+class FakeNetwork:
+    """A switch for DatagramIO fakes: each attached endpoint gets its own inbox;
+    `drop` (datagram, src, dst) -> bool can discard datagrams in flight."""
 
-    def __init__(self, endpoint_a: Endpoint, endpoint_b: Endpoint, depth: int = 64) -> None:
-        a_to_b = trio.open_memory_channel[list[tuple[bytes, Endpoint]]](depth)
-        b_to_a = trio.open_memory_channel[list[tuple[bytes, Endpoint]]](depth)
-        self.a = _FakeEnd(endpoint_a, a_to_b[0], b_to_a[1])
-        self.b = _FakeEnd(endpoint_b, b_to_a[0], a_to_b[1])
+    def __init__(self, depth: int = 64) -> None:
+        self._depth = depth
+        self._inboxes: dict[Endpoint, trio.MemorySendChannel] = {}
+        self.drop = lambda datagram, src, dst: False
+        self.undeliverable = 0
+
+    def attach(self, endpoint: Endpoint) -> FakeUdp:
+        send, recv = trio.open_memory_channel[list[tuple[bytes, Endpoint]]](self._depth)
+        self._inboxes[endpoint] = send
+        return FakeUdp(self, endpoint, recv)
+
+    def deliver(self, src: Endpoint, datagrams: list[tuple[bytes, Endpoint]]) -> None:
+        for datagram, dst in datagrams:
+            inbox = self._inboxes.get(dst)
+            if inbox is None or self.drop(datagram, src, dst):
+                self.undeliverable += 1
+                continue
+            try:
+                inbox.send_nowait([(datagram, src)])
+            except trio.WouldBlock:  # a full socket buffer drops, as the kernel would
+                self.undeliverable += 1
 
 
-class _FakeEnd:
-    def __init__(
-        self, me: Endpoint, send: trio.MemorySendChannel, recv: trio.MemoryReceiveChannel
-    ) -> None:
-        self.me, self._send, self._recv = me, send, recv
+class FakeUdp:
+    def __init__(self, net: FakeNetwork, me: Endpoint, inbox: trio.MemoryReceiveChannel) -> None:
+        self.net, self.me, self._inbox = net, me, inbox
         self.sent: list[tuple[bytes, Endpoint]] = []
 
     async def recv_batch(self, max_datagrams: int) -> list[tuple[bytes, Endpoint]]:
-        return await self._recv.receive()
+        batch = await self._inbox.receive()
+        while len(batch) < max_datagrams:  # drain what is queued, like a socket read loop
+            try:
+                batch.extend(self._inbox.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch
 
     async def send_batch(self, datagrams: list[tuple[bytes, Endpoint]]) -> int:
         self.sent.extend(datagrams)
-        await self._send.send([(d, self.me) for d, _ in datagrams])
+        self.net.deliver(self.me, datagrams)
+        await trio.lowlevel.checkpoint()
         return len(datagrams)
