@@ -61,9 +61,6 @@ class StaticKey:
     def public_base64(self) -> str:
         return base64.b64encode(self.public).decode()
 
-    def exchange(self, peer_public: bytes) -> bytes:
-        return self.private.exchange(X25519PublicKey.from_public_bytes(peer_public))
-
 
 def decode_key(text: str) -> bytes:
     """Base64 of a raw 32-byte X25519 key, or KeyError_."""
@@ -101,7 +98,7 @@ class SignalBox:
 
     def __init__(self, local: StaticKey, peer_public: bytes) -> None:
         low, high = sorted((local.public, peer_public))
-        key = _hkdf(local.exchange(peer_public), b"signalling" + low + high)
+        key = _hkdf(_exchange(local.private, peer_public), b"signalling" + low + high)
         self._aead = AESGCM(key)
 
     def seal(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -133,12 +130,20 @@ def derive_tunnel_keys(
     my_eph = ephemeral.public_key().public_bytes(_RAW, _RAW_PUB)
     eph_i, eph_r = (my_eph, peer_ephemeral) if initiator else (peer_ephemeral, my_eph)
     stat_i, stat_r = (static.public, peer_static) if initiator else (peer_static, static.public)
-    ee = ephemeral.exchange(X25519PublicKey.from_public_bytes(peer_ephemeral))
-    ss = static.exchange(peer_static)
+    ee = _exchange(ephemeral, peer_ephemeral)
+    ss = _exchange(static.private, peer_static)
     info = b"tunnel" + tunnel_id.to_bytes(4, "big") + stat_i + stat_r + eph_i + eph_r
     okm = _hkdf(ee + ss, info, 64)
     i2r, r2i = okm[:32], okm[32:]
     return TunnelKeys(send=i2r, receive=r2i) if initiator else TunnelKeys(send=r2i, receive=i2r)
+
+
+def _exchange(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """X25519; a low-order (weak) peer key is bad input, not a crash."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as exc:
+        raise AuthError("peer public key is invalid or of low order") from exc
 
 
 def ephemeral_public(private: X25519PrivateKey) -> bytes:

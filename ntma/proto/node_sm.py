@@ -43,13 +43,13 @@ from .messages import (
     TunnelRequest,
     TunnelResponse,
 )
-from .packet import SIG_HEADER, UnknownPeer, open_message, peek_sender, seal_message
+from .packet import UnknownPeer, open_message, peek_sender, seal_message
 from .transactions import Transactions
 from .tunnel import Tunnel
 
 REGISTER_TIMEOUT_S = 8.0
-DIRECTION_TIMEOUT_S = 8.0
-TUNNEL_TIMEOUT_S = 8.0
+DIRECTION_TIMEOUT_S = 5.0
+TUNNEL_TIMEOUT_S = 6.0
 REFUSED_RETRY_S = 30.0
 EARLY_REQUESTS_MAX = 16
 TUNNEL_STALE_S = 30.0
@@ -113,7 +113,6 @@ class _Handshake:
     direction: Direction
     ephemeral: X25519PrivateKey
     txid: int
-    last_response: tuple[bytes, Endpoint] | None = None  # responder: replay on retransmit
 
 
 class NodeSignalling:
@@ -216,16 +215,14 @@ class NodeSignalling:
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
         try:
             sender, msg = open_message(datagram, self._boxes.get)
+            if sender == self._dc_public:
+                self._from_dc(msg, addr, now)
+            else:
+                self._from_peer(sender, msg, addr, now)
         except UnknownPeer:
             self._stash_early(datagram, addr)
-            return
-        except CodecError as exc:
+        except CodecError as exc:  # includes invalid (low-order) keys from a peer
             self._events.append(MessageDropped(type(exc).__name__))
-            return
-        if sender == self._dc_public:
-            self._from_dc(msg, addr, now)
-        else:
-            self._from_peer(sender, msg, addr, now)
 
     # --- DC messages ------------------------------------------------------------------
 
@@ -305,7 +302,7 @@ class NodeSignalling:
     # --- tunnel handshake -------------------------------------------------------------
 
     def _on_direction(self, direction: Direction, now: float) -> None:
-        if direction.tunnel_id in self._handshakes:
+        if direction.tunnel_id in self._handshakes or self._tunnel_with_id(direction.tunnel_id):
             return  # retransmitted Route Direction, or our own request's answer twice
         peer = direction.peer_public_key
         self._boxes.setdefault(peer, SignalBox(self._static, peer))
@@ -424,8 +421,6 @@ class NodeSignalling:
             sender = peek_sender(datagram)
         except CodecError as exc:
             self._events.append(MessageDropped(type(exc).__name__))
-            return
-        if len(datagram) < SIG_HEADER.size:
             return
         self._early[sender] = (datagram, addr)
         while len(self._early) > EARLY_REQUESTS_MAX:

@@ -20,7 +20,7 @@ from ..proto.messages import Status
 from .signalling import DirectionBroker
 from .spans import StageStats
 
-DIRECTION_WAIT_S = 10.0
+DIRECTION_WAIT_S = 12.0  # > the signalling deadlines (5 s + 6 s), so they decide
 UPSTREAM_WAIT_S = 4.0
 CONCURRENT_QUERIES = 128
 
