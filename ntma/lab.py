@@ -7,10 +7,17 @@ Topology (every namespace is named ``ntma-*``; nothing is created in the root na
     ntma-web    eth0 198.51.100.20   http.server :80 + dnsmasq :53 (upstream resolver)
     ntma-mn     eth0 198.51.100.40, or 10.10.1.2 behind ntma-mn-nat (wan0 .41, lan0 10.10.1.1)
     ntma-cn     eth0 198.51.100.30, or 10.10.2.2 behind ntma-cn-nat (wan0 .31, lan0 10.10.2.1)
+    ntma-adapter  the NTMobile adapter (NTMA) for the general node, registered as gn.ntm.example:
+                gn0 (veth peer of ntma-gn eth0, no IPv4 address) and eth0 10.10.3.2 behind
+                ntma-adapter-nat (wan0 .51, lan0 10.10.3.1), or eth0 198.51.100.50 directly
+    ntma-gn     the general node (GN): eth0 up, no address, no routes, no ntma code; dhclient
+                there writes /etc/netns/ntma-gn/resolv.conf, never the machine's resolv.conf
+
+As in the source paper: GN -- NTMA -- NAT -- Internet (DC, web, cn).
 
 The topology is described by data (`NodeDef`, `Namespace`, `Link`, built by `build_topology`)
-and applied by one small function per concern, so further hosts (gn, adapter, relay) and NAT
-types only need new table rows.
+and applied by one small function per concern, so further hosts (relay) and NAT types only
+need new table rows.
 
 Everything the lab starts and where it lives is recorded in ``<run-dir>/state.json``; ``down``
 does not trust it alone: it also kills every process inside any ``ntma-*`` namespace and
@@ -30,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +57,7 @@ DEFAULT_RUN_DIR = Path("/run/ntma-lab")
 ETC_NETNS = Path("/etc/netns")
 STATE_FILE = "state.json"
 STATE_VERSION = 1
-REQUIRED_TOOLS = ("ip", "nft", "dnsmasq")
+REQUIRED_TOOLS = ("ip", "nft", "dnsmasq", "ethtool")
 
 #: NAT type -> nftables statement used on the NAT router's WAN interface.
 NAT_RULES: dict[str, str] = {
@@ -58,6 +65,15 @@ NAT_RULES: dict[str, str] = {
     "symmetric": "masquerade fully-random",
 }
 NAT_MODES = ("none", *NAT_RULES)
+
+GN_NS = "ntma-gn"
+GN_IFACE = "eth0"  # the general node's only interface
+ADAPTER_GN_IFACE = "gn0"  # the adapter's side of the GN link
+PASSTHROUGH_TUN = "ntmpt0"
+ADAPTER_LEASE_TIME = 600
+#: /etc/netns/ntma-gn/resolv.conf before anything runs in ntma-gn (`ip netns exec` bind-mounts
+#: it over /etc/resolv.conf, so dhclient-script writes this file, not the machine's).
+GN_RESOLV_CONF = "# written by dhclient in the ntma lab\n"
 
 STOP_TIMEOUT_S = 5.0
 LISTEN_TIMEOUT_S = 10.0
@@ -77,7 +93,7 @@ class LabNotReady(LabError):
 
 @dataclass(frozen=True)
 class NodeDef:
-    """An NTM node host and where it attaches (directly or behind its own NAT router)."""
+    """An NTM host (node or adapter) and where it attaches (directly or behind its own NAT)."""
 
     name: str  # "mn"
     direct_ip: str  # eth0 address on the Internet segment when nat == "none"
@@ -85,6 +101,8 @@ class NodeDef:
     lan_net: str  # first three octets of the private /24: router .1, node .2
     default_nat: str
     port: int = NODE_PORT
+    role: str = "node"  # node | adapter
+    label: str | None = None  # DNS label registered with the DC, when not `name`
 
     @property
     def ns(self) -> str:
@@ -96,12 +114,16 @@ class NodeDef:
 
     @property
     def fqdn(self) -> str:
-        return f"{self.name}.{ZONE}"
+        return f"{self.label or self.name}.{ZONE}"
 
 
 NODE_DEFS: tuple[NodeDef, ...] = (
     NodeDef("mn", "198.51.100.40", "198.51.100.41", "10.10.1", default_nat="cone"),
     NodeDef("cn", "198.51.100.30", "198.51.100.31", "10.10.2", default_nat="none"),
+)
+#: The adapter registers the general node behind it as gn.ntm.example.
+ADAPTER_DEF = NodeDef(
+    "adapter", "198.51.100.50", "198.51.100.51", "10.10.3", "cone", role="adapter", label="gn"
 )
 
 
@@ -110,6 +132,7 @@ class Iface:
     ns: str
     name: str
     cidr: str | None = None  # "198.51.100.10/24"
+    ipv6: bool = True  # False: net.ipv6.conf.<name>.disable_ipv6=1 before the link goes up
 
 
 @dataclass(frozen=True)
@@ -124,16 +147,17 @@ class Link:
 @dataclass(frozen=True)
 class Namespace:
     name: str
-    role: str  # inet | dc | web | node | nat
-    node: str | None = None  # the node this namespace belongs to
+    role: str  # inet | dc | web | node | nat | adapter | general-node
+    node: str | None = None  # the node (or adapter) this namespace belongs to
     fqdn: str | None = None
     nat: str | None = None  # nodes: how they attach; NAT routers: their type
     default_via: str | None = None
     masquerade_oif: str | None = None  # NAT routers: the WAN interface
     bridge: str | None = None  # the inet segment: its bridge
+    ip_forward: bool = False  # net.ipv4.ip_forward=1 (NAT routers, the adapter)
 
     def describe(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None and k != "name"}
+        return {k: v for k, v in self.__dict__.items() if v not in (None, False) and k != "name"}
 
 
 @dataclass(frozen=True)
@@ -166,16 +190,31 @@ def inet_link(ns: str, ip: str, ifname: str = "eth0") -> Link:
 
 def node_topology(node: NodeDef, nat: str) -> tuple[list[Namespace], list[Link]]:
     if nat == "none":
-        host = Namespace(node.ns, "node", node=node.name, fqdn=node.fqdn, nat="none")
+        host = Namespace(node.ns, node.role, node=node.name, fqdn=node.fqdn, nat="none")
         return [host], [inet_link(node.ns, node.direct_ip)]
     gw, host_ip = f"{node.lan_net}.1", f"{node.lan_net}.2"
-    router = Namespace(node.nat_ns, "nat", node=node.name, nat=nat, masquerade_oif="wan0")
-    host = Namespace(node.ns, "node", node=node.name, fqdn=node.fqdn, nat=nat, default_via=gw)
+    router = Namespace(
+        node.nat_ns, "nat", node=node.name, nat=nat, masquerade_oif="wan0", ip_forward=True
+    )
+    host = Namespace(node.ns, node.role, node=node.name, fqdn=node.fqdn, nat=nat, default_via=gw)
     links = [
         inet_link(node.nat_ns, node.wan_ip, "wan0"),
         Link(Iface(node.nat_ns, "lan0", f"{gw}/24"), Iface(node.ns, "eth0", f"{host_ip}/24")),
     ]
     return [router, host], links
+
+
+def adapter_topology(adapter: NodeDef, nat: str) -> tuple[list[Namespace], list[Link]]:
+    """The adapter attaches like a node and forwards; the GN hangs off its gn0, unaddressed."""
+    namespaces, links = node_topology(adapter, nat)
+    namespaces = [
+        replace(ns, ip_forward=True) if ns.name == adapter.ns else ns for ns in namespaces
+    ]
+    gn = Namespace(GN_NS, "general-node", node=adapter.name, fqdn=adapter.fqdn)
+    gn_link = Link(
+        Iface(adapter.ns, ADAPTER_GN_IFACE, ipv6=False), Iface(GN_NS, GN_IFACE, ipv6=False)
+    )
+    return [*namespaces, gn], [*links, gn_link]
 
 
 def build_topology(nat_by_node: dict[str, str]) -> Topology:
@@ -189,7 +228,8 @@ def build_topology(nat_by_node: dict[str, str]) -> Topology:
         nss, lks = node_topology(node, nat_by_node.get(node.name, node.default_nat))
         namespaces += nss
         links += lks
-    return Topology(tuple(namespaces), tuple(links))
+    nss, lks = adapter_topology(ADAPTER_DEF, nat_by_node.get("adapter", ADAPTER_DEF.default_nat))
+    return Topology(tuple(namespaces + nss), tuple(links + lks))
 
 
 # --------------------------------------------------------------------------- command helpers
@@ -271,6 +311,12 @@ def create_namespace(ns: Namespace) -> None:
         ip(ns.name, "link", "set", ns.bridge, "up")
 
 
+def disable_ipv6(end: Iface) -> None:
+    """No IPv6 (link-local, DAD, router solicitations) on `end`: keeps captures quiet."""
+    if Path("/proc/sys/net/ipv6").exists():  # else the kernel has no IPv6 at all
+        ns_run(end.ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{end.name}.disable_ipv6=1")
+
+
 def create_link(link: Link) -> None:
     """Both veth ends are born inside namespaces (never in the root namespace)."""
     a, b = link.a, link.b
@@ -278,6 +324,8 @@ def create_link(link: Link) -> None:
     if link.bridge:
         ip(a.ns, "link", "set", a.name, "master", link.bridge)
     for end in (a, b):
+        if not end.ipv6:
+            disable_ipv6(end)
         if end.cidr:
             ip(end.ns, "addr", "add", end.cidr, "dev", end.name)
         ip(end.ns, "link", "set", end.name, "up")
@@ -294,10 +342,14 @@ def nat_ruleset(oif: str, nat: str) -> str:
     )
 
 
+def configure_forwarding(ns: Namespace) -> None:
+    if ns.ip_forward:
+        ns_run(ns.name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+
+
 def configure_nat(ns: Namespace) -> None:
-    if not (ns.masquerade_oif and ns.nat in NAT_RULES):
-        raise LabError(f"{ns.name}: NAT router needs a WAN interface and a NAT type")
-    ns_run(ns.name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    if not (ns.masquerade_oif and ns.nat in NAT_RULES and ns.ip_forward):
+        raise LabError(f"{ns.name}: NAT router needs a WAN interface, a NAT type, forwarding")
     ns_run(ns.name, "nft", "-f", "-", input=nat_ruleset(ns.masquerade_oif, ns.nat))
 
 
@@ -313,19 +365,52 @@ def build_network(topo: Topology) -> None:
         create_link(link)
     for ns in topo.namespaces:
         configure_routes(ns)
+        configure_forwarding(ns)
         if ns.role == "nat":
             configure_nat(ns)
+        if ns.role == "general-node":
+            make_wire_like(ns.name, GN_IFACE)
+
+
+def make_wire_like(ns: str, ifname: str) -> None:
+    """A veth hands its peer frames with checksums left to "hardware" and TCP segments of
+    up to 64 KB; a real NIC puts complete, MTU-sized frames on the wire. The adapter's raw
+    socket must see what a wire carries, so the GN's veth computes checksums and segments
+    in software (the GN's own software is untouched)."""
+    run(
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ethtool",
+        "-K",
+        ifname,
+        "tx",
+        "off",
+        "tso",
+        "off",
+        "gso",
+        "off",
+        "sg",
+        "off",
+    )
 
 
 def write_resolv_confs(state: dict[str, Any]) -> None:
-    """/etc/netns/<ns>/resolv.conf -> the node's own DNS responder on 127.0.0.1."""
+    """/etc/netns/<ns>/resolv.conf, written before anything runs in the lab's namespaces.
+
+    Nodes: the node's own DNS responder on 127.0.0.1. The GN: a comment only, for dhclient
+    there to overwrite (so it never touches the machine's /etc/resolv.conf).
+    """
     if not ETC_NETNS.exists():
         ETC_NETNS.mkdir(parents=True)
         state["etc_netns_created"] = True
-    for node in state["nodes"].values():
-        d = ETC_NETNS / node["ns"]
+    contents = {node["ns"]: "nameserver 127.0.0.1\n" for node in state["nodes"].values()}
+    contents[state["gn"]["ns"]] = GN_RESOLV_CONF
+    for ns, text in contents.items():
+        d = ETC_NETNS / ns
         d.mkdir(exist_ok=True)
-        (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        (d / "resolv.conf").write_text(text)
         state["etc_netns"].append(str(d))
 
 
@@ -397,7 +482,10 @@ def dc_config(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "keepalive_interval": 5,
             "keepalive_misses": 3,
         },
-        "admission": {n["fqdn"]: keys[name]["public_key"] for name, n in state["nodes"].items()},
+        "admission": {
+            **{n["fqdn"]: keys[name]["public_key"] for name, n in state["nodes"].items()},
+            state["adapter"]["fqdn"]: keys["adapter"]["public_key"],
+        },
         "log": dict(LOG_SECTION),
     }
 
@@ -422,13 +510,32 @@ def node_config(state: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def adapter_config(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    adapter, keys = state["adapter"], state["keys"]
+    return {
+        "adapter": {
+            "fqdn": adapter["fqdn"],
+            "private_key_file": keys["adapter"]["private_key_file"],
+            "gn_interface": adapter["gn_interface"],
+            "listen": f"0.0.0.0:{adapter['port']}",
+            "passthrough_tun": PASSTHROUGH_TUN,
+            "mtu": 1400,
+            "lease_time": ADAPTER_LEASE_TIME,
+        },
+        "dc": {"address": f"{DC_IP}:{DC_PORT}", "public_key": keys["dc"]["public_key"]},
+        "dns": {"upstream": f"{WEB_IP}:53", "ntm_suffixes": [ZONE]},
+        "log": dict(LOG_SECTION),
+    }
+
+
 def write_keys_and_configs(state: dict[str, Any]) -> None:
     run_dir = Path(state["run_dir"])
-    for name in ("dc", *state["nodes"]):
+    for name in ("dc", *state["nodes"], "adapter"):
         path = run_dir / "keys" / f"{name}.key"
         state["keys"][name] = {"private_key_file": str(path), "public_key": generate_key(path)}
     configs = {"dc": dc_config(state)}
     configs.update({name: node_config(state, name) for name in state["nodes"]})
+    configs["adapter"] = adapter_config(state)
     for name, sections in configs.items():
         path = run_dir / "configs" / f"{name}.toml"
         path.write_text(to_toml(sections))
@@ -511,6 +618,11 @@ def daemon_specs(run_dir: Path, nodes: Iterable[dict[str, Any]]) -> dict[str, di
             [py, "-m", "ntma", "node", "--config", str(configs / f"{name}.toml")],
             logs / f"{name}.log",
         )
+    specs["adapter"] = _daemon_spec(
+        ADAPTER_DEF.ns,
+        [py, "-m", "ntma", "adapter", "--config", str(configs / "adapter.toml")],
+        logs / "adapter.log",
+    )
     return specs
 
 
@@ -528,8 +640,30 @@ def node_state(node: NodeDef, nat: str) -> dict[str, Any]:
     }
 
 
-def new_state(run_dir: Path, topo: Topology, nat_by_node: dict[str, str]) -> dict[str, Any]:
+def adapter_state(adapter: NodeDef, nat: str, autostart: bool) -> dict[str, Any]:
+    return {
+        **node_state(adapter, nat),
+        "gn_interface": ADAPTER_GN_IFACE,
+        "gn_ns": GN_NS,
+        "autostart": autostart,  # False: `lab up --no-adapter` / `--no-daemons`
+    }
+
+
+def gn_state() -> dict[str, Any]:
+    return {
+        "ns": GN_NS,
+        "interface": GN_IFACE,
+        "adapter_ns": ADAPTER_DEF.ns,
+        "adapter_interface": ADAPTER_GN_IFACE,
+        "resolv_conf": str(ETC_NETNS / GN_NS / "resolv.conf"),
+    }
+
+
+def new_state(
+    run_dir: Path, topo: Topology, nat_by_node: dict[str, str], *, adapter_autostart: bool = True
+) -> dict[str, Any]:
     nodes = {n.name: node_state(n, nat_by_node[n.name]) for n in NODE_DEFS}
+    adapter_nat = nat_by_node.get("adapter", ADAPTER_DEF.default_nat)
     return {
         "version": STATE_VERSION,
         "run_dir": str(run_dir),
@@ -540,6 +674,8 @@ def new_state(run_dir: Path, topo: Topology, nat_by_node: dict[str, str]) -> dic
         "nodes": nodes,
         "dc": {"ns": "ntma-dc", "address": DC_IP, "port": DC_PORT, "zone": ZONE},
         "web": {"ns": "ntma-web", "address": WEB_IP},
+        "adapter": adapter_state(ADAPTER_DEF, adapter_nat, adapter_autostart),
+        "gn": gn_state(),
         "keys": {},
         "configs": {},
         "daemons": daemon_specs(run_dir, nodes.values()),
@@ -552,6 +688,8 @@ def new_state(run_dir: Path, topo: Topology, nat_by_node: dict[str, str]) -> dic
 
 #: Popen objects of processes this Python process started (so they get reaped).
 _CHILDREN: dict[int, subprocess.Popen[Any]] = {}
+#: Exit status of those children once reaped (pid -> returncode), for error messages.
+_EXIT_STATUS: dict[int, int] = {}
 
 
 def proc_starttime(pid: int) -> int | None:
@@ -570,6 +708,7 @@ def _child_exited(pid: int) -> bool:
     proc = _CHILDREN.get(pid)
     if proc is None or proc.poll() is None:
         return False
+    _EXIT_STATUS[pid] = proc.returncode
     del _CHILDREN[pid]
     return True
 
@@ -641,6 +780,7 @@ def start_daemon(state: dict[str, Any], name: str) -> int:
             env=_daemon_env(),
         )
     _CHILDREN[proc.pid] = proc
+    _EXIT_STATUS.pop(proc.pid, None)
     d.update(pid=proc.pid, starttime=proc_starttime(proc.pid), log_offset=offset)
     save_state(state)
     return proc.pid
@@ -681,6 +821,29 @@ def _log_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return events, offset + end
 
 
+def _last_output_line(path: Path, offset: int, limit: int = 200) -> str:
+    """The last non-blank line written to `path` after `offset`, on one line, shortened."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, offset))
+            data = f.read()[-8192:]
+    except OSError:
+        return ""
+    lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
+    last = _one_line(lines[-1]) if lines else ""
+    return last if len(last) <= limit else last[: limit - 3] + "..."
+
+
+def exit_report(state: dict[str, Any], name: str, wanted: str) -> str:
+    """One line: daemon `name` exited (with its status, if known) and its last output line."""
+    d = state["daemons"][name]
+    status = _EXIT_STATUS.get(d["pid"]) if d["pid"] else None
+    how = "exited" if status is None else f"exited with status {status}"
+    last = _last_output_line(Path(d["output"]), d["log_offset"] if d["output"] == d["log"] else 0)
+    said = f": {last}" if last else " (no output)"
+    return f"{name} {how} before logging {wanted!r}{said}; read {d['output']}"
+
+
 def wait_log_events(
     state: dict[str, Any],
     wanted: dict[str, str],
@@ -704,9 +867,7 @@ def wait_log_events(
             if match is not None:
                 found[name] = match
             elif not daemon_alive(state, name):
-                raise LabNotReady(
-                    f"{name} exited before logging {wanted[name]!r}; read {daemons[name]['log']}"
-                )
+                raise LabNotReady(exit_report(state, name, wanted[name]))
         if len(found) == len(wanted):
             return found
         if time.monotonic() >= deadline:
@@ -776,14 +937,22 @@ def start_web(state: dict[str, Any]) -> None:
     wait_listening(state, "dnsmasq", "udp", 53)
 
 
-def start_ntm_daemons(state: dict[str, Any], wait_s: float) -> None:
+def start_ntm_daemons(state: dict[str, Any], wait_s: float, *, adapter: bool = True) -> None:
+    """DC first; then the nodes and (unless `adapter` is False) the adapter, all registering.
+
+    The nodes are waited for before the adapter, so an adapter that exits at once (one line:
+    its exit status and last output) leaves the DC and nodes up and registered.
+    """
     deadline = time.monotonic() + wait_s
     start_daemon(state, "dc")
     wait_log_events(state, {"dc": "dc_ready"}, timeout=wait_s)
-    for name in state["nodes"]:
+    registering = [*state["nodes"], *(["adapter"] if adapter else [])]
+    for name in registering:
         start_daemon(state, name)
-    remaining = max(0.0, deadline - time.monotonic())
-    wait_log_events(state, {name: "registered" for name in state["nodes"]}, timeout=remaining)
+    for group in (list(state["nodes"]), registering[len(state["nodes"]) :]):
+        if group:
+            remaining = max(0.0, deadline - time.monotonic())
+            wait_log_events(state, dict.fromkeys(group, "registered"), timeout=remaining)
 
 
 def lab_present(run_dir: Path) -> bool:
@@ -795,16 +964,20 @@ def lab_up(
     *,
     mn_nat: str = "cone",
     cn_nat: str = "none",
+    adapter_nat: str = "cone",
     daemons: bool = True,
+    adapter: bool = True,
     wait_s: float = 20.0,
 ) -> dict[str, Any]:
     """Build the lab (bringing an existing one down first) and return its state.
 
+    The topology (gn and adapter included) is always built; `daemons=False` starts no
+    DC/node/adapter daemons, `adapter=False` skips only the adapter daemon.
     On any failure while building, everything made is torn down and the error re-raised.
-    If the DC/node daemons do not report readiness within `wait_s`, LabNotReady is raised
-    and the lab is left up for inspection.
+    If the DC/node/adapter daemons do not report readiness within `wait_s` (or exit),
+    LabNotReady is raised and the lab is left up for inspection.
     """
-    nat_by_node = {"mn": mn_nat, "cn": cn_nat}
+    nat_by_node = {"mn": mn_nat, "cn": cn_nat, "adapter": adapter_nat}
     for name, nat in nat_by_node.items():
         if nat not in NAT_MODES:
             raise LabError(f"unknown NAT mode for {name}: {nat!r} (choose {NAT_MODES})")
@@ -813,12 +986,12 @@ def lab_up(
     if lab_present(run_dir):
         lab_down(run_dir)
     topo = build_topology(nat_by_node)
-    state = new_state(run_dir, topo, nat_by_node)
+    state = new_state(run_dir, topo, nat_by_node, adapter_autostart=daemons and adapter)
     try:
         prepare_run_dir(run_dir)
         save_state(state)  # first, so `down` can clean up after a crash from here on
+        write_resolv_confs(state)  # before anything runs in a namespace (sysctl in ntma-gn)
         build_network(topo)
-        write_resolv_confs(state)
         write_keys_and_configs(state)
         save_state(state)
         start_web(state)
@@ -828,7 +1001,7 @@ def lab_up(
         raise
     if daemons:
         try:
-            start_ntm_daemons(state, wait_s)
+            start_ntm_daemons(state, wait_s, adapter=adapter)
         except LabNotReady:
             raise  # leave the lab up so the logs and namespaces can be inspected
         except BaseException:
@@ -849,12 +1022,16 @@ def kill_namespace_processes(namespaces: Sequence[str]) -> None:
     terminate([(p, proc_starttime(p)) for p in pids], group=False)
 
 
-def remove_etc_netns(state: dict[str, Any] | None) -> None:
-    for d in ETC_NETNS.glob(NS_PREFIX + "*"):
+def remove_etc_netns(state: dict[str, Any] | None) -> list[str]:
+    """Remove /etc/netns/ntma-* (node and GN resolv.conf); return those that would not go."""
+    dirs = set(ETC_NETNS.glob(NS_PREFIX + "*"))
+    dirs |= {Path(d) for d in (state or {}).get("etc_netns", [])}
+    for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
     if state and state.get("etc_netns_created"):
         with contextlib.suppress(OSError):
             ETC_NETNS.rmdir()  # only if we created it and it is empty
+    return sorted(str(d) for d in dirs if d.exists())
 
 
 def lab_down(run_dir: Path = DEFAULT_RUN_DIR) -> None:
@@ -870,10 +1047,10 @@ def lab_down(run_dir: Path = DEFAULT_RUN_DIR) -> None:
         proc = run("ip", "netns", "del", ns, check=False)
         if proc.returncode != 0:
             errors.append(f"{ns}: {_one_line(proc.stderr)}")
-    remove_etc_netns(state)
+    errors += [f"{d}: could not remove" for d in remove_etc_netns(state)]
     state_path(run_dir).unlink(missing_ok=True)
     if errors:
-        raise LabError("could not delete namespaces: " + "; ".join(errors))
+        raise LabError("lab down incomplete: " + "; ".join(errors))
 
 
 def _daemon_status(d: dict[str, Any]) -> dict[str, Any]:
@@ -886,6 +1063,15 @@ def _daemon_status(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _hosted_daemon(state: dict[str, Any] | None, ns: str) -> dict[str, str]:
+    """Config and log of the DC/node/adapter daemon running in `ns` (if any)."""
+    for name, d in (state or {}).get("daemons", {}).items():
+        config = state["configs"].get(name) if state else None
+        if d["ns"] == ns and config:
+            return {"daemon": name, "config": config, "log": d["log"]}
+    return {}
+
+
 def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
     """Live view of the lab: namespaces with interfaces/addresses, daemons, keys, paths."""
     state = load_state(run_dir)
@@ -894,11 +1080,13 @@ def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
     namespaces = {}
     for ns in sorted(set(live) | set(planned)):
         info = dict(planned.get(ns, {"role": "unknown"}))
+        info.update(_hosted_daemon(state, ns))
         info["exists"] = ns in live
         info["interfaces"] = ns_addresses(ns) if ns in live else []
         namespaces[ns] = info
     if state is None:
         return {"up": False, "run_dir": str(run_dir), "namespaces": namespaces}
+    adapter_daemon = state["daemons"].get("adapter", {})
     return {
         "up": True,
         "run_dir": state["run_dir"],
@@ -906,6 +1094,12 @@ def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
         "nat": state["nat"],
         "namespaces": namespaces,
         "nodes": state["nodes"],
+        "adapter": {
+            **state.get("adapter", {}),
+            "config": state["configs"].get("adapter"),
+            "log": adapter_daemon.get("log"),
+        },
+        "gn": state.get("gn", {}),
         "daemons": {n: _daemon_status(d) for n, d in state["daemons"].items()},
         "keys": {n: k["public_key"] for n, k in state["keys"].items()},
         "configs": state["configs"],
@@ -918,7 +1112,7 @@ def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
 
 def _format_ns(name: str, info: dict[str, Any]) -> list[str]:
     extra = [f"{k}={info[k]}" for k in ("fqdn", "nat") if info.get(k)]
-    head = f"  {name:<14} {info.get('role', '?'):<5} {' '.join(extra)}".rstrip()
+    head = f"  {name:<16} {info.get('role', '?'):<12} {' '.join(extra)}".rstrip()
     if not info.get("exists", True):
         head += "  (MISSING)"
     lines = [head]
@@ -945,9 +1139,9 @@ def format_status(status: dict[str, Any]) -> str:
     for name, d in status["daemons"].items():
         state = "running" if d["alive"] else ("dead" if d["pid"] else "not started")
         pid = f"pid {d['pid']}" if d["pid"] else ""
-        lines.append(f"  {name:<8} {d['ns']:<10} {state:<11} {pid:<10} {d['log']}")
+        lines.append(f"  {name:<8} {d['ns']:<12} {state:<11} {pid:<10} {d['log']}")
     lines.append("public keys:")
-    lines += [f"  {name:<4} {pub}" for name, pub in status["keys"].items()]
+    lines += [f"  {name:<7} {pub}" for name, pub in status["keys"].items()]
     return "\n".join(lines)
 
 
@@ -968,9 +1162,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mn-nat", choices=NAT_MODES, default="cone")
     up.add_argument("--cn-nat", choices=NAT_MODES, default="none")
     up.add_argument(
+        "--adapter-nat",
+        choices=NAT_MODES,
+        default="cone",
+        help="how the adapter (and the GN behind it) reaches the Internet (default cone)",
+    )
+    up.add_argument(
         "--no-daemons",
         action="store_true",
-        help="only topology, web host and dnsmasq (no DC / nodes)",
+        help="only topology, web host and dnsmasq (no DC / nodes / adapter)",
+    )
+    up.add_argument(
+        "--no-adapter",
+        action="store_true",
+        help="do not start the adapter daemon (ntma-gn and ntma-adapter are still built)",
     )
     up.add_argument(
         "--wait",
@@ -997,7 +1202,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             args.run_dir,
             mn_nat=args.mn_nat,
             cn_nat=args.cn_nat,
+            adapter_nat=args.adapter_nat,
             daemons=not args.no_daemons,
+            adapter=not args.no_adapter,
             wait_s=args.wait,
         )
     except LabNotReady as exc:
@@ -1029,9 +1236,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[
-        args.command
-    ]
+    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command]
     try:
         return handler(args)
     except (LabError, OSError) as exc:

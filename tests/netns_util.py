@@ -17,7 +17,7 @@ import pytest
 
 from ntma.lab import lab_down, lab_up, ns_exec, ns_run
 
-TOOLS = ("ip", "nft", "dnsmasq", "dig", "curl", "nc", "iperf3", "tcpdump")
+TOOLS = ("ip", "nft", "dnsmasq", "dig", "curl", "nc", "iperf3", "tcpdump", "ethtool", "dhclient")
 
 
 def netns_skip_reason() -> str | None:

@@ -38,7 +38,16 @@ from ntma.lab import (
 )
 
 TOOLS = ("ip", "nft", "dnsmasq", "dig", "curl")
-DEFAULT_NAMESPACES = {"ntma-inet", "ntma-dc", "ntma-web", "ntma-mn", "ntma-mn-nat", "ntma-cn"}
+GN_NAMESPACES = {"ntma-gn", "ntma-adapter", "ntma-adapter-nat"}
+DEFAULT_NAMESPACES = {
+    "ntma-inet",
+    "ntma-dc",
+    "ntma-web",
+    "ntma-mn",
+    "ntma-mn-nat",
+    "ntma-cn",
+    *GN_NAMESPACES,
+}
 
 
 def _netns_skip_reason() -> str | None:
@@ -167,6 +176,46 @@ def has_v4(status: dict[str, Any], ns: str, ifname: str, cidr: str) -> bool:
     return cidr in addresses(status, ns).get(ifname, [])
 
 
+def v4(status: dict[str, Any], ns: str, ifname: str) -> list[str]:
+    return [a for a in addresses(status, ns)[ifname] if ":" not in a]
+
+
+def sysctl(ns: str, name: str) -> str:
+    return ns_run(ns, "sysctl", "-n", name).stdout.strip()
+
+
+def routes(ns: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["ip", "-j", "-n", ns, "-4", "route"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def expected_adapter_toml(run_dir: Path, dc_public_key: str) -> str:
+    return (
+        "[adapter]\n"
+        'fqdn = "gn.ntm.example"\n'
+        f'private_key_file = "{run_dir}/keys/adapter.key"\n'
+        'gn_interface = "gn0"\n'
+        'listen = "0.0.0.0:7401"\n'
+        'passthrough_tun = "ntmpt0"\n'
+        "mtu = 1400\n"
+        "lease_time = 600\n"
+        "\n"
+        "[dc]\n"
+        'address = "198.51.100.10:7400"\n'
+        f'public_key = "{dc_public_key}"\n'
+        "\n"
+        "[dns]\n"
+        'upstream = "198.51.100.20:53"\n'
+        'ntm_suffixes = ["ntm.example"]\n'
+        "\n"
+        "[log]\n"
+        'level = "info"\n'
+        "stats_interval = 2\n"
+    )
+
+
 # --------------------------------------------------------------------------- pure helpers
 
 
@@ -178,9 +227,38 @@ def test_topology_default_mn_behind_cone_nat_cn_direct() -> None:
     assert addrs["ntma-mn"] == {"eth0": "10.10.1.2/24"}
     assert addrs["ntma-mn-nat"] == {"wan0": "198.51.100.41/24", "lan0": "10.10.1.1/24"}
     assert addrs["ntma-cn"] == {"eth0": "198.51.100.30/24"}
+    # the adapter defaults to a cone NAT; the GN link carries no addresses at all
+    assert addrs["ntma-adapter"] == {"eth0": "10.10.3.2/24"}
+    assert addrs["ntma-adapter-nat"] == {"wan0": "198.51.100.51/24", "lan0": "10.10.3.1/24"}
+    assert addrs["ntma-gn"] == {}
     bridge_ports = [link.a.name for link in topo.links if link.bridge]
-    assert len(bridge_ports) == len(set(bridge_ports)) == 4
+    assert len(bridge_ports) == len(set(bridge_ports)) == 5
     assert all(len(name) <= 15 for name in bridge_ports)
+
+
+def test_topology_gn_link_and_adapter_rows() -> None:
+    topo = lab.build_topology({"mn": "cone", "cn": "none"})
+    by_name = {ns.name: ns for ns in topo.namespaces}
+    assert by_name["ntma-gn"].role == "general-node"
+    assert by_name["ntma-gn"].default_via is None  # no routes on the GN
+    adapter = by_name["ntma-adapter"]
+    assert (adapter.role, adapter.fqdn, adapter.nat) == ("adapter", "gn.ntm.example", "cone")
+    assert adapter.default_via == "10.10.3.1" and adapter.ip_forward
+    assert by_name["ntma-adapter-nat"].ip_forward and by_name["ntma-adapter-nat"].role == "nat"
+    (gn_link,) = [link for link in topo.links if "ntma-gn" in (link.a.ns, link.b.ns)]
+    ends = {(end.ns, end.name): end for end in (gn_link.a, gn_link.b)}
+    assert set(ends) == {("ntma-adapter", "gn0"), ("ntma-gn", "eth0")}
+    assert all(end.cidr is None and not end.ipv6 for end in ends.values())
+    assert gn_link.bridge is None
+
+
+def test_topology_adapter_direct() -> None:
+    topo = lab.build_topology({"mn": "cone", "cn": "none", "adapter": "none"})
+    names = {ns.name for ns in topo.namespaces}
+    assert "ntma-adapter-nat" not in names and {"ntma-gn", "ntma-adapter"} <= names
+    assert topo.addresses()["ntma-adapter"] == {"eth0": "198.51.100.50/24"}
+    adapter = next(ns for ns in topo.namespaces if ns.name == "ntma-adapter")
+    assert adapter.default_via is None and adapter.ip_forward and adapter.nat == "none"
 
 
 def test_topology_cn_nat_symmetric_rule() -> None:
@@ -222,6 +300,16 @@ def test_cli_rejects_unknown_nat_mode(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         lab.main(["up", "--mn-nat", "full-cone-please"])
     assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lab.main(["up", "--adapter-nat", "full-cone-please"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_adapter_flags() -> None:
+    args = lab.build_parser().parse_args(["up"])
+    assert (args.adapter_nat, args.no_adapter) == ("cone", False)
+    args = lab.build_parser().parse_args(["up", "--adapter-nat", "symmetric", "--no-adapter"])
+    assert (args.adapter_nat, args.no_adapter) == ("symmetric", True)
 
 
 # --------------------------------------------------------------------------- default lab
@@ -265,6 +353,59 @@ class TestDefaultLab:
         # `ip netns exec` bind-mounts it over /etc/resolv.conf inside the namespace
         assert "nameserver 127.0.0.1" in ns_run("ntma-mn", "cat", "/etc/resolv.conf").stdout
 
+    def test_gn_resolv_conf(self, state: dict[str, Any]) -> None:
+        """dhclient-script in ntma-gn writes this file, never the machine's resolv.conf."""
+        path = ETC_NETNS / "ntma-gn" / "resolv.conf"
+        assert path.read_text() == lab.GN_RESOLV_CONF
+        assert lab.GN_RESOLV_CONF.startswith("#") and lab.GN_RESOLV_CONF.count("\n") == 1
+        assert state["gn"]["resolv_conf"] == str(path)
+        assert ns_run("ntma-gn", "cat", "/etc/resolv.conf").stdout == lab.GN_RESOLV_CONF
+
+    def test_gn_has_one_unaddressed_interface(self, state: dict[str, Any], run_dir: Path) -> None:
+        status = lab_status(run_dir)
+        assert set(addresses(status, "ntma-gn")) == {"lo", "eth0"}
+        eth0 = next(
+            i for i in status["namespaces"]["ntma-gn"]["interfaces"] if i["ifname"] == "eth0"
+        )
+        assert eth0["addresses"] == []  # no IPv4, and no IPv6 link-local either
+        assert eth0["state"] == "UP"
+        assert routes("ntma-gn") == []
+        assert sysctl("ntma-gn", "net.ipv6.conf.eth0.disable_ipv6") == "1"
+
+    def test_adapter_interfaces(self, state: dict[str, Any], run_dir: Path) -> None:
+        status = lab_status(run_dir)
+        assert set(addresses(status, "ntma-adapter")) == {"lo", "gn0", "eth0"}
+        assert addresses(status, "ntma-adapter")["gn0"] == []
+        assert v4(status, "ntma-adapter", "eth0") == ["10.10.3.2/24"]
+        assert has_v4(status, "ntma-adapter-nat", "wan0", "198.51.100.51/24")
+        assert has_v4(status, "ntma-adapter-nat", "lan0", "10.10.3.1/24")
+        default = [r for r in routes("ntma-adapter") if r["dst"] == "default"]
+        assert [(r["gateway"], r["dev"]) for r in default] == [("10.10.3.1", "eth0")]
+        assert sysctl("ntma-adapter", "net.ipv4.ip_forward") == "1"
+        assert sysctl("ntma-adapter", "net.ipv6.conf.gn0.disable_ipv6") == "1"
+
+    def test_gn_link_with_static_test_addresses(self, state: dict[str, Any]) -> None:
+        ip_gn = ["ip", "-n", "ntma-gn", "addr", "{}", "192.0.2.2/24", "dev", "eth0"]
+        ip_ad = ["ip", "-n", "ntma-adapter", "addr", "{}", "192.0.2.1/24", "dev", "gn0"]
+        try:
+            for cmd in (ip_gn, ip_ad):
+                subprocess.run([c.format("add") for c in cmd], check=True, capture_output=True)
+            assert ping("ntma-gn", "192.0.2.1")
+            assert ping("ntma-adapter", "192.0.2.2")
+        finally:
+            for cmd in (ip_gn, ip_ad):
+                subprocess.run([c.format("del") for c in cmd], capture_output=True)
+        status = lab_status(Path(state["run_dir"]))
+        assert addresses(status, "ntma-gn")["eth0"] == []
+        assert addresses(status, "ntma-adapter")["gn0"] == []
+
+    def test_adapter_reaches_dc_through_its_nat(self, state: dict[str, Any]) -> None:
+        assert ping("ntma-adapter", lab.DC_IP)
+        assert udp_source_seen_by_dc("ntma-adapter", port=9997) == "198.51.100.51"
+        adapter = state["adapter"]
+        assert (adapter["address"], adapter["public_address"]) == ("10.10.3.2", "198.51.100.51")
+        assert (adapter["nat"], adapter["nat_ns"]) == ("cone", "ntma-adapter-nat")
+
     def test_status_lists_namespaces_and_addresses(
         self, state: dict[str, Any], run_dir: Path
     ) -> None:
@@ -284,21 +425,50 @@ class TestDefaultLab:
         assert status["namespaces"]["ntma-cn"]["nat"] == "none"
         assert status["daemons"]["web"]["alive"] and status["daemons"]["dnsmasq"]["alive"]
         assert status["daemons"]["dc"]["pid"] is None  # daemons=False
-        assert set(status["keys"]) == {"dc", "mn", "cn"}
+        assert status["daemons"]["adapter"]["pid"] is None
+        assert status["daemons"]["adapter"]["ns"] == "ntma-adapter"
+        assert set(status["keys"]) == {"dc", "mn", "cn", "adapter"}
         assert status["logs"]["dc"].endswith("/logs/dc.log")
+
+    def test_status_lists_gn_and_adapter(self, state: dict[str, Any], run_dir: Path) -> None:
+        status = json.loads(json.dumps(lab_status(run_dir)))
+        nss = status["namespaces"]
+        assert {ns: nss[ns]["role"] for ns in GN_NAMESPACES} == {
+            "ntma-gn": "general-node",
+            "ntma-adapter": "adapter",
+            "ntma-adapter-nat": "nat",
+        }
+        assert all(nss[ns]["exists"] for ns in GN_NAMESPACES)
+        adapter = nss["ntma-adapter"]
+        assert (adapter["fqdn"], adapter["nat"]) == ("gn.ntm.example", "cone")
+        assert adapter["config"] == str(run_dir / "configs" / "adapter.toml")
+        assert adapter["log"] == str(run_dir / "logs" / "adapter.log")
+        assert nss["ntma-adapter-nat"]["nat"] == "cone"
+        assert "config" not in nss["ntma-gn"]
+        assert status["adapter"]["fqdn"] == "gn.ntm.example"
+        assert status["adapter"]["config"] == adapter["config"]
+        assert status["adapter"]["log"] == adapter["log"]
+        assert status["adapter"]["autostart"] is False  # daemons=False
+        assert status["gn"]["ns"] == "ntma-gn" and status["nat"]["adapter"] == "cone"
 
     def test_cli_status(
         self, state: dict[str, Any], run_dir: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         assert lab.main(["status", "--run-dir", str(run_dir), "--json"]) == 0
-        assert set(json.loads(capsys.readouterr().out)["namespaces"]) >= DEFAULT_NAMESPACES
+        namespaces = json.loads(capsys.readouterr().out)["namespaces"]
+        assert set(namespaces) >= DEFAULT_NAMESPACES
+        assert namespaces["ntma-gn"]["role"] == "general-node"
+        assert namespaces["ntma-adapter"]["role"] == "adapter"
+        assert namespaces["ntma-adapter-nat"]["role"] == "nat"
         assert lab.main(["status", "--run-dir", str(run_dir)]) == 0
         text = capsys.readouterr().out
         assert "ntma-mn-nat" in text and "198.51.100.41/24" in text
+        assert "general-node" in text and "fqdn=gn.ntm.example" in text
+        assert "10.10.3.2/24" in text and "198.51.100.51/24" in text
 
     def test_keys_and_configs(self, state: dict[str, Any], run_dir: Path) -> None:
         keys = state["keys"]
-        for name in ("dc", "mn", "cn"):
+        for name in ("dc", "mn", "cn", "adapter"):
             key_file = Path(keys[name]["private_key_file"])
             assert key_file.parent == run_dir / "keys"
             assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -310,6 +480,7 @@ class TestDefaultLab:
         assert dc["admission"] == {
             "mn.ntm.example": keys["mn"]["public_key"],
             "cn.ntm.example": keys["cn"]["public_key"],
+            "gn.ntm.example": keys["adapter"]["public_key"],
         }
         assert dc["log"] == {"level": "info", "stats_interval": 2}
         mn = tomllib.loads((run_dir / "configs" / "mn.toml").read_text())
@@ -319,6 +490,18 @@ class TestDefaultLab:
         cn = tomllib.loads((run_dir / "configs" / "cn.toml").read_text())
         assert cn["node"]["private_key_file"] == keys["cn"]["private_key_file"]
 
+    def test_adapter_key_and_config(self, state: dict[str, Any], run_dir: Path) -> None:
+        keys = state["keys"]
+        assert keys["adapter"]["private_key_file"] == str(run_dir / "keys" / "adapter.key")
+        path = run_dir / "configs" / "adapter.toml"
+        assert state["configs"]["adapter"] == str(path)
+        assert path.read_text() == expected_adapter_toml(run_dir, keys["dc"]["public_key"])
+        adapter = tomllib.loads(path.read_text())["adapter"]
+        assert adapter["private_key_file"] == keys["adapter"]["private_key_file"]
+        cmd = state["daemons"]["adapter"]["cmd"]
+        assert cmd[1:] == ["-m", "ntma", "adapter", "--config", str(path)]
+        assert state["daemons"]["adapter"]["log"] == str(run_dir / "logs" / "adapter.log")
+
     def test_configs_load_with_the_project_loader(self, state: dict[str, Any]) -> None:
         config = pytest.importorskip("ntma.config")
         dc = config.load_dc_config(Path(state["configs"]["dc"]))
@@ -326,13 +509,18 @@ class TestDefaultLab:
         cn = config.load_node_config(Path(state["configs"]["cn"]))
         assert dc.listen == mn.dc_address == (lab.DC_IP, lab.DC_PORT)
         assert mn.dc_public_key == dc.key.public
-        assert dc.admission == {"mn.ntm.example": mn.key.public, "cn.ntm.example": cn.key.public}
+        adapter_pub = base64.b64decode(state["keys"]["adapter"]["public_key"])
+        assert dc.admission == {
+            "mn.ntm.example": mn.key.public,
+            "cn.ntm.example": cn.key.public,
+            "gn.ntm.example": adapter_pub,
+        }
 
     def test_nat_ruleset_installed(self, state: dict[str, Any]) -> None:
-        rules = ns_run("ntma-mn-nat", "nft", "list", "ruleset").stdout
-        assert 'oifname "wan0" masquerade' in rules
-        forward = ns_run("ntma-mn-nat", "sysctl", "-n", "net.ipv4.ip_forward").stdout
-        assert forward.strip() == "1"
+        for ns in ("ntma-mn-nat", "ntma-adapter-nat"):
+            rules = ns_run(ns, "nft", "list", "ruleset").stdout
+            assert 'oifname "wan0" masquerade' in rules and "fully-random" not in rules
+            assert sysctl(ns, "net.ipv4.ip_forward") == "1"
 
     def test_root_namespace_untouched(
         self, state: dict[str, Any], root_links_before: list[str]
@@ -369,7 +557,7 @@ class TestCnBehindNat:
 
     @pytest.fixture(scope="class")
     def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
-        yield from _lab_fixture(run_dir, mn_nat="none", cn_nat="cone")
+        yield from _lab_fixture(run_dir, mn_nat="none", cn_nat="cone", adapter_nat="symmetric")
 
     def test_layout(self, state: dict[str, Any], run_dir: Path) -> None:
         status = lab_status(run_dir)
@@ -384,6 +572,12 @@ class TestCnBehindNat:
         assert udp_source_seen_by_dc("ntma-cn") == "198.51.100.31"
         assert udp_source_seen_by_dc("ntma-mn", port=9998) == "198.51.100.40"
 
+    def test_adapter_behind_symmetric_nat(self, state: dict[str, Any], run_dir: Path) -> None:
+        rules = ns_run("ntma-adapter-nat", "nft", "list", "ruleset").stdout
+        assert 'oifname "wan0" masquerade fully-random' in rules
+        assert lab_status(run_dir)["namespaces"]["ntma-adapter"]["nat"] == "symmetric"
+        assert udp_source_seen_by_dc("ntma-adapter", port=9997) == "198.51.100.51"
+
 
 # --------------------------------------------------------------------------- lifecycle
 
@@ -396,13 +590,16 @@ def test_down_removes_everything_and_is_idempotent(
     try:
         assert lab.main(["up", "--no-daemons", "--run-dir", str(tmp_path)]) == 0
         assert "lab up in" in capsys.readouterr().out
+        assert (ETC_NETNS / "ntma-gn" / "resolv.conf").is_file()
         # a stray process inside a lab namespace that state.json knows nothing about
         stray = ns_exec("ntma-dc", "sleep", "300")
+        gn_stray = ns_exec("ntma-gn", "sleep", "300")  # e.g. a dhclient left behind
         assert (tmp_path / "state.json").exists()
         web_pid = json.loads((tmp_path / "state.json").read_text())["daemons"]["web"]["pid"]
     finally:
         lab_down(tmp_path)
     assert stray.wait(timeout=5) is not None
+    assert gn_stray.wait(timeout=5) is not None
     assert not lab.pid_alive(web_pid)
     assert not [n for n in live_namespaces() if n.startswith("ntma-")]
     assert not any(
@@ -413,6 +610,7 @@ def test_down_removes_everything_and_is_idempotent(
     )
     assert not (ETC_NETNS / "ntma-mn").exists()
     assert not (ETC_NETNS / "ntma-cn").exists()
+    assert not (ETC_NETNS / "ntma-gn").exists()
     assert not (tmp_path / "state.json").exists()
     assert root_link_names() == root_links_before
     lab_down(tmp_path)  # second down: no error
@@ -451,23 +649,34 @@ def test_failed_up_tears_down(
             lab_up(tmp_path, daemons=False)
         assert live_namespaces() == []
         assert not (ETC_NETNS / "ntma-mn").exists()
+        assert not (ETC_NETNS / "ntma-gn").exists()
         assert not (tmp_path / "state.json").exists()
         assert root_link_names() == root_links_before
     finally:
         lab_down(tmp_path)
 
 
-def _stand_in_daemons(event_by_role: dict[str, str | None]) -> Any:
-    """Wrap lab.daemon_specs so dc/node commands are stand-ins printing readiness events."""
+def _stand_in_daemons(
+    event_by_role: dict[str, str | None], fail_by_role: dict[str, str] | None = None
+) -> Any:
+    """Wrap lab.daemon_specs so dc/node/adapter commands are stand-ins.
+
+    A stand-in prints the readiness event for its role (the adapter: as the nodes, unless
+    given), or, for a role in `fail_by_role`, writes that message to stderr and exits 1.
+    """
     real = lab.daemon_specs
 
     def specs(run_dir: Path, nodes: Any) -> dict[str, dict[str, Any]]:
         out = real(run_dir, nodes)
-        for name, spec in out.items():
-            role = "dc" if name == "dc" else ("node" if spec["cmd"][2:3] == ["ntma"] else None)
-            if role is None:
+        for spec in out.values():
+            if spec["cmd"][2:3] != ["ntma"]:
                 continue
-            event = event_by_role[role]
+            role = spec["cmd"][3]  # dc | node | adapter
+            if role in (fail_by_role or {}):
+                message = (fail_by_role or {})[role]
+                spec["cmd"] = [sys.executable, "-c", f"import sys; sys.exit({message!r})"]
+                continue
+            event = event_by_role.get(role, event_by_role["node"])
             line = f"print({json.dumps(json.dumps({'event': event}))})" if event else "pass"
             spec["cmd"] = [
                 sys.executable,
@@ -488,11 +697,90 @@ def test_up_waits_for_daemon_readiness(tmp_path: Path, monkeypatch: pytest.Monke
     try:
         state = lab_up(tmp_path, daemons=True, wait_s=15)
         status = lab_status(tmp_path)
-        assert all(status["daemons"][n]["alive"] for n in ("dc", "mn", "cn", "web"))
+        assert all(status["daemons"][n]["alive"] for n in ("dc", "mn", "cn", "adapter", "web"))
         assert state["daemons"]["mn"]["ns"] == "ntma-mn"
+        assert state["daemons"]["adapter"]["ns"] == "ntma-adapter"
+        assert status["adapter"]["autostart"] is True
     finally:
         lab_down(tmp_path)
     assert not lab.pid_alive(state["daemons"]["dc"]["pid"])
+    assert not lab.pid_alive(state["daemons"]["adapter"]["pid"])
+
+
+@netns
+@needs_netns
+def test_up_no_adapter_skips_only_the_adapter_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        lab, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": "registered"})
+    )
+    try:
+        assert lab.main(["up", "--no-adapter", "--wait", "15", "--run-dir", str(tmp_path)]) == 0
+        status = lab_status(tmp_path)
+        assert all(status["daemons"][n]["alive"] for n in ("dc", "mn", "cn", "web"))
+        assert status["daemons"]["adapter"]["pid"] is None
+        assert status["adapter"]["autostart"] is False
+        assert set(live_namespaces()) >= DEFAULT_NAMESPACES  # the topology is still built
+    finally:
+        lab_down(tmp_path)
+
+
+@netns
+@needs_netns
+def test_adapter_exit_is_one_clear_line_and_nodes_stay_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """E.g. while the `adapter` role does not exist yet: argparse rejects it and exits."""
+    why = "ntma: error: argument ROLE: invalid choice: 'adapter' (see --help)"
+    monkeypatch.setattr(
+        lab,
+        "daemon_specs",
+        _stand_in_daemons({"dc": "dc_ready", "node": "registered"}, {"adapter": why}),
+    )
+    try:
+        with pytest.raises(LabNotReady) as info:
+            lab_up(tmp_path, daemons=True, wait_s=15)
+        message = str(info.value)
+        assert "\n" not in message
+        assert message == (
+            "adapter exited with status 1 before logging 'registered': "
+            f"{why}; read {tmp_path}/logs/adapter.log"
+        )
+        status = lab_status(tmp_path)  # left up; DC and nodes registered and running
+        assert all(status["daemons"][n]["alive"] for n in ("dc", "mn", "cn"))
+        assert not status["daemons"]["adapter"]["alive"]
+        # the CLI reports it on one line too
+        assert lab.main(["up", "--wait", "15", "--run-dir", str(tmp_path)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert err.startswith("ntma lab: error: adapter exited with status 1") and why in err
+    finally:
+        lab_down(tmp_path)
+
+
+@netns
+@needs_netns
+def test_cli_adapter_nat_none_puts_adapter_on_the_internet(
+    tmp_path: Path, root_links_before: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        argv = ["up", "--no-daemons", "--adapter-nat", "none", "--run-dir", str(tmp_path)]
+        assert lab.main(argv) == 0
+        assert "198.51.100.50/24" in capsys.readouterr().out
+        status = lab_status(tmp_path)
+        assert "ntma-adapter-nat" not in live_namespaces()
+        assert {"ntma-gn", "ntma-adapter"} <= set(live_namespaces())
+        assert v4(status, "ntma-adapter", "eth0") == ["198.51.100.50/24"]
+        assert addresses(status, "ntma-adapter")["gn0"] == []
+        assert status["namespaces"]["ntma-adapter"]["nat"] == "none"
+        assert status["adapter"]["public_address"] == "198.51.100.50"
+        assert sysctl("ntma-adapter", "net.ipv4.ip_forward") == "1"
+        assert udp_source_seen_by_dc("ntma-adapter", port=9997) == "198.51.100.50"
+    finally:
+        lab_down(tmp_path)
+    assert live_namespaces() == []
+    assert root_link_names() == root_links_before
 
 
 @netns
