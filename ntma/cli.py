@@ -8,13 +8,14 @@ from pathlib import Path
 
 import trio
 
-from .config import ConfigError, load_dc_config, load_node_config
+from .config import ConfigError, load_adapter_config, load_dc_config, load_node_config
 from .log import configure_logging
 from .proto.crypto import StaticKey, write_key_file
 
 ROLES = """roles:
   dc       Direction Coordinator: registers nodes, hands out VIPs, directs tunnels, serves DNS
   node     NTM node: TUN device with the node's VIP, local DNS responder, encrypted tunnels
+  adapter  NTMobile adapter: makes an unmodified device on a second NIC a full NTM member
   keygen   make an X25519 key pair (private key file, public key printed in base64)
   lab      build, inspect or remove the network-namespace lab (up | down | status | demo)
 """
@@ -33,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="role", metavar="ROLE", parser_class=_Parser)
-    for role, help_text in (("dc", "run a Direction Coordinator"), ("node", "run an NTM node")):
+    for role, help_text in (
+        ("dc", "run a Direction Coordinator"),
+        ("node", "run an NTM node"),
+        ("adapter", "run the adapter for a general node"),
+    ):
         p = sub.add_parser(role, help=help_text)
         p.add_argument("--config", required=True, type=Path, help="TOML configuration file")
         p.add_argument(
@@ -61,28 +66,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.role == "keygen":
         return _keygen(args.out, args.force)
+    loaders = {"dc": load_dc_config, "node": load_node_config, "adapter": load_adapter_config}
     try:
-        config = (load_dc_config if args.role == "dc" else load_node_config)(args.config)
+        config = loaders[args.role](args.config)
     except ConfigError as exc:
         print(f"ntma {args.role}: error: {exc}", file=sys.stderr)
         return 2
     fmt = args.log_format
     configure_logging(config.log.level, json=None if fmt is None else fmt == "json")
-    if args.role == "dc":
+    try:
+        trio.run(_runner(args.role), config)
+    except PermissionError as exc:
+        print(
+            f"ntma {args.role}: error: {exc}; run as root (TUN, raw sockets and port 53 need it)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _runner(role: str):
+    if role == "dc":
         from .dc.server import run_dc
 
-        trio.run(run_dc, config)
-    else:
+        return run_dc
+    if role == "node":
         from .node import run_node
 
-        try:
-            trio.run(run_node, config)
-        except PermissionError as exc:
-            print(
-                f"ntma node: error: {exc}; run as root (TUN and port 53 need it)", file=sys.stderr
-            )
-            return 1
-    return 0
+        return run_node
+    from .adapter import run_adapter
+
+    return run_adapter
 
 
 def _keygen(out: Path, force: bool) -> int:

@@ -171,6 +171,15 @@ def _log(data: dict[str, Any], base: Path) -> LogConfig:
     return LogConfig(level, sec.positive("stats_interval", float, 10.0))
 
 
+def _suffixes(dns: _Section) -> list[str]:
+    suffixes = dns.get("ntm_suffixes", list, [])
+    if not all(isinstance(s, str) and s for s in suffixes):
+        raise ConfigError(
+            "dns.ntm_suffixes", "must be a list of strings", 'write it like ["ntm.example"]'
+        )
+    return [s.rstrip(".").lower() for s in suffixes]
+
+
 def load_dc_config(path: Path) -> DcConfig:
     data, base = _load(path)
     dc = _section(data, "dc", base)
@@ -182,11 +191,11 @@ def load_dc_config(path: Path) -> DcConfig:
         raise ConfigError("dc.vip_pool", "too small", "use a prefix of /29 or larger")
     admission_sec = _section(data, "admission", base, required=False)
     admission = {name: admission_sec.public_key(name) for name in admission_sec.data}
-    database = dc.get("database", str, ":memory:")
+    database = dc.get("database", str, "dc.sqlite")
     return DcConfig(
         listen=dc.endpoint("listen"),
         key=dc.key_file("private_key_file"),
-        database=Path(database) if database == ":memory:" else dc.path("database"),
+        database=Path(database) if database == ":memory:" else dc.path("database", "dc.sqlite"),
         zone=dc.get("zone", str).rstrip(".").lower(),
         vip_pool=pool,
         dns_listen=dc.endpoint("dns_listen", None, default_port=53),
@@ -209,24 +218,67 @@ def load_node_config(path: Path) -> NodeConfig:
             f"{mtu} is out of range",
             "use 576..1440 (1500 minus the tunnel's 60 bytes of overhead)",
         )
-    suffixes = dns.get("ntm_suffixes", list, [])
-    if not all(isinstance(s, str) for s in suffixes):
-        raise ConfigError(
-            "dns.ntm_suffixes", "must be a list of strings", 'write it like ["ntm.example"]'
-        )
-    tun_name = node.get("tun_name", str, "ntm0")
-    if not 0 < len(tun_name) < 16:
-        raise ConfigError("node.tun_name", "must be 1..15 characters", "pick a shorter name")
     return NodeConfig(
         fqdn=node.get("fqdn", str).rstrip(".").lower(),
         key=node.key_file("private_key_file"),
         listen=node.endpoint("listen", "0.0.0.0:7401"),
-        tun_name=tun_name,
+        tun_name=_interface_name(node, "tun_name", "ntm0"),
         mtu=mtu,
         dc_address=dc.endpoint("address"),
         dc_public_key=dc.public_key("public_key"),
         dns_listen=dns.endpoint("listen", "127.0.0.1:53", default_port=53),
         dns_upstream=dns.endpoint("upstream", None, default_port=53),
-        ntm_suffixes=[s.rstrip(".").lower() for s in suffixes],
+        ntm_suffixes=_suffixes(dns),
+        log=_log(data, base),
+    )
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    fqdn: str  # the name the GN is registered under
+    key: StaticKey
+    gn_interface: str
+    listen: Endpoint
+    passthrough_tun: str
+    mtu: int
+    lease_time: int
+    dc_address: Endpoint
+    dc_public_key: bytes
+    dns_upstream: Endpoint | None
+    ntm_suffixes: list[str]
+    log: LogConfig
+
+
+def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
+    name = sec.get(key, str, default)
+    if not 0 < len(name) < 16:
+        raise ConfigError(sec._key(key), "must be 1..15 characters", "pick a shorter name")
+    return name
+
+
+def load_adapter_config(path: Path) -> AdapterConfig:
+    data, base = _load(path)
+    adapter = _section(data, "adapter", base)
+    dc = _section(data, "dc", base)
+    dns = _section(data, "dns", base, required=False)
+    mtu = adapter.positive("mtu", int, 1400)
+    if not 576 <= mtu <= 1440:
+        raise ConfigError(
+            "adapter.mtu",
+            f"{mtu} is out of range",
+            "use 576..1440 (1500 minus the tunnel's 60 bytes of overhead)",
+        )
+    return AdapterConfig(
+        fqdn=adapter.get("fqdn", str).rstrip(".").lower(),
+        key=adapter.key_file("private_key_file"),
+        gn_interface=_interface_name(adapter, "gn_interface"),
+        listen=adapter.endpoint("listen", "0.0.0.0:7401"),
+        passthrough_tun=_interface_name(adapter, "passthrough_tun", "ntmpt0"),
+        mtu=mtu,
+        lease_time=adapter.positive("lease_time", int, 3600),
+        dc_address=dc.endpoint("address"),
+        dc_public_key=dc.public_key("public_key"),
+        dns_upstream=dns.endpoint("upstream", None, default_port=53),
+        ntm_suffixes=_suffixes(dns),
         log=_log(data, base),
     )

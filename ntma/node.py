@@ -46,10 +46,11 @@ def interface_endpoints(port: int, exclude: set[str]) -> list[Endpoint]:
     return found
 
 
-def local_endpoints_for(config: NodeConfig):
-    if config.listen[0] != "0.0.0.0":
-        return lambda: [config.listen]
-    return lambda: interface_endpoints(config.listen[1], {config.tun_name})
+def local_endpoints_for_listen(listen: Endpoint, exclude: set[str]):
+    """What the node tells the DC about its own address(es), computed at each Register."""
+    if listen[0] != "0.0.0.0":
+        return lambda: [listen]
+    return lambda: interface_endpoints(listen[1], exclude)
 
 
 async def run_node(config: NodeConfig) -> None:
@@ -61,7 +62,7 @@ async def run_node(config: NodeConfig) -> None:
         static=config.key,
         dc_public=config.dc_public_key,
         dc_endpoint=config.dc_address,
-        local_endpoints=local_endpoints_for(config),
+        local_endpoints=local_endpoints_for_listen(config.listen, {config.tun_name}),
         epoch_offset=time.time() - trio.current_time(),
     )
     pipe = NodePipeline(sm)

@@ -622,7 +622,9 @@ def test_unpack_data_header_arbitrary_bytes_raises_only_codec_error(datagram):
         return
     assert datagram[0] == VERSION and datagram[1] == MsgType.DATA
     assert len(datagram) >= DATA_OVERHEAD
-    assert datagram[:16] == pack_data_header(tunnel_id, counter)
+    expected = pack_data_header(tunnel_id, counter)
+    # The reserved u16 is not checked here (it is authenticated as AAD by Tunnel.open).
+    assert datagram[:2] + datagram[4:16] == expected[:2] + expected[4:16]
 
 
 @given(tunnel_id=u32, counter=u64)

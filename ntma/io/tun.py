@@ -36,13 +36,13 @@ class TunDevice(FdPackets):
 
     async def configure(self, vip: str, prefix_len: int) -> None:
         """Give the device its VIP (routes the VIP pool into it) and bring it up."""
-        await _ip("addr", "flush", "dev", self.name)
-        await _ip("addr", "add", f"{vip}/{prefix_len}", "dev", self.name)
-        await _ip("link", "set", "dev", self.name, "mtu", str(self.mtu), "up")
+        await run_ip("addr", "flush", "dev", self.name)
+        await run_ip("addr", "add", f"{vip}/{prefix_len}", "dev", self.name)
+        await run_ip("link", "set", "dev", self.name, "mtu", str(self.mtu), "up")
 
     def close(self) -> None:
         os.close(self.fd)
 
 
-async def _ip(*args: str) -> None:
+async def run_ip(*args: str) -> None:
     await trio.run_process(["ip", *args], capture_stdout=True, capture_stderr=True)

@@ -1,13 +1,18 @@
 """Wiring: one place that makes the channels and starts every stage by name.
 
-Node data path (TUN front end; the adapter swaps in its Ethernet stages):
+The core (shared by the node and the adapter):
 
-    tun_read -> classify -> encapsulate -> udp_send <- signalling
-    udp_receive -> decapsulate -> tun_write
-                -> signalling -> (tunnels into TunnelTable, answers to dns)
-    dns (UDP and TCP) -> signalling (through the DirectionBroker)
+    <front end> -> encapsulate -> udp_send <- signalling
+    udp_receive -> decapsulate -> <front end>
+                -> signalling -> tunnels into the TunnelTable, answers to DNS
 
-Channel items are batches; see channels.py for sizes and overload policies.
+Node front end (TUN):     tun_read -> classify -> (core) ... (core) -> tun_write
+Adapter front end (GN link, see ethernet.py):
+    capture -> classify_frames -> arp | dhcp | dns | (core) | passthrough_out -> inject
+    passthrough_in -> inject;  (core) decapsulate -> inject
+
+Channel items are batches; see channels.py for sizes and overload policies. Stages
+are started from the sinks backwards, so no producer runs before its consumer.
 """
 
 from __future__ import annotations
@@ -17,9 +22,21 @@ from dataclasses import dataclass, field
 import trio
 
 from ..io.packetio import DatagramIO, PacketIO
+from ..proto.gnlink import GnLink
 from ..proto.node_sm import NodeSignalling
 from ..proto.tunnel import TunnelTable
-from .channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
+from .channels import CONTROL_QUEUE_BATCHES, DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
+from .dns import DnsResolver
+from .ethernet import (
+    FrameRoutes,
+    run_arp_responder,
+    run_capture,
+    run_classify_frames,
+    run_inject,
+    run_passthrough_in,
+    run_passthrough_out,
+)
+from .gn_services import DhcpSlot, run_dhcp_responder, run_dns_frames
 from .receive import run_decapsulate, run_tun_write, run_udp_receive
 from .send import run_classify, run_encapsulate, run_tun_read, run_udp_send
 from .signalling import DirectionBroker, run_signalling
@@ -42,31 +59,29 @@ def _channel(size: int):
     return trio.open_memory_channel(size)
 
 
-async def start_node_pipeline(
-    nursery: trio.Nursery, pipe: NodePipeline, tun: PacketIO, udp: DatagramIO, on_registered
-) -> None:
-    """Start every stage of the node's data and signalling paths; returns once all run."""
+async def start_core(
+    nursery: trio.Nursery,
+    pipe: NodePipeline,
+    udp: DatagramIO,
+    decap_out: trio.MemorySendChannel,
+    on_registered,
+) -> trio.MemorySendChannel:
+    """Start encapsulate, udp_send, udp_receive, decapsulate and signalling.
+
+    Decapsulated packet batches go to decap_out (the front end's writer). Returns the
+    channel the front end sends (tunnel, packet) batches to.
+    """
     spans = pipe.spans
-    tun_to_classify = _channel(DATA_QUEUE_BATCHES)
-    classify_to_encap = _channel(DATA_QUEUE_BATCHES)
+    to_encap = _channel(DATA_QUEUE_BATCHES)
     to_udp_send = _channel(DATA_QUEUE_BATCHES)
     udp_to_decap = _channel(DATA_QUEUE_BATCHES)
-    decap_to_tun = _channel(DATA_QUEUE_BATCHES)
     udp_to_signalling = _channel(SIGNAL_QUEUE_BATCHES)
-
-    # Outbound, started from the sink backwards so no producer runs before its consumer.
     await nursery.start(run_udp_send, to_udp_send[1], udp, spans.stage("udp_send"))
     await nursery.start(
-        run_encapsulate, classify_to_encap[1], to_udp_send[0].clone(), spans.stage("encapsulate")
+        run_encapsulate, to_encap[1], to_udp_send[0].clone(), spans.stage("encapsulate")
     )
     await nursery.start(
-        run_classify, tun_to_classify[1], classify_to_encap[0], pipe.table, spans.stage("classify")
-    )
-    await nursery.start(run_tun_read, tun, tun_to_classify[0], spans.stage("tun_read"))
-    # Inbound.
-    await nursery.start(run_tun_write, decap_to_tun[1], tun, spans.stage("tun_write"))
-    await nursery.start(
-        run_decapsulate, udp_to_decap[1], decap_to_tun[0], pipe.table, spans.stage("decapsulate")
+        run_decapsulate, udp_to_decap[1], decap_out, pipe.table, spans.stage("decapsulate")
     )
     await nursery.start(
         run_signalling,
@@ -81,3 +96,76 @@ async def start_node_pipeline(
     await nursery.start(
         run_udp_receive, udp, udp_to_decap[0], udp_to_signalling[0], spans.stage("udp_receive")
     )
+    return to_encap[0]
+
+
+async def start_node_pipeline(
+    nursery: trio.Nursery, pipe: NodePipeline, tun: PacketIO, udp: DatagramIO, on_registered
+) -> None:
+    """The NTM node: TUN front end on the core."""
+    spans = pipe.spans
+    to_tun_write = _channel(DATA_QUEUE_BATCHES)
+    await nursery.start(run_tun_write, to_tun_write[1], tun, spans.stage("tun_write"))
+    to_encap = await start_core(nursery, pipe, udp, to_tun_write[0], on_registered)
+    tun_to_classify = _channel(DATA_QUEUE_BATCHES)
+    await nursery.start(
+        run_classify, tun_to_classify[1], to_encap, pipe.table, spans.stage("classify")
+    )
+    await nursery.start(run_tun_read, tun, tun_to_classify[0], spans.stage("tun_read"))
+
+
+@dataclass
+class AdapterParts:
+    raw: PacketIO  # the GN-facing raw socket
+    passthrough: PacketIO  # TUN into the kernel for ordinary traffic
+    dhcp: DhcpSlot
+    resolver: DnsResolver
+    link: GnLink
+    mtu: int
+
+
+async def start_adapter_pipeline(
+    nursery: trio.Nursery, pipe: NodePipeline, parts: AdapterParts, udp: DatagramIO, on_registered
+) -> None:
+    """The adapter: Ethernet front end (GN link) on the same core."""
+    spans, link = pipe.spans, parts.link
+    to_inject = _channel(DATA_QUEUE_BATCHES)
+    to_arp = _channel(CONTROL_QUEUE_BATCHES)
+    to_dhcp = _channel(CONTROL_QUEUE_BATCHES)
+    to_dns = _channel(CONTROL_QUEUE_BATCHES)
+    to_passthrough = _channel(DATA_QUEUE_BATCHES)
+    to_classify = _channel(DATA_QUEUE_BATCHES)
+    inject = to_inject[0]
+    await nursery.start(run_inject, to_inject[1], parts.raw, link, spans.stage("inject"))
+    to_encap = await start_core(nursery, pipe, udp, inject.clone(), on_registered)
+    await nursery.start(run_arp_responder, to_arp[1], inject.clone(), link, spans.stage("arp"))
+    await nursery.start(
+        run_dhcp_responder, to_dhcp[1], inject.clone(), parts.dhcp, link, spans.stage("dhcp")
+    )
+    await nursery.start(
+        run_dns_frames, to_dns[1], inject.clone(), parts.resolver, link, spans.stage("dns")
+    )
+    await nursery.start(
+        run_passthrough_out, to_passthrough[1], parts.passthrough, spans.stage("passthrough_out")
+    )
+    await nursery.start(
+        run_passthrough_in, parts.passthrough, inject.clone(), spans.stage("passthrough_in")
+    )
+    routes = FrameRoutes(
+        arp=to_arp[0],
+        dhcp=to_dhcp[0],
+        dns=to_dns[0],
+        tunnel=to_encap,
+        passthrough=to_passthrough[0],
+        inject=inject,
+    )
+    await nursery.start(
+        run_classify_frames,
+        to_classify[1],
+        routes,
+        link,
+        pipe.table,
+        parts.mtu,
+        spans.stage("classify"),
+    )
+    await nursery.start(run_capture, parts.raw, to_classify[0], spans.stage("capture"))

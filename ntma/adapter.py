@@ -1,0 +1,187 @@
+"""`ntma adapter`: the NTMobile adapter beside an unmodified general node (GN).
+
+An NTM node whose application side is a real Ethernet NIC with the GN on it. It
+registers the GN with the DC under the configured name, then serves the GN's
+DHCP, ARP and DNS, carries its traffic to VIPs through the tunnels, and sends its
+ordinary traffic through the kernel (routing, conntrack, masquerade) via a
+passthrough TUN device, on which the adapter also owns the router address.
+
+Kernel set-up it does (and undoes on exit): an nftables netdev ingress chain on
+the GN interface that drops every frame after the raw socket has seen it (so the
+kernel never answers or forwards the GN's frames itself), a masquerade rule for
+traffic from the passthrough TUN, the router address and a route to the GN's VIP
+on that TUN, and IPv4 forwarding.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+import structlog
+import trio
+
+from .config import AdapterConfig
+from .io.fdio import UdpSocket
+from .io.rawsock import RawSocket
+from .io.tun import TunDevice, run_ip
+from .node import local_endpoints_for_listen
+from .proto.dhcp import DhcpConfig, DhcpServer
+from .proto.ether import ip_text
+from .proto.gnlink import GnLink
+from .proto.node_sm import NodeSignalling, Registered
+from .stages.dns import DnsResolver, run_dns_tcp
+from .stages.gn_services import DhcpSlot
+from .stages.pipeline import AdapterParts, NodePipeline, start_adapter_pipeline
+from .stages.spans import run_stats_logger
+
+PASSTHROUGH_MTU = 1500
+NAT_TABLE = "ntma_adapter"
+GN_TABLE = "ntma_adapter_gn"
+
+
+def nft_rules(gn_interface: str, passthrough_tun: str) -> str:
+    return f"""
+add table ip {NAT_TABLE}
+delete table ip {NAT_TABLE}
+add table netdev {GN_TABLE}
+delete table netdev {GN_TABLE}
+table ip {NAT_TABLE} {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        iifname "{passthrough_tun}" oifname != "{passthrough_tun}" masquerade
+    }}
+}}
+table netdev {GN_TABLE} {{
+    chain ingress {{
+        type filter hook ingress device "{gn_interface}" priority 0; policy drop;
+    }}
+}}
+"""
+
+
+async def _nft(script: str) -> None:
+    result = await trio.run_process(
+        ["nft", "-f", "-"],
+        stdin=script.encode(),
+        check=False,
+        capture_stdout=True,
+        capture_stderr=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"nft: {result.stderr.decode().strip()}")
+
+
+def _remove_nft_tables() -> None:
+    import subprocess
+
+    for family, table in (("ip", NAT_TABLE), ("netdev", GN_TABLE)):
+        subprocess.run(["nft", "delete", "table", family, table], capture_output=True, check=False)
+
+
+async def _configure_passthrough(tun: TunDevice, link: GnLink, vip: str) -> None:
+    router = ip_text(link.router_ip)
+    await run_ip("addr", "flush", "dev", tun.name)
+    await run_ip("addr", "add", f"{router}/32", "dev", tun.name)
+    await run_ip("link", "set", "dev", tun.name, "mtu", str(PASSTHROUGH_MTU), "up")
+    await run_ip("route", "replace", f"{vip}/32", "dev", tun.name)
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+
+
+async def run_adapter(config: AdapterConfig) -> None:
+    log = structlog.get_logger().bind(role="adapter", fqdn=config.fqdn)
+    raw = RawSocket(config.gn_interface)
+    link = GnLink(adapter_mac=raw.mac)
+    passthrough = TunDevice(config.passthrough_tun, PASSTHROUGH_MTU)
+    udp = UdpSocket.bind(config.listen)
+    sm = NodeSignalling(
+        fqdn=config.fqdn,
+        static=config.key,
+        dc_public=config.dc_public_key,
+        dc_endpoint=config.dc_address,
+        local_endpoints=local_endpoints_for_listen(
+            config.listen, {config.passthrough_tun, config.gn_interface}
+        ),
+        epoch_offset=time.time() - trio.current_time(),
+    )
+    pipe = NodePipeline(sm)
+    resolver = DnsResolver(
+        pipe.broker, config.dns_upstream, config.ntm_suffixes, pipe.spans.stage("dns")
+    )
+    slot = DhcpSlot()
+    parts = AdapterParts(raw, passthrough, slot, resolver, link, config.mtu)
+    await _nft(nft_rules(config.gn_interface, config.passthrough_tun))
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def on_registered(event: Registered) -> None:
+                    if link.gn_ip is not None and ip_text(link.gn_ip) == event.vip:
+                        return
+                    link.set_vip(event.vip, event.prefix_len)
+                    router = ip_text(link.router_ip)
+                    server = DhcpServer(
+                        DhcpConfig(
+                            server_ip=router,
+                            prefix_len=event.prefix_len,
+                            lease_time=config.lease_time,
+                            mtu=config.mtu,
+                        )
+                    )
+                    server.set_address(event.vip)
+                    slot.server = server
+                    await _configure_passthrough(passthrough, link, event.vip)
+                    await nursery.start(_serve_tcp_dns, router, resolver, pipe)
+                    log.info(
+                        "gn_ready",
+                        vip=event.vip,
+                        router=router,
+                        mtu=config.mtu,
+                        gn_interface=config.gn_interface,
+                    )
+
+                await start_adapter_pipeline(nursery, pipe, parts, udp, on_registered)
+                await nursery.start(run_stats_logger, pipe.spans, config.log.stats_interval)
+                log.info(
+                    "adapter_ready",
+                    gn_interface=config.gn_interface,
+                    mac=":".join(f"{b:02x}" for b in raw.mac),
+                    listen=f"{config.listen[0]}:{config.listen[1]}",
+                )
+                async for signum in signals:
+                    log.info("shutting_down", signal=signal.Signals(signum).name)
+                    break
+                sm.deregister(trio.current_time())
+                await udp.send_batch(sm.datagrams_to_send())
+                await trio.sleep(0.2)  # let the DC's ack arrive; not required
+                nursery.cancel_scope.cancel()
+    finally:
+        pipe.spans.log_summaries(log, "stage_stats_final")
+        for tunnel in list(pipe.table.by_id.values()):
+            log.info(
+                "tunnel_closed",
+                tunnel=tunnel.tunnel_id,
+                peer=tunnel.peer_fqdn,
+                packets_in=tunnel.packets_in,
+                packets_out=tunnel.packets_out,
+            )
+        _remove_nft_tables()
+        raw.close()
+        udp.close()
+        passthrough.close()
+        log.info("stopped")
+
+
+async def _serve_tcp_dns(
+    router: str, resolver: DnsResolver, pipe: NodePipeline, *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    """DNS over TCP for the GN, on the router address (reached through the passthrough TUN)."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    await sock.bind((router, 53))
+    sock.listen(64)
+    await run_dns_tcp(
+        trio.SocketListener(sock), resolver, pipe.spans.stage("dns"), task_status=task_status
+    )

@@ -1,0 +1,72 @@
+"""AF_PACKET raw socket on the GN-facing interface, read and written in batches."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+
+import trio
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+SIOCGIFHWADDR = 0x8927
+
+
+def interface_mac(ifname: str) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        ifreq = fcntl.ioctl(
+            probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", ifname.encode()[:15])
+        )
+    return ifreq[18:24]
+
+
+class RawSocket:
+    """Whole Ethernet frames on one interface. Our own transmissions, which packet
+    sockets also see, are skipped."""
+
+    def __init__(self, ifname: str) -> None:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((ifname, 0))
+        sock.setblocking(False)
+        self.sock = sock
+        self.ifname = ifname
+        self.mac = interface_mac(ifname)
+        self.send_errors = 0
+
+    async def read_batch(self, max_packets: int) -> list[bytes]:
+        batch: list[bytes] = []
+        recvfrom = self.sock.recvfrom
+        while True:
+            try:
+                while len(batch) < max_packets:
+                    frame, addr = recvfrom(65535)
+                    if addr[2] != PACKET_OUTGOING:
+                        batch.append(frame)
+            except BlockingIOError:
+                pass
+            if batch:
+                await trio.lowlevel.checkpoint()
+                return batch
+            await trio.lowlevel.wait_readable(self.sock)
+
+    async def write_batch(self, frames: list[bytes]) -> int:
+        written = 0
+        send = self.sock.send
+        for frame in frames:
+            while True:
+                try:
+                    send(frame)
+                    written += 1
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self.sock)
+                except OSError:  # e.g. EMSGSIZE, ENETDOWN: counted by the caller
+                    self.send_errors += 1
+                    break
+        await trio.lowlevel.checkpoint()
+        return written
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,127 @@
+"""The adapter's view of its link to the general node (sans-IO).
+
+Rules:
+- GnLink holds everything known about the link: our MAC, the router address
+  (the first address of the VIP pool, where the adapter answers), the GN's VIP
+  once registered, and the GN's MAC once it has shown itself.
+- classify_frame() sorts one frame into a Kind; frames that are not the GN's
+  (another source MAC, or a source IP other than its VIP) are refused with a
+  reason, so they can be counted.
+- answer_arp() answers for the router address and every pool address except
+  the GN's own (the GN ARPs for its peers' VIPs); gratuitous ARP and probes are
+  only learnt from.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+from .buffer import CodecError
+from .ether import (
+    ARP_REQUEST,
+    ETH_HEADER,
+    ETH_P_ARP,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    PROTO_UDP,
+    build_arp_reply,
+    eth_type,
+    ipv4_header_len,
+    parse_arp,
+)
+
+_ZERO_IP = bytes(4)
+
+
+class Kind(enum.Enum):
+    ARP = "arp"
+    DHCP = "dhcp"
+    DNS = "dns"
+    TUNNEL = "tunnel"  # IPv4 to a VIP in the pool
+    PASSTHROUGH = "passthrough"  # other IPv4: through the kernel's routing and NAT
+    DROP = "drop"
+
+
+@dataclass
+class GnLink:
+    adapter_mac: bytes
+    router_ip: bytes | None = None
+    pool: ipaddress.IPv4Network | None = None
+    gn_ip: bytes | None = None
+    gn_mac: bytes | None = None
+
+    def set_vip(self, vip: str, prefix_len: int) -> None:
+        """The DC gave the GN its VIP: the pool's first address is the adapter's."""
+        self.pool = ipaddress.IPv4Network(f"{vip}/{prefix_len}", strict=False)
+        self.router_ip = next(self.pool.hosts()).packed
+        self.gn_ip = ipaddress.IPv4Address(vip).packed
+
+    def in_pool(self, packed: bytes) -> bool:
+        pool = self.pool
+        return pool is not None and int.from_bytes(packed, "big") & int(pool.netmask) == int(
+            pool.network_address
+        )
+
+    def foreign_mac(self, frame: bytes) -> bool:
+        return self.gn_mac is not None and frame[6:12] != self.gn_mac
+
+
+def classify_frame(frame: bytes, link: GnLink) -> tuple[Kind, str]:
+    """(kind, drop reason or "") for one Ethernet frame from the GN link."""
+    try:
+        ethertype = eth_type(frame)
+    except CodecError:
+        return Kind.DROP, "malformed"
+    if ethertype == ETH_P_ARP:
+        return (Kind.DROP, "foreign_mac") if link.foreign_mac(frame) else (Kind.ARP, "")
+    if ethertype == ETH_P_IPV6:
+        return Kind.DROP, "ipv6"
+    if ethertype != ETH_P_IP:
+        return Kind.DROP, "other_ethertype"
+    packet = memoryview(frame)[ETH_HEADER:]
+    try:
+        ihl = ipv4_header_len(packet)
+    except CodecError:
+        return Kind.DROP, "malformed"
+    proto, src, dst = packet[9], bytes(packet[12:16]), bytes(packet[16:20])
+    if proto == PROTO_UDP and len(packet) >= ihl + 4:
+        sport = (packet[ihl] << 8) | packet[ihl + 1]
+        dport = (packet[ihl + 2] << 8) | packet[ihl + 3]
+        if sport == 68 and dport == 67:
+            return Kind.DHCP, ""  # any MAC may ask; the DHCP server keeps to one client
+    if link.gn_ip is None:
+        return Kind.DROP, "not_registered"
+    if src != link.gn_ip:
+        return Kind.DROP, "foreign_ip"
+    if link.foreign_mac(frame):
+        return Kind.DROP, "foreign_mac"
+    if link.gn_mac is None:
+        link.gn_mac = frame[6:12]  # a GN with a static VIP shows itself here
+    if proto == PROTO_UDP and dst == link.router_ip and dport_of(packet, ihl) == 53:
+        return Kind.DNS, ""
+    if dst != link.router_ip and link.in_pool(dst):
+        return Kind.TUNNEL, ""
+    return Kind.PASSTHROUGH, ""
+
+
+def dport_of(packet: memoryview | bytes, ihl: int) -> int:
+    if len(packet) < ihl + 4:
+        return -1
+    return (packet[ihl + 2] << 8) | packet[ihl + 3]
+
+
+def answer_arp(frame: bytes, link: GnLink) -> bytes | None:
+    """The ARP reply to send, or None (not a request we answer). Raises CodecError."""
+    op, sender_mac, sender_ip, _, target_ip = parse_arp(frame)
+    if sender_mac != frame[6:12]:
+        raise CodecError("ARP sender MAC differs from the frame's source")
+    probe_or_gratuitous = sender_ip in (_ZERO_IP, target_ip)
+    if link.gn_ip is not None and sender_ip == link.gn_ip and link.gn_mac is None:
+        link.gn_mac = sender_mac
+    if op != ARP_REQUEST or probe_or_gratuitous or link.router_ip is None:
+        return None
+    if target_ip == link.gn_ip or not (target_ip == link.router_ip or link.in_pool(target_ip)):
+        return None
+    return build_arp_reply(link.adapter_mac, target_ip, sender_mac, sender_ip)

@@ -1,0 +1,246 @@
+"""The adapter's Ethernet front end: the GN link instead of a TUN device.
+
+Inbound from the GN:
+    capture -> classify_frames -> arp       -> inject
+                               -> dhcp      -> inject
+                               -> dns       -> inject   (NTM names through signalling)
+                               -> encapsulate -> udp_send    (IPv4 to a VIP with a tunnel;
+                                  no tunnel: ICMP unreachable; too big with DF: ICMP
+                                  fragmentation needed; TCP SYNs get their MSS clamped)
+                               -> passthrough_out -> kernel (routing, conntrack, NAT)
+Back to the GN:
+    decapsulate (core) -> inject
+    passthrough_in (kernel replies) -> inject
+inject is the raw socket's only writer: it frames IPv4 packets for the GN's MAC and
+sends prebuilt frames (ARP, DHCP) as they are.
+
+Overload: the tunnel and passthrough channels block (backpressure to capture); the
+ARP, DHCP and DNS channels drop the newest batch when full, so a flood of control
+traffic cannot stall data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import trio
+
+from ..io.packetio import PacketIO
+from ..proto.buffer import CodecError
+from ..proto.ether import (
+    ETH_HEADER,
+    ETH_P_IP,
+    ICMP_FRAG_NEEDED,
+    ICMP_HOST_UNREACH,
+    build_icmp_error,
+    clamp_mss,
+    eth_header,
+)
+from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
+from ..proto.tunnel import Tunnel, TunnelTable
+from .channels import BATCH_MAX, send_or_drop
+from .spans import StageStats
+
+
+class Frames(list):
+    """A batch of complete Ethernet frames (inject sends them as they are); a plain
+    list on the inject channel holds IPv4 packets to frame for the GN."""
+
+
+async def run_capture(
+    raw: PacketIO,
+    out: trio.MemorySendChannel,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Frames from the GN link, drained in batches; each batch stamped on arrival."""
+    async with out:
+        task_status.started()
+        while True:
+            batch = await raw.read_batch(BATCH_MAX)
+            arrived = time.perf_counter_ns()
+            stats.record(len(batch), sum(map(len, batch)), arrived)
+            await out.send((arrived, batch))
+
+
+class FrameRoutes:
+    """Where classify sends each kind of frame (one send channel per destination)."""
+
+    def __init__(self, *, arp, dhcp, dns, tunnel, passthrough, inject) -> None:
+        self.arp, self.dhcp, self.dns = arp, dhcp, dns
+        self.tunnel, self.passthrough, self.inject = tunnel, passthrough, inject
+
+    def channels(self) -> list[trio.MemorySendChannel]:
+        return [self.arp, self.dhcp, self.dns, self.tunnel, self.passthrough, self.inject]
+
+
+def route_to_tunnels(
+    packets: list[bytes], table: TunnelTable, link: GnLink, mtu: int, stats: StageStats
+) -> tuple[list[tuple[Tunnel, bytes]], list[bytes]]:
+    """(packets for encapsulate, ICMP errors for the GN)."""
+    routed: list[tuple[Tunnel, bytes]] = []
+    errors: list[bytes] = []
+    by_vip, max_mss, router = table.by_vip, mtu - 40, link.router_ip
+    for packet in packets:
+        tunnel = by_vip.get(packet[16:20])
+        if tunnel is None:
+            stats.drop("no_tunnel")
+            errors.append(build_icmp_error(router, packet, ICMP_HOST_UNREACH))
+            continue
+        if len(packet) > mtu and packet[6] & 0x40:  # DF set: tell the sender the tunnel MTU
+            stats.drop("too_big_df")
+            errors.append(build_icmp_error(router, packet, ICMP_FRAG_NEEDED, mtu))
+            continue
+        routed.append((tunnel, clamp_mss(packet, max_mss)))
+    return routed, errors
+
+
+async def run_classify_frames(
+    inbox: trio.MemoryReceiveChannel,
+    routes: FrameRoutes,
+    link: GnLink,
+    table: TunnelTable,
+    mtu: int,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with inbox, contextlib.AsyncExitStack() as outputs:
+        for channel in routes.channels():
+            await outputs.enter_async_context(channel)
+        task_status.started()
+        async for arrived, batch in inbox:
+            await _classify_batch(batch, routes, link, table, mtu, stats)
+            stats.record(len(batch), sum(map(len, batch)), arrived)
+
+
+async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -> None:
+    sorted_frames: dict[Kind, list[bytes]] = {}
+    for frame in batch:
+        kind, reason = classify_frame(frame, link)
+        if kind is Kind.DROP:
+            stats.drop(reason)
+        else:
+            sorted_frames.setdefault(kind, []).append(frame)
+    if Kind.ARP in sorted_frames:
+        send_or_drop(routes.arp, Frames(sorted_frames[Kind.ARP]), stats, "arp_queue_full")
+    if Kind.DHCP in sorted_frames:
+        send_or_drop(routes.dhcp, Frames(sorted_frames[Kind.DHCP]), stats, "dhcp_queue_full")
+    if Kind.DNS in sorted_frames:
+        packets = [frame[ETH_HEADER:] for frame in sorted_frames[Kind.DNS]]
+        send_or_drop(routes.dns, packets, stats, "dns_queue_full", len(packets))
+    if Kind.TUNNEL in sorted_frames:
+        packets = [frame[ETH_HEADER:] for frame in sorted_frames[Kind.TUNNEL]]
+        routed, errors = route_to_tunnels(packets, table, link, mtu, stats)
+        if errors:
+            send_or_drop(routes.inject, errors, stats, "inject_queue_full", len(errors))
+        if routed:
+            await routes.tunnel.send(routed)
+    if Kind.PASSTHROUGH in sorted_frames:
+        await routes.passthrough.send([f[ETH_HEADER:] for f in sorted_frames[Kind.PASSTHROUGH]])
+
+
+async def run_arp_responder(
+    inbox: trio.MemoryReceiveChannel,
+    inject: trio.MemorySendChannel,
+    link: GnLink,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with inbox, inject:
+        task_status.started()
+        async for frames in inbox:
+            started = time.perf_counter_ns()
+            replies = Frames()
+            for frame in frames:
+                try:
+                    reply = answer_arp(frame, link)
+                except CodecError:
+                    stats.drop("malformed")
+                    continue
+                if reply is None:
+                    stats.drop("not_answered")
+                else:
+                    replies.append(reply)
+            stats.record(len(replies), sum(map(len, replies)), started)
+            if replies:
+                await inject.send(replies)
+
+
+async def run_passthrough_out(
+    inbox: trio.MemoryReceiveChannel,
+    tun: PacketIO,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Ordinary IPv4 from the GN into the kernel, which routes and NATs it."""
+    async with inbox:
+        task_status.started()
+        async for packets in inbox:
+            started = time.perf_counter_ns()
+            written = await tun.write_batch(packets)
+            if written < len(packets):
+                stats.drop("rejected_by_kernel", len(packets) - written)
+            stats.record(written, sum(map(len, packets)), started)
+
+
+async def run_passthrough_in(
+    tun: PacketIO,
+    inject: trio.MemorySendChannel,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The kernel's replies (and the TCP DNS listener's) back toward the GN."""
+    async with inject:
+        task_status.started()
+        while True:
+            packets = await tun.read_batch(BATCH_MAX)
+            started = time.perf_counter_ns()
+            ipv4 = [p for p in packets if p and p[0] >> 4 == 4]
+            if len(ipv4) < len(packets):
+                stats.drop("not_ipv4", len(packets) - len(ipv4))
+            stats.record(len(ipv4), sum(map(len, ipv4)), started)
+            if ipv4:
+                await inject.send(ipv4)
+
+
+def frame_packets(packets: list[bytes], link: GnLink, stats: StageStats) -> list[bytes]:
+    """Ethernet frames to the GN for IPv4 packets addressed to its VIP."""
+    gn_mac, gn_ip = link.gn_mac, link.gn_ip
+    if gn_mac is None:
+        stats.drop("gn_unknown", len(packets))
+        return []
+    header = eth_header(gn_mac, link.adapter_mac, ETH_P_IP)
+    frames = []
+    for packet in packets:
+        if packet[16:20] != gn_ip:
+            stats.drop("not_for_gn")
+            continue
+        frames.append(header + packet)
+    return frames
+
+
+async def run_inject(
+    inbox: trio.MemoryReceiveChannel,
+    raw: PacketIO,
+    link: GnLink,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with inbox:
+        task_status.started()
+        async for batch in inbox:
+            started = time.perf_counter_ns()
+            frames = batch if isinstance(batch, Frames) else frame_packets(batch, link, stats)
+            if not frames:
+                continue
+            written = await raw.write_batch(frames)
+            if written < len(frames):
+                stats.drop("send_failed", len(frames) - written)
+            stats.record(written, sum(map(len, frames)), started)

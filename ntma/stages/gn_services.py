@@ -1,0 +1,152 @@
+"""The adapter's services for the GN: DHCP (the GN's VIP) and DNS (NTM names through
+signalling, other names upstream), each a thin stage around sans-IO code."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+import trio
+
+from ..proto.buffer import CodecError
+from ..proto.dhcp import Declined, DhcpServer, Ignored, Informed, Leased, Released
+from ..proto.ether import (
+    BROADCAST_MAC,
+    ETH_HEADER,
+    ETH_P_IP,
+    build_udp,
+    eth_header,
+    ip_packed,
+    mac_text,
+    parse_udp,
+)
+from ..proto.gnlink import GnLink
+from .dns import CONCURRENT_QUERIES, DnsResolver
+from .ethernet import Frames
+from .spans import StageStats
+
+
+class DhcpSlot:
+    """Holds the DHCP server once the VIP (and so the router address) is known."""
+
+    server: DhcpServer | None = None
+
+
+async def run_dhcp_responder(
+    inbox: trio.MemoryReceiveChannel,
+    inject: trio.MemorySendChannel,
+    slot: DhcpSlot,
+    link: GnLink,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    log = structlog.get_logger().bind(stage="dhcp")
+    async with inbox, inject:
+        task_status.started()
+        async for frames in inbox:
+            server = slot.server
+            if server is None:
+                stats.drop("not_registered", len(frames))
+                continue
+            started = time.perf_counter_ns()
+            replies = Frames()
+            for frame in frames:
+                reply = _answer_dhcp(frame, server, link, stats)
+                if reply is not None:
+                    replies.append(reply)
+            _log_dhcp_events(server, link, log, stats)
+            stats.record(len(replies), sum(map(len, replies)), started)
+            if replies:
+                await inject.send(replies)
+
+
+def _answer_dhcp(frame: bytes, server: DhcpServer, link: GnLink, stats: StageStats):
+    try:
+        _, _, payload = parse_udp(frame[ETH_HEADER:])
+        reply = server.handle(payload, trio.current_time())
+    except CodecError:
+        stats.drop("malformed")
+        return None
+    if reply is None or link.router_ip is None:
+        return None
+    dst_mac = reply.dst_mac
+    packet = build_udp(link.router_ip, ip_packed(reply.dst_ip), 67, 68, reply.payload)
+    if dst_mac == BROADCAST_MAC or reply.dst_ip == "255.255.255.255":
+        dst_mac = BROADCAST_MAC
+    return eth_header(dst_mac, link.adapter_mac, ETH_P_IP) + packet
+
+
+def _log_dhcp_events(server: DhcpServer, link: GnLink, log, stats: StageStats) -> None:
+    for event in server.events():
+        if isinstance(event, Leased):
+            link.gn_mac = event.mac
+            log.info(
+                "dhcp_lease",
+                mac=mac_text(event.mac),
+                ip=event.ip,
+                lease_s=event.lease_time,
+                renewal=event.renewal,
+            )
+        elif isinstance(event, Released | Declined):
+            log.info(f"dhcp_{type(event).__name__.lower()}", mac=mac_text(event.mac), ip=event.ip)
+        elif isinstance(event, Informed):
+            log.info("dhcp_inform", mac=mac_text(event.mac), ip=event.ip)
+        elif isinstance(event, Ignored):
+            stats.drop(f"ignored: {event.reason}")
+
+
+async def run_dns_frames(
+    inbox: trio.MemoryReceiveChannel,
+    inject: trio.MemorySendChannel,
+    resolver: DnsResolver,
+    link: GnLink,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """UDP DNS queries from the GN to the router address, each answered in its own task."""
+    limiter = trio.CapacityLimiter(CONCURRENT_QUERIES)
+    async with inbox, inject, trio.open_nursery() as nursery:
+        task_status.started()
+        async for packets in inbox:
+            for packet in packets:
+                try:
+                    sport, _, payload = parse_udp(packet)
+                except CodecError:
+                    stats.drop("malformed")
+                    continue
+                if limiter.available_tokens == 0:
+                    stats.drop("too_many_queries")
+                    continue
+                nursery.start_soon(
+                    _answer_dns,
+                    payload,
+                    packet[12:16],
+                    sport,
+                    resolver,
+                    inject,
+                    link,
+                    limiter,
+                    stats,
+                )
+
+
+async def _answer_dns(
+    query: bytes,
+    client_ip: bytes,
+    client_port: int,
+    resolver: DnsResolver,
+    inject: trio.MemorySendChannel,
+    link: GnLink,
+    limiter,
+    stats,
+) -> None:
+    async with limiter:
+        started = time.perf_counter_ns()
+        reply = await resolver.answer(query)
+        if reply is None or link.router_ip is None:
+            return
+        packet = build_udp(link.router_ip, client_ip, 53, client_port, reply)
+        stats.record(1, len(packet), started)
+        await inject.send([packet])
