@@ -104,6 +104,13 @@ def _keygen(out: Path, force: bool) -> int:
         print(f"ntma keygen: error: {out} exists; pass --force to overwrite", file=sys.stderr)
         return 2
     key = StaticKey.generate()
-    write_key_file(out, key)
+    try:
+        write_key_file(out, key)
+    except OSError as exc:
+        print(
+            f"ntma keygen: error: cannot write {out} ({exc.strerror}); pick a writable path",
+            file=sys.stderr,
+        )
+        return 2
     print(key.public_base64())
     return 0

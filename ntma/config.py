@@ -88,7 +88,7 @@ class _Section:
 
     def positive(self, key: str, kind: type, default: Any = ...) -> Any:
         value = self.get(key, kind, default)
-        if value <= 0:
+        if not value > 0 or value == float("inf"):  # also refuses nan and inf
             raise ConfigError(
                 self._key(key), f"must be positive, got {value}", f"set {key} to a number above 0"
             )
@@ -112,6 +112,12 @@ class _Section:
                 f"{path} is not an ntma key file ({exc})",
                 "create one with 'ntma keygen --out FILE'",
             ) from None
+        except OSError as exc:
+            raise ConfigError(
+                self._key(key),
+                f"cannot read {path} ({exc.strerror})",
+                "point it at a key file made with 'ntma keygen --out FILE'",
+            ) from None
 
     def public_key(self, key: str) -> bytes:
         try:
@@ -122,12 +128,23 @@ class _Section:
             ) from None
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_endpoint(text: str, key: str, default_port: int | None = None) -> Endpoint:
+    bare = text.startswith("[") and text.endswith("]")
     host, sep, port_text = text.rpartition(":")
-    if not sep:
+    if bare or not sep or (sep and _is_ip(text)):  # no port given: "[::1]", "::1", "192.0.2.1"
         host, port_text = text, str(default_port) if default_port else ""
     try:
         address = ipaddress.ip_address(host.strip("[]"))
+        if not port_text.isdigit():
+            raise ValueError
         port = int(port_text)
         if not 0 <= port <= 65535:
             raise ValueError
@@ -146,9 +163,13 @@ def _load(path: Path) -> tuple[dict[str, Any], Path]:
         raise ConfigError(
             "--config", f"no such file {path}", "pass an existing TOML file"
         ) from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(
             "--config", f"{path} is not valid TOML ({exc})", "fix the syntax at the position shown"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            "--config", f"cannot read {path} ({exc.strerror})", "pass a readable TOML file"
         ) from None
 
 

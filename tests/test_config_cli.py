@@ -610,16 +610,9 @@ def test_parse_endpoint_refuses(text, default_port):
     assert "is not ADDRESS:PORT" in str(info.value)
 
 
-# --- bugs (strict xfail: these start passing when ntma/ is fixed) ---------------------
+# --- regressions: each of these was a bug once ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "config._load (ntma/config.py:141-153) does not catch UnicodeDecodeError: tomllib.load "
-        "decodes the bytes itself and a non-UTF-8 file escapes as a traceback with exit 1"
-    ),
-)
 @pytest.mark.parametrize("role", ["dc", "node"])
 def test_cli_non_utf8_config_is_one_line(tmp_path, role):
     config = tmp_path / "latin1.toml"
@@ -627,26 +620,10 @@ def test_cli_non_utf8_config_is_one_line(tmp_path, role):
     _check_config_error(ntma(role, "--config", str(config)), role, "--config")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "config._load (ntma/config.py:141-153) catches FileNotFoundError only: a --config "
-        "that is a directory (IsADirectoryError) or unreadable (PermissionError) gives a "
-        "traceback and exit 1"
-    ),
-)
 def test_cli_config_is_a_directory(tmp_path):
     _check_config_error(ntma("node", "--config", str(tmp_path)), "node", "--config")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_Section.key_file (ntma/config.py:101-114) catches FileNotFoundError, KeyError_ and "
-        "ValueError; load_key_file's IsADirectoryError/PermissionError (OSError) escape as a "
-        "traceback with exit 1"
-    ),
-)
 @pytest.mark.parametrize("key_file", [".", "keys"], ids=["dot", "subdir"])
 def test_cli_key_file_is_a_directory(tmp_path, node_sections, key_file):
     (tmp_path / "keys").mkdir()
@@ -655,25 +632,11 @@ def test_cli_key_file_is_a_directory(tmp_path, node_sections, key_file):
     _check_config_error(result, "node", "node.private_key_file", "ntma keygen")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "cli._keygen (ntma/cli.py:102-109) does not handle OSError from write_key_file: "
-        "--out in a missing directory gives a traceback and exit 1 instead of one line"
-    ),
-)
 def test_keygen_into_missing_directory_is_one_line(tmp_path):
     line = _one_error_line(ntma("keygen", "--out", str(tmp_path / "no" / "such" / "k.key")))
     assert line.startswith("ntma keygen: error:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "'ntma keygen --force' over an existing 0644 file keeps mode 0644: write_key_file "
-        "(ntma/proto/crypto.py:81) relies on os.open's mode, which only applies on creation"
-    ),
-)
 def test_keygen_force_makes_the_file_0600(tmp_path):
     out = tmp_path / "node.key"
     out.write_text("old\n")
@@ -682,26 +645,11 @@ def test_keygen_force_makes_the_file_0600(tmp_path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "parse_endpoint (ntma/config.py:125-138) splits on the last ':' before looking for "
-        "brackets, so a bracketed IPv6 address without a port ('[::1]') is refused even when "
-        "the key has a default port (dns.listen, dns.upstream, dc.dns_listen)"
-    ),
-)
 @pytest.mark.parametrize("text", ["[::1]", "[2001:db8::53]"])
 def test_parse_endpoint_bracketed_ipv6_with_default_port(text):
     assert parse_endpoint(text, "dns.upstream", 53) == (text.strip("[]"), 53)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_Section.positive (ntma/config.py:89-95) checks 'value <= 0', which is False for "
-        "nan, so log.stats_interval = nan (valid TOML) is accepted"
-    ),
-)
 def test_stats_interval_nan_is_refused(tmp_path, node_sections):
     config = _write(tmp_path / "node.toml", node_sections, [("log", "stats_interval", Raw("nan"))])
     with pytest.raises(ConfigError):

@@ -523,16 +523,6 @@ def test_load_key_file_refuses_garbage(tmp_path):
         load_key_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "write_key_file (ntma/proto/crypto.py:81) passes mode 0o600 to os.open with "
-        "O_CREAT|O_TRUNC; the mode only applies when the file is created, so overwriting an "
-        "existing world-readable file (e.g. 'ntma keygen --force') leaves the private key "
-        "readable by everyone. Fix: os.fchmod(fd, 0o600) after opening, or write a temp "
-        "file with 0o600 and os.replace() it"
-    ),
-)
 def test_write_key_file_over_existing_file_is_0600(tmp_path):
     path = tmp_path / "node.key"
     path.write_text("old\n")

@@ -79,6 +79,7 @@ def load_key_file(path: Path) -> StaticKey:
 
 def write_key_file(path: Path, key: StaticKey) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode above only applies when the file is created
     with os.fdopen(fd, "w") as f:
         f.write(key.private_base64() + "\n")
 

@@ -9,6 +9,7 @@ message is one entry.
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 
 from .buffer import CodecError, Endpoint, Reader, Writer
@@ -318,7 +319,7 @@ def encode_body(msg: Message) -> bytes:
     w = Writer()
     try:
         write(w, msg)  # type: ignore[operator]
-    except (ValueError, OverflowError, TypeError) as exc:  # struct.error is a ValueError
+    except (struct.error, ValueError, OverflowError, TypeError) as exc:
         raise CodecError(f"cannot encode {type(msg).__name__}: {exc}") from exc
     return w.getvalue()
 
