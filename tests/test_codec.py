@@ -16,7 +16,6 @@ ntma/proto/messages.py, field by field, never produced with the encoder:
 from __future__ import annotations
 
 import ipaddress
-import struct
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
