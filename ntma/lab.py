@@ -1192,6 +1192,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="bring up, show it working, tear down")
     demo.add_argument("--mn-nat", choices=NAT_MODES, default="cone")
     demo.add_argument("--cn-nat", choices=NAT_MODES, default="none")
+    demo.add_argument("--adapter-nat", choices=NAT_MODES, default="cone")
     return parser
 
 
@@ -1231,7 +1232,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.run_dir, mn_nat=args.mn_nat, cn_nat=args.cn_nat)
+    return run_demo(
+        args.run_dir, mn_nat=args.mn_nat, cn_nat=args.cn_nat, adapter_nat=args.adapter_nat
+    )
 
 
 def main(argv: list[str]) -> int:

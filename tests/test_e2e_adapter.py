@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -182,6 +183,27 @@ def test_passthrough_to_ordinary_web_host(leased):
     assert "ordinary web host" in page.stdout
 
 
+def test_too_big_with_df_gets_frag_needed_and_without_df_gets_through(leased):
+    state, _ = leased
+    cn_vip = _events(state, "cn", "registered")[-1]["vip"]
+    ns_run(GN, "ip", "link", "set", "eth0", "mtu", "1500")  # a GN that ignores option 26
+    try:
+        df = ns_run(GN, "ping", "-c", "1", "-W", "3", "-M", "do", "-s", "1420", cn_vip, check=False)
+        assert "mtu = 1400" in df.stdout + df.stderr  # ICMP fragmentation needed, next-hop 1400
+        no_df = ns_run(
+            GN, "ping", "-c", "2", "-W", "3", "-M", "dont", "-s", "1420", cn_vip, check=False
+        )
+        assert " 0% packet loss" in no_df.stdout
+    finally:
+        ns_run(GN, "ip", "link", "set", "eth0", "mtu", "1400")
+        ns_run(GN, "ip", "route", "flush", "cache", check=False)
+
+
+def test_ping_to_a_vip_without_tunnel_is_host_unreachable(leased):
+    out = ns_run(GN, "ping", "-c", "1", "-W", "3", "10.99.250.250", check=False)
+    assert "Destination Host Unreachable" in out.stdout
+
+
 def test_renew_keeps_the_address(leased):
     state, tmp = leased
     before, _ = _gn_address()
@@ -220,13 +242,28 @@ def test_bad_input_from_the_gn_link_is_dropped_and_counted(leased):
     )
 
 
-def test_release_then_udhcpc_gets_the_same_lease(leased):
+def test_release_then_udhcpc_gets_the_same_lease_and_renews_it(leased):
     state, tmp = leased
     vip = _events(state, "adapter", "registered")[-1]["vip"]
     _dhclient(tmp, "-r")  # RELEASE, and the client removes the address
     wait_for(lambda: _events(state, "adapter", "dhcp_released"), 10, "the release")
     assert _gn_address()[0] is None
-    out = ns_run(
-        GN, "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "2", "-s", "/bin/true", timeout=60
-    )
-    assert f"lease of {vip} obtained" in (out.stdout + out.stderr)
+    log = tmp / "udhcpc.log"
+    client = start_in_ns(GN, "udhcpc", "-f", "-i", "eth0", "-t", "5", "-T", "2", log=log)
+    try:
+        wait_for(lambda: f"lease of {vip} obtained" in log.read_text(), 20, "udhcpc's lease")
+        wait_for(lambda: _gn_address()[0] == vip, 10, "udhcpc's script to set the address")
+        renewals = [e for e in _events(state, "adapter", "dhcp_lease") if e["renewal"]]
+        client.send_signal(signal.SIGUSR1)  # udhcpc: renew now (unicast REQUEST, RENEWING)
+        wait_for(
+            lambda: (
+                len([e for e in _events(state, "adapter", "dhcp_lease") if e["renewal"]])
+                > len(renewals)
+            ),
+            15,
+            "a renewal",
+        )
+        assert _events(state, "adapter", "dhcp_lease")[-1]["ip"] == vip
+        assert _gn_address()[0] == vip
+    finally:
+        stop(client)
