@@ -25,6 +25,7 @@ from ntma.config import (
     DcConfig,
     LogConfig,
     NodeConfig,
+    load_adapter_config,
     load_dc_config,
     load_node_config,
     parse_endpoint,
@@ -654,3 +655,53 @@ def test_stats_interval_nan_is_refused(tmp_path, node_sections):
     config = _write(tmp_path / "node.toml", node_sections, [("log", "stats_interval", Raw("nan"))])
     with pytest.raises(ConfigError):
         load_node_config(config)
+
+
+# --- the adapter's config ----------------------------------------------------------------
+
+
+@pytest.fixture
+def adapter_sections(tmp_path, dc_key) -> dict[str, dict]:
+    write_key_file(tmp_path / "adapter.key", StaticKey.generate())
+    return {
+        "adapter": {
+            "fqdn": "gn.ntm.example",
+            "private_key_file": "adapter.key",
+            "gn_interface": "gn0",
+            "listen": "0.0.0.0:7401",
+            "passthrough_tun": "ntmpt0",
+            "mtu": 1400,
+            "lease_time": 600,
+        },
+        "dc": {"address": "198.51.100.10:7400", "public_key": dc_key.public_base64()},
+        "dns": {"upstream": "198.51.100.20:53", "ntm_suffixes": ["ntm.example"]},
+    }
+
+
+def test_load_adapter_config(tmp_path, adapter_sections):
+    cfg = load_adapter_config(_write(tmp_path / "adapter.toml", adapter_sections))
+    assert (cfg.fqdn, cfg.gn_interface, cfg.passthrough_tun) == ("gn.ntm.example", "gn0", "ntmpt0")
+    assert (cfg.mtu, cfg.lease_time, cfg.dns_upstream) == (1400, 600, ("198.51.100.20", 53))
+    assert cfg.ntm_suffixes == ["ntm.example"] and cfg.listen == ("0.0.0.0", 7401)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "text"),
+    [
+        (("adapter", "gn_interface", DELETE), "adapter.gn_interface", "missing"),
+        (
+            ("adapter", "gn_interface", "a-very-long-interface-name"),
+            "adapter.gn_interface",
+            "pick a shorter name",
+        ),
+        (("adapter", "mtu", 1500), "adapter.mtu", "576..1440"),
+        (("adapter", "lease_time", 0), "adapter.lease_time", "above 0"),
+        (("adapter", "fqdn", DELETE), "adapter.fqdn", "missing"),
+        (("dc", "public_key", "short"), "dc.public_key", "ntma keygen"),
+        (("dns", "upstream", "not-an-address"), "dns.upstream", "ADDRESS:PORT"),
+        (("adapter", None, None), "adapter", "add a [adapter] table"),
+    ],
+)
+def test_adapter_cli_bad_config(tmp_path, adapter_sections, edit, key, text):
+    config = _write(tmp_path / "adapter.toml", adapter_sections, [edit])
+    _check_config_error(ntma("adapter", "--config", str(config)), "adapter", key, text)

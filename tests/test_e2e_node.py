@@ -392,3 +392,22 @@ def _dc_public(lab_state: dict[str, Any]) -> str:
         e for e in log_events(lab_state["daemons"]["dc"]["log"]) if e.get("event") == "dc_ready"
     ]
     return ready[-1]["public_key"]
+
+
+@pytest.mark.usefixtures("lab_cn_public")
+class TestCleanShutdown:
+    """Runs last on the lab (it stops mn): SIGTERM deregisters, logs final stats, and
+    the TUN device disappears."""
+
+    def test_sigterm_deregisters_and_removes_tun(self, lab_cn_public):
+        lab_state, _ = lab_cn_public
+        assert "ntm0" in ns_run("ntma-mn", "ip", "-o", "link").stdout
+        stop_daemon(lab_state, "mn")
+        mn_events = [e.get("event") for e in log_events(lab_state["daemons"]["mn"]["log"])]
+        assert "shutting_down" in mn_events and mn_events[-1] == "stopped"
+        assert "stage_stats_final" in mn_events
+        assert "ntm0" not in ns_run("ntma-mn", "ip", "-o", "link").stdout
+        wait_for(lambda: _count(lab_state, "dc", "node_deregistered") >= 1, 5, "deregister")
+        # cn's DNS now says mn is offline: SERVFAIL rather than a stale answer.
+        out = ns_run("ntma-cn", "dig", "+time=15", "+tries=1", MN_NAME, check=False).stdout
+        assert "SERVFAIL" in out
