@@ -488,18 +488,19 @@ class DhcpServer:
         return self._reply(msg, OFFER, self._vip)
 
     def _on_request(self, msg: DhcpMessage, now: float) -> DhcpReply | None:
-        if self._vip is None:
+        vip = self._vip
+        if vip is None:
             return self._ignore("no address yet")
         server_id, requested = msg.server_id, msg.requested_ip
         if server_id is not None:  # SELECTING
             if server_id != self.config.server_ip:
                 return self._ignore("other server")
             wanted = requested if requested is not None else msg.ciaddr
-            return self._ack_or_nak(msg, wanted, now, renewal=False)
+            return self._ack_or_nak(msg, vip, wanted, now, renewal=False)
         if requested is not None:  # INIT-REBOOT
-            return self._ack_or_nak(msg, requested, now, renewal=False)
+            return self._ack_or_nak(msg, vip, requested, now, renewal=False)
         if msg.ciaddr != ZERO_IP:  # RENEWING (unicast) or REBINDING (broadcast)
-            return self._ack_or_nak(msg, msg.ciaddr, now, renewal=True)
+            return self._ack_or_nak(msg, vip, msg.ciaddr, now, renewal=True)
         return self._ignore("request names no address")
 
     def _on_decline(self, msg: DhcpMessage, now: float) -> None:
@@ -551,9 +552,9 @@ class DhcpServer:
     def _unbind(self) -> None:
         self._lease_end = None
 
-    def _ack_or_nak(self, msg: DhcpMessage, wanted: str, now: float, *, renewal: bool) -> DhcpReply:
-        vip = self._vip
-        assert vip is not None
+    def _ack_or_nak(
+        self, msg: DhcpMessage, vip: str, wanted: str, now: float, *, renewal: bool
+    ) -> DhcpReply:
         if wanted != vip:
             self._unbind()
             return self._reply(msg, NAK, ZERO_IP)
