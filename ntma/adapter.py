@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 from pathlib import Path
 
 import structlog
@@ -27,11 +26,11 @@ from .config import AdapterConfig
 from .io.fdio import UdpSocket
 from .io.rawsock import RawSocket
 from .io.tun import TunDevice, run_ip
-from .node import local_endpoints_for_listen
 from .proto.dhcp import DhcpConfig, DhcpServer
 from .proto.ether import ip_text
 from .proto.gnlink import GnLink
-from .proto.node_sm import NodeSignalling, Registered
+from .proto.node_sm import Registered
+from .runner import log_final, make_signalling, wait_then_deregister
 from .stages.dns import DnsResolver, run_dns_tcp
 from .stages.gn_services import DhcpSlot
 from .stages.pipeline import AdapterParts, NodePipeline, start_adapter_pipeline
@@ -96,15 +95,13 @@ async def run_adapter(config: AdapterConfig) -> None:
     link = GnLink(adapter_mac=raw.mac)
     passthrough = TunDevice(config.passthrough_tun, PASSTHROUGH_MTU)
     udp = UdpSocket.bind(config.listen)
-    sm = NodeSignalling(
+    sm = make_signalling(
         fqdn=config.fqdn,
-        static=config.key,
-        dc_public=config.dc_public_key,
-        dc_endpoint=config.dc_address,
-        local_endpoints=local_endpoints_for_listen(
-            config.listen, {config.passthrough_tun, config.gn_interface}
-        ),
-        epoch_offset=time.time() - trio.current_time(),
+        key=config.key,
+        dc_public_key=config.dc_public_key,
+        dc_address=config.dc_address,
+        listen=config.listen,
+        exclude={config.passthrough_tun, config.gn_interface},
     )
     pipe = NodePipeline(sm)
     resolver = DnsResolver(
@@ -150,23 +147,10 @@ async def run_adapter(config: AdapterConfig) -> None:
                     mac=":".join(f"{b:02x}" for b in raw.mac),
                     listen=f"{config.listen[0]}:{config.listen[1]}",
                 )
-                async for signum in signals:
-                    log.info("shutting_down", signal=signal.Signals(signum).name)
-                    break
-                sm.deregister(trio.current_time())
-                await udp.send_batch(sm.datagrams_to_send())
-                await trio.sleep(0.2)  # let the DC's ack arrive; not required
+                await wait_then_deregister(signals, pipe, udp, log)
                 nursery.cancel_scope.cancel()
     finally:
-        pipe.spans.log_summaries(log, "stage_stats_final")
-        for tunnel in list(pipe.table.by_id.values()):
-            log.info(
-                "tunnel_closed",
-                tunnel=tunnel.tunnel_id,
-                peer=tunnel.peer_fqdn,
-                packets_in=tunnel.packets_in,
-                packets_out=tunnel.packets_out,
-            )
+        log_final(pipe, log)
         _remove_nft_tables()
         raw.close()
         udp.close()

@@ -7,11 +7,8 @@ stats and closes (the TUN disappears with its fd).
 
 from __future__ import annotations
 
-import fcntl
 import signal
 import socket
-import struct
-import time
 
 import structlog
 import trio
@@ -19,51 +16,24 @@ import trio
 from .config import NodeConfig
 from .io.fdio import UdpSocket
 from .io.tun import TunDevice
-from .proto.buffer import Endpoint
-from .proto.node_sm import NodeSignalling, Registered
+from .proto.node_sm import Registered
+from .runner import log_final, make_signalling, wait_then_deregister
 from .stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
 from .stages.pipeline import NodePipeline, start_node_pipeline
 from .stages.spans import run_stats_logger
-
-SIOCGIFADDR = 0x8915
-DEREGISTER_GRACE_S = 1.0
-
-
-def interface_endpoints(port: int, exclude: set[str]) -> list[Endpoint]:
-    """This host's IPv4 addresses (one per interface) with our UDP port."""
-    found: list[Endpoint] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        for _, name in socket.if_nameindex():
-            if name == "lo" or name in exclude:
-                continue
-            try:
-                ifreq = fcntl.ioctl(
-                    probe.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15])
-                )
-            except OSError:
-                continue  # no IPv4 address on this interface
-            found.append((socket.inet_ntoa(ifreq[20:24]), port))
-    return found
-
-
-def local_endpoints_for_listen(listen: Endpoint, exclude: set[str]):
-    """What the node tells the DC about its own address(es), computed at each Register."""
-    if listen[0] != "0.0.0.0":
-        return lambda: [listen]
-    return lambda: interface_endpoints(listen[1], exclude)
 
 
 async def run_node(config: NodeConfig) -> None:
     log = structlog.get_logger().bind(role="node", fqdn=config.fqdn)
     udp = UdpSocket.bind(config.listen)
     tun = TunDevice(config.tun_name, config.mtu)
-    sm = NodeSignalling(
+    sm = make_signalling(
         fqdn=config.fqdn,
-        static=config.key,
-        dc_public=config.dc_public_key,
-        dc_endpoint=config.dc_address,
-        local_endpoints=local_endpoints_for_listen(config.listen, {config.tun_name}),
-        epoch_offset=time.time() - trio.current_time(),
+        key=config.key,
+        dc_public_key=config.dc_public_key,
+        dc_address=config.dc_address,
+        listen=config.listen,
+        exclude={config.tun_name},
     )
     pipe = NodePipeline(sm)
     current_vip: list[str] = []
@@ -98,24 +68,10 @@ async def run_node(config: NodeConfig) -> None:
                     listen=f"{config.listen[0]}:{config.listen[1]}",
                     dns=f"{config.dns_listen[0]}:{config.dns_listen[1]}",
                 )
-                async for signum in signals:
-                    log.info("shutting_down", signal=signal.Signals(signum).name)
-                    break
-                sm.deregister(trio.current_time())
-                await udp.send_batch(sm.datagrams_to_send())
-                with trio.move_on_after(DEREGISTER_GRACE_S):
-                    await trio.sleep(0.2)  # let the DC's ack arrive; not required
+                await wait_then_deregister(signals, pipe, udp, log)
                 nursery.cancel_scope.cancel()
     finally:
-        pipe.spans.log_summaries(log, "stage_stats_final")
-        for tunnel in list(pipe.table.by_id.values()):
-            log.info(
-                "tunnel_closed",
-                tunnel=tunnel.tunnel_id,
-                peer=tunnel.peer_fqdn,
-                packets_in=tunnel.packets_in,
-                packets_out=tunnel.packets_out,
-            )
+        log_final(pipe, log)
         dns_sock.close()
         dns_tcp.close()
         udp.close()

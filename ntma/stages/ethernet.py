@@ -41,6 +41,7 @@ from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.tunnel import Tunnel, TunnelTable
 from .channels import BATCH_MAX, send_or_drop
 from .spans import StageStats
+from .writer import write_batches
 
 
 class Frames(list):
@@ -180,12 +181,7 @@ async def run_passthrough_out(
     """Ordinary IPv4 from the GN into the kernel, which routes and NATs it."""
     async with inbox:
         task_status.started()
-        async for packets in inbox:
-            started = time.perf_counter_ns()
-            written = await tun.write_batch(packets)
-            if written < len(packets):
-                stats.drop("rejected_by_kernel", len(packets) - written)
-            stats.record(written, sum(map(len, packets)), started)
+        await write_batches(inbox, tun.write_batch, stats, "rejected_by_kernel")
 
 
 async def run_passthrough_in(
@@ -233,14 +229,11 @@ async def run_inject(
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """The raw socket's only writer: frames as they are, packets framed for the GN."""
+
+    def frames_of(batch: list[bytes]) -> list[bytes]:
+        return batch if isinstance(batch, Frames) else frame_packets(batch, link, stats)
+
     async with inbox:
         task_status.started()
-        async for batch in inbox:
-            started = time.perf_counter_ns()
-            frames = batch if isinstance(batch, Frames) else frame_packets(batch, link, stats)
-            if not frames:
-                continue
-            written = await raw.write_batch(frames)
-            if written < len(frames):
-                stats.drop("send_failed", len(frames) - written)
-            stats.record(written, sum(map(len, frames)), started)
+        await write_batches(inbox, raw.write_batch, stats, "send_failed", frames_of)

@@ -19,6 +19,7 @@ from ..proto.packet import is_data, unpack_data_header
 from ..proto.tunnel import ReplayError, TunnelTable
 from .channels import BATCH_MAX, send_or_drop
 from .spans import StageStats
+from .writer import write_batches
 
 
 async def run_udp_receive(
@@ -106,9 +107,4 @@ async def run_tun_write(
 ) -> None:
     async with inbox:
         task_status.started()
-        async for batch in inbox:
-            started = time.perf_counter_ns()
-            written = await tun.write_batch(batch)
-            if written < len(batch):
-                stats.drop("rejected_by_kernel", len(batch) - written)
-            stats.record(written, sum(map(len, batch)), started)
+        await write_batches(inbox, tun.write_batch, stats, "rejected_by_kernel")

@@ -16,6 +16,7 @@ from ..proto.buffer import CodecError, Endpoint
 from ..proto.tunnel import Tunnel, TunnelTable
 from .channels import BATCH_MAX
 from .spans import StageStats
+from .writer import write_batches
 
 
 async def run_tun_read(
@@ -109,9 +110,4 @@ async def run_udp_send(
     """The socket's only writer: data from encapsulate and signalling share this queue."""
     async with inbox:
         task_status.started()
-        async for batch in inbox:
-            started = time.perf_counter_ns()
-            sent = await udp.send_batch(batch)
-            if sent < len(batch):
-                stats.drop("unreachable", len(batch) - sent)
-            stats.record(sent, sum(len(d) for d, _ in batch), started)
+        await write_batches(inbox, udp.send_batch, stats, "unreachable")

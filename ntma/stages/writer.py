@@ -1,0 +1,33 @@
+"""The loop every sink stage shares: write each batch, count what the OS refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from .spans import StageStats
+
+
+async def write_batches(
+    inbox: trio.MemoryReceiveChannel,
+    write: Callable[[list], Awaitable[int]],
+    stats: StageStats,
+    refused: str,
+    prepare: Callable[[list], list] | None = None,
+) -> None:
+    """For each batch: prepare it (optional), write it, record the time per item and
+    count items the writer did not take under `refused`. Bytes are counted from the
+    first element of tuple items (datagram, address) or from the items themselves."""
+    async for batch in inbox:
+        started = time.perf_counter_ns()
+        items = prepare(batch) if prepare is not None else batch
+        if not items:
+            continue
+        written = await write(items)
+        if written < len(items):
+            stats.drop(refused, len(items) - written)
+        first = items[0]
+        nbytes = sum(len(i[0]) for i in items) if isinstance(first, tuple) else sum(map(len, items))
+        stats.record(written, nbytes, started)
