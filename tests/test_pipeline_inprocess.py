@@ -149,3 +149,23 @@ async def test_unroutable_and_garbage_input_is_counted(world, autojump_clock):
     # Still serving:
     with trio.fail_after(10):
         assert (await mn.pipe.broker.resolve("cn.ntm.example")).status == Status.OK
+
+
+async def test_idle_tunnels_keep_alive_and_silent_ones_expire(world, autojump_clock):
+    net, nodes = world
+    mn, cn = nodes["mn"], nodes["cn"]
+    with trio.fail_after(10):
+        assert (await mn.pipe.broker.resolve("cn.ntm.example")).status == Status.OK
+    await trio.sleep(60)  # idle: both ends send keep-alives, nobody expires
+    assert mn.pipe.spans.stage("keepalive").counters["keepalive_sent"] >= 4
+    assert cn.pipe.spans.stage("decapsulate").counters["keepalive_received"] >= 4
+    assert len(mn.pipe.table) == 1 and len(cn.pipe.table) == 1
+    cn_endpoint = ("198.51.100.30", 7401)
+    net.drop = lambda datagram, src, dst: src == cn_endpoint and datagram[1] == 0x30
+    await trio.sleep(200)  # cn's tunnel packets are lost: mn expires the tunnel
+    assert len(mn.pipe.table) == 0
+    assert mn.pipe.spans.stage("keepalive").counters["tunnel_expired"] == 1
+    net.drop = lambda datagram, src, dst: False
+    with trio.fail_after(15):  # and a new query builds a new tunnel
+        assert (await mn.pipe.broker.resolve("cn.ntm.example")).status == Status.OK
+    assert len(mn.pipe.table) == 1

@@ -37,6 +37,7 @@ from .ethernet import (
     run_passthrough_out,
 )
 from .gn_services import DhcpSlot, run_dhcp_responder, run_dns_frames
+from .keepalive import run_tunnel_keepalive
 from .receive import run_decapsulate, run_tun_write, run_udp_receive
 from .send import run_classify, run_encapsulate, run_tun_read, run_udp_send
 from .signalling import DirectionBroker, run_signalling
@@ -82,6 +83,9 @@ async def start_core(
     )
     await nursery.start(
         run_decapsulate, udp_to_decap[1], decap_out, pipe.table, spans.stage("decapsulate")
+    )
+    await nursery.start(
+        run_tunnel_keepalive, pipe.table, pipe.sm, to_udp_send[0].clone(), spans.stage("keepalive")
     )
     await nursery.start(
         run_signalling,

@@ -70,13 +70,18 @@ def decapsulate_datagrams(
         except CodecError:
             stats.drop("malformed")
             continue
-        if len(packet) < 20 or packet[0] >> 4 != 4 or packet[12:16] != tunnel.peer_vip_packed:
+        if packet and (
+            len(packet) < 20 or packet[0] >> 4 != 4 or packet[12:16] != tunnel.peer_vip_packed
+        ):
             stats.drop("inner_source_not_peer")  # a peer may only send as its own VIP
             continue
         tunnel.last_receive = now
         if addr != tunnel.peer_endpoint:
             tunnel.peer_endpoint = addr  # roaming: follow the authenticated source
-        packets.append(packet)
+        if packet:
+            packets.append(packet)
+        else:
+            stats.count("keepalive_received")
     return packets
 
 

@@ -16,7 +16,7 @@ RING = 4096
 
 
 class StageStats:
-    __slots__ = ("name", "packets", "bytes", "batches", "drops", "_ring", "_pos")
+    __slots__ = ("name", "packets", "bytes", "batches", "drops", "counters", "_ring", "_pos")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -24,6 +24,7 @@ class StageStats:
         self.bytes = 0
         self.batches = 0
         self.drops: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()  # notable events that are not drops
         self._ring: list[int] = []
         self._pos = 0
 
@@ -44,6 +45,9 @@ class StageStats:
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] += n
 
+    def count(self, what: str, n: int = 1) -> None:
+        self.counters[what] += n
+
     def samples_ns(self) -> list[int]:
         return list(self._ring)
 
@@ -56,6 +60,7 @@ class StageStats:
             "bytes": self.bytes,
             "batches": self.batches,
             "drops": dict(self.drops),
+            "counters": dict(self.counters),
             "p50_ns": pick(0.50),
             "p99_ns": pick(0.99),
         }

@@ -1,0 +1,69 @@
+"""Tunnel keep-alive and expiry.
+
+Every KEEPALIVE_S, a tunnel that sent nothing since the last round gets an empty data
+packet (authenticated like any other), so NAT mappings on the path stay open and the
+peer sees we are alive. A tunnel that received nothing for EXPIRE_S is removed; the
+next DNS query for its peer asks the DC again.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+
+from ..proto.buffer import CodecError
+from ..proto.node_sm import NodeSignalling
+from ..proto.tunnel import TunnelTable
+from .spans import StageStats
+
+KEEPALIVE_S = 10.0
+EXPIRE_S = 180.0
+
+
+def keepalive_round(
+    table: TunnelTable,
+    sm: NodeSignalling,
+    sent_before: dict[int, int],
+    now: float,
+    stats: StageStats,
+    log,
+) -> list[tuple[bytes, tuple[str, int]]]:
+    """One round: expire silent tunnels, and return keep-alives for idle ones."""
+    datagrams = []
+    for tunnel in list(table.by_id.values()):
+        if now - max(tunnel.created_at, tunnel.last_receive) > EXPIRE_S:
+            table.remove(tunnel)
+            sm.forget_tunnel(tunnel)
+            sent_before.pop(tunnel.tunnel_id, None)
+            stats.count("tunnel_expired")
+            log.info("tunnel_expired", tunnel=tunnel.tunnel_id, peer=tunnel.peer_fqdn)
+            continue
+        if sent_before.get(tunnel.tunnel_id) == tunnel.packets_out:
+            try:
+                datagrams.append((tunnel.seal(b""), tunnel.peer_endpoint))
+            except CodecError:
+                continue
+            stats.count("keepalive_sent")
+        sent_before[tunnel.tunnel_id] = tunnel.packets_out
+    for gone in set(sent_before) - set(table.by_id):
+        del sent_before[gone]
+    return datagrams
+
+
+async def run_tunnel_keepalive(
+    table: TunnelTable,
+    sm: NodeSignalling,
+    udp_out: trio.MemorySendChannel,
+    stats: StageStats,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    log = structlog.get_logger().bind(stage="keepalive")
+    sent_before: dict[int, int] = {}
+    async with udp_out:
+        task_status.started()
+        while True:
+            await trio.sleep(KEEPALIVE_S)
+            datagrams = keepalive_round(table, sm, sent_before, trio.current_time(), stats, log)
+            if datagrams:
+                await udp_out.send(datagrams)
