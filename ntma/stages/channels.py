@@ -23,6 +23,18 @@ CONTROL_QUEUE_BATCHES = 32  # ARP, DHCP, DNS from the GN: drop newest when full
 DIRECTION_QUEUE = 64
 
 
+class Batch(list):
+    """A batch that carries when its first stage received it, and the path whose
+    latency the last stage records (see spans.PathStats)."""
+
+    __slots__ = ("arrived", "span")
+
+    def __init__(self, items=(), arrived: int = 0, span=None) -> None:
+        super().__init__(items)
+        self.arrived = arrived
+        self.span = span
+
+
 def send_or_drop(
     channel: trio.MemorySendChannel, item, stats: StageStats, reason: str, count: int = 1
 ) -> bool:

@@ -39,12 +39,12 @@ from ..proto.ether import (
 )
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.tunnel import Tunnel, TunnelTable
-from .channels import BATCH_MAX, send_or_drop
+from .channels import BATCH_MAX, Batch, send_or_drop
 from .spans import StageStats
 from .writer import write_batches
 
 
-class Frames(list):
+class Frames(Batch):
     """A batch of complete Ethernet frames (inject sends them as they are); a plain
     list on the inject channel holds IPv4 packets to frame for the GN."""
 
@@ -63,15 +63,18 @@ async def run_capture(
             batch = await raw.read_batch(BATCH_MAX)
             arrived = time.perf_counter_ns()
             stats.record(len(batch), sum(map(len, batch)), arrived)
-            await out.send((arrived, batch))
+            await out.send(Batch(batch, arrived))
 
 
 class FrameRoutes:
     """Where classify sends each kind of frame (one send channel per destination)."""
 
-    def __init__(self, *, arp, dhcp, dns, tunnel, passthrough, inject) -> None:
+    def __init__(self, *, arp, dhcp, dns, tunnel, passthrough, inject, spans=None) -> None:
         self.arp, self.dhcp, self.dns = arp, dhcp, dns
         self.tunnel, self.passthrough, self.inject = tunnel, passthrough, inject
+        # The paper's Table 2 paths that start here (None: not measured).
+        self.arp_span = spans.path("arp_processing") if spans else None
+        self.relay_span = spans.path("packet_relay") if spans else None
 
     def channels(self) -> list[trio.MemorySendChannel]:
         return [self.arp, self.dhcp, self.dns, self.tunnel, self.passthrough, self.inject]
@@ -112,9 +115,9 @@ async def run_classify_frames(
         for channel in routes.channels():
             await outputs.enter_async_context(channel)
         task_status.started()
-        async for arrived, batch in inbox:
+        async for batch in inbox:
             await _classify_batch(batch, routes, link, table, mtu, stats)
-            stats.record(len(batch), sum(map(len, batch)), arrived)
+            stats.record(len(batch), sum(map(len, batch)), batch.arrived)
 
 
 async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -> None:
@@ -126,9 +129,11 @@ async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -
         else:
             sorted_frames.setdefault(kind, []).append(frame)
     if Kind.ARP in sorted_frames:
-        send_or_drop(routes.arp, Frames(sorted_frames[Kind.ARP]), stats, "arp_queue_full")
+        arp = Frames(sorted_frames[Kind.ARP], batch.arrived, routes.arp_span)
+        send_or_drop(routes.arp, arp, stats, "arp_queue_full")
     if Kind.DHCP in sorted_frames:
-        send_or_drop(routes.dhcp, Frames(sorted_frames[Kind.DHCP]), stats, "dhcp_queue_full")
+        dhcp = Frames(sorted_frames[Kind.DHCP], batch.arrived)
+        send_or_drop(routes.dhcp, dhcp, stats, "dhcp_queue_full")
     if Kind.DNS in sorted_frames:
         packets = [frame[ETH_HEADER:] for frame in sorted_frames[Kind.DNS]]
         send_or_drop(routes.dns, packets, stats, "dns_queue_full", len(packets))
@@ -138,6 +143,8 @@ async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -
         if errors:
             send_or_drop(routes.inject, errors, stats, "inject_queue_full", len(errors))
         if routed:
+            if routes.relay_span is not None:
+                routes.relay_span.record(time.perf_counter_ns() - batch.arrived, len(routed))
             await routes.tunnel.send(routed)
     if Kind.PASSTHROUGH in sorted_frames:
         await routes.passthrough.send([f[ETH_HEADER:] for f in sorted_frames[Kind.PASSTHROUGH]])
@@ -155,7 +162,7 @@ async def run_arp_responder(
         task_status.started()
         async for frames in inbox:
             started = time.perf_counter_ns()
-            replies = Frames()
+            replies = Frames((), frames.arrived, frames.span)
             for frame in frames:
                 try:
                     reply = answer_arp(frame, link)

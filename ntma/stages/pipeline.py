@@ -79,10 +79,19 @@ async def start_core(
     udp_to_signalling = _channel(SIGNAL_QUEUE_BATCHES)
     await nursery.start(run_udp_send, to_udp_send[1], udp, spans.stage("udp_send"))
     await nursery.start(
-        run_encapsulate, to_encap[1], to_udp_send[0].clone(), spans.stage("encapsulate")
+        run_encapsulate,
+        to_encap[1],
+        to_udp_send[0].clone(),
+        spans.stage("encapsulate"),
+        spans.path("tunnel_send"),
     )
     await nursery.start(
-        run_decapsulate, udp_to_decap[1], decap_out, pipe.table, spans.stage("decapsulate")
+        run_decapsulate,
+        udp_to_decap[1],
+        decap_out,
+        pipe.table,
+        spans.stage("decapsulate"),
+        spans.path("response_relay"),
     )
     await nursery.start(
         run_tunnel_keepalive, pipe.table, pipe.sm, to_udp_send[0].clone(), spans.stage("keepalive")
@@ -162,6 +171,7 @@ async def start_adapter_pipeline(
         tunnel=to_encap,
         passthrough=to_passthrough[0],
         inject=inject,
+        spans=spans,
     )
     await nursery.start(
         run_classify_frames,

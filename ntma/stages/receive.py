@@ -17,8 +17,8 @@ from ..proto.buffer import CodecError, Endpoint
 from ..proto.crypto import AuthError
 from ..proto.packet import is_data, unpack_data_header
 from ..proto.tunnel import ReplayError, TunnelTable
-from .channels import BATCH_MAX, send_or_drop
-from .spans import StageStats
+from .channels import BATCH_MAX, Batch, send_or_drop
+from .spans import PathStats, StageStats
 from .writer import write_batches
 
 
@@ -45,7 +45,7 @@ async def run_udp_receive(
                     signal_out, signalling, stats, "signalling_queue_full", len(signalling)
                 )
             if data:
-                await data_out.send(data)
+                await data_out.send(Batch(data, started))
 
 
 def decapsulate_datagrams(
@@ -90,14 +90,20 @@ async def run_decapsulate(
     out: trio.MemorySendChannel,
     table: TunnelTable,
     stats: StageStats,
+    relay_span: PathStats | None = None,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """relay_span, if given, measures UDP receive -> written to the front end."""
     async with inbox, out:
         task_status.started()
         async for batch in inbox:
             started = time.perf_counter_ns()
-            packets = decapsulate_datagrams(batch, table, stats, trio.current_time())
+            packets = Batch(
+                decapsulate_datagrams(batch, table, stats, trio.current_time()),
+                batch.arrived,
+                relay_span,
+            )
             stats.record(len(packets), sum(map(len, packets)), started)
             if packets:
                 await out.send(packets)

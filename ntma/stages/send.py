@@ -14,8 +14,8 @@ import trio
 from ..io.packetio import DatagramIO, PacketIO
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.tunnel import Tunnel, TunnelTable
-from .channels import BATCH_MAX
-from .spans import StageStats
+from .channels import BATCH_MAX, Batch
+from .spans import PathStats, StageStats
 from .writer import write_batches
 
 
@@ -88,14 +88,16 @@ async def run_encapsulate(
     inbox: trio.MemoryReceiveChannel,
     out: trio.MemorySendChannel,
     stats: StageStats,
+    send_span: PathStats | None = None,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """send_span, if given, measures encapsulate start -> UDP send done (tunnel send)."""
     async with inbox, out:
         task_status.started()
         async for batch in inbox:
             started = time.perf_counter_ns()
-            datagrams = encapsulate_packets(batch, stats)
+            datagrams = Batch(encapsulate_packets(batch, stats), started, send_span)
             stats.record(len(datagrams), sum(len(d) for d, _ in datagrams), started)
             await out.send(datagrams)
 

@@ -66,14 +66,56 @@ class StageStats:
         }
 
 
+class PathStats:
+    """Latency along a path of several stages (e.g. GN frame in -> handed to the tunnel),
+    from a batch's arrival stamp to the moment the path's last stage is done with it."""
+
+    __slots__ = ("name", "count", "total_ns", "_ring", "_pos")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+        self.total_ns = 0
+        self._ring: list[int] = []
+        self._pos = 0
+
+    def record(self, latency_ns: int, packets: int = 1) -> None:
+        """packets that shared one batch share its latency (one ring sample)."""
+        self.count += packets
+        self.total_ns += latency_ns * packets
+        if len(self._ring) < RING:
+            self._ring.append(latency_ns)
+        else:
+            self._ring[self._pos] = latency_ns
+            self._pos = (self._pos + 1) % RING
+
+    def samples_ns(self) -> list[int]:
+        return list(self._ring)
+
+    def summary(self) -> dict:
+        ring = sorted(self._ring)
+        pick = (lambda q: ring[min(len(ring) - 1, int(q * len(ring)))]) if ring else (lambda q: 0)
+        return {
+            "path": self.name,
+            "count": self.count,
+            "mean_ns": self.total_ns // self.count if self.count else 0,
+            "p50_ns": pick(0.50),
+            "p99_ns": pick(0.99),
+        }
+
+
 class Spans:
-    """All stages' stats for one pipeline, by stage name."""
+    """All stages' stats and all paths' latencies for one pipeline, by name."""
 
     def __init__(self) -> None:
         self.stages: dict[str, StageStats] = {}
+        self.paths: dict[str, PathStats] = {}
 
     def stage(self, name: str) -> StageStats:
         return self.stages.setdefault(name, StageStats(name))
+
+    def path(self, name: str) -> PathStats:
+        return self.paths.setdefault(name, PathStats(name))
 
     def summaries(self) -> list[dict]:
         return [s.summary() for s in self.stages.values()]
@@ -81,6 +123,10 @@ class Spans:
     def log_summaries(self, log: structlog.typing.FilteringBoundLogger, event: str) -> None:
         for summary in self.summaries():
             log.info(event, **summary)
+        path_event = "path_stats_final" if event.endswith("_final") else "path_stats"
+        for path in self.paths.values():
+            if path.count:
+                log.info(path_event, **path.summary())
 
 
 async def run_stats_logger(

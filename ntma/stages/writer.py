@@ -31,3 +31,6 @@ async def write_batches(
         first = items[0]
         nbytes = sum(len(i[0]) for i in items) if isinstance(first, tuple) else sum(map(len, items))
         stats.record(written, nbytes, started)
+        span = getattr(batch, "span", None)
+        if span is not None and written:
+            span.record(time.perf_counter_ns() - batch.arrived, written)
