@@ -18,6 +18,7 @@ ROLES = """roles:
   adapter  NTMobile adapter: makes an unmodified device on a second NIC a full NTM member
   keygen   make an X25519 key pair (private key file, public key printed in base64)
   lab      build, inspect or remove the network-namespace lab (up | down | status | demo)
+  bench    run the benchmarks (per stage, whole pipeline in process; --lab end to end)
 """
 
 
@@ -51,11 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", required=True, type=Path, help="private key file to write")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
     sub.add_parser("lab", help="network-namespace lab", add_help=False)
+    sub.add_parser("bench", help="benchmarks: per stage, pipeline, lab", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from .bench.report import main as bench_main
+
+        return bench_main(argv[1:])
     if argv[:1] == ["lab"]:
         from .lab import main as lab_main
 

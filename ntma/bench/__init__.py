@@ -1,0 +1,1 @@
+"""Benchmarks run on the namespace lab (end to end, real tools)."""
