@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 
 import trio
 
@@ -21,29 +22,94 @@ _UNREACHABLE = {
 }
 
 
-class UdpSocket:
-    """A non-blocking UDP socket read and written in batches."""
+SOL_UDP = 17
+UDP_SEGMENT = 103  # send: one buffer, many equal-size datagrams (UDP GSO)
+UDP_GRO = 104  # receive: datagrams of one flow coalesced into one buffer
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+GSO_MAX_SEGMENT = 1472  # each segment must fit a 1500-byte frame with IPv4 and UDP headers
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+_GSO_FAILED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
 
-    def __init__(self, sock: socket.socket) -> None:
+
+def plan_sends(datagrams: list[tuple[bytes, Endpoint]]) -> list[tuple[list[bytes], Endpoint, int]]:
+    """Group consecutive datagrams into UDP GSO sends: same destination, equal size
+    (the last of a run may be shorter). Returns (datagrams, destination, segment size);
+    a segment size of 0 means a plain send of the one datagram."""
+    plans: list[tuple[list[bytes], Endpoint, int]] = []
+    run: list[bytes] = []
+    run_addr: Endpoint | None = None
+    size = total = 0
+
+    def flush() -> None:
+        if run:
+            plans.append((list(run), run_addr, size if len(run) > 1 else 0))  # type: ignore[arg-type]
+            run.clear()
+
+    for datagram, addr in datagrams:
+        n = len(datagram)
+        fits = (
+            run
+            and addr == run_addr
+            and n <= size
+            and len(run) < GSO_MAX_SEGMENTS
+            and total + n <= GSO_MAX_BYTES
+            and len(run[-1]) == size  # only the last segment of a run may be short
+        )
+        if not fits:
+            flush()
+            run_addr, size, total = addr, n, 0
+            if n > GSO_MAX_SEGMENT:
+                plans.append(([datagram], addr, 0))
+                continue
+        run.append(datagram)
+        total += n
+    flush()
+    return plans
+
+
+def split_gro(data: bytes, segment: int) -> list[bytes]:
+    if segment <= 0 or segment >= len(data):
+        return [data]
+    return [data[i : i + segment] for i in range(0, len(data), segment)]
+
+
+class UdpSocket:
+    """A non-blocking UDP socket read and written in batches, with UDP GSO for sends
+    and UDP GRO for receives where the kernel offers them (plain calls otherwise)."""
+
+    def __init__(self, sock: socket.socket, *, offload: bool = True) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.send_errors = 0
+        self.gso = offload
+        self.gro = offload and self._enable_gro()
+
+    def _enable_gro(self) -> bool:
+        try:
+            self.sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        except OSError:
+            return False
+        return True
 
     @classmethod
-    def bind(cls, endpoint: Endpoint) -> UdpSocket:
+    def bind(cls, endpoint: Endpoint, *, offload: bool = True) -> UdpSocket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.bind(endpoint)
-        return cls(sock)
+        return cls(sock, offload=offload)
 
     async def recv_batch(self, max_datagrams: int) -> list[tuple[bytes, Endpoint]]:
         batch: list[tuple[bytes, Endpoint]] = []
-        recvfrom = self.sock.recvfrom
         while True:
             try:
-                while len(batch) < max_datagrams:
-                    batch.append(recvfrom(65535))
+                if self.gro:
+                    self._drain_gro(batch, max_datagrams)
+                else:
+                    recvfrom = self.sock.recvfrom
+                    while len(batch) < max_datagrams:
+                        batch.append(recvfrom(65535))
             except BlockingIOError:
                 pass
             except ConnectionRefusedError:  # ICMP from an earlier send; nothing to read
@@ -53,25 +119,49 @@ class UdpSocket:
                 return batch
             await trio.lowlevel.wait_readable(self.sock)
 
+    def _drain_gro(self, batch: list[tuple[bytes, Endpoint]], max_datagrams: int) -> None:
+        recvmsg = self.sock.recvmsg
+        while len(batch) < max_datagrams:
+            data, ancdata, _, addr = recvmsg(65535, _GRO_CMSG_SPACE)
+            segment = 0
+            for level, kind, value in ancdata:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    segment = int.from_bytes(value[:4], sys.byteorder)
+            for datagram in split_gro(data, segment):
+                batch.append((datagram, addr))
+
     async def send_batch(self, datagrams: list[tuple[bytes, Endpoint]]) -> int:
         """Send all; unreachable destinations are counted, never raised."""
         sent = 0
-        sendto = self.sock.sendto
-        for datagram, addr in datagrams:
-            while True:
-                try:
-                    sendto(datagram, addr)
-                    sent += 1
-                    break
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(self.sock)
-                except OSError as exc:
-                    if exc.errno not in _UNREACHABLE:
-                        raise
-                    self.send_errors += 1
-                    break
+        for group, addr, segment in (
+            plan_sends(datagrams) if self.gso else (([d], a, 0) for d, a in datagrams)
+        ):
+            sent += await self._send_group(group, addr, segment)
         await trio.lowlevel.checkpoint()
         return sent
+
+    async def _send_group(self, group: list[bytes], addr: Endpoint, segment: int) -> int:
+        while True:
+            try:
+                if segment:
+                    cmsg = [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))]
+                    self.sock.sendmsg([b"".join(group)], cmsg, 0, addr)
+                else:
+                    self.sock.sendto(group[0], addr)
+                return len(group)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.sock)
+            except OSError as exc:
+                if segment and exc.errno in _GSO_FAILED:
+                    self.gso = False  # this path cannot segment: plain sends from now on
+                    sent = 0
+                    for datagram in group:
+                        sent += await self._send_group([datagram], addr, 0)
+                    return sent
+                if exc.errno not in _UNREACHABLE:
+                    raise
+                self.send_errors += len(group)
+                return 0
 
     def close(self) -> None:
         self.sock.close()
