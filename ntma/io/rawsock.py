@@ -10,6 +10,8 @@ import trio
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
 SIOCGIFHWADDR = 0x8927
 
 
@@ -19,6 +21,16 @@ def interface_mac(ifname: str) -> bytes:
             probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", ifname.encode()[:15])
         )
     return ifreq[18:24]
+
+
+def _ignore_outgoing(sock: socket.socket) -> bool:
+    """Ask the kernel not to loop our own transmissions back (Linux 4.20+), so reads
+    need no per-frame address to filter them."""
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    except OSError:
+        return False
+    return True
 
 
 class RawSocket:
@@ -31,19 +43,25 @@ class RawSocket:
         sock.bind((ifname, 0))
         sock.setblocking(False)
         self.sock = sock
+        self.ignores_outgoing = _ignore_outgoing(sock)
         self.ifname = ifname
         self.mac = interface_mac(ifname)
         self.send_errors = 0
 
     async def read_batch(self, max_packets: int) -> list[bytes]:
         batch: list[bytes] = []
-        recvfrom = self.sock.recvfrom
         while True:
             try:
-                while len(batch) < max_packets:
-                    frame, addr = recvfrom(65535)
-                    if addr[2] != PACKET_OUTGOING:
-                        batch.append(frame)
+                if self.ignores_outgoing:
+                    recv = self.sock.recv
+                    while len(batch) < max_packets:
+                        batch.append(recv(65535))
+                else:
+                    recvfrom = self.sock.recvfrom
+                    while len(batch) < max_packets:
+                        frame, addr = recvfrom(65535)
+                        if addr[2] != PACKET_OUTGOING:
+                            batch.append(frame)
             except BlockingIOError:
                 pass
             if batch:
