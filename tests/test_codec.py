@@ -33,8 +33,14 @@ from ntma.proto.messages import (
     Keepalive,
     KeepaliveAck,
     MsgType,
+    Probe,
+    ProbeAck,
+    Punch,
     Register,
     RegisterAck,
+    RelayBind,
+    RelayBound,
+    RelayInfo,
     Role,
     Route,
     RouteDirection,
@@ -243,12 +249,100 @@ def test_vector_truncated_at_every_position(message, hex_body):
 @pytest.mark.parametrize("extra", [b"\x00", b"\xff\xff", bytes(40)])
 def test_vector_trailing_bytes(message, hex_body, extra):
     msg_type, body = _type_and_body(message, hex_body)
-    with pytest.raises(CodecError, match="trailing"):
+    with pytest.raises(CodecError):  # "trailing", or a malformed optional trailing field
         decode_body(msg_type, body + extra)
 
 
+GRANT = bytes(range(92))
+
+# Messages whose last field is optional: truncating exactly before it gives a valid
+# shorter message, so they are checked apart from VECTORS.
+OPTIONAL_VECTORS = [
+    pytest.param(
+        RegisterAck(
+            0x01020304,
+            Status.OK,
+            "10.99.0.5",
+            16,
+            ("198.51.100.41", 7401),
+            15,
+            "",
+            probe=("198.51.100.10", 7401),
+        ),
+        "01020304 00 0a630005 10 04 c6336429 1ce9 000f 0000"
+        " 04 c633640a 1ce9",  # probe endpoint 198.51.100.10:7401
+        id="register-ack-with-probe",
+    ),
+    pytest.param(
+        RouteDirection(
+            0x00000005,
+            Direction(
+                0x11223344,
+                Route.RELAY,
+                Role.INITIATE,
+                "cn",
+                "10.99.0.3",
+                b"\x42" * 32,
+                [],
+                RelayInfo(("198.51.100.60", 7500), b"\x24" * 32, GRANT),
+            ),
+        ),
+        "00000005 11223344 03 01 0002 636e 0a630003" + "42" * 32 + " 00"
+        " 01"  # relay present
+        " 04 c633643c 1d4c" + "24" * 32 + GRANT.hex(),
+        id="route-direction-with-relay",
+    ),
+]
+
+NEW_VECTORS = [
+    pytest.param(Probe(0x01020304, 1_700_000_000_000), "01020304 0000018bcfe56800", id="probe"),
+    pytest.param(
+        ProbeAck(0x01020304, ("198.51.100.41", 1234)), "01020304 04 c6336429 04d2", id="probe-ack"
+    ),
+    pytest.param(Punch(0x11223344), "11223344", id="punch"),
+    pytest.param(
+        RelayBind(7, 1_700_000_000_000, GRANT),
+        "00000007 0000018bcfe56800" + GRANT.hex(),
+        id="relay-bind",
+    ),
+    pytest.param(
+        RelayBound(7, 0x11223344, ("198.51.100.51", 7401)),
+        "00000007 11223344 04 c6336433 1ce9",
+        id="relay-bound",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "hex_body"), NEW_VECTORS + OPTIONAL_VECTORS)
+def test_new_vectors_both_ways(message, hex_body):
+    body = bytes.fromhex(hex_body)
+    assert encode_body(message) == body
+    assert decode_body(message_type(message), body) == message
+    with pytest.raises(CodecError):
+        decode_body(message_type(message), body + b"\x07")
+
+
+@pytest.mark.parametrize(("message", "hex_body"), NEW_VECTORS)
+def test_new_vectors_truncated_at_every_position(message, hex_body):
+    body = bytes.fromhex(hex_body)
+    for cut in range(len(body)):
+        with pytest.raises(CodecError):
+            decode_body(message_type(message), body[:cut])
+
+
+@pytest.mark.parametrize(("message", "hex_body"), OPTIONAL_VECTORS)
+def test_optional_field_truncated_is_refused_or_the_shorter_message(message, hex_body):
+    body = bytes.fromhex(hex_body)
+    for cut in range(len(body)):
+        try:
+            decoded = decode_body(message_type(message), body[:cut])
+        except CodecError:
+            continue
+        assert decoded != message and encode_body(decoded) == body[:cut]
+
+
 def test_vectors_cover_every_message_type():
-    covered = {message_type(p.values[0]) for p in VECTORS}
+    covered = {message_type(p.values[0]) for p in VECTORS + NEW_VECTORS}
     assert covered == set(MESSAGE_TYPES)
 
 
@@ -265,9 +359,15 @@ def test_message_type_numbers():
         "ROUTE_DIRECTION_ACK": 0x08,
         "DEREGISTER": 0x09,
         "DEREGISTER_ACK": 0x0A,
+        "PROBE": 0x0B,
+        "PROBE_ACK": 0x0C,
         "TUNNEL_REQUEST": 0x20,
         "TUNNEL_RESPONSE": 0x21,
+        "PUNCH": 0x22,
         "DATA": 0x30,
+        "RELAY_BIND": 0x40,
+        "RELAY_BOUND": 0x41,
+        "RELAY_ENVELOPE": 0x42,
     }
 
 
@@ -284,8 +384,8 @@ def test_message_type_numbers():
         (MsgType.DIRECTION_REQUEST, "00000001 0000000000000000 0003 6162", "truncated"),
         (
             MsgType.ROUTE_DIRECTION,
-            "00000005 11223344 03 01 0000 0a630005" + "42" * 32 + "00",
-            "unknown Route 3",
+            "00000005 11223344 04 01 0000 0a630005" + "42" * 32 + "00",
+            "unknown Route 4",
         ),
         (
             MsgType.ROUTE_DIRECTION,
@@ -449,6 +549,8 @@ endpoint_lists = st.lists(endpoints, max_size=6)
 keys = st.binary(min_size=32, max_size=32)
 statuses = st.sampled_from(Status)
 
+grants = st.binary(min_size=92, max_size=92)
+relays = st.one_of(st.none(), st.builds(RelayInfo, endpoints, keys, grants))
 directions = st.builds(
     Direction,
     tunnel_id=u32,
@@ -458,11 +560,14 @@ directions = st.builds(
     peer_vip=ipv4s,
     peer_public_key=keys,
     peer_endpoints=endpoint_lists,
+    relay=relays,
 )
 
 MESSAGE_STRATEGIES = {
     MsgType.REGISTER: st.builds(Register, u32, u64, fqdns, endpoint_lists),
-    MsgType.REGISTER_ACK: st.builds(RegisterAck, u32, statuses, ipv4s, u8, endpoints, u16, texts),
+    MsgType.REGISTER_ACK: st.builds(
+        RegisterAck, u32, statuses, ipv4s, u8, endpoints, u16, texts, st.none() | endpoints
+    ),
     MsgType.KEEPALIVE: st.builds(Keepalive, u32, u64),
     MsgType.KEEPALIVE_ACK: st.builds(KeepaliveAck, u32, statuses, endpoints),
     MsgType.DIRECTION_REQUEST: st.builds(DirectionRequest, u32, u64, fqdns),
@@ -476,6 +581,11 @@ MESSAGE_STRATEGIES = {
     MsgType.DEREGISTER_ACK: st.builds(DeregisterAck, u32),
     MsgType.TUNNEL_REQUEST: st.builds(TunnelRequest, u32, u32, u64, keys, ipv4s),
     MsgType.TUNNEL_RESPONSE: st.builds(TunnelResponse, u32, u32, keys, ipv4s),
+    MsgType.PROBE: st.builds(Probe, u32, u64),
+    MsgType.PROBE_ACK: st.builds(ProbeAck, u32, endpoints),
+    MsgType.PUNCH: st.builds(Punch, u32),
+    MsgType.RELAY_BIND: st.builds(RelayBind, u32, u64, grants),
+    MsgType.RELAY_BOUND: st.builds(RelayBound, u32, u32, endpoints),
 }
 any_message = st.one_of(*MESSAGE_STRATEGIES.values())
 
@@ -503,9 +613,14 @@ def test_truncated_or_extended_body_is_refused(message):
     msg_type = message_type(message)
     body = encode_body(message)
     for cut in range(len(body)):
-        with pytest.raises(CodecError):
-            decode_body(msg_type, body[:cut])
-    with pytest.raises(CodecError, match="trailing"):
+        try:
+            shorter = decode_body(msg_type, body[:cut])
+        except CodecError:
+            continue
+        # Only a message whose optional trailing field was cut off decodes, and then
+        # as exactly the shorter message.
+        assert shorter != message and encode_body(shorter) == body[:cut]
+    with pytest.raises(CodecError):
         decode_body(msg_type, body + b"\x00")
 
 

@@ -82,6 +82,9 @@ class Reader:
     def rest(self) -> bytes:
         return self._take(len(self._data) - self._pos)
 
+    def at_end(self) -> bool:
+        return self._pos == len(self._data)
+
     def expect_end(self) -> None:
         if self._pos != len(self._data):
             raise CodecError(f"{len(self._data) - self._pos} trailing bytes")

@@ -28,9 +28,15 @@ class MsgType(enum.IntEnum):
     ROUTE_DIRECTION_ACK = 0x08
     DEREGISTER = 0x09
     DEREGISTER_ACK = 0x0A
+    PROBE = 0x0B
+    PROBE_ACK = 0x0C
     TUNNEL_REQUEST = 0x20
     TUNNEL_RESPONSE = 0x21
+    PUNCH = 0x22
     DATA = 0x30
+    RELAY_BIND = 0x40
+    RELAY_BOUND = 0x41
+    RELAY_ENVELOPE = 0x42  # not sealed: carries a sealed packet through the relay
 
 
 class Status(enum.IntEnum):
@@ -47,12 +53,35 @@ class Status(enum.IntEnum):
 
 class Route(enum.IntEnum):
     DIRECT = 1  # one end opens a tunnel straight to the other's endpoint
-    # Reserved for NAT traversal and relays: PUNCH = 2, RELAY = 3.
+    PUNCH = 2  # both behind endpoint-independent NATs: the responder punches, the
+    #            initiator sends Tunnel Requests; falls back to the relay
+    RELAY = 3  # through the Relay Server named in the Direction
 
 
 class Role(enum.IntEnum):
     INITIATE = 1  # send Tunnel Request to the peer
     RESPOND = 2  # expect the peer's Tunnel Request
+
+
+GRANT_LEN = 4 + 8 + 32 + 32 + 16
+
+
+@dataclass(frozen=True, slots=True)
+class RelayInfo:
+    """The Relay Server a tunnel may use, and the DC's grant for it (opaque to nodes)."""
+
+    endpoint: Endpoint
+    public_key: bytes  # the RS's static key, so nodes can seal RELAY_BIND to it
+    grant: bytes  # GRANT_LEN bytes, verified by the RS (see relay/grant.py)
+
+    def write(self, w: Writer) -> None:
+        if len(self.grant) != GRANT_LEN:
+            raise CodecError(f"grant must be {GRANT_LEN} bytes")
+        w.endpoint(self.endpoint).raw(_check_key(self.public_key)).raw(self.grant)
+
+    @classmethod
+    def read(cls, r: Reader) -> RelayInfo:
+        return cls(r.endpoint(), r.raw(PUBLIC_KEY_LEN), r.raw(GRANT_LEN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,22 +95,25 @@ class Direction:
     peer_vip: str
     peer_public_key: bytes  # the peer's static X25519 key, vouched for by the DC
     peer_endpoints: list[Endpoint] = field(default_factory=list)  # most preferred first
+    relay: RelayInfo | None = None  # for RELAY, and as PUNCH's fallback
 
     def write(self, w: Writer) -> None:
         w.u32(self.tunnel_id).u8(self.route).u8(self.role).text(self.peer_fqdn)
         w.ipv4(self.peer_vip).raw(_check_key(self.peer_public_key)).endpoints(self.peer_endpoints)
+        if self.relay is not None:  # optional trailing field
+            w.u8(1)
+            self.relay.write(w)
 
     @classmethod
     def read(cls, r: Reader) -> Direction:
-        return cls(
-            tunnel_id=r.u32(),
-            route=_enum(Route, r.u8()),
-            role=_enum(Role, r.u8()),
-            peer_fqdn=r.text(),
-            peer_vip=r.ipv4(),
-            peer_public_key=r.raw(PUBLIC_KEY_LEN),
-            peer_endpoints=r.endpoints(),
-        )
+        tunnel_id, route, role = r.u32(), _enum(Route, r.u8()), _enum(Role, r.u8())
+        fqdn, vip, key, endpoints = r.text(), r.ipv4(), r.raw(PUBLIC_KEY_LEN), r.endpoints()
+        relay = None
+        if not r.at_end():
+            if r.u8() != 1:
+                raise CodecError("unknown optional field in Direction")
+            relay = RelayInfo.read(r)
+        return cls(tunnel_id, route, role, fqdn, vip, key, endpoints, relay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +133,7 @@ class RegisterAck:
     observed: Endpoint = ("0.0.0.0", 0)  # the node's endpoint as the DC sees it
     keepalive_s: int = 0
     reason: str = ""
+    probe: Endpoint | None = None  # where to send PROBE, to learn the NAT's mapping type
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +203,44 @@ class TunnelResponse:
     vip: str
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Node -> the DC's probe port: lets the DC compare the NAT mapping toward a second
+    destination with the one its main port sees (same: cone, different: symmetric)."""
+
+    txid: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAck:
+    txid: int
+    observed: Endpoint  # the node's endpoint as the probe port sees it
+
+
+@dataclass(frozen=True, slots=True)
+class Punch:
+    """Node -> peer on a PUNCH route: opens the sender's NAT toward the peer. Ignored."""
+
+    tunnel_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelayBind:
+    """Node -> RS: bind my current endpoint to one side of the granted tunnel."""
+
+    txid: int
+    timestamp_ms: int
+    grant: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelayBound:
+    txid: int
+    tunnel_id: int
+    observed: Endpoint
+
+
 Message = (
     Register
     | RegisterAck
@@ -183,6 +254,11 @@ Message = (
     | DeregisterAck
     | TunnelRequest
     | TunnelResponse
+    | Probe
+    | ProbeAck
+    | Punch
+    | RelayBind
+    | RelayBound
 )
 
 
@@ -190,6 +266,12 @@ def _check_key(key: bytes) -> bytes:
     if len(key) != PUBLIC_KEY_LEN:
         raise CodecError(f"public key must be {PUBLIC_KEY_LEN} bytes")
     return key
+
+
+def _check_grant(grant: bytes) -> bytes:
+    if len(grant) != GRANT_LEN:
+        raise CodecError(f"grant must be {GRANT_LEN} bytes")
+    return grant
 
 
 def _enum(kind: type[enum.IntEnum], value: int):
@@ -213,15 +295,21 @@ def _r_register(r: Reader) -> Register:
 def _w_register_ack(w: Writer, m: RegisterAck) -> None:
     w.u32(m.txid).u8(m.status).ipv4(m.vip).u8(m.prefix_len).endpoint(m.observed)
     w.u16(m.keepalive_s).text(m.reason)
+    if m.probe is not None:  # optional trailing field
+        w.endpoint(m.probe)
 
 
 def _r_register_ack(r: Reader) -> RegisterAck:
-    return RegisterAck(
+    ack = RegisterAck(
         r.u32(), _enum(Status, r.u8()), r.ipv4(), r.u8(), r.endpoint(), r.u16(), r.text()
     )
+    if r.at_end():
+        return ack
+    return RegisterAck(ack.txid, ack.status, ack.vip, ack.prefix_len, ack.observed,
+                       ack.keepalive_s, ack.reason, r.endpoint())
 
 
-def _w_keepalive(w: Writer, m: Keepalive | Deregister) -> None:
+def _w_keepalive(w: Writer, m: Keepalive | Deregister | Probe) -> None:
     w.u32(m.txid).u64(m.timestamp_ms)
 
 
@@ -306,6 +394,25 @@ MESSAGE_TYPES: dict[MsgType, tuple[type, object, object]] = {
         lambda r: TunnelResponse(r.u32(), r.u32(), r.raw(PUBLIC_KEY_LEN), r.ipv4()),
     ),
 }
+MESSAGE_TYPES.update({
+    MsgType.PROBE: (Probe, _w_keepalive, lambda r: Probe(r.u32(), r.u64())),
+    MsgType.PROBE_ACK: (
+        ProbeAck,
+        lambda w, m: w.u32(m.txid).endpoint(m.observed),
+        lambda r: ProbeAck(r.u32(), r.endpoint()),
+    ),
+    MsgType.PUNCH: (Punch, lambda w, m: w.u32(m.tunnel_id), lambda r: Punch(r.u32())),
+    MsgType.RELAY_BIND: (
+        RelayBind,
+        lambda w, m: w.u32(m.txid).u64(m.timestamp_ms).raw(_check_grant(m.grant)),
+        lambda r: RelayBind(r.u32(), r.u64(), r.raw(GRANT_LEN)),
+    ),
+    MsgType.RELAY_BOUND: (
+        RelayBound,
+        lambda w, m: w.u32(m.txid).u32(m.tunnel_id).endpoint(m.observed),
+        lambda r: RelayBound(r.u32(), r.u32(), r.endpoint()),
+    ),
+})
 _TYPE_OF_CLASS = {cls: msg_type for msg_type, (cls, _, _) in MESSAGE_TYPES.items()}
 
 
