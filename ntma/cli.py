@@ -8,7 +8,13 @@ from pathlib import Path
 
 import trio
 
-from .config import ConfigError, load_adapter_config, load_dc_config, load_node_config
+from .config import (
+    ConfigError,
+    load_adapter_config,
+    load_dc_config,
+    load_node_config,
+    load_relay_config,
+)
 from .log import configure_logging
 from .proto.crypto import StaticKey, write_key_file
 
@@ -16,6 +22,7 @@ ROLES = """roles:
   dc       Direction Coordinator: registers nodes, hands out VIPs, directs tunnels, serves DNS
   node     NTM node: TUN device with the node's VIP, local DNS responder, encrypted tunnels
   adapter  NTMobile adapter: makes an unmodified device on a second NIC a full NTM member
+  relay    Relay Server: relays the tunnels the DC grants when the ends cannot meet
   keygen   make an X25519 key pair (private key file, public key printed in base64)
   lab      build, inspect or remove the network-namespace lab (up | down | status | demo)
   bench    run the benchmarks (per stage, whole pipeline in process; --lab end to end)
@@ -39,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("dc", "run a Direction Coordinator"),
         ("node", "run an NTM node"),
         ("adapter", "run the adapter for a general node"),
+        ("relay", "run a Relay Server"),
     ):
         p = sub.add_parser(role, help=help_text)
         p.add_argument("--config", required=True, type=Path, help="TOML configuration file")
@@ -72,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.role == "keygen":
         return _keygen(args.out, args.force)
-    loaders = {"dc": load_dc_config, "node": load_node_config, "adapter": load_adapter_config}
+    loaders = {
+        "dc": load_dc_config,
+        "node": load_node_config,
+        "adapter": load_adapter_config,
+        "relay": load_relay_config,
+    }
     try:
         config = loaders[args.role](args.config)
     except ConfigError as exc:
@@ -100,6 +113,10 @@ def _runner(role: str):
         from .node import run_node
 
         return run_node
+    if role == "relay":
+        from .relay.server import run_relay
+
+        return run_relay
     from .adapter import run_adapter
 
     return run_adapter

@@ -40,6 +40,8 @@ class DcConfig:
     keepalive_misses: int
     admission: dict[str, bytes]
     log: LogConfig
+    probe_listen: Endpoint | None = None  # second port: tells cone from symmetric NATs
+    relays: list[tuple[Endpoint, bytes]] = field(default_factory=list)  # (address, key)
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,24 @@ def load_dc_config(path: Path) -> DcConfig:
         keepalive_misses=dc.positive("keepalive_misses", int, 3),
         admission=admission,
         log=_log(data, base),
+        probe_listen=dc.endpoint("probe_listen", None),
+        relays=_relays(data, base),
     )
+
+
+def _relays(data: dict[str, Any], base: Path) -> list[tuple[Endpoint, bytes]]:
+    tables = data.get("relays", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(
+            "relays",
+            "must be an array of tables",
+            "write each relay as [[relays]] with address and public_key",
+        )
+    relays = []
+    for index, table in enumerate(tables):
+        sec = _Section(table, f"relays[{index}]", base)
+        relays.append((sec.endpoint("address"), sec.public_key("public_key")))
+    return relays
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -301,5 +320,27 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         dc_public_key=dc.public_key("public_key"),
         dns_upstream=dns.endpoint("upstream", None, default_port=53),
         ntm_suffixes=_suffixes(dns),
+        log=_log(data, base),
+    )
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    listen: Endpoint
+    key: StaticKey
+    dc_public_key: bytes
+    idle_timeout: float
+    log: LogConfig
+
+
+def load_relay_config(path: Path) -> RelayConfig:
+    data, base = _load(path)
+    relay = _section(data, "relay", base)
+    dc = _section(data, "dc", base)
+    return RelayConfig(
+        listen=relay.endpoint("listen"),
+        key=relay.key_file("private_key_file"),
+        dc_public_key=dc.public_key("public_key"),
+        idle_timeout=relay.positive("idle_timeout", float, 60.0),
         log=_log(data, base),
     )

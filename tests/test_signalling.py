@@ -3,7 +3,13 @@
 import random
 
 from ntma.proto.messages import Status
-from ntma.proto.node_sm import DirectionResolved, Registered, RegistrationFailed, TunnelUp
+from ntma.proto.node_sm import (
+    DirectionResolved,
+    Registered,
+    RegistrationFailed,
+    RouteFallback,
+    TunnelUp,
+)
 
 from .sim import Net
 
@@ -67,8 +73,13 @@ def test_peer_behind_nat_is_directed_to_open_the_tunnel():
     assert mn_t.tunnel_id == cn_t.tunnel_id
 
 
-def test_both_behind_nat_has_no_route_yet():
-    net = _net(mn_nat=True, cn_nat=True)
+def test_both_symmetric_without_relay_has_no_route():
+    net = Net(relays=False)
+    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401), ("198.51.100.41", 40001))
+    net.add_node("cn", ("10.10.2.2", 7401), ("198.51.100.31", 7401), ("198.51.100.31", 40002))
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(1.0)
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)
     net.run(1.0)
     assert _of(net.events["mn"], DirectionResolved)[-1].status == Status.NO_ROUTE
@@ -103,7 +114,7 @@ def test_lossy_link_retransmits_and_stays_idempotent():
     net.drop = lambda datagram, src, dst: rng.random() < 0.4
     for node in net.nodes.values():
         node.start(net.now)
-    net.run(12.0)
+    net.run(25.0)  # registration retries through a 40% loss in each direction
     assert _of(net.events["mn"], Registered) and _of(net.events["cn"], Registered)
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)
     net.run(6.0)
@@ -114,20 +125,8 @@ def test_lossy_link_retransmits_and_stays_idempotent():
 def test_dc_restart_makes_nodes_register_again_with_same_vip():
     net = _net()
     vip = _of(net.events["mn"], Registered)[0].vip
-    from ntma.dc.coordinator import Coordinator
 
-    net.dc = Coordinator(
-        static=net.dc_key,
-        store=net.store,
-        zone="ntm.example",
-        admission={
-            "mn.ntm.example": net.keys["mn"].public,
-            "cn.ntm.example": net.keys["cn"].public,
-        },
-        keepalive_s=5,
-        keepalive_misses=3,
-        epoch_offset=1_700_000_000.0,
-    )
+    net.dc = net.make_dc()  # a restarted DC: same key and database, no sessions
     net.run(8.0)
     again = _of(net.events["mn"], Registered)
     assert len(again) >= 2 and again[-1].vip == vip
@@ -143,3 +142,106 @@ def test_dc_silence_leads_to_reregistration():
     net.drop = lambda d, s, t: False
     net.run(10.0)
     assert len(_of(net.events["mn"], Registered)) >= 2
+
+
+def _nat_net(mn_symmetric: bool = False, cn_symmetric: bool = False) -> Net:
+    net = Net()
+    net.add_node(
+        "mn",
+        ("10.10.1.2", 7401),
+        ("198.51.100.41", 7401),
+        ("198.51.100.41", 40001) if mn_symmetric else None,
+    )
+    net.add_node(
+        "cn",
+        ("10.10.2.2", 7401),
+        ("198.51.100.31", 7401),
+        ("198.51.100.31", 40002) if cn_symmetric else None,
+    )
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(1.0)
+    return net
+
+
+def _decided(net: Net):
+    return [e for e in net.dc.events() if e.event == "route_decided"]
+
+
+def test_probe_tells_cone_from_symmetric():
+    net = _nat_net(mn_symmetric=True)
+    nat = {e.fields["fqdn"]: e.fields["reach"] for e in net.dc.events() if e.event == "node_nat"}
+    assert nat == {"mn.ntm.example": "symmetric", "cn.ntm.example": "cone"}
+
+
+def test_both_cone_punch_directly():
+    net = _nat_net()
+    net.dc.events()
+    _, mn_t, cn_t = _tunnel_between(net)
+    assert _decided(net)[-1].fields["route"] == "punch"
+    assert mn_t.route == cn_t.route == "punch"
+    assert mn_t.peer_endpoint == ("198.51.100.31", 7401)
+    assert not _of(net.events["mn"], RouteFallback)
+
+
+def _relayed_data_works(net: Net, mn_t, cn_t) -> None:
+    from ntma.proto.packet import unpack_data_header
+
+    assert mn_t.peer_endpoint == cn_t.peer_endpoint == ("198.51.100.60", 7500)
+    forwarded_before = net.relay.forwarded
+    datagram = mn_t.seal(b"via the relay")
+    net.relay.receive(datagram, net.outside["mn"], net.now)
+    ((out, to),) = net.relay.datagrams_to_send()
+    assert to == net.outside["cn"] and out == datagram  # opaque: forwarded as it came
+    assert cn_t.open(out, unpack_data_header(out)[1]) == b"via the relay"
+    assert net.relay.forwarded == forwarded_before + 1
+
+
+def test_symmetric_nat_goes_through_the_relay():
+    net = _nat_net(cn_symmetric=True)
+    net.dc.events()
+    _, mn_t, cn_t = _tunnel_between(net)
+    decided = _decided(net)[-1].fields
+    assert decided["route"] == "relay" and "symmetric" in decided["why"]
+    assert decided["relay"] == "198.51.100.60:7500"
+    assert mn_t.route == cn_t.route == "relay"
+    _relayed_data_works(net, mn_t, cn_t)
+
+
+def test_blocked_punching_falls_back_to_the_relay_in_bounded_time():
+    net = _nat_net()
+    ends = {net.outside["mn"], net.outside["cn"]}
+    net.drop = lambda datagram, src, dst: src in ends and dst in ends
+    asked_at = net.now
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(6.0)
+    fallback = _of(net.events["mn"], RouteFallback)
+    assert fallback and (fallback[0].from_route, fallback[0].to_route) == ("punch", "relay")
+    up = _of(net.events["mn"], TunnelUp)[-1]
+    assert up.tunnel.route == "relay"
+    resolved = _of(net.events["mn"], DirectionResolved)[-1]
+    assert resolved.status == Status.OK and net.now - asked_at < 6.5
+    _relayed_data_works(net, up.tunnel, _of(net.events["cn"], TunnelUp)[-1].tunnel)
+
+
+def test_same_nat_goes_direct_to_private_addresses():
+    net = Net()
+    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401))
+    net.add_node("cn", ("10.10.1.3", 7401), ("198.51.100.41", 7402))
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(1.0)
+    net.dc.events()
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    sent = []
+    original = net._deliver
+
+    def record(datagrams, source_name):
+        sent.extend((source_name, target) for _, target in datagrams)
+        original(datagrams, source_name)
+
+    net._deliver = record
+    net.run(1.0)
+    decided = _decided(net)[-1].fields
+    assert decided["route"] == "direct" and "same NAT" in decided["why"]
+    assert ("mn", ("10.10.1.3", 7401)) in sent  # the private address is tried first

@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any
 
 from ..proto.buffer import CodecError, Endpoint
@@ -33,22 +34,28 @@ from ..proto.messages import (
     Keepalive,
     KeepaliveAck,
     Message,
+    Probe,
+    ProbeAck,
     Register,
     RegisterAck,
+    RelayInfo,
     Role,
+    Route,
     RouteDirection,
     RouteDirectionAck,
     Status,
 )
 from ..proto.packet import open_message, seal_message
 from ..proto.transactions import Transactions
-from .route import decide_route, reach_of
+from ..relay.grant import Grant, grant_key, make_grant
+from .route import Reach, RoutePlan, decide_route, reach_of
 from .store import NodeRecord, NodeStore, PoolExhausted
 
 CLOCK_SKEW_MS = 120_000
 RECENT_TXIDS_MAX = 256
 ROUTE_DIRECTION_TIMEOUT_S = 8.0
 SWEEP_INTERVAL_S = 1.0
+GRANT_LIFETIME_S = 3600.0  # a relay accepts binds for a tunnel this long
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,11 @@ class Session:
     last_seen: float
     online: bool = True
     recent: OrderedDict[int, bytes] = field(default_factory=OrderedDict)  # txid -> sealed reply
+    probe_observed: Endpoint | None = None  # as the probe port saw it
+    nat_reported: Reach | None = None  # the NAT type last logged for this node
+
+    def reach(self) -> Reach:
+        return reach_of(self.endpoint, self.local_endpoints, self.probe_observed)
 
 
 class Coordinator:
@@ -80,8 +92,16 @@ class Coordinator:
         keepalive_misses: int,
         random_bytes: Callable[[int], bytes] = os.urandom,
         epoch_offset: float | None = None,
+        probe_endpoint: Endpoint | None = None,
+        relays: list[tuple[Endpoint, bytes]] = (),
+        grant_lifetime_s: float = GRANT_LIFETIME_S,
     ) -> None:
         self._static = static
+        self.probe_endpoint = probe_endpoint
+        # Relay Servers with the key this DC shares with each, for their grants.
+        self.relays = [(ep, key, grant_key(static, key)) for ep, key in relays]
+        self._grant_lifetime_ms = int(grant_lifetime_s * 1000)
+        self._probe_out: list[tuple[bytes, Endpoint]] = []
         self.store = store
         self.zone = zone.rstrip(".").lower()
         self._admission = {name.rstrip(".").lower(): key for name, key in admission.items()}
@@ -104,6 +124,11 @@ class Coordinator:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         out, self._out = self._out, []
+        return out
+
+    def probe_datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """Replies that must leave from the probe port (the NAT mapping the probe made)."""
+        out, self._probe_out = self._probe_out, []
         return out
 
     def events(self) -> list[DcEvent]:
@@ -137,11 +162,16 @@ class Coordinator:
             self._sweep_at = now + SWEEP_INTERVAL_S
             self._mark_offline(now)
 
-    def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+    def receive(
+        self, datagram: bytes, addr: Endpoint, now: float, *, via_probe: bool = False
+    ) -> None:
         try:
             sender, msg = open_message(datagram, self._box_for)
         except CodecError as exc:
             self._drop(type(exc).__name__)
+            return
+        if via_probe or isinstance(msg, Probe):
+            self._on_probe(sender, msg, addr, now, via_probe)
             return
         if isinstance(msg, RouteDirectionAck):
             self._tx.finish(msg.txid)
@@ -163,6 +193,33 @@ class Coordinator:
             self._remember(sender, msg.txid, sealed[0])
 
     # --- handlers ---------------------------------------------------------------------
+
+    def _on_probe(
+        self, sender: bytes, msg: Message, addr: Endpoint, now: float, via_probe: bool
+    ) -> None:
+        session = self.sessions.get(sender)
+        if not (via_probe and isinstance(msg, Probe)) or session is None:
+            self._drop("probe from no session" if session is None else "probe on the wrong port")
+            return
+        if abs(msg.timestamp_ms - self._epoch_ms(now)) > CLOCK_SKEW_MS:
+            self._drop("stale timestamp")
+            return
+        session.probe_observed = addr
+        reach = session.reach()
+        if reach is not session.nat_reported:
+            session.nat_reported = reach
+            self._emit(
+                "node_nat",
+                fqdn=session.fqdn,
+                reach=reach.value,
+                main=_ep(session.endpoint),
+                probe=_ep(addr),
+            )
+        box = self._box_for(sender)
+        nonce = self._random(SignalBox.NONCE_LEN)
+        self._probe_out.append(
+            (seal_message(ProbeAck(msg.txid, addr), box, self._static.public, nonce), addr)
+        )
 
     def _dispatch(self, sender: bytes, msg: Message, addr: Endpoint, now: float) -> Message | None:
         if isinstance(msg, Register):
@@ -200,12 +257,20 @@ class Coordinator:
         if old is not None:
             session.recent = old.recent
         self.sessions[sender] = session
-        reach = reach_of(addr, msg.local_endpoints)
+        if old is not None and old.endpoint == addr:
+            session.probe_observed = old.probe_observed  # same mapping: the NAT type holds
+        reach = session.reach()
         self._emit(
             "node_registered", fqdn=fqdn, vip=record.vip, endpoint=_ep(addr), reach=reach.value
         )
         return RegisterAck(
-            msg.txid, Status.OK, record.vip, self.store.pool.prefixlen, addr, self.keepalive_s
+            msg.txid,
+            Status.OK,
+            record.vip,
+            self.store.pool.prefixlen,
+            addr,
+            self.keepalive_s,
+            probe=self.probe_endpoint,
         )
 
     def _admission_refusal(self, fqdn: str, sender: bytes) -> str:
@@ -232,9 +297,15 @@ class Coordinator:
             return DirectionResponse(msg.txid, Status.OFFLINE)
         if target is requester:
             return DirectionResponse(msg.txid, Status.BAD_REQUEST)
-        req_reach = reach_of(requester.endpoint, requester.local_endpoints)
-        tgt_reach = reach_of(target.endpoint, target.local_endpoints)
-        plan = decide_route(req_reach, tgt_reach)
+        req_reach, tgt_reach = requester.reach(), target.reach()
+        same_nat = (
+            req_reach is not Reach.PUBLIC
+            and tgt_reach is not Reach.PUBLIC
+            and requester.endpoint[0] == target.endpoint[0]
+        )
+        plan = decide_route(
+            req_reach, tgt_reach, same_nat=same_nat, relay_available=bool(self.relays)
+        )
         if plan is None:
             self._emit(
                 "no_route",
@@ -248,8 +319,13 @@ class Coordinator:
         requester_record = self.store.get(requester.fqdn)
         assert requester_record is not None
         requester_role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
+        relay = (
+            self._relay_for(tunnel_id, requester, target, now)
+            if plan.route in (Route.PUNCH, Route.RELAY)
+            else None
+        )
         for_target = _direction(
-            tunnel_id, plan.route, _other(requester_role), requester, requester_record.vip
+            tunnel_id, plan, _other(requester_role), requester, requester_record.vip, relay
         )
         self._direct(target, for_target, now)
         self._emit(
@@ -260,9 +336,27 @@ class Coordinator:
             route=plan.route.name.lower(),
             why=plan.why,
             initiator=requester.fqdn if plan.requester_initiates else fqdn,
+            requester_reach=req_reach.value,
+            target_reach=tgt_reach.value,
+            relay=_ep(relay.endpoint) if relay else None,
         )
-        for_requester = _direction(tunnel_id, plan.route, requester_role, target, target_record.vip)
+        for_requester = _direction(
+            tunnel_id, plan, requester_role, target, target_record.vip, relay
+        )
         return DirectionResponse(msg.txid, Status.OK, for_requester)
+
+    def _relay_for(self, tunnel_id: int, a: Session, b: Session, now: float) -> RelayInfo | None:
+        """Rendezvous hashing over the configured relays: each tunnel id picks the relay
+        with the highest hash(tunnel id, relay key), so tunnels spread evenly and the
+        choice needs no shared state; the grant binds the tunnel id and both ends."""
+        if not self.relays:
+            return None
+        tid = tunnel_id.to_bytes(4, "big")
+        endpoint, key, secret = max(self.relays, key=lambda r: sha256(tid + r[1]).digest())
+        grant = Grant(
+            tunnel_id, self._epoch_ms(now) + self._grant_lifetime_ms, a.public_key, b.public_key
+        )
+        return RelayInfo(endpoint, key, make_grant(secret, grant))
 
     def _direct(self, target: Session, direction: Direction, now: float) -> None:
         msg = RouteDirection(self._txid(), direction)
@@ -337,9 +431,20 @@ class Coordinator:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
 
-def _direction(tunnel_id: int, route, role: Role, peer: Session, peer_vip: str) -> Direction:
-    endpoints = [peer.endpoint] + [ep for ep in peer.local_endpoints if ep != peer.endpoint]
-    return Direction(tunnel_id, route, role, peer.fqdn, peer_vip, peer.public_key, endpoints)
+def _direction(
+    tunnel_id: int,
+    plan: RoutePlan,
+    role: Role,
+    peer: Session,
+    peer_vip: str,
+    relay: RelayInfo | None,
+) -> Direction:
+    mapped = [peer.endpoint]
+    private = [ep for ep in peer.local_endpoints if ep != peer.endpoint]
+    endpoints = private + mapped if plan.private_endpoints else mapped + private
+    return Direction(
+        tunnel_id, plan.route, role, peer.fqdn, peer_vip, peer.public_key, endpoints, relay
+    )
 
 
 def _other(role: Role) -> Role:

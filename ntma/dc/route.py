@@ -1,10 +1,20 @@
 """Route decision: which tunnel route two registered ends take (pure).
 
 The DC compares each node's own view of its endpoints with the endpoint it
-observes; a node whose observed endpoint is not among its own is behind a NAT.
-Today: direct routes where at least one end is reachable. Hole punching
-(both ends behind endpoint-independent NATs) and the Relay Server slot in as
-further rows of the table in decide_route().
+observes (public, or behind a NAT), and the endpoint its probe port observes
+(same mapping toward a second destination: endpoint-independent, "cone";
+a different one: "symmetric"). The table, first match wins:
+
+| requester        | target           | route  | who opens                          |
+|------------------|------------------|--------|------------------------------------|
+| any              | public           | direct | requester                          |
+| public           | behind NAT       | direct | target, through its keep-alive map |
+| same NAT as the target (same public address)                                     |
+|                  |                  | direct | requester, to the private address  |
+| cone             | cone             | punch  | both: requester sends requests,    |
+|                  |                  |        | target punches; relay as fallback  |
+| otherwise (symmetric or unknown on a NATed side)                                  |
+|                  |                  | relay  | requester, through the RS          |
 """
 
 from __future__ import annotations
@@ -18,11 +28,19 @@ from ..proto.messages import Route
 
 class Reach(enum.Enum):
     PUBLIC = "public"  # observed endpoint is one of the node's own
-    NAT = "nat"  # behind a NAT of not yet classified type
+    CONE = "cone"  # behind an endpoint-independent mapping
+    SYMMETRIC = "symmetric"  # behind a mapping that depends on the destination
+    NAT = "unknown"  # behind a NAT whose type is not known (yet)
 
 
-def reach_of(observed: Endpoint, local_endpoints: list[Endpoint]) -> Reach:
-    return Reach.PUBLIC if tuple(observed) in {tuple(e) for e in local_endpoints} else Reach.NAT
+def reach_of(
+    observed: Endpoint, local_endpoints: list[Endpoint], probe_observed: Endpoint | None = None
+) -> Reach:
+    if tuple(observed) in {tuple(e) for e in local_endpoints}:
+        return Reach.PUBLIC
+    if probe_observed is None:
+        return Reach.NAT
+    return Reach.CONE if tuple(probe_observed) == tuple(observed) else Reach.SYMMETRIC
 
 
 @dataclass(frozen=True)
@@ -30,10 +48,13 @@ class RoutePlan:
     route: Route
     requester_initiates: bool  # else the target opens the tunnel toward the requester
     why: str
+    private_endpoints: bool = False  # same NAT: aim at the peer's own addresses
 
 
-def decide_route(requester: Reach, target: Reach) -> RoutePlan | None:
-    """None: no route this DC can direct yet."""
+def decide_route(
+    requester: Reach, target: Reach, *, same_nat: bool, relay_available: bool
+) -> RoutePlan | None:
+    """None: no route this DC can direct (both NATed, no relay configured)."""
     if target is Reach.PUBLIC:
         why = (
             "both ends public"
@@ -43,4 +64,21 @@ def decide_route(requester: Reach, target: Reach) -> RoutePlan | None:
         return RoutePlan(Route.DIRECT, True, why)
     if requester is Reach.PUBLIC:
         return RoutePlan(Route.DIRECT, False, "target behind NAT opens toward public requester")
-    return None  # both behind NATs: hole punching or relay (not yet)
+    if same_nat:
+        return RoutePlan(
+            Route.DIRECT,
+            True,
+            "both behind the same NAT: private addresses",
+            private_endpoints=True,
+        )
+    if requester is Reach.CONE and target is Reach.CONE:
+        return RoutePlan(Route.PUNCH, True, "both behind endpoint-independent (cone) NATs")
+    if not relay_available:
+        return None
+    sides = {requester.value, target.value}
+    why = (
+        "a symmetric NAT on one side"
+        if "symmetric" in sides
+        else "a NAT of unknown type on one side"
+    )
+    return RoutePlan(Route.RELAY, True, f"both behind NATs, {why}: through the relay")

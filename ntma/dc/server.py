@@ -25,6 +25,21 @@ from .coordinator import Coordinator
 from .store import NodeStore
 
 
+async def run_probe_port(
+    dc: Coordinator, udp: UdpSocket, *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    """The DC's second port: only PROBE, answered from here (see dc/route.py)."""
+    task_status.started()
+    while True:
+        batch = await udp.recv_batch(BATCH_MAX)
+        now = trio.current_time()
+        for datagram, addr in batch:
+            dc.receive(datagram, addr, now, via_probe=True)
+        out = dc.probe_datagrams_to_send()
+        if out:
+            await udp.send_batch(out)
+
+
 async def run_signalling_server(
     dc: Coordinator, udp: UdpSocket, spans: Spans, *, task_status=trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -89,14 +104,19 @@ async def run_dc(config: DcConfig) -> None:
         keepalive_s=config.keepalive_interval,
         keepalive_misses=config.keepalive_misses,
         epoch_offset=time.time() - trio.current_time(),
+        probe_endpoint=config.probe_listen,
+        relays=config.relays,
     )
     udp = UdpSocket.bind(config.listen)
+    probe = UdpSocket.bind(config.probe_listen) if config.probe_listen else None
     spans = Spans()
     dns_sock = None
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_signalling_server, dc, udp, spans)
+                if probe is not None:
+                    await nursery.start(run_probe_port, dc, probe)
                 if config.dns_listen is not None:
                     dns_sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                     await dns_sock.bind(config.dns_listen)
@@ -108,6 +128,7 @@ async def run_dc(config: DcConfig) -> None:
                     vip_pool=str(config.vip_pool),
                     public_key=config.key.public_base64(),
                     admitted=sorted(config.admission),
+                    relays=[f"{ep[0]}:{ep[1]}" for ep, _ in config.relays],
                 )
                 async for signum in signals:
                     log.info("shutting_down", signal=signal.Signals(signum).name)
@@ -118,5 +139,7 @@ async def run_dc(config: DcConfig) -> None:
         if dns_sock is not None:
             dns_sock.close()
         udp.close()
+        if probe is not None:
+            probe.close()
         store.close()
         log.info("stopped")

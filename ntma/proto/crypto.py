@@ -99,7 +99,7 @@ class SignalBox:
 
     def __init__(self, local: StaticKey, peer_public: bytes) -> None:
         low, high = sorted((local.public, peer_public))
-        key = _hkdf(_exchange(local.private, peer_public), b"signalling" + low + high)
+        key = _hkdf(x25519(local.private, peer_public), b"signalling" + low + high)
         self._aead = AESGCM(key)
 
     def seal(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -131,15 +131,15 @@ def derive_tunnel_keys(
     my_eph = ephemeral.public_key().public_bytes(_RAW, _RAW_PUB)
     eph_i, eph_r = (my_eph, peer_ephemeral) if initiator else (peer_ephemeral, my_eph)
     stat_i, stat_r = (static.public, peer_static) if initiator else (peer_static, static.public)
-    ee = _exchange(ephemeral, peer_ephemeral)
-    ss = _exchange(static.private, peer_static)
+    ee = x25519(ephemeral, peer_ephemeral)
+    ss = x25519(static.private, peer_static)
     info = b"tunnel" + tunnel_id.to_bytes(4, "big") + stat_i + stat_r + eph_i + eph_r
     okm = _hkdf(ee + ss, info, 64)
     i2r, r2i = okm[:32], okm[32:]
     return TunnelKeys(send=i2r, receive=r2i) if initiator else TunnelKeys(send=r2i, receive=i2r)
 
 
-def _exchange(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+def x25519(private: X25519PrivateKey, peer_public: bytes) -> bytes:
     """X25519; a low-order (weak) peer key is bad input, not a crash."""
     try:
         return private.exchange(X25519PublicKey.from_public_bytes(peer_public))

@@ -34,16 +34,31 @@ from .messages import (
     Keepalive,
     KeepaliveAck,
     Message,
+    Probe,
+    ProbeAck,
+    Punch,
     Register,
     RegisterAck,
+    RelayBind,
+    RelayBound,
+    RelayInfo,
     Role,
+    Route,
     RouteDirection,
     RouteDirectionAck,
     Status,
     TunnelRequest,
     TunnelResponse,
 )
-from .packet import UnknownPeer, open_message, peek_sender, seal_message
+from .packet import (
+    UnknownPeer,
+    is_envelope,
+    open_message,
+    peek_sender,
+    seal_message,
+    unwrap_envelope,
+    wrap_envelope,
+)
 from .transactions import Transactions
 from .tunnel import Tunnel
 
@@ -52,6 +67,9 @@ DIRECTION_TIMEOUT_S = 5.0
 TUNNEL_TIMEOUT_S = 6.0
 REFUSED_RETRY_S = 30.0
 EARLY_REQUESTS_MAX = 16
+PUNCH_FALLBACK_S = 2.5  # hole punching gets this long before the relay takes over
+RELAY_REBIND_S = 20.0
+PROBE_TIMEOUT_S = 4.0
 TUNNEL_STALE_S = 30.0
 
 
@@ -101,8 +119,24 @@ class MessageDropped:
     reason: str
 
 
+@dataclass(frozen=True)
+class RouteFallback:
+    """Hole punching got no answer in time: the tunnel is being built through the relay."""
+
+    tunnel_id: int
+    peer: str
+    from_route: str
+    to_route: str
+
+
 Event = (
-    Registered | RegistrationFailed | DcUnreachable | TunnelUp | DirectionResolved | MessageDropped
+    Registered
+    | RegistrationFailed
+    | DcUnreachable
+    | TunnelUp
+    | DirectionResolved
+    | MessageDropped
+    | RouteFallback
 )
 
 
@@ -113,6 +147,8 @@ class _Handshake:
     direction: Direction
     ephemeral: X25519PrivateKey
     txid: int
+    fallback_at: float | None = None  # PUNCH initiator: when to go through the relay
+    sent_via_relay: bool = False
 
 
 class NodeSignalling:
@@ -148,6 +184,8 @@ class NodeSignalling:
         self._handshakes: dict[int, _Handshake] = {}  # tunnel id -> handshake
         self._tunnels_by_fqdn: dict[str, Tunnel] = {}
         self._early: OrderedDict[bytes, tuple[bytes, Endpoint]] = OrderedDict()
+        self._relay_bindings: dict[int, tuple[RelayInfo, float]] = {}  # tunnel -> (relay, rebind)
+        self.nat_probe_observed: Endpoint | None = None
 
     # --- outputs ----------------------------------------------------------------------
 
@@ -161,6 +199,8 @@ class NodeSignalling:
 
     def get_timer(self) -> float | None:
         times = [self._tx.next_deadline(), self._keepalive_at, self._register_retry_at]
+        times += [h.fallback_at for h in self._handshakes.values()]
+        times += [due for _, due in self._relay_bindings.values()]
         return min((t for t in times if t is not None), default=None)
 
     # --- inputs -----------------------------------------------------------------------
@@ -211,16 +251,22 @@ class NodeSignalling:
         if self._register_retry_at is not None and now >= self._register_retry_at:
             self._register_retry_at = None
             self._register(now)
+        self._punch_fallbacks(now)
+        self._rebind_relays(now)
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        sealed = datagram
         try:
-            sender, msg = open_message(datagram, self._boxes.get)
+            via_relay = is_envelope(datagram)
+            if via_relay:
+                _, sealed = unwrap_envelope(datagram)
+            sender, msg = open_message(sealed, self._boxes.get)
             if sender == self._dc_public:
                 self._from_dc(msg, addr, now)
             else:
-                self._from_peer(sender, msg, addr, now)
+                self._from_peer(sender, msg, addr, now, via_relay)
         except UnknownPeer:
-            self._stash_early(datagram, addr)
+            self._stash_early(datagram, sealed, addr)
         except CodecError as exc:  # includes invalid (low-order) keys from a peer
             self._events.append(MessageDropped(type(exc).__name__))
 
@@ -241,6 +287,8 @@ class NodeSignalling:
             self._on_keepalive_ack(msg, now)
         elif isinstance(msg, DirectionResponse):
             self._on_direction_response(tx.context, msg, now)
+        elif isinstance(msg, ProbeAck):
+            self.nat_probe_observed = msg.observed
         elif isinstance(msg, DeregisterAck):
             pass
         else:
@@ -258,6 +306,11 @@ class NodeSignalling:
         )
         self._events.append(self.registered)
         self._keepalive_at = now + max(1, msg.keepalive_s)
+        if msg.probe is not None and behind_nat:  # let the DC see our NAT's mapping type
+            probe = Probe(self._txid(), self._epoch_ms(now))
+            datagram = self._seal(probe, self._dc_public, msg.probe)
+            self._out.append(datagram)
+            self._tx.start(probe.txid, "probe", [datagram], now, PROBE_TIMEOUT_S)
         for fqdn in sorted(self._waiting_names):
             self.request_direction(fqdn, now)
         self._waiting_names.clear()
@@ -300,57 +353,135 @@ class NodeSignalling:
         self._request(msg, "register", now, REGISTER_TIMEOUT_S)
 
     # --- tunnel handshake -------------------------------------------------------------
+    # DIRECT: the initiator sends Tunnel Requests to the peer's endpoints.
+    # PUNCH: the same, while the responder sends PUNCH packets toward the initiator to
+    #   open its own NAT; after PUNCH_FALLBACK_S without an answer the initiator sends
+    #   its request through the relay instead (both ends bound there at the start).
+    # RELAY: both ends bind at the relay; the initiator's request goes through it once
+    #   the relay confirms the binding.
 
     def _on_direction(self, direction: Direction, now: float) -> None:
         if direction.tunnel_id in self._handshakes or self._tunnel_with_id(direction.tunnel_id):
             return  # retransmitted Route Direction, or our own request's answer twice
         peer = direction.peer_public_key
         self._boxes.setdefault(peer, SignalBox(self._static, peer))
-        ephemeral = X25519PrivateKey.generate()
-        handshake = _Handshake(direction, ephemeral, self._txid())
+        handshake = _Handshake(direction, X25519PrivateKey.generate(), self._txid())
         self._handshakes[direction.tunnel_id] = handshake
-        if direction.role == Role.INITIATE:
-            request = TunnelRequest(
-                handshake.txid,
-                direction.tunnel_id,
-                self._epoch_ms(now),
-                ephemeral_public(ephemeral),
-                self.registered.vip if self.registered else "0.0.0.0",
+        if direction.relay is not None:
+            self._boxes.setdefault(
+                direction.relay.public_key, SignalBox(self._static, direction.relay.public_key)
             )
-            datagrams = [self._seal(request, peer, ep) for ep in direction.peer_endpoints]
+            self._bind_relay(direction.tunnel_id, direction.relay, now)
+        initiate = direction.role == Role.INITIATE
+        if initiate and direction.route in (Route.DIRECT, Route.PUNCH):
+            datagrams = [
+                self._seal(self._tunnel_request(handshake, now), peer, ep)
+                for ep in direction.peer_endpoints
+            ]
             self._out.extend(datagrams)
-            self._tx.start(
-                handshake.txid,
-                "tunnel",
-                datagrams,
-                now,
-                TUNNEL_TIMEOUT_S,
-                context=direction.tunnel_id,
-            )
+        elif not initiate and direction.route == Route.PUNCH:
+            datagrams = [
+                self._seal(Punch(direction.tunnel_id), peer, ep) for ep in direction.peer_endpoints
+            ]
+            self._out.extend(datagrams)
         else:
-            self._tx.start(
-                handshake.txid, "tunnel", [], now, TUNNEL_TIMEOUT_S, context=direction.tunnel_id
-            )
+            datagrams = []  # RELAY: the request goes out once the relay confirms the binding
+        if initiate and direction.route == Route.PUNCH and direction.relay is not None:
+            handshake.fallback_at = now + PUNCH_FALLBACK_S
+        timeout = TUNNEL_TIMEOUT_S + (PUNCH_FALLBACK_S if direction.route != Route.DIRECT else 0)
+        self._tx.start(
+            handshake.txid, "tunnel", datagrams, now, timeout, context=direction.tunnel_id
+        )
         early = self._early.pop(peer, None)
         if early is not None:
             self.receive(early[0], early[1], now)
 
-    def _from_peer(self, sender: bytes, msg: Message, addr: Endpoint, now: float) -> None:
+    def _tunnel_request(self, handshake: _Handshake, now: float) -> TunnelRequest:
+        return TunnelRequest(
+            handshake.txid,
+            handshake.direction.tunnel_id,
+            self._epoch_ms(now),
+            ephemeral_public(handshake.ephemeral),
+            self.registered.vip if self.registered else "0.0.0.0",
+        )
+
+    def _request_via_relay(self, handshake: _Handshake, now: float) -> None:
+        """Send (and from now on retransmit) the Tunnel Request through the relay."""
+        direction = handshake.direction
+        relay = direction.relay
+        assert relay is not None
+        sealed, _ = self._seal(
+            self._tunnel_request(handshake, now), direction.peer_public_key, relay.endpoint
+        )
+        datagram = (wrap_envelope(direction.tunnel_id, sealed), relay.endpoint)
+        self._out.append(datagram)
+        tx = self._tx.get(handshake.txid)
+        if tx is not None:
+            tx.datagrams = [datagram]
+            tx.deadline = max(tx.deadline, now + TUNNEL_TIMEOUT_S)
+
+    def _bind_relay(self, tunnel_id: int, relay: RelayInfo, now: float) -> None:
+        bind = RelayBind(self._txid(), self._epoch_ms(now), relay.grant)
+        datagram = self._seal(bind, relay.public_key, relay.endpoint)
+        self._out.append(datagram)
+        self._tx.start(
+            bind.txid, "relay_bind", [datagram], now, TUNNEL_TIMEOUT_S, context=tunnel_id
+        )
+        self._relay_bindings[tunnel_id] = (relay, now + RELAY_REBIND_S)
+
+    def _on_relay_bound(self, msg: RelayBound, now: float) -> None:
+        if self._tx.finish(msg.txid) is None:
+            return
+        handshake = self._handshakes.get(msg.tunnel_id)
+        if handshake is None or handshake.sent_via_relay:
+            return
+        direction = handshake.direction
+        if direction.role == Role.INITIATE and direction.route == Route.RELAY:
+            handshake.sent_via_relay = True
+            self._request_via_relay(handshake, now)
+
+    def _punch_fallbacks(self, now: float) -> None:
+        for handshake in self._handshakes.values():
+            if handshake.fallback_at is not None and now >= handshake.fallback_at:
+                handshake.fallback_at = None
+                handshake.sent_via_relay = True
+                direction = handshake.direction
+                self._events.append(
+                    RouteFallback(direction.tunnel_id, direction.peer_fqdn, "punch", "relay")
+                )
+                self._request_via_relay(handshake, now)
+
+    def _rebind_relays(self, now: float) -> None:
+        """Bind again now and then, so the relay follows us if our address changed."""
+        for tunnel_id, (relay, due) in list(self._relay_bindings.items()):
+            tunnel = self._tunnel_with_id(tunnel_id)
+            if tunnel_id not in self._handshakes and (tunnel is None or tunnel.route != "relay"):
+                del self._relay_bindings[tunnel_id]
+            elif now >= due:
+                self._bind_relay(tunnel_id, relay, now)
+
+    def _from_peer(
+        self, sender: bytes, msg: Message, addr: Endpoint, now: float, via_relay: bool
+    ) -> None:
         if isinstance(msg, TunnelRequest):
-            self._on_tunnel_request(sender, msg, addr, now)
+            self._on_tunnel_request(sender, msg, addr, now, via_relay)
         elif isinstance(msg, TunnelResponse):
-            self._on_tunnel_response(sender, msg, addr, now)
+            self._on_tunnel_response(sender, msg, addr, now, via_relay)
+        elif isinstance(msg, RelayBound):
+            self._on_relay_bound(msg, now)
+        elif isinstance(msg, Punch):
+            pass  # its only job was to open the sender's NAT toward us
         else:
             self._events.append(MessageDropped(f"unexpected {type(msg).__name__} from a peer"))
 
     def _on_tunnel_request(
-        self, sender: bytes, msg: TunnelRequest, addr: Endpoint, now: float
+        self, sender: bytes, msg: TunnelRequest, addr: Endpoint, now: float, via_relay: bool
     ) -> None:
         handshake = self._handshakes.get(msg.tunnel_id)
         if handshake is None:
             tunnel = self._tunnel_with_id(msg.tunnel_id)
-            if tunnel is not None and tunnel.last_response is not None:
-                self._out.append((tunnel.last_response[0], addr))  # our response was lost
+            if tunnel is not None and tunnel.last_response is not None:  # our answer was lost
+                self._out.append(self._routed(tunnel.last_response, msg.tunnel_id, addr, via_relay))
             else:
                 self._events.append(MessageDropped("tunnel request for no direction"))
             return
@@ -370,14 +501,15 @@ class NodeSignalling:
         response = TunnelResponse(
             msg.txid, msg.tunnel_id, ephemeral_public(handshake.ephemeral), vip
         )
-        datagram = self._seal(response, sender, addr)
-        self._out.append(datagram)
+        sealed, _ = self._seal(response, sender, addr)
+        self._out.append(self._routed(sealed, msg.tunnel_id, addr, via_relay))
         tunnel = Tunnel(msg.tunnel_id, direction.peer_fqdn, direction.peer_vip, addr, keys, now)
-        tunnel.last_response = datagram
+        tunnel.last_response = sealed
+        tunnel.route = _route_name(direction.route, via_relay)
         self._tunnel_ready(handshake, tunnel)
 
     def _on_tunnel_response(
-        self, sender: bytes, msg: TunnelResponse, addr: Endpoint, now: float
+        self, sender: bytes, msg: TunnelResponse, addr: Endpoint, now: float, via_relay: bool
     ) -> None:
         handshake = self._handshakes.get(msg.tunnel_id)
         if (
@@ -396,10 +528,9 @@ class NodeSignalling:
             ephemeral=handshake.ephemeral,
             peer_ephemeral=msg.ephemeral,
         )
-        self._tunnel_ready(
-            handshake,
-            Tunnel(msg.tunnel_id, direction.peer_fqdn, direction.peer_vip, addr, keys, now),
-        )
+        tunnel = Tunnel(msg.tunnel_id, direction.peer_fqdn, direction.peer_vip, addr, keys, now)
+        tunnel.route = _route_name(direction.route, via_relay)
+        self._tunnel_ready(handshake, tunnel)
 
     def _tunnel_ready(self, handshake: _Handshake, tunnel: Tunnel) -> None:
         self._handshakes.pop(tunnel.tunnel_id, None)
@@ -409,16 +540,22 @@ class NodeSignalling:
         self._events.append(TunnelUp(tunnel, replaced))
         self._events.append(DirectionResolved(tunnel.peer_fqdn, Status.OK, tunnel.peer_vip))
 
+    @staticmethod
+    def _routed(
+        sealed: bytes, tunnel_id: int, addr: Endpoint, via_relay: bool
+    ) -> tuple[bytes, Endpoint]:
+        return (wrap_envelope(tunnel_id, sealed) if via_relay else sealed), addr
+
     def _tunnel_with_id(self, tunnel_id: int) -> Tunnel | None:
         return next((t for t in self._tunnels_by_fqdn.values() if t.tunnel_id == tunnel_id), None)
 
     def _handshake_for(self, fqdn: str) -> bool:
         return any(h.direction.peer_fqdn == fqdn for h in self._handshakes.values())
 
-    def _stash_early(self, datagram: bytes, addr: Endpoint) -> None:
+    def _stash_early(self, datagram: bytes, sealed: bytes, addr: Endpoint) -> None:
         """Keep a peer's Tunnel Request that beat the DC's Route Direction to us."""
         try:
-            sender = peek_sender(datagram)
+            sender = peek_sender(sealed)
         except CodecError as exc:
             self._events.append(MessageDropped(type(exc).__name__))
             return
@@ -448,3 +585,8 @@ class NodeSignalling:
         datagram = self._seal(msg, self._dc_public, self._dc_endpoint)
         self._out.append(datagram)
         self._tx.start(msg.txid, kind, [datagram], now, timeout, context=context)  # type: ignore[union-attr]
+
+
+def _route_name(route: Route, via_relay: bool) -> str:
+    """The route a tunnel actually took: a PUNCH that fell back is a relay tunnel."""
+    return "relay" if via_relay else route.name.lower()

@@ -70,6 +70,35 @@ def open_message(
     return sender, decode_body(msg_type, body)
 
 
+ENVELOPE_HEADER = struct.Struct("!BBHI")
+_ENVELOPE = int(MsgType.RELAY_ENVELOPE)
+
+
+def wrap_envelope(tunnel_id: int, inner: bytes) -> bytes:
+    """A sealed signalling packet addressed through the relay for tunnel_id."""
+    return ENVELOPE_HEADER.pack(VERSION, _ENVELOPE, 0, tunnel_id) + inner
+
+
+def is_envelope(datagram: bytes) -> bool:
+    return len(datagram) >= 2 and datagram[1] == _ENVELOPE
+
+
+def unwrap_envelope(datagram: bytes) -> tuple[int, bytes]:
+    """(tunnel id, inner packet) of a relay envelope."""
+    check_version(datagram)
+    if len(datagram) < ENVELOPE_HEADER.size + 2 or datagram[1] != _ENVELOPE:
+        raise CodecError("not a relay envelope")
+    return ENVELOPE_HEADER.unpack_from(datagram)[3], datagram[ENVELOPE_HEADER.size :]
+
+
+def relayed_tunnel_id(datagram: bytes) -> int:
+    """The tunnel id a relay forwards by: data and envelopes both carry it at offset 4."""
+    check_version(datagram)
+    if len(datagram) < 8 or datagram[1] not in (_DATA, _ENVELOPE):
+        raise CodecError("not a relayable packet")
+    return int.from_bytes(datagram[4:8], "big")
+
+
 def pack_data_header(tunnel_id: int, counter: int) -> bytes:
     return DATA_HEADER.pack(VERSION, _DATA, 0, tunnel_id, counter)
 

@@ -44,7 +44,8 @@ class Tunnel:
     packets_in: int = field(default=0, init=False)
     last_receive: float = field(default=0.0, init=False)
     # responder only: our sealed Tunnel Response, resent if the initiator retransmits
-    last_response: tuple[bytes, Endpoint] | None = field(default=None, init=False, repr=False)
+    last_response: bytes | None = field(default=None, init=False, repr=False)
+    route: str = field(default="direct", init=False)  # direct | punch | relay
 
     def __post_init__(self) -> None:
         self.peer_vip_packed = ipaddress.IPv4Address(self.peer_vip).packed

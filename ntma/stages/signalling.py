@@ -20,6 +20,7 @@ from ..proto.node_sm import (
     NodeSignalling,
     Registered,
     RegistrationFailed,
+    RouteFallback,
     TunnelUp,
 )
 from ..proto.tunnel import TunnelTable
@@ -116,8 +117,12 @@ async def _flush(sm, udp_out, broker, table, stats, log, on_registered) -> None:
                 peer=event.tunnel.peer_fqdn,
                 peer_vip=event.tunnel.peer_vip,
                 peer_endpoint=f"{event.tunnel.peer_endpoint[0]}:{event.tunnel.peer_endpoint[1]}",
+                route=event.tunnel.route,
                 replaced=event.replaced,
             )
+        elif isinstance(event, RouteFallback):
+            log.info("route_fallback", tunnel=event.tunnel_id, peer=event.peer,
+                     **{"from": event.from_route, "to": event.to_route})
         elif isinstance(event, DirectionResolved):
             if event.status != Status.OK:
                 log.info("direction_failed", peer=event.fqdn, status=event.status.name)

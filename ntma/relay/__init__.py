@@ -1,0 +1,1 @@
+"""Relay Server: relays tunnels the DC has granted, and nothing else."""
