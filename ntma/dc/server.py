@@ -38,6 +38,7 @@ async def run_probe_port(
         out = dc.probe_datagrams_to_send()
         if out:
             await udp.send_batch(out)
+        await trio.lowlevel.checkpoint()
 
 
 async def run_signalling_server(
@@ -62,6 +63,7 @@ async def run_signalling_server(
         out = dc.datagrams_to_send()
         if out:
             await udp.send_batch(out)
+        await trio.lowlevel.checkpoint()
 
 
 async def run_zone_dns(

@@ -115,8 +115,7 @@ class UdpSocket:
             except ConnectionRefusedError:  # ICMP from an earlier send; nothing to read
                 continue
             if batch:
-                await trio.lowlevel.checkpoint()
-                return batch
+                return batch  # the caller's channel send is this batch's checkpoint
             await trio.lowlevel.wait_readable(self.sock)
 
     def _drain_gro(self, batch: list[tuple[bytes, Endpoint]], max_datagrams: int) -> None:
@@ -137,8 +136,7 @@ class UdpSocket:
             plan_sends(datagrams) if self.gso else (([d], a, 0) for d, a in datagrams)
         ):
             sent += await self._send_group(group, addr, segment)
-        await trio.lowlevel.checkpoint()
-        return sent
+        return sent  # the caller's next channel receive is the checkpoint
 
     async def _send_group(self, group: list[bytes], addr: Endpoint, segment: int) -> int:
         while True:
@@ -185,8 +183,7 @@ class FdPackets:
             except BlockingIOError:
                 pass
             if batch:
-                await trio.lowlevel.checkpoint()
-                return batch
+                return batch  # the caller's channel send is this batch's checkpoint
             await trio.lowlevel.wait_readable(fd)
 
     async def write_batch(self, packets: list[bytes]) -> int:
@@ -204,5 +201,4 @@ class FdPackets:
                     if exc.errno != errno.EINVAL:
                         raise
                     break
-        await trio.lowlevel.checkpoint()
-        return written
+        return written  # the caller's next channel receive is the checkpoint

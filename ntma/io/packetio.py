@@ -1,5 +1,9 @@
 """Small I/O interfaces the stages use, so tests can swap in channel-backed fakes.
 
+Reads return as soon as data is there without a Trio checkpoint, and writes end
+without one: every stage loop already passes a checkpoint once per batch (its channel
+send or receive), and each extra one would cost a trip through the scheduler per hop.
+
 PacketIO: a TUN device (read and write whole IP packets, in batches).
 DatagramIO: the node's one UDP socket (signalling and tunnels share it, so the
 NAT mapping the DC observes is the one peers reach).

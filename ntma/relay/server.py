@@ -44,6 +44,7 @@ async def run_relay_loop(
         out = relay.datagrams_to_send()
         if out:
             await udp.send_batch(out)
+        await trio.lowlevel.checkpoint()
 
 
 async def run_relay(config: RelayConfig) -> None:

@@ -210,6 +210,8 @@ async def run_passthrough_in(
             stats.record(len(ipv4), sum(map(len, ipv4)), started)
             if ipv4:
                 await inject.send(ipv4)
+            else:
+                await trio.lowlevel.checkpoint()
 
 
 def frame_packets(packets: list[bytes], link: GnLink, stats: StageStats) -> list[bytes]:

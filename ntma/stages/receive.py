@@ -46,6 +46,8 @@ async def run_udp_receive(
                 )
             if data:
                 await data_out.send(Batch(data, started))
+            else:
+                await trio.lowlevel.checkpoint()  # a signalling flood must not starve others
 
 
 def decapsulate_datagrams(
