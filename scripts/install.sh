@@ -7,6 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     iproute2 nftables dnsmasq-base isc-dhcp-client udhcpc dnsutils iperf3 tcpdump ethtool \
+    tinc wireguard-go wireguard-tools openvpn \
     netcat-openbsd curl iputils-ping procps python3 python3-pip python3-venv >/dev/null
 python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 python3 -m pip install -q -e '.[test,bench]'

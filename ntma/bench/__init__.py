@@ -1,1 +1,1 @@
-"""Benchmarks run on the namespace lab (end to end, real tools)."""
+"""Benchmarks: each stage and the whole pipeline in process, and end to end on the lab."""
