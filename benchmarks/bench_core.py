@@ -3,12 +3,7 @@
 
 from __future__ import annotations
 
-import ipaddress
-import struct
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from ntma.proto.crypto import StaticKey, derive_tunnel_keys
+from ntma.bench.stages import GN_VIP, PEER_VIP, tunnel_pair, udp_packet
 from ntma.proto.messages import DirectionRequest, decode_body, encode_body
 from ntma.proto.packet import unpack_data_header
 from ntma.proto.tunnel import Tunnel, TunnelTable
@@ -16,50 +11,15 @@ from ntma.stages.receive import decapsulate_datagrams
 from ntma.stages.send import classify_packets, encapsulate_packets
 from ntma.stages.spans import StageStats
 
-A_VIP, B_VIP = "10.99.0.2", "10.99.0.3"
+A_VIP, B_VIP = GN_VIP, PEER_VIP
 
 
 def _tunnels() -> tuple[Tunnel, Tunnel]:
-    a, b = StaticKey.generate(), StaticKey.generate()
-    ea, eb = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-    pub = lambda k: k.public_key().public_bytes_raw()  # noqa: E731
-    ka = derive_tunnel_keys(
-        tunnel_id=7,
-        initiator=True,
-        static=a,
-        peer_static=b.public,
-        ephemeral=ea,
-        peer_ephemeral=pub(eb),
-    )
-    kb = derive_tunnel_keys(
-        tunnel_id=7,
-        initiator=False,
-        static=b,
-        peer_static=a.public,
-        ephemeral=eb,
-        peer_ephemeral=pub(ea),
-    )
-    return (
-        Tunnel(7, "b", B_VIP, ("192.0.2.2", 7401), ka, 0.0),
-        Tunnel(7, "a", A_VIP, ("192.0.2.1", 7401), kb, 0.0),
-    )
+    return tunnel_pair()
 
 
 def _packet(size: int) -> bytes:
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        size,
-        0,
-        0,
-        64,
-        17,
-        0,
-        ipaddress.IPv4Address(A_VIP).packed,
-        ipaddress.IPv4Address(B_VIP).packed,
-    )
-    return header + bytes(size - 20)
+    return udp_packet(A_VIP, B_VIP, size - 28)
 
 
 def test_signalling_codec_round_trip(benchmark):

@@ -194,6 +194,17 @@ def _log(data: dict[str, Any], base: Path) -> LogConfig:
     return LogConfig(level, sec.positive("stats_interval", float, 10.0))
 
 
+def _tunnel_mtu(sec: _Section) -> int:
+    mtu = sec.positive("mtu", int, 1400)
+    if not 576 <= mtu <= 1440:
+        raise ConfigError(
+            f"{sec.name}.mtu",
+            f"{mtu} is out of range",
+            "use 576..1440 (1500 minus the tunnel's 60 bytes of overhead)",
+        )
+    return mtu
+
+
 def _suffixes(dns: _Section) -> list[str]:
     suffixes = dns.get("ntm_suffixes", list, [])
     if not all(isinstance(s, str) and s for s in suffixes):
@@ -251,13 +262,7 @@ def load_node_config(path: Path) -> NodeConfig:
     node = _section(data, "node", base)
     dc = _section(data, "dc", base)
     dns = _section(data, "dns", base, required=False)
-    mtu = node.positive("mtu", int, 1400)
-    if not 576 <= mtu <= 1440:
-        raise ConfigError(
-            "node.mtu",
-            f"{mtu} is out of range",
-            "use 576..1440 (1500 minus the tunnel's 60 bytes of overhead)",
-        )
+    mtu = _tunnel_mtu(node)
     return NodeConfig(
         fqdn=node.get("fqdn", str).rstrip(".").lower(),
         key=node.key_file("private_key_file"),
@@ -301,13 +306,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
     adapter = _section(data, "adapter", base)
     dc = _section(data, "dc", base)
     dns = _section(data, "dns", base, required=False)
-    mtu = adapter.positive("mtu", int, 1400)
-    if not 576 <= mtu <= 1440:
-        raise ConfigError(
-            "adapter.mtu",
-            f"{mtu} is out of range",
-            "use 576..1440 (1500 minus the tunnel's 60 bytes of overhead)",
-        )
+    mtu = _tunnel_mtu(adapter)
     return AdapterConfig(
         fqdn=adapter.get("fqdn", str).rstrip(".").lower(),
         key=adapter.key_file("private_key_file"),

@@ -3,86 +3,22 @@
 
 from __future__ import annotations
 
-import ipaddress
-import struct
-
 import pytest
 import trio
 
-from ntma.dc.coordinator import Coordinator
-from ntma.dc.server import run_signalling_server
-from ntma.dc.store import NodeStore
-from ntma.io.fake import FakeNetwork, FakePackets
-from ntma.proto.crypto import StaticKey
+from ntma.bench.pipeline import DC as DC_EP
+from ntma.bench.pipeline import start_fake_world
+from ntma.proto.ether import build_udp, ip_packed
 from ntma.proto.messages import Status
-from ntma.proto.node_sm import NodeSignalling
-from ntma.stages.pipeline import NodePipeline, start_node_pipeline
-from ntma.stages.spans import Spans
-
-DC_EP = ("198.51.100.10", 7400)
 
 
 def ipv4_udp(src: str, dst: str, payload: bytes) -> bytes:
-    total = 20 + 8 + len(payload)
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        total,
-        1,
-        0,
-        64,
-        17,
-        0,
-        ipaddress.IPv4Address(src).packed,
-        ipaddress.IPv4Address(dst).packed,
-    )
-    return header + struct.pack("!HHHH", 5000, 6000, 8 + len(payload), 0) + payload
-
-
-class Node:
-    def __init__(self, net, name, endpoint, dc_key, static):
-        self.udp = net.attach(endpoint)
-        self.tun = FakePackets()
-        self.sm = NodeSignalling(
-            fqdn=f"{name}.ntm.example",
-            static=static,
-            dc_public=dc_key.public,
-            dc_endpoint=DC_EP,
-            local_endpoints=lambda: [endpoint],
-            epoch_offset=1.7e9,
-        )
-        self.pipe = NodePipeline(self.sm)
-        self.vip: str | None = None
-
-    async def on_registered(self, event):
-        self.vip = event.vip
+    return build_udp(ip_packed(src), ip_packed(dst), 5000, 6000, payload)
 
 
 @pytest.fixture
 async def world(nursery):
-    net = FakeNetwork()
-    dc_key = StaticKey.generate()
-    keys = {n: StaticKey.generate() for n in ("mn", "cn")}
-    store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
-    dc = Coordinator(
-        static=dc_key,
-        store=store,
-        zone="ntm.example",
-        admission={f"{n}.ntm.example": k.public for n, k in keys.items()},
-        keepalive_s=5,
-        keepalive_misses=3,
-        epoch_offset=1.7e9,
-    )
-    await nursery.start(run_signalling_server, dc, net.attach(DC_EP), Spans())
-    nodes = {
-        "mn": Node(net, "mn", ("198.51.100.41", 7401), dc_key, keys["mn"]),
-        "cn": Node(net, "cn", ("198.51.100.30", 7401), dc_key, keys["cn"]),
-    }
-    for node in nodes.values():
-        await start_node_pipeline(nursery, node.pipe, node.tun, node.udp, node.on_registered)
-    await trio.sleep(1)
-    return net, nodes
+    return await start_fake_world(nursery, keepalive_s=5)
 
 
 async def test_packet_crosses_the_tunnel_and_back(world, autojump_clock):

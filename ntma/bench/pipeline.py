@@ -30,13 +30,21 @@ DC = ("198.51.100.10", 7400)
 HOPS_ON_DATA_PATH = 6  # tun_read>classify>encap>udp_send ... udp_receive>decap>tun_write
 
 
-class _Node:
+class FakeNode:
+    """An NTM node whose TUN and UDP socket are in-memory fakes."""
+
     def __init__(
-        self, net: FakeNetwork, name: str, endpoint, dc_key: StaticKey, key: StaticKey
+        self,
+        net: FakeNetwork,
+        name: str,
+        endpoint,
+        dc_key: StaticKey,
+        key: StaticKey,
+        tun_depth: int,
     ) -> None:
         self.udp = net.attach(endpoint)
-        self.tun = FakePackets(depth=4096)
-        sm = NodeSignalling(
+        self.tun = FakePackets(depth=tun_depth)
+        self.sm = NodeSignalling(
             fqdn=f"{name}.ntm.example",
             static=key,
             dc_public=dc_key.public,
@@ -44,15 +52,18 @@ class _Node:
             local_endpoints=lambda: [endpoint],
             epoch_offset=1.7e9,
         )
-        self.pipe = NodePipeline(sm)
+        self.pipe = NodePipeline(self.sm)
         self.vip = ""
 
     async def on_registered(self, event) -> None:
         self.vip = event.vip
 
 
-async def _world(nursery: trio.Nursery) -> tuple[_Node, _Node]:
-    net = FakeNetwork(depth=4096)
+async def start_fake_world(
+    nursery: trio.Nursery, *, depth: int = 64, keepalive_s: int = 15
+) -> tuple[FakeNetwork, dict[str, FakeNode]]:
+    """A DC and two registered nodes, mn and cn (both public), on a FakeNetwork."""
+    net = FakeNetwork(depth=depth)
     dc_key = StaticKey.generate()
     keys = {n: StaticKey.generate() for n in ("mn", "cn")}
     store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
@@ -61,23 +72,24 @@ async def _world(nursery: trio.Nursery) -> tuple[_Node, _Node]:
         store=store,
         zone="ntm.example",
         admission={f"{n}.ntm.example": k.public for n, k in keys.items()},
-        keepalive_s=15,
+        keepalive_s=keepalive_s,
         keepalive_misses=3,
         epoch_offset=1.7e9,
     )
     await nursery.start(run_signalling_server, dc, net.attach(DC), Spans())
-    mn = _Node(net, "mn", ("198.51.100.41", 7401), dc_key, keys["mn"])
-    cn = _Node(net, "cn", ("198.51.100.30", 7401), dc_key, keys["cn"])
-    for node in (mn, cn):
+    nodes = {
+        "mn": FakeNode(net, "mn", ("198.51.100.41", 7401), dc_key, keys["mn"], depth),
+        "cn": FakeNode(net, "cn", ("198.51.100.30", 7401), dc_key, keys["cn"], depth),
+    }
+    for node in nodes.values():
         await start_node_pipeline(nursery, node.pipe, node.tun, node.udp, node.on_registered)
-    while not (mn.vip and cn.vip):
-        await trio.sleep(0.01)
     with trio.fail_after(10):
-        await mn.pipe.broker.resolve("cn.ntm.example")
-    return mn, cn
+        while not all(node.vip for node in nodes.values()):
+            await trio.sleep(0.01)
+    return net, nodes
 
 
-async def _light_load(mn: _Node, cn: _Node, count: int) -> list[int]:
+async def _light_load(mn: FakeNode, cn: FakeNode, count: int) -> list[int]:
     packet = udp_packet(mn.vip, cn.vip, 64)
     latencies = []
     for _ in range(count):
@@ -88,7 +100,7 @@ async def _light_load(mn: _Node, cn: _Node, count: int) -> list[int]:
     return latencies
 
 
-async def _saturation(mn: _Node, cn: _Node, seconds: float) -> tuple[float, int, int]:
+async def _saturation(mn: FakeNode, cn: FakeNode, seconds: float) -> tuple[float, int, int]:
     batch = [udp_packet(mn.vip, cn.vip, 1372)] * 64
     sent = received = 0
     done = trio.Event()
@@ -131,7 +143,10 @@ async def _hop_cost(items: int = 20000) -> int:
 
 async def _run(seconds: float, light_count: int) -> dict:
     async with trio.open_nursery() as nursery:
-        mn, cn = await _world(nursery)
+        _, nodes = await start_fake_world(nursery, depth=4096)
+        mn, cn = nodes["mn"], nodes["cn"]
+        with trio.fail_after(10):
+            await mn.pipe.broker.resolve("cn.ntm.example")
         hop_ns = await _hop_cost()
         light = await _light_load(mn, cn, light_count)
         pps, sent, received = await _saturation(mn, cn, seconds)
