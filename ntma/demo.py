@@ -60,11 +60,17 @@ def _table2(paths: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any] 
 
 
 def run_demo(
-    run_dir: Path, mn_nat: str = "cone", cn_nat: str = "none", adapter_nat: str = "cone"
+    run_dir: Path,
+    mn_nat: str = "cone",
+    cn_nat: str = "none",
+    adapter_nat: str = "cone",
+    block_direct: bool = False,
 ) -> int:
     say = print
     t0 = time.perf_counter()
-    state = lab_up(run_dir, mn_nat=mn_nat, cn_nat=cn_nat, adapter_nat=adapter_nat)
+    state = lab_up(
+        run_dir, mn_nat=mn_nat, cn_nat=cn_nat, adapter_nat=adapter_nat, block_direct=block_direct
+    )
     www = run_dir / "cn-www"
     www.mkdir(exist_ok=True)
     (www / "hello.txt").write_text("hello from cn, through the NTMobile tunnel\n")

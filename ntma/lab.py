@@ -2,22 +2,33 @@
 
 Topology (every namespace is named ``ntma-*``; nothing is created in the root namespace)::
 
-    ntma-inet   bridge br0, the "Internet" 198.51.100.0/24, one veth port per attached host
-    ntma-dc     eth0 198.51.100.10   DC daemon
+    ntma-inet   bridge br0, the "Internet" 198.51.100.0/24, one veth port per attached host;
+                with --block-direct, an nftables bridge table there drops UDP between any two
+                NTM ends' public addresses (so hole punching fails and the relay must carry it)
+    ntma-dc     eth0 198.51.100.10   DC daemon (signalling :7400, NAT-type probe :7401)
+    ntma-rs     eth0 198.51.100.60   Relay Server daemon (:7500)
     ntma-web    eth0 198.51.100.20   http.server :80 + dnsmasq :53 (upstream resolver)
     ntma-mn     eth0 198.51.100.40, or 10.10.1.2 behind ntma-mn-nat (wan0 .41, lan0 10.10.1.1)
-    ntma-cn     eth0 198.51.100.30, or 10.10.2.2 behind ntma-cn-nat (wan0 .31, lan0 10.10.2.1)
+    ntma-cn     eth0 198.51.100.30, or 10.10.2.2 behind ntma-cn-nat (wan0 .31, lan0 10.10.2.1),
+                or (--cn-nat same) 10.10.1.3 behind mn's NAT: ntma-mn-nat's lan0 is then a
+                bridge with one port for mn and one for cn
     ntma-adapter  the NTMobile adapter (NTMA) for the general node, registered as gn.ntm.example:
                 gn0 (veth peer of ntma-gn eth0, no IPv4 address) and eth0 10.10.3.2 behind
                 ntma-adapter-nat (wan0 .51, lan0 10.10.3.1), or eth0 198.51.100.50 directly
     ntma-gn     the general node (GN): eth0 up, no address, no routes, no ntma code; dhclient
                 there writes /etc/netns/ntma-gn/resolv.conf, never the machine's resolv.conf
 
-As in the source paper: GN -- NTMA -- NAT -- Internet (DC, web, cn).
+As in the source paper: GN -- NTMA -- NAT -- Internet (DC, RS, web, cn). NAT routers are
+`cone` (nftables masquerade: endpoint-independent mapping) or `symmetric` (masquerade
+fully-random: a new port per destination); either drops unsolicited UDP arriving on its WAN
+side, as home routers do (see `nat_ruleset`).
 
 The topology is described by data (`NodeDef`, `Namespace`, `Link`, built by `build_topology`)
-and applied by one small function per concern, so further hosts (relay) and NAT types only
+and applied by one small function per concern, so further hosts and NAT types only
 need new table rows.
+
+`status` also reads the daemons' logs: the DC's route decisions (`route_decided`) and its
+view of each end's NAT (`node_nat`), and the ends' fallbacks to the relay (`route_fallback`).
 
 Everything the lab starts and where it lives is recorded in ``<run-dir>/state.json``; ``down``
 does not trust it alone: it also kills every process inside any ``ntma-*`` namespace and
@@ -49,7 +60,12 @@ BRIDGE = "br0"
 INET_PREFIXLEN = 24
 DC_IP = "198.51.100.10"
 WEB_IP = "198.51.100.20"
+RS_IP = "198.51.100.60"
+RS_NS = "ntma-rs"
 DC_PORT = 7400
+DC_PROBE_PORT = 7401  # a second DC port: nodes compare mappings to learn their NAT type
+RS_PORT = 7500
+RS_IDLE_TIMEOUT = 60
 NODE_PORT = 7401
 ZONE = "ntm.example"
 VIP_POOL = "10.99.0.0/16"
@@ -65,6 +81,11 @@ NAT_RULES: dict[str, str] = {
     "symmetric": "masquerade fully-random",
 }
 NAT_MODES = ("none", *NAT_RULES)
+#: A node whose NAT mode is "same" sits behind another node's NAT (NodeDef.same_nat_as).
+SAME_NAT = "same"
+CN_NAT_MODES = (*NAT_MODES, SAME_NAT)
+#: nftables table (bridge family, in ntma-inet) made by --block-direct.
+BLOCK_DIRECT_TABLE = "ntma_block_direct"
 
 GN_NS = "ntma-gn"
 GN_IFACE = "eth0"  # the general node's only interface
@@ -103,6 +124,8 @@ class NodeDef:
     port: int = NODE_PORT
     role: str = "node"  # node | adapter
     label: str | None = None  # DNS label registered with the DC, when not `name`
+    same_nat_as: str | None = None  # nat "same": behind this node's NAT router...
+    same_nat_host: int = 3  # ...at <its lan_net>.<same_nat_host>
 
     @property
     def ns(self) -> str:
@@ -119,7 +142,9 @@ class NodeDef:
 
 NODE_DEFS: tuple[NodeDef, ...] = (
     NodeDef("mn", "198.51.100.40", "198.51.100.41", "10.10.1", default_nat="cone"),
-    NodeDef("cn", "198.51.100.30", "198.51.100.31", "10.10.2", default_nat="none"),
+    NodeDef(
+        "cn", "198.51.100.30", "198.51.100.31", "10.10.2", default_nat="none", same_nat_as="mn"
+    ),
 )
 #: The adapter registers the general node behind it as gn.ntm.example.
 ADAPTER_DEF = NodeDef(
@@ -153,8 +178,10 @@ class Namespace:
     nat: str | None = None  # nodes: how they attach; NAT routers: their type
     default_via: str | None = None
     masquerade_oif: str | None = None  # NAT routers: the WAN interface
-    bridge: str | None = None  # the inet segment: its bridge
+    bridge: str | None = None  # the inet segment, a shared NAT LAN: its bridge
+    bridge_cidr: str | None = None  # an address on that bridge (a shared NAT LAN's router)
     ip_forward: bool = False  # net.ipv4.ip_forward=1 (NAT routers, the adapter)
+    block_udp_between: tuple[str, ...] | None = None  # inet: --block-direct's address set
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, False) and k != "name"}
@@ -168,6 +195,9 @@ class Topology:
     def addresses(self) -> dict[str, dict[str, str]]:
         """namespace -> interface -> cidr, as planned."""
         out: dict[str, dict[str, str]] = {ns.name: {} for ns in self.namespaces}
+        for ns in self.namespaces:
+            if ns.bridge and ns.bridge_cidr:
+                out[ns.name][ns.bridge] = ns.bridge_cidr
         for link in self.links:
             for end in (link.a, link.b):
                 if end.cidr:
@@ -188,8 +218,17 @@ def inet_link(ns: str, ip: str, ifname: str = "eth0") -> Link:
     return Link(Iface(INET_NS, _bridge_port_name(ns)), Iface(ns, ifname, _inet_cidr(ip)), BRIDGE)
 
 
-def node_topology(node: NodeDef, nat: str) -> tuple[list[Namespace], list[Link]]:
+NAT_LAN = "lan0"  # a NAT router's LAN side: a veth, or a bridge when nodes share the NAT
+
+
+def node_topology(
+    node: NodeDef, nat: str, guests: Sequence[NodeDef] = ()
+) -> tuple[list[Namespace], list[Link]]:
+    """`node` on the Internet directly, or behind its own NAT router; `guests` (nat "same")
+    share that router: its lan0 is then a bridge with one port per host behind it."""
     if nat == "none":
+        if guests:
+            raise LabError(f"{guests[0].name} cannot share {node.name}'s NAT: it has none")
         host = Namespace(node.ns, node.role, node=node.name, fqdn=node.fqdn, nat="none")
         return [host], [inet_link(node.ns, node.direct_ip)]
     gw, host_ip = f"{node.lan_net}.1", f"{node.lan_net}.2"
@@ -197,11 +236,53 @@ def node_topology(node: NodeDef, nat: str) -> tuple[list[Namespace], list[Link]]
         node.nat_ns, "nat", node=node.name, nat=nat, masquerade_oif="wan0", ip_forward=True
     )
     host = Namespace(node.ns, node.role, node=node.name, fqdn=node.fqdn, nat=nat, default_via=gw)
-    links = [
-        inet_link(node.nat_ns, node.wan_ip, "wan0"),
-        Link(Iface(node.nat_ns, "lan0", f"{gw}/24"), Iface(node.ns, "eth0", f"{host_ip}/24")),
-    ]
-    return [router, host], links
+    wan = inet_link(node.nat_ns, node.wan_ip, "wan0")
+    if not guests:
+        lan = Link(Iface(node.nat_ns, NAT_LAN, f"{gw}/24"), Iface(node.ns, "eth0", f"{host_ip}/24"))
+        return [router, host], [wan, lan]
+    router = replace(router, bridge=NAT_LAN, bridge_cidr=f"{gw}/24")
+    namespaces, links = [router, host], [wan, _lan_port(node, node, host_ip)]
+    for guest in guests:
+        namespaces.append(
+            Namespace(
+                guest.ns, guest.role, node=guest.name, fqdn=guest.fqdn, nat=SAME_NAT, default_via=gw
+            )
+        )
+        links.append(_lan_port(node, guest, f"{node.lan_net}.{guest.same_nat_host}"))
+    return namespaces, links
+
+
+def _lan_port(owner: NodeDef, host: NodeDef, ip: str) -> Link:
+    """A port of `owner`'s NAT LAN bridge, its peer `host`'s eth0 at `ip`."""
+    return Link(
+        Iface(owner.nat_ns, f"lan-{host.name}"[:15]), Iface(host.ns, "eth0", f"{ip}/24"), NAT_LAN
+    )
+
+
+def ntm_public_addresses() -> tuple[str, ...]:
+    """Every address an NTM end (node or adapter) can have on the Internet segment: its own
+    when it is public, its NAT router's wan0 otherwise."""
+    return tuple(sorted({ip for d in (*NODE_DEFS, ADAPTER_DEF) for ip in (d.direct_ip, d.wan_ip)}))
+
+
+def resolve_nat_modes(nat_by_node: dict[str, str]) -> dict[str, str]:
+    """name -> NAT mode for every node and the adapter (defaults filled in), validated."""
+    defs = {d.name: d for d in (*NODE_DEFS, ADAPTER_DEF)}
+    unknown = sorted(set(nat_by_node) - set(defs))
+    if unknown:
+        raise LabError(f"unknown lab host {unknown[0]!r} (choose {tuple(defs)})")
+    nat_of = {name: nat_by_node.get(name, d.default_nat) for name, d in defs.items()}
+    for name, nat in nat_of.items():
+        modes = CN_NAT_MODES if defs[name].same_nat_as else NAT_MODES
+        if nat not in modes:
+            raise LabError(f"unknown NAT mode for {name}: {nat!r} (choose {modes})")
+        owner = defs[name].same_nat_as
+        if nat == SAME_NAT and owner and nat_of[owner] not in NAT_RULES:
+            raise LabError(
+                f"--{name}-nat {SAME_NAT} puts {name} behind {owner}'s NAT, but {owner} has "
+                f"none: add --{owner}-nat cone or --{owner}-nat symmetric"
+            )
+    return nat_of
 
 
 def adapter_topology(adapter: NodeDef, nat: str) -> tuple[list[Namespace], list[Link]]:
@@ -217,18 +298,28 @@ def adapter_topology(adapter: NodeDef, nat: str) -> tuple[list[Namespace], list[
     return [*namespaces, gn], [*links, gn_link]
 
 
-def build_topology(nat_by_node: dict[str, str]) -> Topology:
+def build_topology(nat_by_node: dict[str, str], *, block_direct: bool = False) -> Topology:
+    nat_of = resolve_nat_modes(nat_by_node)
     namespaces = [
-        Namespace(INET_NS, "inet", bridge=BRIDGE),
+        Namespace(
+            INET_NS,
+            "inet",
+            bridge=BRIDGE,
+            block_udp_between=ntm_public_addresses() if block_direct else None,
+        ),
         Namespace("ntma-dc", "dc"),
+        Namespace(RS_NS, "relay"),
         Namespace("ntma-web", "web"),
     ]
-    links = [inet_link("ntma-dc", DC_IP), inet_link("ntma-web", WEB_IP)]
+    links = [inet_link("ntma-dc", DC_IP), inet_link(RS_NS, RS_IP), inet_link("ntma-web", WEB_IP)]
     for node in NODE_DEFS:
-        nss, lks = node_topology(node, nat_by_node.get(node.name, node.default_nat))
+        if nat_of[node.name] == SAME_NAT:
+            continue  # built with the node whose NAT it shares
+        guests = [g for g in NODE_DEFS if g.same_nat_as == node.name and nat_of[g.name] == SAME_NAT]
+        nss, lks = node_topology(node, nat_of[node.name], guests)
         namespaces += nss
         links += lks
-    nss, lks = adapter_topology(ADAPTER_DEF, nat_by_node.get("adapter", ADAPTER_DEF.default_nat))
+    nss, lks = adapter_topology(ADAPTER_DEF, nat_of[ADAPTER_DEF.name])
     return Topology(tuple(namespaces + nss), tuple(links + lks))
 
 
@@ -308,6 +399,8 @@ def create_namespace(ns: Namespace) -> None:
     ip(ns.name, "link", "set", "lo", "up")
     if ns.bridge:
         ip(ns.name, "link", "add", ns.bridge, "type", "bridge")
+        if ns.bridge_cidr:
+            ip(ns.name, "addr", "add", ns.bridge_cidr, "dev", ns.bridge)
         ip(ns.name, "link", "set", ns.bridge, "up")
 
 
@@ -332,6 +425,16 @@ def create_link(link: Link) -> None:
 
 
 def nat_ruleset(oif: str, nat: str) -> str:
+    """The NAT (masquerade on the WAN interface `oif`) and, as on any home router, a
+    firewall dropping unsolicited UDP arriving there.
+
+    The firewall matters for hole punching: without it, the first punching packet to reach
+    a router finds no mapping and leaves a conntrack entry for itself (unreplied, refreshed
+    by every retry); that router's own outgoing packet toward the peer then clashes with it,
+    so masquerade gives it another source port and the peer's NAT never lets it in. Dropped
+    before conntrack confirms it, an unsolicited packet leaves no entry behind. Replies to
+    the router's own mappings (DC, RS, peers punched to) are not new and pass.
+    """
     return (
         "table ip nat {\n"
         "  chain postrouting {\n"
@@ -339,7 +442,37 @@ def nat_ruleset(oif: str, nat: str) -> str:
         f'    oifname "{oif}" {NAT_RULES[nat]}\n'
         "  }\n"
         "}\n"
+        "table ip filter {\n"
+        "  chain input {\n"
+        "    type filter hook input priority filter; policy accept;\n"
+        f'    iifname "{oif}" ct state new meta l4proto udp counter drop\n'
+        "  }\n"
+        "}\n"
     )
+
+
+def block_direct_ruleset(addresses: Sequence[str]) -> str:
+    """Bridge-family filter for the Internet segment's namespace (its only bridge is br0):
+    forwarded UDP frames from one of `addresses` to another are dropped (and counted);
+    everything else (to or from the DC, RS, web; TCP, ICMP) passes."""
+    return (
+        f"table bridge {BLOCK_DIRECT_TABLE} {{\n"
+        "  set ntm_ends {\n"
+        "    type ipv4_addr\n"
+        f"    elements = {{ {', '.join(addresses)} }}\n"
+        "  }\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority filter; policy accept;\n"
+        "    ether type ip ip protocol udp ip saddr @ntm_ends ip daddr @ntm_ends counter drop\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def configure_block_direct(ns: Namespace) -> None:
+    if not (ns.bridge and ns.block_udp_between):
+        raise LabError(f"{ns.name}: --block-direct needs a bridge and the NTM ends' addresses")
+    ns_run(ns.name, "nft", "-f", "-", input=block_direct_ruleset(ns.block_udp_between))
 
 
 def configure_forwarding(ns: Namespace) -> None:
@@ -370,6 +503,8 @@ def build_network(topo: Topology) -> None:
             configure_nat(ns)
         if ns.role == "general-node":
             make_wire_like(ns.name, GN_IFACE)
+        if ns.block_udp_between:
+            configure_block_direct(ns)
 
 
 def make_wire_like(ns: str, ifname: str) -> None:
@@ -458,22 +593,31 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def to_toml(sections: dict[str, dict[str, Any]]) -> str:
+def _toml_table(header: str, table: dict[str, Any]) -> str:
+    lines = [header] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def to_toml(sections: dict[str, dict[str, Any] | list[dict[str, Any]]]) -> str:
+    """Tables in order; a list of tables becomes an array of tables ([[name]] blocks)."""
     blocks = []
     for name, table in sections.items():
-        lines = [f"[{name}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
-        blocks.append("\n".join(lines) + "\n")
+        if isinstance(table, list):
+            blocks += [_toml_table(f"[[{_toml_key(name)}]]", t) for t in table]
+        else:
+            blocks.append(_toml_table(f"[{_toml_key(name)}]", table))
     return "\n".join(blocks)
 
 
 LOG_SECTION = {"level": "info", "stats_interval": 2}
 
 
-def dc_config(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    keys, run_dir = state["keys"], Path(state["run_dir"])
+def dc_config(state: dict[str, Any]) -> dict[str, Any]:
+    keys, run_dir, relay = state["keys"], Path(state["run_dir"]), state["relay"]
     return {
         "dc": {
             "listen": f"{DC_IP}:{DC_PORT}",
+            "probe_listen": f"{DC_IP}:{DC_PROBE_PORT}",
             "private_key_file": keys["dc"]["private_key_file"],
             "database": run_dir / "dc.sqlite",
             "zone": ZONE,
@@ -486,6 +630,25 @@ def dc_config(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
             **{n["fqdn"]: keys[name]["public_key"] for name, n in state["nodes"].items()},
             state["adapter"]["fqdn"]: keys["adapter"]["public_key"],
         },
+        "relays": [
+            {
+                "address": f"{relay['address']}:{relay['port']}",
+                "public_key": keys[relay["key"]]["public_key"],
+            }
+        ],
+        "log": dict(LOG_SECTION),
+    }
+
+
+def relay_config(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    keys, relay = state["keys"], state["relay"]
+    return {
+        "relay": {
+            "listen": f"{relay['address']}:{relay['port']}",
+            "private_key_file": keys[relay["key"]]["private_key_file"],
+            "idle_timeout": RS_IDLE_TIMEOUT,
+        },
+        "dc": {"public_key": keys["dc"]["public_key"]},
         "log": dict(LOG_SECTION),
     }
 
@@ -530,10 +693,10 @@ def adapter_config(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def write_keys_and_configs(state: dict[str, Any]) -> None:
     run_dir = Path(state["run_dir"])
-    for name in ("dc", *state["nodes"], "adapter"):
+    for name in ("dc", state["relay"]["key"], *state["nodes"], "adapter"):
         path = run_dir / "keys" / f"{name}.key"
         state["keys"][name] = {"private_key_file": str(path), "public_key": generate_key(path)}
-    configs = {"dc": dc_config(state)}
+    configs = {"dc": dc_config(state), "relay": relay_config(state)}
     configs.update({name: node_config(state, name) for name in state["nodes"]})
     configs["adapter"] = adapter_config(state)
     for name, sections in configs.items():
@@ -572,7 +735,8 @@ def _daemon_spec(ns: str, cmd: list[str], log: Path, output: Path | None = None)
         "output": str(output or log),
         "pid": None,
         "starttime": None,
-        "log_offset": 0,
+        "log_offset": 0,  # where the log was when the daemon last started
+        "log_start": None,  # ...and when it first started in this lab (status reads from here)
     }
 
 
@@ -610,6 +774,11 @@ def daemon_specs(run_dir: Path, nodes: Iterable[dict[str, Any]]) -> dict[str, di
             [py, "-m", "ntma", "dc", "--config", str(configs / "dc.toml")],
             logs / "dc.log",
         ),
+        "relay": _daemon_spec(
+            RS_NS,
+            [py, "-m", "ntma", "relay", "--config", str(configs / "relay.toml")],
+            logs / "relay.log",
+        ),
     }
     for node in nodes:
         name = node["name"]
@@ -628,14 +797,18 @@ def daemon_specs(run_dir: Path, nodes: Iterable[dict[str, Any]]) -> dict[str, di
 
 def node_state(node: NodeDef, nat: str) -> dict[str, Any]:
     behind_nat = nat != "none"
+    router, host = node, 2
+    if nat == SAME_NAT:
+        router = next(d for d in NODE_DEFS if d.name == node.same_nat_as)
+        host = node.same_nat_host
     return {
         "name": node.name,
         "ns": node.ns,
         "fqdn": node.fqdn,
         "nat": nat,
-        "nat_ns": node.nat_ns if behind_nat else None,
-        "address": f"{node.lan_net}.2" if behind_nat else node.direct_ip,
-        "public_address": node.wan_ip if behind_nat else node.direct_ip,
+        "nat_ns": router.nat_ns if behind_nat else None,
+        "address": f"{router.lan_net}.{host}" if behind_nat else node.direct_ip,
+        "public_address": router.wan_ip if behind_nat else node.direct_ip,
         "port": node.port,
     }
 
@@ -662,19 +835,29 @@ def gn_state() -> dict[str, Any]:
 def new_state(
     run_dir: Path, topo: Topology, nat_by_node: dict[str, str], *, adapter_autostart: bool = True
 ) -> dict[str, Any]:
-    nodes = {n.name: node_state(n, nat_by_node[n.name]) for n in NODE_DEFS}
-    adapter_nat = nat_by_node.get("adapter", ADAPTER_DEF.default_nat)
+    nat_of = resolve_nat_modes(nat_by_node)
+    nodes = {n.name: node_state(n, nat_of[n.name]) for n in NODE_DEFS}
+    inet = next(ns for ns in topo.namespaces if ns.name == INET_NS)
+    blocked = list(inet.block_udp_between or ())
     return {
         "version": STATE_VERSION,
         "run_dir": str(run_dir),
         "created": time.time(),
-        "nat": dict(nat_by_node),
+        "nat": nat_of,
+        "block_direct": {"enabled": bool(blocked), "ns": INET_NS, "addresses": blocked},
         "namespaces": {ns.name: ns.describe() for ns in topo.namespaces},
         "planned_addresses": topo.addresses(),
         "nodes": nodes,
-        "dc": {"ns": "ntma-dc", "address": DC_IP, "port": DC_PORT, "zone": ZONE},
+        "dc": {
+            "ns": "ntma-dc",
+            "address": DC_IP,
+            "port": DC_PORT,
+            "probe_port": DC_PROBE_PORT,
+            "zone": ZONE,
+        },
+        "relay": {"ns": RS_NS, "address": RS_IP, "port": RS_PORT, "key": "rs"},
         "web": {"ns": "ntma-web", "address": WEB_IP},
-        "adapter": adapter_state(ADAPTER_DEF, adapter_nat, adapter_autostart),
+        "adapter": adapter_state(ADAPTER_DEF, nat_of[ADAPTER_DEF.name], adapter_autostart),
         "gn": gn_state(),
         "keys": {},
         "configs": {},
@@ -782,6 +965,8 @@ def start_daemon(state: dict[str, Any], name: str) -> int:
     _CHILDREN[proc.pid] = proc
     _EXIT_STATUS.pop(proc.pid, None)
     d.update(pid=proc.pid, starttime=proc_starttime(proc.pid), log_offset=offset)
+    if d.get("log_start") is None:
+        d["log_start"] = offset
     save_state(state)
     return proc.pid
 
@@ -938,21 +1123,24 @@ def start_web(state: dict[str, Any]) -> None:
 
 
 def start_ntm_daemons(state: dict[str, Any], wait_s: float, *, adapter: bool = True) -> None:
-    """DC first; then the nodes and (unless `adapter` is False) the adapter, all registering.
+    """DC first; then the Relay Server, the nodes and (unless `adapter` is False) the
+    adapter, the last two registering.
 
-    The nodes are waited for before the adapter, so an adapter that exits at once (one line:
-    its exit status and last output) leaves the DC and nodes up and registered.
+    The relay and the nodes are waited for before the adapter, so an adapter that exits at
+    once (one line: its exit status and last output) leaves the others up and registered.
     """
     deadline = time.monotonic() + wait_s
     start_daemon(state, "dc")
     wait_log_events(state, {"dc": "dc_ready"}, timeout=wait_s)
+    start_daemon(state, "relay")
     registering = [*state["nodes"], *(["adapter"] if adapter else [])]
     for name in registering:
         start_daemon(state, name)
-    for group in (list(state["nodes"]), registering[len(state["nodes"]) :]):
+    first = {"relay": "relay_ready", **dict.fromkeys(state["nodes"], "registered")}
+    for group in (first, dict.fromkeys(registering[len(state["nodes"]) :], "registered")):
         if group:
             remaining = max(0.0, deadline - time.monotonic())
-            wait_log_events(state, dict.fromkeys(group, "registered"), timeout=remaining)
+            wait_log_events(state, group, timeout=remaining)
 
 
 def lab_present(run_dir: Path) -> bool:
@@ -965,27 +1153,28 @@ def lab_up(
     mn_nat: str = "cone",
     cn_nat: str = "none",
     adapter_nat: str = "cone",
+    block_direct: bool = False,
     daemons: bool = True,
     adapter: bool = True,
     wait_s: float = 20.0,
 ) -> dict[str, Any]:
     """Build the lab (bringing an existing one down first) and return its state.
 
+    NAT modes: "none", "cone", "symmetric"; `cn_nat` also "same" (cn behind mn's NAT, which
+    must then exist). `block_direct`: UDP between the NTM ends' public addresses is dropped
+    on the Internet segment (the DC, RS and web host stay reachable).
     The topology (gn and adapter included) is always built; `daemons=False` starts no
-    DC/node/adapter daemons, `adapter=False` skips only the adapter daemon.
+    DC/RS/node/adapter daemons, `adapter=False` skips only the adapter daemon.
     On any failure while building, everything made is torn down and the error re-raised.
-    If the DC/node/adapter daemons do not report readiness within `wait_s` (or exit),
+    If the DC/RS/node/adapter daemons do not report readiness within `wait_s` (or exit),
     LabNotReady is raised and the lab is left up for inspection.
     """
-    nat_by_node = {"mn": mn_nat, "cn": cn_nat, "adapter": adapter_nat}
-    for name, nat in nat_by_node.items():
-        if nat not in NAT_MODES:
-            raise LabError(f"unknown NAT mode for {name}: {nat!r} (choose {NAT_MODES})")
+    nat_by_node = resolve_nat_modes({"mn": mn_nat, "cn": cn_nat, "adapter": adapter_nat})
     check_prerequisites()
     run_dir = Path(run_dir).absolute()
     if lab_present(run_dir):
         lab_down(run_dir)
-    topo = build_topology(nat_by_node)
+    topo = build_topology(nat_by_node, block_direct=block_direct)
     state = new_state(run_dir, topo, nat_by_node, adapter_autostart=daemons and adapter)
     try:
         prepare_run_dir(run_dir)
@@ -1072,8 +1261,53 @@ def _hosted_daemon(state: dict[str, Any] | None, ns: str) -> dict[str, str]:
     return {}
 
 
+ROUTE_FIELDS = ("tunnel_id", "requester", "target", "route", "why", "initiator", "relay")
+FALLBACK_FIELDS = ("tunnel", "peer", "from", "to")
+
+
+def _daemon_log_events(state: dict[str, Any], name: str, event: str) -> list[dict[str, Any]]:
+    """Daemon `name`'s log events named `event`, since the daemon first started in this lab."""
+    d = state["daemons"].get(name)
+    if not d:
+        return []
+    events, _ = _log_events(Path(d["log"]), d.get("log_start") or 0)
+    return [e for e in events if e.get("event") == event]
+
+
+def lab_events(state: dict[str, Any]) -> dict[str, Any]:
+    """What the logs say about routes, from the lab's start.
+
+    routes: the DC's `route_decided` events (ROUTE_FIELDS + timestamp), oldest first;
+    fallbacks: `route_fallback` events of the nodes and the adapter (FALLBACK_FIELDS, the
+    daemon that logged it as "node", timestamp); nat_types: fqdn -> reach ("public", "cone",
+    "symmetric", "unknown"), the DC's latest `node_nat` event per name.
+    """
+    routes = [
+        {**{k: e.get(k) for k in ROUTE_FIELDS}, "timestamp": e.get("timestamp")}
+        for e in _daemon_log_events(state, "dc", "route_decided")
+    ]
+    fallbacks = []
+    for name in (*state.get("nodes", {}), "adapter"):
+        fallbacks += [
+            {
+                "node": name,
+                **{k: e.get(k) for k in FALLBACK_FIELDS},
+                "timestamp": e.get("timestamp"),
+            }
+            for e in _daemon_log_events(state, name, "route_fallback")
+        ]
+    fallbacks.sort(key=lambda f: str(f["timestamp"] or ""))
+    nat_types = {
+        e["fqdn"]: e.get("reach")
+        for e in _daemon_log_events(state, "dc", "node_nat")
+        if "fqdn" in e
+    }
+    return {"routes": routes, "fallbacks": fallbacks, "nat_types": nat_types}
+
+
 def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
-    """Live view of the lab: namespaces with interfaces/addresses, daemons, keys, paths."""
+    """Live view of the lab: namespaces with interfaces/addresses, daemons, keys, paths, and
+    from the logs the routes decided, the fallbacks to the relay and the NAT types seen."""
     state = load_state(run_dir)
     live = live_namespaces()
     planned = (state or {}).get("namespaces", {})
@@ -1087,11 +1321,13 @@ def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
     if state is None:
         return {"up": False, "run_dir": str(run_dir), "namespaces": namespaces}
     adapter_daemon = state["daemons"].get("adapter", {})
+    relay_daemon = state["daemons"].get("relay", {})
     return {
         "up": True,
         "run_dir": state["run_dir"],
         "state_file": str(state_path(run_dir)),
         "nat": state["nat"],
+        "block_direct": state.get("block_direct", {"enabled": False}),
         "namespaces": namespaces,
         "nodes": state["nodes"],
         "adapter": {
@@ -1099,11 +1335,17 @@ def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
             "config": state["configs"].get("adapter"),
             "log": adapter_daemon.get("log"),
         },
+        "relay": {
+            **state.get("relay", {}),
+            "config": state["configs"].get("relay"),
+            "log": relay_daemon.get("log"),
+        },
         "gn": state.get("gn", {}),
         "daemons": {n: _daemon_status(d) for n, d in state["daemons"].items()},
         "keys": {n: k["public_key"] for n, k in state["keys"].items()},
         "configs": state["configs"],
         "logs": {n: d["log"] for n, d in state["daemons"].items()},
+        **lab_events(state),
     }
 
 
@@ -1142,7 +1384,36 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  {name:<8} {d['ns']:<12} {state:<11} {pid:<10} {d['log']}")
     lines.append("public keys:")
     lines += [f"  {name:<7} {pub}" for name, pub in status["keys"].items()]
+    blocked = status.get("block_direct", {})
+    if blocked.get("enabled"):
+        lines.append(
+            "block-direct: UDP between " + " ".join(blocked["addresses"]) + " dropped on br0"
+        )
+    lines += _format_routes(status)
     return "\n".join(lines)
+
+
+def _format_routes(status: dict[str, Any]) -> list[str]:
+    lines = ["NAT types (the DC's view):"]
+    nat_types = status.get("nat_types", {})
+    lines += [f"  {fqdn:<20} {reach}" for fqdn, reach in nat_types.items()] or ["  (none yet)"]
+    lines.append("routes decided:")
+    for r in status.get("routes", []):
+        relay = f", relay {r['relay']}" if r.get("relay") else ""
+        lines.append(
+            f"  tunnel {r['tunnel_id']}: {r['requester']} -> {r['target']}: {r['route']} "
+            f"({r['why']}), {r['initiator']} initiates{relay}"
+        )
+    if not status.get("routes"):
+        lines.append("  (none yet)")
+    lines.append("fallbacks:")
+    for f in status.get("fallbacks", []):
+        lines.append(
+            f"  {f['node']}: tunnel {f['tunnel']} to {f['peer']}: {f['from']} -> {f['to']}"
+        )
+    if not status.get("fallbacks"):
+        lines.append("  (none)")
+    return lines
 
 
 # --------------------------------------------------------------------------- CLI
@@ -1159,14 +1430,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"state, keys, configs, logs (default {DEFAULT_RUN_DIR})",
     )
     up = sub.add_parser("up", parents=[common], help="build the lab (replacing a running one)")
-    up.add_argument("--mn-nat", choices=NAT_MODES, default="cone")
-    up.add_argument("--cn-nat", choices=NAT_MODES, default="none")
-    up.add_argument(
-        "--adapter-nat",
-        choices=NAT_MODES,
-        default="cone",
-        help="how the adapter (and the GN behind it) reaches the Internet (default cone)",
-    )
+    _add_layout_arguments(up)
     up.add_argument(
         "--no-daemons",
         action="store_true",
@@ -1190,10 +1454,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", parents=[common], help="bring up, show it working, tear down")
-    demo.add_argument("--mn-nat", choices=NAT_MODES, default="cone")
-    demo.add_argument("--cn-nat", choices=NAT_MODES, default="none")
-    demo.add_argument("--adapter-nat", choices=NAT_MODES, default="cone")
+    _add_layout_arguments(demo)
     return parser
+
+
+def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mn-nat",
+        choices=NAT_MODES,
+        default="cone",
+        help="cone: masquerade; symmetric: masquerade fully-random (default cone)",
+    )
+    parser.add_argument(
+        "--cn-nat",
+        choices=CN_NAT_MODES,
+        default="none",
+        help="same: cn behind mn's NAT, on its LAN (needs --mn-nat cone|symmetric; default none)",
+    )
+    parser.add_argument(
+        "--adapter-nat",
+        choices=NAT_MODES,
+        default="cone",
+        help="how the adapter (and the GN behind it) reaches the Internet (default cone)",
+    )
+    parser.add_argument(
+        "--block-direct",
+        action="store_true",
+        help="drop UDP between the NTM ends on the Internet segment (DC, RS, web stay "
+        "reachable): hole punching fails, so tunnels must fall back to the relay",
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -1204,6 +1493,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             mn_nat=args.mn_nat,
             cn_nat=args.cn_nat,
             adapter_nat=args.adapter_nat,
+            block_direct=args.block_direct,
             daemons=not args.no_daemons,
             adapter=not args.no_adapter,
             wait_s=args.wait,
@@ -1233,12 +1523,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(
-        args.run_dir, mn_nat=args.mn_nat, cn_nat=args.cn_nat, adapter_nat=args.adapter_nat
+        args.run_dir,
+        mn_nat=args.mn_nat,
+        cn_nat=args.cn_nat,
+        adapter_nat=args.adapter_nat,
+        block_direct=args.block_direct,
     )
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("up", "demo"):
+        try:  # a layout that cannot be built: one line, exit status 2, nothing touched
+            resolve_nat_modes({"mn": args.mn_nat, "cn": args.cn_nat, "adapter": args.adapter_nat})
+        except LabError as exc:
+            print(f"ntma lab {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command]
     try:
         return handler(args)

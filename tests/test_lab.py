@@ -42,6 +42,7 @@ GN_NAMESPACES = {"ntma-gn", "ntma-adapter", "ntma-adapter-nat"}
 DEFAULT_NAMESPACES = {
     "ntma-inet",
     "ntma-dc",
+    "ntma-rs",
     "ntma-web",
     "ntma-mn",
     "ntma-mn-nat",
@@ -120,9 +121,13 @@ UDP_ECHO_SERVER = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], int(sys.argv[2])))
-s.settimeout(10)
+s.settimeout(float(sys.argv[3]))
 print("ready", flush=True)
-data, peer = s.recvfrom(2048)
+try:
+    data, peer = s.recvfrom(2048)
+except TimeoutError:
+    print("nothing", flush=True)
+    sys.exit(0)
 s.sendto(data, peer)
 print(peer[0], peer[1], flush=True)
 """
@@ -130,24 +135,29 @@ print(peer[0], peer[1], flush=True)
 UDP_CLIENT = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(5)
+s.settimeout(float(sys.argv[3]))
 s.sendto(b"hello ntma", (sys.argv[1], int(sys.argv[2])))
-print(s.recvfrom(2048)[0].decode(), flush=True)
+try:
+    print(s.recvfrom(2048)[0].decode(), flush=True)
+except TimeoutError:
+    print("no echo", flush=True)
 """
 
 
-def udp_source_seen_by_dc(client_ns: str, port: int = 9999) -> str:
-    """Send a datagram from `client_ns` to a one-shot echo server in ntma-dc.
-
-    Returns the source address the DC side saw (after any NAT); asserts the echo came back.
-    """
+def udp_exchange(
+    client_ns: str, server_ns: str, server_ip: str, port: int, *, timeout: float = 5.0
+) -> str | None:
+    """One datagram from `client_ns` to a one-shot echo server at server_ip:port in
+    `server_ns`: the source address the server saw (after any NAT), with the echo checked to
+    have come back; None when the datagram never arrived within `timeout`."""
     server = ns_exec(
-        "ntma-dc",
+        server_ns,
         sys.executable,
         "-c",
         UDP_ECHO_SERVER,
-        lab.DC_IP,
+        server_ip,
         str(port),
+        str(timeout),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -156,16 +166,42 @@ def udp_source_seen_by_dc(client_ns: str, port: int = 9999) -> str:
         assert server.stdout is not None
         assert server.stdout.readline().strip() == "ready"
         reply = ns_run(
-            client_ns, sys.executable, "-c", UDP_CLIENT, lab.DC_IP, str(port), timeout=10
-        )
-        assert reply.stdout.strip() == "hello ntma"
-        out, err = server.communicate(timeout=10)
+            client_ns,
+            sys.executable,
+            "-c",
+            UDP_CLIENT,
+            server_ip,
+            str(port),
+            str(timeout),
+            timeout=timeout + 10,
+        ).stdout.strip()
+        out, err = server.communicate(timeout=timeout + 10)
         assert server.returncode == 0, err
+        if out.split() == ["nothing"]:
+            assert reply == "no echo"
+            return None
+        assert reply == "hello ntma"
         return out.split()[0]
     finally:
         if server.poll() is None:
             server.kill()
             server.communicate()
+
+
+def udp_source_seen_by_dc(client_ns: str, port: int = 9999) -> str:
+    """Send a datagram from `client_ns` to a one-shot echo server in ntma-dc.
+
+    Returns the source address the DC side saw (after any NAT); asserts the echo came back.
+    """
+    seen = udp_exchange(client_ns, "ntma-dc", lab.DC_IP, port)
+    assert seen is not None, f"a datagram from {client_ns} did not reach the DC"
+    return seen
+
+
+def nft_counter(ns: str, family: str, table: str) -> int:
+    """Packets counted by the (first) counter in nftables table `family table` of `ns`."""
+    out = ns_run(ns, "nft", "list", "table", family, table).stdout
+    return int(out.split("counter packets ", 1)[1].split()[0])
 
 
 def addresses(status: dict[str, Any], ns: str) -> dict[str, list[str]]:
@@ -231,9 +267,14 @@ def test_topology_default_mn_behind_cone_nat_cn_direct() -> None:
     assert addrs["ntma-adapter"] == {"eth0": "10.10.3.2/24"}
     assert addrs["ntma-adapter-nat"] == {"wan0": "198.51.100.51/24", "lan0": "10.10.3.1/24"}
     assert addrs["ntma-gn"] == {}
+    assert addrs["ntma-rs"] == {"eth0": "198.51.100.60/24"}
     bridge_ports = [link.a.name for link in topo.links if link.bridge]
-    assert len(bridge_ports) == len(set(bridge_ports)) == 5
+    assert len(bridge_ports) == len(set(bridge_ports)) == 6
     assert all(len(name) <= 15 for name in bridge_ports)
+    relay = next(ns for ns in topo.namespaces if ns.name == "ntma-rs")
+    assert relay.role == "relay"
+    inet = next(ns for ns in topo.namespaces if ns.name == "ntma-inet")
+    assert inet.block_udp_between is None  # --block-direct is off by default
 
 
 def test_topology_gn_link_and_adapter_rows() -> None:
@@ -269,6 +310,91 @@ def test_topology_cn_nat_symmetric_rule() -> None:
     assert topo.addresses()["ntma-mn"] == {"eth0": "198.51.100.40/24"}
 
 
+def test_topology_symmetric_everywhere() -> None:
+    nat = {"mn": "symmetric", "cn": "symmetric", "adapter": "symmetric"}
+    topo = lab.build_topology(nat)
+    routers = {ns.name: ns.nat for ns in topo.namespaces if ns.role == "nat"}
+    assert routers == {
+        "ntma-mn-nat": "symmetric",
+        "ntma-cn-nat": "symmetric",
+        "ntma-adapter-nat": "symmetric",
+    }
+    assert lab.resolve_nat_modes(nat) == nat
+
+
+def test_topology_cn_behind_mns_nat() -> None:
+    """--cn-nat same: no ntma-cn-nat; mn's router's lan0 is a bridge with a port for each."""
+    topo = lab.build_topology({"mn": "symmetric", "cn": "same"})
+    by_name = {ns.name: ns for ns in topo.namespaces}
+    assert "ntma-cn-nat" not in by_name
+    router = by_name["ntma-mn-nat"]
+    assert (router.bridge, router.bridge_cidr, router.nat) == ("lan0", "10.10.1.1/24", "symmetric")
+    addrs = topo.addresses()
+    assert addrs["ntma-mn-nat"] == {"wan0": "198.51.100.41/24", "lan0": "10.10.1.1/24"}
+    assert addrs["ntma-mn"] == {"eth0": "10.10.1.2/24"}
+    assert addrs["ntma-cn"] == {"eth0": "10.10.1.3/24"}
+    cn = by_name["ntma-cn"]
+    assert (cn.nat, cn.default_via, cn.fqdn) == ("same", "10.10.1.1", "cn.ntm.example")
+    lan_ports = {(link.a.name, link.b.ns) for link in topo.links if link.bridge == "lan0"}
+    assert lan_ports == {("lan-mn", "ntma-mn"), ("lan-cn", "ntma-cn")}
+    assert all(link.a.ns == "ntma-mn-nat" for link in topo.links if link.bridge == "lan0")
+    state = lab.new_state(Path("/nonexistent"), topo, {"mn": "symmetric", "cn": "same"})
+    assert state["nodes"]["cn"] == {
+        "name": "cn",
+        "ns": "ntma-cn",
+        "fqdn": "cn.ntm.example",
+        "nat": "same",
+        "nat_ns": "ntma-mn-nat",
+        "address": "10.10.1.3",
+        "public_address": "198.51.100.41",
+        "port": 7401,
+    }
+    assert state["nat"] == {"mn": "symmetric", "cn": "same", "adapter": "cone"}
+
+
+def test_cn_same_needs_mn_behind_a_nat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before anything is touched (so no root needed): one line, naming the fix."""
+    with pytest.raises(LabError, match=r"mn has none: add --mn-nat cone") as info:
+        lab_up(tmp_path, mn_nat="none", cn_nat="same", daemons=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(LabError, match="unknown NAT mode for mn"):
+        lab_up(tmp_path, mn_nat="same", daemons=False)  # only cn can share a NAT
+    for command in ("up", "demo"):
+        argv = [command, "--mn-nat", "none", "--cn-nat", "same", "--run-dir", str(tmp_path)]
+        assert lab.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"ntma lab {command}: error: ")
+        assert "--cn-nat same puts cn behind mn's NAT" in err
+    assert list(tmp_path.iterdir()) == []
+    for flag in ("--mn-nat", "--adapter-nat"):
+        with pytest.raises(SystemExit):
+            lab.main(["up", flag, "same"])
+        assert "invalid choice" in capsys.readouterr().err
+
+
+def test_block_direct_covers_every_ntm_end_address() -> None:
+    expected = {
+        "198.51.100.30",
+        "198.51.100.31",
+        "198.51.100.40",
+        "198.51.100.41",
+        "198.51.100.50",
+        "198.51.100.51",
+    }
+    assert set(lab.ntm_public_addresses()) == expected
+    derived = {ip for d in (*lab.NODE_DEFS, lab.ADAPTER_DEF) for ip in (d.direct_ip, d.wan_ip)}
+    assert derived == expected  # from the topology table, not a list of its own
+    assert not {lab.DC_IP, lab.RS_IP, lab.WEB_IP} & expected
+    topo = lab.build_topology({"mn": "cone"}, block_direct=True)
+    inet = next(ns for ns in topo.namespaces if ns.name == "ntma-inet")
+    assert set(inet.block_udp_between or ()) == expected
+    rules = lab.block_direct_ruleset(lab.ntm_public_addresses())
+    assert rules.startswith("table bridge ntma_block_direct {")
+    assert "hook forward" in rules
+    assert "ip protocol udp ip saddr @ntm_ends ip daddr @ntm_ends counter drop" in rules
+    assert all(ip in rules for ip in expected)
+
+
 def test_toml_writer_round_trips() -> None:
     sections = {
         "dc": {"listen": "198.51.100.10:7400", "keepalive_interval": 5, "path": Path("/x y")},
@@ -279,6 +405,12 @@ def test_toml_writer_round_trips() -> None:
     assert parsed["dc"] == {"listen": "198.51.100.10:7400", "keepalive_interval": 5, "path": "/x y"}
     assert parsed["admission"] == {"mn.ntm.example": "a+b/c=", "plain_key": True}
     assert parsed["dns"]["ntm_suffixes"] == ["ntm.example"]
+    tables = lab.to_toml({"a": {"x": 1}, "relays": [{"address": "h:1"}, {"address": "h:2"}]})
+    assert "[[relays]]" in tables
+    assert tomllib.loads(tables) == {
+        "a": {"x": 1},
+        "relays": [{"address": "h:1"}, {"address": "h:2"}],
+    }
 
 
 def test_generate_key_format(tmp_path: Path) -> None:
@@ -312,6 +444,174 @@ def test_cli_adapter_flags() -> None:
     assert (args.adapter_nat, args.no_adapter) == ("symmetric", True)
 
 
+@pytest.mark.parametrize("command", ["up", "demo"])
+def test_cli_nat_and_block_direct_flags(command: str) -> None:
+    args = lab.build_parser().parse_args([command])
+    assert (args.mn_nat, args.cn_nat, args.adapter_nat) == ("cone", "none", "cone")
+    assert args.block_direct is False
+    for mode in ("none", "cone", "symmetric"):
+        argv = [command, "--mn-nat", mode, "--cn-nat", mode, "--adapter-nat", mode]
+        args = lab.build_parser().parse_args(argv)
+        assert (args.mn_nat, args.cn_nat, args.adapter_nat) == (mode, mode, mode)
+    args = lab.build_parser().parse_args([command, "--cn-nat", "same", "--block-direct"])
+    assert (args.cn_nat, args.block_direct) == ("same", True)
+
+
+def test_cli_demo_hands_block_direct_to_the_lab(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ntma import demo
+
+    seen: dict[str, Any] = {}
+
+    def fake_lab_up(run_dir: Path, **options: Any) -> dict[str, Any]:
+        seen.update(options)
+        raise LabError("stop here")
+
+    monkeypatch.setattr(demo, "lab_up", fake_lab_up)
+    argv = ["demo", "--mn-nat", "symmetric", "--cn-nat", "same", "--block-direct"]
+    assert lab.main([*argv, "--run-dir", "/nonexistent"]) == 1
+    assert seen["mn_nat"] == "symmetric" and seen["cn_nat"] == "same"
+    assert seen["block_direct"] is True
+    assert demo.lab_up is fake_lab_up  # put back afterwards
+
+
+def _write_log(path: Path, events: list[Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        for event in events:
+            f.write((event if isinstance(event, str) else json.dumps(event)) + "\n")
+
+
+def test_status_routes_fallbacks_and_nat_types_from_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fake lab (state.json and logs, no namespaces): status reads the events."""
+    topo = lab.build_topology({"mn": "cone", "cn": "cone"})
+    state = lab.new_state(tmp_path, topo, {"mn": "cone", "cn": "cone"})
+    logs = {name: Path(d["log"]) for name, d in state["daemons"].items()}
+    old_lab = {"event": "route_decided", "tunnel_id": 1, "route": "direct", "requester": "x"}
+    _write_log(logs["dc"], [old_lab])  # an earlier lab in this run dir: not reported
+    state["daemons"]["dc"]["log_start"] = logs["dc"].stat().st_size
+    decided = {
+        "event": "route_decided",
+        "tunnel_id": 7,
+        "requester": "mn.ntm.example",
+        "target": "cn.ntm.example",
+        "route": "punch",
+        "why": "both behind endpoint-independent (cone) NATs",
+        "initiator": "mn.ntm.example",
+        "relay": "198.51.100.60:7500",
+        "timestamp": "2025-01-01T00:00:01Z",
+        "level": "info",
+    }
+    relayed = {**decided, "tunnel_id": 8, "route": "relay", "timestamp": "2025-01-01T00:00:03Z"}
+    _write_log(
+        logs["dc"],
+        [
+            "dc starting (not json)",
+            {"event": "dc_ready"},
+            {"event": "node_nat", "fqdn": "mn.ntm.example", "reach": "unknown"},
+            {"event": "node_nat", "fqdn": "cn.ntm.example", "reach": "cone"},
+            decided,
+            {"event": "node_nat", "fqdn": "mn.ntm.example", "reach": "cone"},
+            {"event": "route_decided_not", "tunnel_id": 9},
+            relayed,
+            '{"event": "route_decided", "tunnel_id": 10',  # a line still being written
+        ],
+    )
+    fallback = {
+        "event": "route_fallback",
+        "tunnel": 7,
+        "peer": "cn.ntm.example",
+        "from": "punch",
+        "to": "relay",
+        "timestamp": "2025-01-01T00:00:02Z",
+    }
+    _write_log(logs["mn"], [{"event": "tunnel_up", "route": "relay"}, fallback])
+    _write_log(logs["adapter"], [{**fallback, "tunnel": 11, "timestamp": "2025-01-01T00:00:04Z"}])
+    lab.save_state(state)
+
+    status = lab_status(tmp_path)
+    want_route = {k: decided[k] for k in (*lab.ROUTE_FIELDS, "timestamp")}
+    assert status["routes"] == [
+        want_route,
+        {**want_route, "tunnel_id": 8, "route": "relay", "timestamp": "2025-01-01T00:00:03Z"},
+    ]
+    assert status["fallbacks"] == [
+        {"node": "mn", **{k: fallback[k] for k in (*lab.FALLBACK_FIELDS, "timestamp")}},
+        {
+            "node": "adapter",
+            "tunnel": 11,
+            "peer": "cn.ntm.example",
+            "from": "punch",
+            "to": "relay",
+            "timestamp": "2025-01-01T00:00:04Z",
+        },
+    ]
+    assert status["nat_types"] == {"mn.ntm.example": "cone", "cn.ntm.example": "cone"}
+    assert status["relay"]["address"] == "198.51.100.60" and status["relay"]["port"] == 7500
+
+    assert lab.main(["status", "--json", "--run-dir", str(tmp_path)]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert as_json["routes"] == status["routes"] and as_json["nat_types"] == status["nat_types"]
+    assert lab.main(["status", "--run-dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "tunnel 7: mn.ntm.example -> cn.ntm.example: punch" in text
+    assert "tunnel 8: mn.ntm.example -> cn.ntm.example: relay" in text
+    assert "mn: tunnel 7 to cn.ntm.example: punch -> relay" in text
+    assert "adapter: tunnel 11 to cn.ntm.example: punch -> relay" in text
+    assert "cn.ntm.example" in text.split("NAT types")[1].split("routes")[0]
+
+
+def test_relay_and_dc_configs(tmp_path: Path) -> None:
+    """Keys and configs are written without namespaces; the project's loaders accept them."""
+    topo = lab.build_topology({})
+    state = lab.new_state(tmp_path, topo, {})
+    lab.prepare_run_dir(tmp_path)
+    lab.write_keys_and_configs(state)
+    keys = state["keys"]
+    assert set(keys) == {"dc", "rs", "mn", "cn", "adapter"}
+    rs_key = Path(keys["rs"]["private_key_file"])
+    assert rs_key == tmp_path / "keys" / "rs.key"
+    assert stat.S_IMODE(rs_key.stat().st_mode) == 0o600
+    relay_toml = tmp_path / "configs" / "relay.toml"
+    assert state["configs"]["relay"] == str(relay_toml)
+    assert relay_toml.read_text() == (
+        "[relay]\n"
+        'listen = "198.51.100.60:7500"\n'
+        f'private_key_file = "{tmp_path}/keys/rs.key"\n'
+        "idle_timeout = 60\n"
+        "\n"
+        "[dc]\n"
+        f'public_key = "{keys["dc"]["public_key"]}"\n'
+        "\n"
+        "[log]\n"
+        'level = "info"\n'
+        "stats_interval = 2\n"
+    )
+    dc_text = (tmp_path / "configs" / "dc.toml").read_text()
+    assert dc_text.index("[admission]") < dc_text.index("[[relays]]") < dc_text.index("[log]")
+    dc = tomllib.loads(dc_text)
+    assert dc["dc"]["probe_listen"] == "198.51.100.10:7401"
+    assert dc["relays"] == [
+        {"address": "198.51.100.60:7500", "public_key": keys["rs"]["public_key"]}
+    ]
+    relay = state["daemons"]["relay"]
+    assert relay["ns"] == "ntma-rs"
+    assert relay["cmd"][1:] == ["-m", "ntma", "relay", "--config", str(relay_toml)]
+    assert relay["log"] == str(tmp_path / "logs" / "relay.log")
+    assert list(state["daemons"]).index("relay") == list(state["daemons"]).index("dc") + 1
+    config = pytest.importorskip("ntma.config")
+    loaded = config.load_dc_config(tmp_path / "configs" / "dc.toml")
+    if hasattr(loaded, "relays"):
+        rs_pub = base64.b64decode(keys["rs"]["public_key"])
+        assert loaded.relays == [(("198.51.100.60", 7500), rs_pub)]
+        assert loaded.probe_listen == (lab.DC_IP, 7401)
+    if hasattr(config, "load_relay_config"):
+        rs = config.load_relay_config(relay_toml)
+        assert rs.listen == ("198.51.100.60", 7500)
+        assert rs.dc_public_key == loaded.key.public
+
+
 # --------------------------------------------------------------------------- default lab
 
 
@@ -336,6 +636,21 @@ class TestDefaultLab:
         assert udp_source_seen_by_dc("ntma-mn") == "198.51.100.41"
         assert udp_source_seen_by_dc("ntma-cn", port=9998) == "198.51.100.30"
         assert state["nodes"]["mn"]["public_address"] == "198.51.100.41"
+
+    def test_relay_host_reachable_and_nothing_blocked(
+        self, state: dict[str, Any], run_dir: Path
+    ) -> None:
+        status = lab_status(run_dir)
+        assert v4(status, "ntma-rs", "eth0") == ["198.51.100.60/24"]
+        rs = status["namespaces"]["ntma-rs"]
+        assert (rs["role"], rs["daemon"]) == ("relay", "relay")
+        assert rs["config"] == str(run_dir / "configs" / "relay.toml")
+        assert udp_exchange("ntma-mn", "ntma-rs", lab.RS_IP, 7500) == "198.51.100.41"
+        # without --block-direct, NTM ends reach each other directly
+        assert ns_run("ntma-inet", "nft", "list", "ruleset").stdout.strip() == ""
+        assert udp_exchange("ntma-mn", "ntma-cn", "198.51.100.30", 9996) == "198.51.100.41"
+        assert status["block_direct"]["enabled"] is False
+        assert status["routes"] == [] and status["fallbacks"] == [] and status["nat_types"] == {}
 
     def test_dns_via_dnsmasq(self, state: dict[str, Any]) -> None:
         out = ns_run(
@@ -427,7 +742,9 @@ class TestDefaultLab:
         assert status["daemons"]["dc"]["pid"] is None  # daemons=False
         assert status["daemons"]["adapter"]["pid"] is None
         assert status["daemons"]["adapter"]["ns"] == "ntma-adapter"
-        assert set(status["keys"]) == {"dc", "mn", "cn", "adapter"}
+        assert set(status["keys"]) == {"dc", "rs", "mn", "cn", "adapter"}
+        assert status["daemons"]["relay"]["ns"] == "ntma-rs"
+        assert status["daemons"]["relay"]["pid"] is None
         assert status["logs"]["dc"].endswith("/logs/dc.log")
 
     def test_status_lists_gn_and_adapter(self, state: dict[str, Any], run_dir: Path) -> None:
@@ -468,7 +785,7 @@ class TestDefaultLab:
 
     def test_keys_and_configs(self, state: dict[str, Any], run_dir: Path) -> None:
         keys = state["keys"]
-        for name in ("dc", "mn", "cn", "adapter"):
+        for name in ("dc", "rs", "mn", "cn", "adapter"):
             key_file = Path(keys[name]["private_key_file"])
             assert key_file.parent == run_dir / "keys"
             assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -482,7 +799,21 @@ class TestDefaultLab:
             "cn.ntm.example": keys["cn"]["public_key"],
             "gn.ntm.example": keys["adapter"]["public_key"],
         }
+        assert dc["dc"]["probe_listen"] == "198.51.100.10:7401"
+        assert dc["relays"] == [
+            {"address": "198.51.100.60:7500", "public_key": keys["rs"]["public_key"]}
+        ]
         assert dc["log"] == {"level": "info", "stats_interval": 2}
+        relay = tomllib.loads((run_dir / "configs" / "relay.toml").read_text())
+        assert relay == {
+            "relay": {
+                "listen": "198.51.100.60:7500",
+                "private_key_file": str(run_dir / "keys" / "rs.key"),
+                "idle_timeout": 60,
+            },
+            "dc": {"public_key": keys["dc"]["public_key"]},
+            "log": {"level": "info", "stats_interval": 2},
+        }
         mn = tomllib.loads((run_dir / "configs" / "mn.toml").read_text())
         assert mn["node"]["fqdn"] == "mn.ntm.example"
         assert mn["dc"] == {"address": "198.51.100.10:7400", "public_key": keys["dc"]["public_key"]}
@@ -520,7 +851,16 @@ class TestDefaultLab:
         for ns in ("ntma-mn-nat", "ntma-adapter-nat"):
             rules = ns_run(ns, "nft", "list", "ruleset").stdout
             assert 'oifname "wan0" masquerade' in rules and "fully-random" not in rules
+            assert 'iifname "wan0" ct state new meta l4proto udp counter' in rules
             assert sysctl(ns, "net.ipv4.ip_forward") == "1"
+
+    def test_nat_router_drops_unsolicited_udp(self, state: dict[str, Any]) -> None:
+        """As a home router: nothing unsolicited gets in (and leaves no conntrack entry)."""
+        before = nft_counter("ntma-mn-nat", "ip", "filter")
+        assert udp_exchange("ntma-cn", "ntma-mn-nat", "198.51.100.41", 9995, timeout=1) is None
+        assert nft_counter("ntma-mn-nat", "ip", "filter") > before
+        # ...while replies to its own mappings come back (the echo from the DC)
+        assert udp_source_seen_by_dc("ntma-mn", port=9994) == "198.51.100.41"
 
     def test_root_namespace_untouched(
         self, state: dict[str, Any], root_links_before: list[str]
@@ -557,7 +897,9 @@ class TestCnBehindNat:
 
     @pytest.fixture(scope="class")
     def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
-        yield from _lab_fixture(run_dir, mn_nat="none", cn_nat="cone", adapter_nat="symmetric")
+        yield from _lab_fixture(
+            run_dir, mn_nat="none", cn_nat="cone", adapter_nat="symmetric", block_direct=True
+        )
 
     def test_layout(self, state: dict[str, Any], run_dir: Path) -> None:
         status = lab_status(run_dir)
@@ -577,6 +919,114 @@ class TestCnBehindNat:
         assert 'oifname "wan0" masquerade fully-random' in rules
         assert lab_status(run_dir)["namespaces"]["ntma-adapter"]["nat"] == "symmetric"
         assert udp_source_seen_by_dc("ntma-adapter", port=9997) == "198.51.100.51"
+
+    def test_block_direct_drops_udp_between_ntm_ends_only(
+        self, state: dict[str, Any], run_dir: Path
+    ) -> None:
+        rules = ns_run("ntma-inet", "nft", "list", "table", "bridge", lab.BLOCK_DIRECT_TABLE)
+        assert "ip saddr @ntm_ends ip daddr @ntm_ends" in rules.stdout
+        assert lab_status(run_dir)["block_direct"]["enabled"] is True
+        # cn (behind its NAT, .31) -> the public mn (.40): dropped on the Internet segment
+        before = nft_counter("ntma-inet", "bridge", lab.BLOCK_DIRECT_TABLE)
+        assert udp_exchange("ntma-cn", "ntma-mn", "198.51.100.40", 9990, timeout=2) is None
+        assert nft_counter("ntma-inet", "bridge", lab.BLOCK_DIRECT_TABLE) > before
+        # the public mn -> the adapter's NAT (.51): dropped too
+        assert udp_exchange("ntma-mn", "ntma-adapter-nat", "198.51.100.51", 9991, timeout=2) is None
+        # the DC, the relay and the web host stay reachable from every end
+        assert udp_source_seen_by_dc("ntma-cn", port=9992) == "198.51.100.31"
+        assert udp_exchange("ntma-cn", "ntma-rs", lab.RS_IP, 9993) == "198.51.100.31"
+        assert udp_exchange("ntma-mn", "ntma-web", lab.WEB_IP, 9994) == "198.51.100.40"
+        # ...and it is UDP only: ICMP between the ends passes
+        assert ping("ntma-cn", "198.51.100.40")
+
+    def test_zz_without_the_block_the_same_datagram_arrives(self, state: dict[str, Any]) -> None:
+        """Runs last in the class (it removes the block)."""
+        ns_run("ntma-inet", "nft", "delete", "table", "bridge", lab.BLOCK_DIRECT_TABLE)
+        assert udp_exchange("ntma-cn", "ntma-mn", "198.51.100.40", 9989) == "198.51.100.31"
+
+
+@netns
+@needs_netns
+class TestSymmetricEverywhere:
+    """Every NTM end behind a symmetric NAT, with direct UDP between them blocked."""
+
+    @pytest.fixture(scope="class")
+    def run_dir(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return tmp_path_factory.mktemp("lab-symmetric")
+
+    @pytest.fixture(scope="class")
+    def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
+        yield from _lab_fixture(
+            run_dir,
+            mn_nat="symmetric",
+            cn_nat="symmetric",
+            adapter_nat="symmetric",
+            block_direct=True,
+        )
+
+    def test_every_router_is_symmetric(self, state: dict[str, Any], run_dir: Path) -> None:
+        status = lab_status(run_dir)
+        for name in ("mn", "cn", "adapter"):
+            rules = ns_run(f"ntma-{name}-nat", "nft", "list", "ruleset").stdout
+            assert 'oifname "wan0" masquerade fully-random' in rules
+            assert status["namespaces"][f"ntma-{name}"]["nat"] == "symmetric"
+            assert status["nat"][name] == "symmetric"
+        assert udp_source_seen_by_dc("ntma-mn", port=9980) == "198.51.100.41"
+        assert udp_source_seen_by_dc("ntma-cn", port=9981) == "198.51.100.31"
+        assert udp_source_seen_by_dc("ntma-adapter", port=9982) == "198.51.100.51"
+
+    def test_block_direct(self, state: dict[str, Any]) -> None:
+        # cn -> mn's NAT WAN address: dropped on the Internet segment (it never gets to the
+        # router, whose own firewall counter stays put); cn -> the DC and the relay: arrive
+        blocked = nft_counter("ntma-inet", "bridge", lab.BLOCK_DIRECT_TABLE)
+        firewall = nft_counter("ntma-mn-nat", "ip", "filter")
+        assert udp_exchange("ntma-cn", "ntma-mn-nat", "198.51.100.41", 9983, timeout=2) is None
+        assert nft_counter("ntma-inet", "bridge", lab.BLOCK_DIRECT_TABLE) > blocked
+        assert nft_counter("ntma-mn-nat", "ip", "filter") == firewall
+        assert udp_source_seen_by_dc("ntma-cn", port=9984) == "198.51.100.31"
+        assert udp_exchange("ntma-adapter", "ntma-rs", lab.RS_IP, 9985) == "198.51.100.51"
+
+
+@netns
+@needs_netns
+class TestCnBehindMnsNat:
+    """--cn-nat same: cn on mn's NAT LAN (a bridge in ntma-mn-nat), no ntma-cn-nat."""
+
+    @pytest.fixture(scope="class")
+    def run_dir(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return tmp_path_factory.mktemp("lab-same-nat")
+
+    @pytest.fixture(scope="class")
+    def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
+        yield from _lab_fixture(run_dir, mn_nat="cone", cn_nat="same", adapter_nat="none")
+
+    def test_layout(self, state: dict[str, Any], run_dir: Path) -> None:
+        status = lab_status(run_dir)
+        assert "ntma-cn-nat" not in live_namespaces()
+        assert set(live_namespaces()) == (DEFAULT_NAMESPACES - {"ntma-adapter-nat"})
+        assert v4(status, "ntma-mn-nat", "lan0") == ["10.10.1.1/24"]
+        assert v4(status, "ntma-mn", "eth0") == ["10.10.1.2/24"]
+        assert v4(status, "ntma-cn", "eth0") == ["10.10.1.3/24"]
+        ports = json.loads(
+            ns_run("ntma-mn-nat", "ip", "-j", "link", "show", "master", "lan0").stdout
+        )
+        assert sorted(p["ifname"] for p in ports) == ["lan-cn", "lan-mn"]
+        default = [r for r in routes("ntma-cn") if r["dst"] == "default"]
+        assert [r["gateway"] for r in default] == ["10.10.1.1"]
+        assert status["namespaces"]["ntma-cn"]["nat"] == "same"
+        cn = status["nodes"]["cn"]
+        assert (cn["nat_ns"], cn["address"], cn["public_address"]) == (
+            "ntma-mn-nat",
+            "10.10.1.3",
+            "198.51.100.41",
+        )
+
+    def test_traffic(self, state: dict[str, Any]) -> None:
+        assert ping("ntma-cn", "10.10.1.2")  # across the shared LAN, not through the NAT
+        assert udp_exchange("ntma-mn", "ntma-cn", "10.10.1.3", 9970) == "10.10.1.2"
+        assert udp_source_seen_by_dc("ntma-cn", port=9971) == "198.51.100.41"
+        assert udp_source_seen_by_dc("ntma-mn", port=9972) == "198.51.100.41"
+        assert ping("ntma-cn", lab.RS_IP)
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -659,19 +1109,21 @@ def test_failed_up_tears_down(
 def _stand_in_daemons(
     event_by_role: dict[str, str | None], fail_by_role: dict[str, str] | None = None
 ) -> Any:
-    """Wrap lab.daemon_specs so dc/node/adapter commands are stand-ins.
+    """Wrap lab.daemon_specs so dc/relay/node/adapter commands are stand-ins.
 
-    A stand-in prints the readiness event for its role (the adapter: as the nodes, unless
-    given), or, for a role in `fail_by_role`, writes that message to stderr and exits 1.
+    A stand-in prints the readiness event for its role (the relay: relay_ready, the adapter:
+    as the nodes, unless given), or, for a role in `fail_by_role`, writes that message to
+    stderr and exits 1.
     """
     real = lab.daemon_specs
+    event_by_role = {"relay": "relay_ready", **event_by_role}
 
     def specs(run_dir: Path, nodes: Any) -> dict[str, dict[str, Any]]:
         out = real(run_dir, nodes)
         for spec in out.values():
             if spec["cmd"][2:3] != ["ntma"]:
                 continue
-            role = spec["cmd"][3]  # dc | node | adapter
+            role = spec["cmd"][3]  # dc | relay | node | adapter
             if role in (fail_by_role or {}):
                 message = (fail_by_role or {})[role]
                 spec["cmd"] = [sys.executable, "-c", f"import sys; sys.exit({message!r})"]
@@ -697,7 +1149,9 @@ def test_up_waits_for_daemon_readiness(tmp_path: Path, monkeypatch: pytest.Monke
     try:
         state = lab_up(tmp_path, daemons=True, wait_s=15)
         status = lab_status(tmp_path)
-        assert all(status["daemons"][n]["alive"] for n in ("dc", "mn", "cn", "adapter", "web"))
+        names = ("dc", "relay", "mn", "cn", "adapter", "web")
+        assert all(status["daemons"][n]["alive"] for n in names)
+        assert state["daemons"]["relay"]["ns"] == "ntma-rs"
         assert state["daemons"]["mn"]["ns"] == "ntma-mn"
         assert state["daemons"]["adapter"]["ns"] == "ntma-adapter"
         assert status["adapter"]["autostart"] is True
@@ -747,14 +1201,36 @@ def test_adapter_exit_is_one_clear_line_and_nodes_stay_up(
             "adapter exited with status 1 before logging 'registered': "
             f"{why}; read {tmp_path}/logs/adapter.log"
         )
-        status = lab_status(tmp_path)  # left up; DC and nodes registered and running
-        assert all(status["daemons"][n]["alive"] for n in ("dc", "mn", "cn"))
+        status = lab_status(tmp_path)  # left up; DC, relay and nodes ready and running
+        assert all(status["daemons"][n]["alive"] for n in ("dc", "relay", "mn", "cn"))
         assert not status["daemons"]["adapter"]["alive"]
         # the CLI reports it on one line too
         assert lab.main(["up", "--wait", "15", "--run-dir", str(tmp_path)]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1
         assert err.startswith("ntma lab: error: adapter exited with status 1") and why in err
+    finally:
+        lab_down(tmp_path)
+
+
+@netns
+@needs_netns
+def test_relay_exit_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    why = "ntma relay: error: relay.listen: cannot bind"
+    monkeypatch.setattr(
+        lab,
+        "daemon_specs",
+        _stand_in_daemons({"dc": "dc_ready", "node": "registered"}, {"relay": why}),
+    )
+    try:
+        with pytest.raises(LabNotReady) as info:
+            lab_up(tmp_path, daemons=True, wait_s=15)
+        assert str(info.value) == (
+            "relay exited with status 1 before logging 'relay_ready': "
+            f"{why}; read {tmp_path}/logs/relay.log"
+        )
+        status = lab_status(tmp_path)  # left up for inspection
+        assert status["daemons"]["dc"]["alive"] and not status["daemons"]["relay"]["alive"]
     finally:
         lab_down(tmp_path)
 
