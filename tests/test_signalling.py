@@ -1,7 +1,12 @@
 """Node and DC state machines talking over an in-memory network (no sockets)."""
 
+import ipaddress
 import random
+from collections import Counter
 
+from ntma.dc.coordinator import Coordinator
+from ntma.dc.store import NodeStore
+from ntma.proto.crypto import StaticKey
 from ntma.proto.messages import Status
 from ntma.proto.node_sm import (
     DirectionResolved,
@@ -245,3 +250,25 @@ def test_same_nat_goes_direct_to_private_addresses():
     decided = _decided(net)[-1].fields
     assert decided["route"] == "direct" and "same NAT" in decided["why"]
     assert ("mn", ("10.10.1.3", 7401)) in sent  # the private address is tried first
+
+
+def test_several_relays_spread_tunnels_and_each_tunnel_sticks_to_one():
+    relays = [((f"198.51.100.{60 + i}", 7500), StaticKey.generate().public) for i in range(3)]
+    store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
+    dc = Coordinator(
+        static=StaticKey.generate(),
+        store=store,
+        zone="ntm.example",
+        admission={},
+        keepalive_s=5,
+        keepalive_misses=3,
+        relays=relays,
+    )
+
+    class End:
+        public_key = b"\x01" * 32
+
+    picks = Counter(dc._relay_for(tid, End, End, 0.0).endpoint for tid in range(1, 601))
+    assert set(picks) == {ep for ep, _ in relays}
+    assert min(picks.values()) > 150  # about a third each (rendezvous hashing)
+    assert dc._relay_for(42, End, End, 0.0).endpoint == dc._relay_for(42, End, End, 9.0).endpoint
