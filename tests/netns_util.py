@@ -109,3 +109,83 @@ def udp_payloads(pcap: Path) -> list[tuple[str, int, str, int, bytes]]:
         sport, dport = struct.unpack_from("!HH", frame, udp)
         out.append((src, sport, dst, dport, frame[udp + 8 :]))
     return out
+
+
+def listening(ns: str, port: int, proto: str = "t") -> bool:
+    return f":{port} " in ns_run(ns, "ss", f"-l{proto}n", check=False).stdout
+
+
+def serve_dir(ns: str, www: Path, log: Path, port: int = 8080) -> subprocess.Popen:
+    """python3 -m http.server in `ns`, returned once it listens."""
+    server = start_in_ns(
+        ns, "python3", "-m", "http.server", str(port), "--directory", str(www), log=log
+    )
+    wait_for(lambda: listening(ns, port), 10, f"http.server in {ns}", interval=0.05)
+    return server
+
+
+def gn_dhclient(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    """ISC dhclient in the general node's namespace, its pid and lease files under tmp."""
+    return ns_run(
+        "ntma-gn",
+        "dhclient",
+        "-1",
+        "-pf",
+        str(tmp / "dhclient.pid"),
+        "-lf",
+        str(tmp / "dhclient.leases"),
+        *args,
+        "eth0",
+        check=False,
+        timeout=60,
+    )
+
+
+def nc_one_way(sender_ns: str, receiver_ns: str, name: str, port: int, tmp: Path) -> str:
+    """One `nc -u` datagram from sender_ns to `name`; returns what the listener got."""
+    out = tmp / f"nc-{receiver_ns}-{port}.txt"
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", receiver_ns, "nc", "-u", "-l", "-W", "1", str(port)],
+        stdout=out.open("wb"),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: listening(receiver_ns, port, "u"),
+            5,
+            f"nc -u -l {port} in {receiver_ns}",
+            interval=0.05,
+        )
+        text = f"datagram from {sender_ns} to {receiver_ns}"
+        ns_run(sender_ns, "sh", "-c", f"echo '{text}' | nc -u -w 1 {name} {port}", timeout=30)
+        listener.wait(10)
+    finally:
+        stop(listener)
+    return out.read_text()
+
+
+def iperf(client_ns: str, server_ns: str, target: str, seconds: int, *extra: str) -> dict:
+    """One iperf3 run (JSON report) against a one-shot server in server_ns."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: listening(server_ns, 5201), 10, f"iperf3 -s in {server_ns}", interval=0.05)
+        result = ns_run(
+            client_ns,
+            "iperf3",
+            "-c",
+            target,
+            "-t",
+            str(seconds),
+            "-J",
+            *extra,
+            check=False,
+            timeout=30 + 2 * seconds,
+        )
+    finally:
+        stop(server)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    return json.loads(result.stdout)

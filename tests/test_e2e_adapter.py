@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,19 @@ import pytest
 
 from ntma.lab import ns_run
 
-from .netns_util import dig, lab_fixture, log_events, needs_netns, start_in_ns, stop, wait_for
+from .netns_util import (
+    dig,
+    gn_dhclient,
+    iperf,
+    lab_fixture,
+    log_events,
+    nc_one_way,
+    needs_netns,
+    serve_dir,
+    start_in_ns,
+    stop,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.netns, needs_netns]
 
@@ -34,39 +44,12 @@ def lab(tmp_path_factory) -> Any:
         www.mkdir()
         (www / "hello.txt").write_text("hello from cn\n")
         (www / "one-mb.bin").write_bytes(ONE_MB)
-        server = start_in_ns(
-            "ntma-cn",
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--directory",
-            str(www),
-            log=tmp / "http.log",
-        )
+        server = serve_dir("ntma-cn", www, tmp / "http.log")
         try:
-            wait_for(lambda: ":8080" in ns_run("ntma-cn", "ss", "-ltn").stdout, 10, "http")
             yield state, tmp
         finally:
             stop(server)
-            _dhclient(tmp, "-x")  # stop a dhclient left running (no release)
-
-
-def _dhclient(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    return ns_run(
-        GN,
-        "dhclient",
-        "-1",
-        "-v",
-        "-pf",
-        str(tmp / "dhclient.pid"),
-        "-lf",
-        str(tmp / "dhclient.leases"),
-        *args,
-        "eth0",
-        check=False,
-        timeout=60,
-    )
+            gn_dhclient(tmp, "-x")  # stop a dhclient left running (no release)
 
 
 def _gn_address() -> tuple[str | None, int]:
@@ -89,7 +72,7 @@ def _adapter_stats(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def leased(lab) -> Any:
     state, tmp = lab
-    result = _dhclient(tmp)
+    result = gn_dhclient(tmp)
     assert result.returncode == 0, result.stderr
     return state, tmp
 
@@ -137,44 +120,13 @@ def test_curl_http_and_one_megabyte_through_tunnel(leased):
 
 def test_udp_both_ways(leased):
     _, tmp = leased
-    for sender, receiver, name, port in (
-        (GN, "ntma-cn", CN_NAME, 9100),
-        ("ntma-cn", GN, "gn.ntm.example", 9101),
-    ):
-        out = tmp / f"nc-{receiver}.txt"
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", receiver, "nc", "-u", "-l", "-W", "1", str(port)],
-            stdout=out.open("wb"),
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.3)
-            ns_run(
-                sender,
-                "sh",
-                "-c",
-                f"echo 'hello from {sender}' | nc -u -w 1 {name} {port}",
-                timeout=20,
-            )
-            listener.wait(10)
-        finally:
-            stop(listener)
-        assert f"hello from {sender}" in out.read_text()
+    assert f"from {GN}" in nc_one_way(GN, "ntma-cn", CN_NAME, 9100, tmp)
+    assert "from ntma-cn" in nc_one_way("ntma-cn", GN, "gn.ntm.example", 9101, tmp)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_iperf3_both_directions(leased, reverse):
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", "ntma-cn", "iperf3", "-s", "-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: ":5201" in ns_run("ntma-cn", "ss", "-ltn").stdout, 10, "iperf3 -s")
-        args = ["iperf3", "-c", CN_NAME, "-t", "5", "-J"] + (["-R"] if reverse else [])
-        report = json.loads(ns_run(GN, *args, timeout=60).stdout)
-    finally:
-        stop(server)
+    report = iperf(GN, "ntma-cn", CN_NAME, 5, *(["-R"] if reverse else []))
     assert report["end"]["sum_received"]["bytes"] > 1_000_000
 
 
@@ -208,8 +160,8 @@ def test_renew_keeps_the_address(leased):
     state, tmp = leased
     before, _ = _gn_address()
     leases = len(_events(state, "adapter", "dhcp_lease"))
-    _dhclient(tmp, "-x")  # stop the running client without releasing
-    result = _dhclient(tmp)  # a new client run reuses its lease: INIT-REBOOT REQUEST
+    gn_dhclient(tmp, "-x")  # stop the running client without releasing
+    result = gn_dhclient(tmp)  # a new client run reuses its lease: INIT-REBOOT REQUEST
     assert result.returncode == 0, result.stderr
     wait_for(lambda: len(_events(state, "adapter", "dhcp_lease")) > leases, 10, "a new lease")
     assert _gn_address()[0] == before
@@ -245,7 +197,7 @@ def test_bad_input_from_the_gn_link_is_dropped_and_counted(leased):
 def test_release_then_udhcpc_gets_the_same_lease_and_renews_it(leased):
     state, tmp = leased
     vip = _events(state, "adapter", "registered")[-1]["vip"]
-    _dhclient(tmp, "-r")  # RELEASE, and the client removes the address
+    gn_dhclient(tmp, "-r")  # RELEASE, and the client removes the address
     wait_for(lambda: _events(state, "adapter", "dhcp_released"), 10, "the release")
     assert _gn_address()[0] is None
     log = tmp / "udhcpc.log"

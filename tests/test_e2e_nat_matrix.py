@@ -28,7 +28,17 @@ import pytest
 
 from ntma.lab import lab_status, ns_run
 
-from .netns_util import lab_fixture, log_events, needs_netns, start_in_ns, stop, wait_for
+from .netns_util import (
+    gn_dhclient,
+    iperf,
+    lab_fixture,
+    log_events,
+    nc_one_way,
+    needs_netns,
+    serve_dir,
+    stop,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.netns, needs_netns]
 
@@ -161,83 +171,11 @@ def _serve_hello(tmp: Path) -> subprocess.Popen:
     www = tmp / "cn-www"
     www.mkdir()
     (www / "hello.txt").write_text(HELLO)
-    server = start_in_ns(
-        "ntma-cn",
-        "python3",
-        "-m",
-        "http.server",
-        "8080",
-        "--directory",
-        str(www),
-        log=tmp / "http.log",
-    )
-    wait_for(
-        lambda: ":8080" in ns_run("ntma-cn", "ss", "-ltn", check=False).stdout,
-        10,
-        "http.server in ntma-cn",
-        interval=0.05,
-    )
-    return server
-
-
-def _dhclient(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    return ns_run(
-        GN,
-        "dhclient",
-        "-1",
-        "-pf",
-        str(tmp / "dhclient.pid"),
-        "-lf",
-        str(tmp / "dhclient.leases"),
-        *args,
-        "eth0",
-        check=False,
-        timeout=60,
-    )
-
-
-def _nc_one_way(sender_ns: str, receiver_ns: str, name: str, port: int, tmp: Path) -> str:
-    out = tmp / f"nc-{receiver_ns}-{port}.txt"
-    listener = subprocess.Popen(
-        ["ip", "netns", "exec", receiver_ns, "nc", "-u", "-l", "-W", "1", str(port)],
-        stdout=out.open("wb"),
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(
-            lambda: f":{port} " in ns_run(receiver_ns, "ss", "-lun", check=False).stdout,
-            5,
-            f"nc -u -l {port} in {receiver_ns}",
-            interval=0.05,
-        )
-        text = f"datagram from {sender_ns} to {receiver_ns}"
-        ns_run(sender_ns, "sh", "-c", f"echo '{text}' | nc -u -w 1 {name} {port}", timeout=30)
-        listener.wait(10)
-    finally:
-        stop(listener)
-    return out.read_text()
+    return serve_dir("ntma-cn", www, tmp / "http.log")
 
 
 def _iperf(client_ns: str) -> dict[str, Any]:
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", "ntma-cn", "iperf3", "-s", "-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(
-            lambda: ":5201" in ns_run("ntma-cn", "ss", "-ltn", check=False).stdout,
-            10,
-            "iperf3 -s in ntma-cn",
-            interval=0.05,
-        )
-        result = ns_run(
-            client_ns, "iperf3", "-c", CN_NAME, "-t", "1", "-J", check=False, timeout=30
-        )
-    finally:
-        stop(server)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    return json.loads(result.stdout)
+    return iperf(client_ns, "ntma-cn", CN_NAME, 1)
 
 
 # --------------------------------------------------------------------------- the matrix
@@ -252,7 +190,7 @@ def cell_lab(cell: Cell, tmp_path: Path) -> Any:
         finally:
             stop(server)
             if cell.client == "gn":
-                _dhclient(tmp_path, "-x")  # stop the client (no release)
+                gn_dhclient(tmp_path, "-x")  # stop the client (no release)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
@@ -260,7 +198,7 @@ def test_nat_matrix(cell: Cell, cell_lab: Any) -> None:
     state, tmp = cell_lab
     client_ns, client_fqdn = cell.client_ns, cell.client_fqdn
     if cell.client == "gn":
-        lease = _dhclient(tmp)
+        lease = gn_dhclient(tmp)
         assert lease.returncode == 0, lease.stderr
         assert _vip(state, "adapter") in ns_run(GN, "ip", "-4", "-o", "addr").stdout
 
@@ -311,9 +249,9 @@ def test_nat_matrix(cell: Cell, cell_lab: Any) -> None:
     )
     assert curl.stdout == HELLO, f"curl: {curl.stderr}\n" + _diag(state)
 
-    forward = _nc_one_way(client_ns, "ntma-cn", CN_NAME, 9300, tmp)
+    forward = nc_one_way(client_ns, "ntma-cn", CN_NAME, 9300, tmp)
     assert f"from {client_ns}" in forward, "UDP to cn lost\n" + _diag(state)
-    backward = _nc_one_way("ntma-cn", client_ns, client_fqdn, 9301, tmp)
+    backward = nc_one_way("ntma-cn", client_ns, client_fqdn, 9301, tmp)
     assert "from ntma-cn" in backward, f"UDP from cn to {client_fqdn} lost\n" + _diag(state)
 
     report = _iperf(client_ns)

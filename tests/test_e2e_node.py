@@ -20,9 +20,12 @@ from ntma.proto.crypto import StaticKey, write_key_file
 
 from .netns_util import (
     dig,
+    iperf,
     lab_fixture,
     log_events,
+    nc_one_way,
     needs_netns,
+    serve_dir,
     start_in_ns,
     stop,
     udp_payloads,
@@ -44,22 +47,7 @@ def _serve_files(lab: dict[str, Any], tmp: Path) -> subprocess.Popen:
     www.mkdir()
     (www / "hello.txt").write_text("hello from cn\n")
     (www / "marker.bin").write_bytes(MARKER * 40_000)  # ~1.1 MB of a recognisable pattern
-    server = start_in_ns(
-        "ntma-cn",
-        "python3",
-        "-m",
-        "http.server",
-        "8080",
-        "--directory",
-        str(www),
-        log=tmp / "http.log",
-    )
-    wait_for(
-        lambda: ns_run("ntma-cn", "ss", "-ltn", check=False).stdout.count(":8080") > 0,
-        10,
-        "http.server in ntma-cn",
-    )
-    return server
+    return serve_dir("ntma-cn", www, tmp / "http.log")
 
 
 @pytest.fixture(scope="class")
@@ -96,41 +84,6 @@ def _curl(ns: str, url: str, *extra: str) -> subprocess.CompletedProcess:
     return ns_run(ns, "curl", "-sS", "--max-time", "20", *extra, url, check=False, timeout=30)
 
 
-def _nc_one_way(sender_ns: str, receiver_ns: str, name: str, port: int, tmp: Path) -> str:
-    out = tmp / f"nc-{receiver_ns}-{port}.txt"
-    listener = subprocess.Popen(
-        ["ip", "netns", "exec", receiver_ns, "nc", "-u", "-l", "-W", "1", str(port)],
-        stdout=out.open("wb"),
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.3)
-        text = f"datagram from {sender_ns} to {receiver_ns}\n"
-        ns_run(sender_ns, "sh", "-c", f"printf '{text}' | nc -u -w 1 {name} {port}", timeout=20)
-        listener.wait(10)
-    finally:
-        stop(listener)
-    return out.read_text()
-
-
-def _iperf(client_ns: str, server_ns: str, name: str, *extra: str) -> str:
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(
-            lambda: ":5201" in ns_run(server_ns, "ss", "-ltn", check=False).stdout,
-            10,
-            "iperf3 server",
-        )
-        result = ns_run(client_ns, "iperf3", "-c", name, "-t", "5", "-J", *extra, timeout=60)
-    finally:
-        stop(server)
-    return result.stdout
-
-
 class _ReachesCn:
     """Checks shared by both topologies (the fixture decides the NAT placement)."""
 
@@ -164,13 +117,12 @@ class _ReachesCn:
 
     def test_udp_datagrams_both_ways(self, lab):
         _, tmp = lab
-        assert "from ntma-mn" in _nc_one_way("ntma-mn", "ntma-cn", CN_NAME, 9000, tmp)
-        assert "from ntma-cn" in _nc_one_way("ntma-cn", "ntma-mn", MN_NAME, 9001, tmp)
+        assert "from ntma-mn" in nc_one_way("ntma-mn", "ntma-cn", CN_NAME, 9000, tmp)
+        assert "from ntma-cn" in nc_one_way("ntma-cn", "ntma-mn", MN_NAME, 9001, tmp)
 
     def test_iperf3_runs(self, lab):
-        import json
 
-        report = json.loads(_iperf("ntma-mn", "ntma-cn", CN_NAME))
+        report = iperf("ntma-mn", "ntma-cn", CN_NAME, 5)
         assert report["end"]["sum_received"]["bytes"] > 1_000_000
 
     def test_ordinary_names_still_resolve(self, lab):
@@ -195,9 +147,8 @@ class TestMnBehindNatCnPublic(_ReachesCn):
         assert decided[-1]["why"] == "requester behind NAT, target public"
 
     def test_iperf3_reverse(self, lab):
-        import json
 
-        report = json.loads(_iperf("ntma-mn", "ntma-cn", CN_NAME, "-R"))
+        report = iperf("ntma-mn", "ntma-cn", CN_NAME, 5, "-R")
         assert report["end"]["sum_received"]["bytes"] > 1_000_000
 
     def test_internet_segment_carries_no_plaintext(self, lab):
