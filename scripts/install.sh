@@ -9,5 +9,7 @@ apt-get install -y -qq --no-install-recommends \
     iproute2 nftables dnsmasq-base isc-dhcp-client udhcpc dnsutils iperf3 tcpdump ethtool \
     tinc wireguard-go wireguard-tools openvpn \
     netcat-openbsd curl iputils-ping procps python3 python3-pip python3-venv >/dev/null
-python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-python3 -m pip install -q -e '.[test,bench]'
+# Debian's own python3 refuses system-wide pip installs (PEP 668); a Python of one's own
+# (pyenv, as on the project's machines) does not. Try the plain way first.
+python3 -m pip install -q -e '.[test,bench]' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages -e '.[test,bench]'
