@@ -85,7 +85,7 @@ def test_router_address_is_first_pool_host():
         (b"\x00" * 13, (Kind.DROP, "malformed")),
         (eth_header(ADAPTER_MAC, GN_MAC, ETH_P_IP) + b"\x45" + bytes(8), (Kind.DROP, "malformed")),
         (eth_header(ADAPTER_MAC, GN_MAC, ETH_P_IP) + b"\x46" + bytes(19), (Kind.DROP, "malformed")),
-        (eth_header(ADAPTER_MAC, GN_MAC, 0x8100) + bytes(40), (Kind.DROP, "malformed")),
+        (eth_header(ADAPTER_MAC, GN_MAC, 0x8100) + bytes(40), (Kind.DROP, "other_ethertype")),
     ],
 )
 def test_classify_frame(frame, expected):

@@ -36,6 +36,9 @@ def plan_sends(datagrams: list[tuple[bytes, Endpoint]]) -> list[tuple[list[bytes
     """Group consecutive datagrams into UDP GSO sends: same destination, equal size
     (the last of a run may be shorter). Returns (datagrams, destination, segment size);
     a segment size of 0 means a plain send of the one datagram."""
+    if len(datagrams) == 1:  # light load: nothing to group
+        datagram, addr = datagrams[0]
+        return [([datagram], addr, 0)]
     plans: list[tuple[list[bytes], Endpoint, int]] = []
     run: list[bytes] = []
     run_addr: Endpoint | None = None

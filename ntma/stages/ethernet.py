@@ -33,6 +33,7 @@ from ..proto.ether import (
     ETH_P_IP,
     ICMP_FRAG_NEEDED,
     ICMP_HOST_UNREACH,
+    PROTO_TCP,
     build_icmp_error,
     clamp_mss,
     eth_header,
@@ -62,8 +63,8 @@ async def run_capture(
         while True:
             batch = await raw.read_batch(BATCH_MAX)
             arrived = time.perf_counter_ns()
-            stats.record(len(batch), sum(map(len, batch)), arrived)
             await out.send(Batch(batch, arrived))
+            stats.record(len(batch), sum(map(len, batch)), arrived, arrived)
 
 
 class FrameRoutes:
@@ -97,7 +98,9 @@ def route_to_tunnels(
             stats.drop("too_big_df")
             errors.append(build_icmp_error(router, packet, ICMP_FRAG_NEEDED, mtu))
             continue
-        routed.append((tunnel, clamp_mss(packet, max_mss)))
+        if packet[9] == PROTO_TCP:  # only TCP SYNs are rewritten; skip the call otherwise
+            packet = clamp_mss(packet, max_mss)
+        routed.append((tunnel, packet))
     return routed, errors
 
 
@@ -173,9 +176,10 @@ async def run_arp_responder(
                     stats.drop("not_answered")
                 else:
                     replies.append(reply)
-            stats.record(len(replies), sum(map(len, replies)), started)
+            ended = time.perf_counter_ns()
             if replies:
                 await inject.send(replies)
+            stats.record(len(replies), sum(map(len, replies)), started, ended)
 
 
 async def run_passthrough_out(

@@ -39,15 +39,16 @@ async def run_udp_receive(
             signalling = (
                 [item for item in batch if not is_data(item[0])] if len(data) < len(batch) else []
             )
-            stats.record(len(batch), sum(len(d) for d, _ in batch), started)
             if signalling:
                 send_or_drop(
                     signal_out, signalling, stats, "signalling_queue_full", len(signalling)
                 )
+            ended = time.perf_counter_ns()
             if data:
                 await data_out.send(Batch(data, started))
             else:
                 await trio.lowlevel.checkpoint()  # a signalling flood must not starve others
+            stats.record(len(batch), sum(len(d) for d, _ in batch), started, ended)
 
 
 def decapsulate_datagrams(
@@ -106,9 +107,10 @@ async def run_decapsulate(
                 batch.arrived,
                 relay_span,
             )
-            stats.record(len(packets), sum(map(len, packets)), started)
+            ended = time.perf_counter_ns()
             if packets:
                 await out.send(packets)
+            stats.record(len(packets), sum(map(len, packets)), started, ended)
 
 
 async def run_tun_write(

@@ -31,9 +31,9 @@ async def run_tun_read(
         task_status.started()
         while True:
             batch = await tun.read_batch(BATCH_MAX)
-            started = time.perf_counter_ns()
-            stats.record(len(batch), sum(map(len, batch)), started)
+            arrived = time.perf_counter_ns()
             await out.send(batch)
+            stats.record(len(batch), sum(map(len, batch)), arrived, arrived)
 
 
 def classify_packets(
@@ -67,9 +67,10 @@ async def run_classify(
         async for batch in inbox:
             started = time.perf_counter_ns()
             routed = classify_packets(batch, table, stats)
-            stats.record(len(routed), sum(len(p) for _, p in routed), started)
+            ended = time.perf_counter_ns()
             if routed:
                 await out.send(routed)
+            stats.record(len(routed), sum(len(p) for _, p in routed), started, ended)
 
 
 def encapsulate_packets(
@@ -98,8 +99,9 @@ async def run_encapsulate(
         async for batch in inbox:
             started = time.perf_counter_ns()
             datagrams = Batch(encapsulate_packets(batch, stats), started, send_span)
-            stats.record(len(datagrams), sum(len(d) for d, _ in datagrams), started)
+            ended = time.perf_counter_ns()
             await out.send(datagrams)
+            stats.record(len(datagrams), sum(len(d) for d, _ in datagrams), started, ended)
 
 
 async def run_udp_send(

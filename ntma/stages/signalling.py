@@ -121,8 +121,12 @@ async def _flush(sm, udp_out, broker, table, stats, log, on_registered) -> None:
                 replaced=event.replaced,
             )
         elif isinstance(event, RouteFallback):
-            log.info("route_fallback", tunnel=event.tunnel_id, peer=event.peer,
-                     **{"from": event.from_route, "to": event.to_route})
+            log.info(
+                "route_fallback",
+                tunnel=event.tunnel_id,
+                peer=event.peer,
+                **{"from": event.from_route, "to": event.to_route},
+            )
         elif isinstance(event, DirectionResolved):
             if event.status != Status.OK:
                 log.info("direction_failed", peer=event.fqdn, status=event.status.name)

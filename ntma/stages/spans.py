@@ -28,14 +28,16 @@ class StageStats:
         self._ring: list[int] = []
         self._pos = 0
 
-    def record(self, packets: int, nbytes: int, started_ns: int) -> None:
-        """One batch done: packets and bytes through, started at perf_counter_ns()."""
+    def record(self, packets: int, nbytes: int, started_ns: int, ended_ns: int = 0) -> None:
+        """One batch done: packets and bytes through, between two perf_counter_ns() stamps
+        (ended_ns defaults to now). Stages pass ended_ns and call this after handing the
+        batch on, so the bookkeeping stays off the packets' path."""
         if packets <= 0:
             return
         self.packets += packets
         self.bytes += nbytes
         self.batches += 1
-        per_packet = (time.perf_counter_ns() - started_ns) // packets
+        per_packet = ((ended_ns or time.perf_counter_ns()) - started_ns) // packets
         if len(self._ring) < RING:
             self._ring.append(per_packet)
         else:
