@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ntma.bench.stages import mirrored_keys
 from ntma.proto.buffer import CodecError
 from ntma.proto.crypto import (
     AuthError,
@@ -191,25 +192,7 @@ def test_low_order_sender_key_is_a_codec_error_for_a_dc_style_box_for(keys, send
 
 
 def _derive_pair(a, b, tunnel_id=7, eph_a=None, eph_b=None):
-    eph_a = eph_a or X25519PrivateKey.generate()
-    eph_b = eph_b or X25519PrivateKey.generate()
-    initiator = derive_tunnel_keys(
-        tunnel_id=tunnel_id,
-        initiator=True,
-        static=a,
-        peer_static=b.public,
-        ephemeral=eph_a,
-        peer_ephemeral=ephemeral_public(eph_b),
-    )
-    responder = derive_tunnel_keys(
-        tunnel_id=tunnel_id,
-        initiator=False,
-        static=b,
-        peer_static=a.public,
-        ephemeral=eph_b,
-        peer_ephemeral=ephemeral_public(eph_a),
-    )
-    return initiator, responder
+    return mirrored_keys(a, b, tunnel_id, eph_a, eph_b)
 
 
 def test_tunnel_keys_mirror(keys):
