@@ -225,6 +225,15 @@ def load_dc_config(path: Path) -> DcConfig:
         raise ConfigError("dc.vip_pool", "too small", "use a prefix of /29 or larger")
     admission_sec = _section(data, "admission", base, required=False)
     admission = {name: admission_sec.public_key(name) for name in admission_sec.data}
+    seen: dict[bytes, str] = {}
+    for name, key in admission.items():
+        if key in seen:  # one key would let either name take over the other's session
+            raise ConfigError(
+                f"admission.{name}",
+                f"same public key as {seen[key]}",
+                "give every name its own key (ntma keygen)",
+            )
+        seen[key] = name
     database = dc.get("database", str, "dc.sqlite")
     return DcConfig(
         listen=dc.endpoint("listen"),

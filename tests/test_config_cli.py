@@ -705,3 +705,16 @@ def test_load_adapter_config(tmp_path, adapter_sections):
 def test_adapter_cli_bad_config(tmp_path, adapter_sections, edit, key, text):
     config = _write(tmp_path / "adapter.toml", adapter_sections, [edit])
     _check_config_error(ntma("adapter", "--config", str(config)), "adapter", key, text)
+
+
+def test_one_key_admitted_for_two_names_is_refused(tmp_path, dc_sections):
+    key = StaticKey.generate().public_base64()
+    edits = [("admission", "mn.ntm.example", key), ("admission", "cn.ntm.example", key)]
+    config = _write(tmp_path / "dc.toml", dc_sections, edits)
+    _check_config_error(
+        ntma("dc", "--config", str(config)),
+        "dc",
+        "admission.cn.ntm.example",
+        "same public key",
+        "its own key",
+    )

@@ -272,3 +272,40 @@ def test_several_relays_spread_tunnels_and_each_tunnel_sticks_to_one():
     assert set(picks) == {ep for ep, _ in relays}
     assert min(picks.values()) > 150  # about a third each (rendezvous hashing)
     assert dc._relay_for(42, End, End, 0.0).endpoint == dc._relay_for(42, End, End, 9.0).endpoint
+
+
+def test_route_direction_ack_only_from_the_directed_node_ends_retransmits():
+    from ntma.proto.crypto import SignalBox
+    from ntma.proto.messages import RouteDirectionAck
+    from ntma.proto.packet import seal_message
+
+    net = _net(mn_nat=False, cn_nat=True)  # the DC directs cn, which must ack
+    cn = net.nodes["cn"]
+    original = cn._from_dc
+
+    def swallow_acks(msg, addr, now):  # cn handles the direction but its acks get lost
+        original(msg, addr, now)
+        cn._out[:] = [d for d in cn._out if d[0][1] != 0x08]
+
+    cn._from_dc = swallow_acks
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(0.2)
+    (tx,) = net.dc._tx.find("route_direction")
+    tunnel_id, _ = tx.context
+    forged = seal_message(
+        RouteDirectionAck(tx.txid, tunnel_id),
+        SignalBox(net.keys["mn"], net.dc_key.public),
+        net.keys["mn"].public,
+        bytes(12),
+    )
+    net.dc.receive(forged, net.outside["mn"], net.now)  # mn knows the txid? still not cn
+    assert net.dc._tx.get(tx.txid) is not None
+    assert net.dc.drops["unexpected route direction ack"] == 1
+    genuine = seal_message(
+        RouteDirectionAck(tx.txid, tunnel_id),
+        SignalBox(net.keys["cn"], net.dc_key.public),
+        net.keys["cn"].public,
+        bytes(12),
+    )
+    net.dc.receive(genuine, net.outside["cn"], net.now)
+    assert net.dc._tx.get(tx.txid) is None

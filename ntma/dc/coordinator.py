@@ -157,7 +157,7 @@ class Coordinator:
         resend, expired = self._tx.due(now)
         self._out.extend(resend)
         for tx in expired:
-            self._emit("route_direction_unacked", tunnel_id=tx.context)
+            self._emit("route_direction_unacked", tunnel_id=tx.context[0])
         if now >= self._sweep_at:
             self._sweep_at = now + SWEEP_INTERVAL_S
             self._mark_offline(now)
@@ -174,7 +174,15 @@ class Coordinator:
             self._on_probe(sender, msg, addr, now, via_probe)
             return
         if isinstance(msg, RouteDirectionAck):
-            self._tx.finish(msg.txid)
+            tx = self._tx.get(msg.txid)
+            if (
+                tx is not None
+                and tx.kind == "route_direction"
+                and tx.context == (msg.tunnel_id, sender)
+            ):  # only the directed node can end its retransmits
+                self._tx.finish(msg.txid)
+            else:
+                self._drop("unexpected route direction ack")
             return
         if not isinstance(msg, Register | Keepalive | DirectionRequest | Deregister):
             self._drop("unexpected message type")
@@ -368,7 +376,7 @@ class Coordinator:
             [datagram],
             now,
             ROUTE_DIRECTION_TIMEOUT_S,
-            context=direction.tunnel_id,
+            context=(direction.tunnel_id, target.public_key),
         )
 
     # --- sessions ---------------------------------------------------------------------
