@@ -138,11 +138,7 @@ class TestMnBehindNatCnPublic(_ReachesCn):
     def test_route_was_requester_initiates(self, lab):
         lab_state, _ = lab
         _curl("ntma-mn", f"http://{CN_NAME}:8080/hello.txt")
-        decided = [
-            e
-            for e in log_events(lab_state["daemons"]["dc"]["log"])
-            if e.get("event") == "route_decided"
-        ]
+        decided = _events(lab_state, "dc", "route_decided")
         assert decided and decided[-1]["initiator"] == MN_NAME
         assert decided[-1]["why"] == "requester behind NAT, target public"
 
@@ -273,17 +269,9 @@ class TestCnBehindNatMnPublic(_ReachesCn):
     def test_route_directs_natted_cn_to_initiate(self, lab):
         lab_state, _ = lab
         _curl("ntma-mn", f"http://{CN_NAME}:8080/hello.txt")
-        decided = [
-            e
-            for e in log_events(lab_state["daemons"]["dc"]["log"])
-            if e.get("event") == "route_decided"
-        ]
+        decided = _events(lab_state, "dc", "route_decided")
         assert decided and decided[-1]["initiator"] == CN_NAME
-        tunnel_up = [
-            e
-            for e in log_events(lab_state["daemons"]["mn"]["log"])
-            if e.get("event") == "tunnel_up"
-        ]
+        tunnel_up = _events(lab_state, "mn", "tunnel_up")
         assert tunnel_up[-1]["peer_endpoint"] == "198.51.100.31:7401"  # cn's NAT mapping
 
 
@@ -317,8 +305,12 @@ def _capture(pcap: Path, bpf: str, tmp: Path) -> subprocess.Popen:
     return proc
 
 
+def _events(lab_state: dict[str, Any], name: str, event: str) -> list[dict[str, Any]]:
+    return [e for e in log_events(lab_state["daemons"][name]["log"]) if e.get("event") == event]
+
+
 def _count(lab_state: dict[str, Any], name: str, event: str) -> int:
-    return sum(1 for e in log_events(lab_state["daemons"][name]["log"]) if e.get("event") == event)
+    return len(_events(lab_state, name, event))
 
 
 def _decap_drops(lab_state: dict[str, Any], newer_than: dict | None = None) -> dict | None:
@@ -339,10 +331,7 @@ def _decap_drops(lab_state: dict[str, Any], newer_than: dict | None = None) -> d
 
 
 def _dc_public(lab_state: dict[str, Any]) -> str:
-    ready = [
-        e for e in log_events(lab_state["daemons"]["dc"]["log"]) if e.get("event") == "dc_ready"
-    ]
-    return ready[-1]["public_key"]
+    return _events(lab_state, "dc", "dc_ready")[-1]["public_key"]
 
 
 @pytest.mark.usefixtures("lab_cn_public")

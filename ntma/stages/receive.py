@@ -35,10 +35,10 @@ async def run_udp_receive(
         while True:
             batch = await udp.recv_batch(BATCH_MAX)
             started = time.perf_counter_ns()
-            data = [item for item in batch if is_data(item[0])]
-            signalling = (
-                [item for item in batch if not is_data(item[0])] if len(data) < len(batch) else []
-            )
+            data: list[tuple[bytes, Endpoint]] = []
+            signalling: list[tuple[bytes, Endpoint]] = []
+            for item in batch:  # one pass; data is by far the common case
+                (data if is_data(item[0]) else signalling).append(item)
             if signalling:
                 send_or_drop(
                     signal_out, signalling, stats, "signalling_queue_full", len(signalling)
