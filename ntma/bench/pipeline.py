@@ -22,6 +22,7 @@ from ..io.fake import FakeNetwork, FakePackets
 from ..proto.crypto import StaticKey
 from ..proto.node_sm import NodeSignalling
 from ..stages.channels import BATCH_MAX, DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
+from ..stages.hop import open_hop_channel
 from ..stages.pipeline import NodePipeline, start_node_pipeline
 from ..stages.spans import Spans
 from .stages import udp_packet
@@ -124,21 +125,28 @@ async def _saturation(mn: FakeNode, cn: FakeNode, seconds: float) -> tuple[float
     return received / elapsed, sent, received
 
 
-async def _hop_cost(items: int = 20000) -> int:
-    """ns per item for one memory-channel hop between two tasks (buffer as in the pipeline)."""
-    send, recv = trio.open_memory_channel(DATA_QUEUE_BATCHES)
+async def _hop_latency(open_channel, stages: int = HOPS_ON_DATA_PATH, rounds: int = 3000) -> int:
+    """Median ns per hop for one item in flight through a chain of `stages` forwarding
+    tasks (light load: every receiver is parked when its item arrives)."""
+    ends = [open_channel(DATA_QUEUE_BATCHES) for _ in range(stages + 1)]
 
-    async def consume() -> None:
-        async for _ in recv:
-            pass
+    async def forward(inbox, out) -> None:
+        async with inbox, out:
+            async for item in inbox:
+                await out.send(item)
 
+    latencies = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(consume)
-        started = time.perf_counter_ns()
-        async with send:
-            for i in range(items):
-                await send.send(i)
-    return (time.perf_counter_ns() - started) // items
+        for i in range(stages):
+            nursery.start_soon(forward, ends[i][1], ends[i + 1][0])
+        first, last = ends[0][0], ends[-1][1]
+        for _ in range(rounds):
+            started = time.perf_counter_ns()
+            await first.send(started)
+            await last.receive()
+            latencies.append(time.perf_counter_ns() - started)
+        nursery.cancel_scope.cancel()
+    return round(statistics.median(latencies) / (stages + 1))
 
 
 async def _run(seconds: float, light_count: int) -> dict:
@@ -147,7 +155,8 @@ async def _run(seconds: float, light_count: int) -> dict:
         mn, cn = nodes["mn"], nodes["cn"]
         with trio.fail_after(10):
             await mn.pipe.broker.resolve("cn.ntm.example")
-        hop_ns = await _hop_cost()
+        hop_ns = await _hop_latency(open_hop_channel)
+        trio_hop_ns = await _hop_latency(trio.open_memory_channel)
         light = await _light_load(mn, cn, light_count)
         pps, sent, received = await _saturation(mn, cn, seconds)
         stage_work = {s["stage"]: s["p50_ns"] for s in mn.pipe.spans.summaries()}
@@ -167,7 +176,8 @@ async def _run(seconds: float, light_count: int) -> dict:
             "packet_bytes": 1400,
             "batch": 64,
         },
-        "channel_hop_ns_per_item": hop_ns,
+        "channel_hop_ns": hop_ns,
+        "trio_memory_channel_hop_ns": trio_hop_ns,
         "hops_on_data_path": HOPS_ON_DATA_PATH,
         "channel_sizes": {
             "data_batches": DATA_QUEUE_BATCHES,

@@ -34,7 +34,7 @@ def stage_table(results: list[dict]) -> str:
 
 def pipeline_table(p: dict) -> str:
     light, sat = p["light_load"], p["saturation"]
-    hops = p["channel_hop_ns_per_item"] * p["hops_on_data_path"]
+    hops = p["channel_hop_ns"] * p["hops_on_data_path"]
     return "\n".join(
         [
             "| measure | value |",
@@ -45,7 +45,10 @@ def pipeline_table(p: dict) -> str:
             f"| saturation: packets/s ({sat['packet_bytes']} B, batches of {sat['batch']}) | "
             f"{sat['packets_per_s']:,} ({sat['packets_per_s'] * sat['packet_bytes'] * 8 / 1e9:.2f}"
             " Gbit/s) |",
-            f"| one memory-channel hop, per item | {p['channel_hop_ns_per_item'] / 1000:.1f} us |",
+            f"| one stage-to-stage hop, light load (ntma.stages.hop) | "
+            f"{p['channel_hop_ns'] / 1000:.1f} us |",
+            f"| the same hop through trio.open_memory_channel | "
+            f"{p['trio_memory_channel_hop_ns'] / 1000:.1f} us |",
             f"| hops on the data path x hop cost (one packet per batch) | {hops / 1000:.1f} us |",
             f"| channel sizes | data {p['channel_sizes']['data_batches']} batches, signalling "
             f"{p['channel_sizes']['signalling_batches']}, batch up to "

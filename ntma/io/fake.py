@@ -31,7 +31,7 @@ class FakeNetwork:
 
     def __init__(self, depth: int = 64) -> None:
         self._depth = depth
-        self._inboxes: dict[Endpoint, trio.MemorySendChannel] = {}
+        self._inboxes: dict[Endpoint, trio.abc.SendChannel] = {}
         self.drop = lambda datagram, src, dst: False
         self.undeliverable = 0
 
@@ -53,7 +53,7 @@ class FakeNetwork:
 
 
 class FakeUdp:
-    def __init__(self, net: FakeNetwork, me: Endpoint, inbox: trio.MemoryReceiveChannel) -> None:
+    def __init__(self, net: FakeNetwork, me: Endpoint, inbox: trio.abc.ReceiveChannel) -> None:
         self.net, self.me, self._inbox = net, me, inbox
         self.sent: list[tuple[bytes, Endpoint]] = []
 

@@ -305,8 +305,16 @@ def _r_register_ack(r: Reader) -> RegisterAck:
     )
     if r.at_end():
         return ack
-    return RegisterAck(ack.txid, ack.status, ack.vip, ack.prefix_len, ack.observed,
-                       ack.keepalive_s, ack.reason, r.endpoint())
+    return RegisterAck(
+        ack.txid,
+        ack.status,
+        ack.vip,
+        ack.prefix_len,
+        ack.observed,
+        ack.keepalive_s,
+        ack.reason,
+        r.endpoint(),
+    )
 
 
 def _w_keepalive(w: Writer, m: Keepalive | Deregister | Probe) -> None:
@@ -394,25 +402,27 @@ MESSAGE_TYPES: dict[MsgType, tuple[type, object, object]] = {
         lambda r: TunnelResponse(r.u32(), r.u32(), r.raw(PUBLIC_KEY_LEN), r.ipv4()),
     ),
 }
-MESSAGE_TYPES.update({
-    MsgType.PROBE: (Probe, _w_keepalive, lambda r: Probe(r.u32(), r.u64())),
-    MsgType.PROBE_ACK: (
-        ProbeAck,
-        lambda w, m: w.u32(m.txid).endpoint(m.observed),
-        lambda r: ProbeAck(r.u32(), r.endpoint()),
-    ),
-    MsgType.PUNCH: (Punch, lambda w, m: w.u32(m.tunnel_id), lambda r: Punch(r.u32())),
-    MsgType.RELAY_BIND: (
-        RelayBind,
-        lambda w, m: w.u32(m.txid).u64(m.timestamp_ms).raw(_check_grant(m.grant)),
-        lambda r: RelayBind(r.u32(), r.u64(), r.raw(GRANT_LEN)),
-    ),
-    MsgType.RELAY_BOUND: (
-        RelayBound,
-        lambda w, m: w.u32(m.txid).u32(m.tunnel_id).endpoint(m.observed),
-        lambda r: RelayBound(r.u32(), r.u32(), r.endpoint()),
-    ),
-})
+MESSAGE_TYPES.update(
+    {
+        MsgType.PROBE: (Probe, _w_keepalive, lambda r: Probe(r.u32(), r.u64())),
+        MsgType.PROBE_ACK: (
+            ProbeAck,
+            lambda w, m: w.u32(m.txid).endpoint(m.observed),
+            lambda r: ProbeAck(r.u32(), r.endpoint()),
+        ),
+        MsgType.PUNCH: (Punch, lambda w, m: w.u32(m.tunnel_id), lambda r: Punch(r.u32())),
+        MsgType.RELAY_BIND: (
+            RelayBind,
+            lambda w, m: w.u32(m.txid).u64(m.timestamp_ms).raw(_check_grant(m.grant)),
+            lambda r: RelayBind(r.u32(), r.u64(), r.raw(GRANT_LEN)),
+        ),
+        MsgType.RELAY_BOUND: (
+            RelayBound,
+            lambda w, m: w.u32(m.txid).u32(m.tunnel_id).endpoint(m.observed),
+            lambda r: RelayBound(r.u32(), r.u32(), r.endpoint()),
+        ),
+    }
+)
 _TYPE_OF_CLASS = {cls: msg_type for msg_type, (cls, _, _) in MESSAGE_TYPES.items()}
 
 

@@ -36,7 +36,7 @@ class Batch(list):
 
 
 def send_or_drop(
-    channel: trio.MemorySendChannel, item, stats: StageStats, reason: str, count: int = 1
+    channel: trio.abc.SendChannel, item, stats: StageStats, reason: str, count: int = 1
 ) -> bool:
     """Drop-newest policy: True if queued, else counted under reason."""
     try:

@@ -52,7 +52,7 @@ class Frames(Batch):
 
 async def run_capture(
     raw: PacketIO,
-    out: trio.MemorySendChannel,
+    out: trio.abc.SendChannel,
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -77,7 +77,7 @@ class FrameRoutes:
         self.arp_span = spans.path("arp_processing") if spans else None
         self.relay_span = spans.path("packet_relay") if spans else None
 
-    def channels(self) -> list[trio.MemorySendChannel]:
+    def channels(self) -> list[trio.abc.SendChannel]:
         return [self.arp, self.dhcp, self.dns, self.tunnel, self.passthrough, self.inject]
 
 
@@ -105,7 +105,7 @@ def route_to_tunnels(
 
 
 async def run_classify_frames(
-    inbox: trio.MemoryReceiveChannel,
+    inbox: trio.abc.ReceiveChannel,
     routes: FrameRoutes,
     link: GnLink,
     table: TunnelTable,
@@ -154,8 +154,8 @@ async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -
 
 
 async def run_arp_responder(
-    inbox: trio.MemoryReceiveChannel,
-    inject: trio.MemorySendChannel,
+    inbox: trio.abc.ReceiveChannel,
+    inject: trio.abc.SendChannel,
     link: GnLink,
     stats: StageStats,
     *,
@@ -183,7 +183,7 @@ async def run_arp_responder(
 
 
 async def run_passthrough_out(
-    inbox: trio.MemoryReceiveChannel,
+    inbox: trio.abc.ReceiveChannel,
     tun: PacketIO,
     stats: StageStats,
     *,
@@ -197,7 +197,7 @@ async def run_passthrough_out(
 
 async def run_passthrough_in(
     tun: PacketIO,
-    inject: trio.MemorySendChannel,
+    inject: trio.abc.SendChannel,
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -235,7 +235,7 @@ def frame_packets(packets: list[bytes], link: GnLink, stats: StageStats) -> list
 
 
 async def run_inject(
-    inbox: trio.MemoryReceiveChannel,
+    inbox: trio.abc.ReceiveChannel,
     raw: PacketIO,
     link: GnLink,
     stats: StageStats,

@@ -33,8 +33,8 @@ class DhcpSlot:
 
 
 async def run_dhcp_responder(
-    inbox: trio.MemoryReceiveChannel,
-    inject: trio.MemorySendChannel,
+    inbox: trio.abc.ReceiveChannel,
+    inject: trio.abc.SendChannel,
     slot: DhcpSlot,
     link: GnLink,
     stats: StageStats,
@@ -97,8 +97,8 @@ def _log_dhcp_events(server: DhcpServer, link: GnLink, log, stats: StageStats) -
 
 
 async def run_dns_frames(
-    inbox: trio.MemoryReceiveChannel,
-    inject: trio.MemorySendChannel,
+    inbox: trio.abc.ReceiveChannel,
+    inject: trio.abc.SendChannel,
     resolver: DnsResolver,
     link: GnLink,
     stats: StageStats,
@@ -137,7 +137,7 @@ async def _answer_dns(
     client_ip: bytes,
     client_port: int,
     resolver: DnsResolver,
-    inject: trio.MemorySendChannel,
+    inject: trio.abc.SendChannel,
     link: GnLink,
     limiter,
     stats,

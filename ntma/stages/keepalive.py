@@ -53,7 +53,7 @@ def keepalive_round(
 async def run_tunnel_keepalive(
     table: TunnelTable,
     sm: NodeSignalling,
-    udp_out: trio.MemorySendChannel,
+    udp_out: trio.abc.SendChannel,
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,

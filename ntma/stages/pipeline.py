@@ -37,6 +37,7 @@ from .ethernet import (
     run_passthrough_out,
 )
 from .gn_services import DhcpSlot, run_dhcp_responder, run_dns_frames
+from .hop import HopReceiveChannel, HopSendChannel, open_hop_channel
 from .keepalive import run_tunnel_keepalive
 from .receive import run_decapsulate, run_tun_write, run_udp_receive
 from .send import run_classify, run_encapsulate, run_tun_read, run_udp_send
@@ -56,17 +57,17 @@ class NodePipeline:
             self.broker = DirectionBroker(self.spans.stage("dns"))
 
 
-def _channel(size: int):
-    return trio.open_memory_channel(size)
+def _channel(size: int) -> tuple[HopSendChannel, HopReceiveChannel]:
+    return open_hop_channel(size)
 
 
 async def start_core(
     nursery: trio.Nursery,
     pipe: NodePipeline,
     udp: DatagramIO,
-    decap_out: trio.MemorySendChannel,
+    decap_out: trio.abc.SendChannel,
     on_registered,
-) -> trio.MemorySendChannel:
+) -> trio.abc.SendChannel:
     """Start encapsulate, udp_send, udp_receive, decapsulate and signalling.
 
     Decapsulated packet batches go to decap_out (the front end's writer). Returns the

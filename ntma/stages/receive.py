@@ -24,8 +24,8 @@ from .writer import write_batches
 
 async def run_udp_receive(
     udp: DatagramIO,
-    data_out: trio.MemorySendChannel,
-    signal_out: trio.MemorySendChannel,
+    data_out: trio.abc.SendChannel,
+    signal_out: trio.abc.SendChannel,
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -89,8 +89,8 @@ def decapsulate_datagrams(
 
 
 async def run_decapsulate(
-    inbox: trio.MemoryReceiveChannel,
-    out: trio.MemorySendChannel,
+    inbox: trio.abc.ReceiveChannel,
+    out: trio.abc.SendChannel,
     table: TunnelTable,
     stats: StageStats,
     relay_span: PathStats | None = None,
@@ -114,7 +114,7 @@ async def run_decapsulate(
 
 
 async def run_tun_write(
-    inbox: trio.MemoryReceiveChannel,
+    inbox: trio.abc.ReceiveChannel,
     tun: PacketIO,
     stats: StageStats,
     *,

@@ -33,7 +33,7 @@ class DirectionBroker:
 
     def __init__(self, stats: StageStats) -> None:
         self.requests_send, self.requests = trio.open_memory_channel[str](DIRECTION_QUEUE)
-        self._waiting: dict[str, list[trio.MemorySendChannel]] = {}
+        self._waiting: dict[str, list[trio.abc.SendChannel]] = {}
         self._stats = stats
 
     async def resolve(self, fqdn: str) -> DirectionResolved:
@@ -64,8 +64,8 @@ class DirectionBroker:
 
 async def run_signalling(
     sm: NodeSignalling,
-    inbox: trio.MemoryReceiveChannel,
-    udp_out: trio.MemorySendChannel,
+    inbox: trio.abc.ReceiveChannel,
+    udp_out: trio.abc.SendChannel,
     broker: DirectionBroker,
     table: TunnelTable,
     stats: StageStats,
@@ -86,7 +86,7 @@ async def run_signalling(
 
 
 async def _next_input(
-    sm: NodeSignalling, inbox: trio.MemoryReceiveChannel, broker: DirectionBroker
+    sm: NodeSignalling, inbox: trio.abc.ReceiveChannel, broker: DirectionBroker
 ) -> None:
     """Wait for a datagram batch or a name to resolve, whichever comes first."""
     async with trio.open_nursery() as nursery:

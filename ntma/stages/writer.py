@@ -11,7 +11,7 @@ from .spans import StageStats
 
 
 async def write_batches(
-    inbox: trio.MemoryReceiveChannel,
+    inbox: trio.abc.ReceiveChannel,
     write: Callable[[list], Awaitable[int]],
     stats: StageStats,
     refused: str,
