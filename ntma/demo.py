@@ -152,6 +152,11 @@ def run_demo(
                 (
                     f"{ours['mean_ns'] / 1000:7.1f} / {ours['p50_ns'] / 1000:7.1f} / "
                     f"{ours['p99_ns'] / 1000:7.1f} us (n={ours['count']})"
+                    + (
+                        f", median {ours['send_p50_ns'] / 1000:.1f} us of it in send()"
+                        if "send_p50_ns" in ours
+                        else ""
+                    )
                 )
                 if ours
                 else "n/a"

@@ -118,7 +118,12 @@ def test_format_lab_report_on_a_fixed_result():
                 "arp_processing": {
                     "paper_us": 246.1,
                     "ours": {"count": 1002, "mean_us": 45.2, "median_us": 44.2, "p99_us": 71.4},
-                    "ours_before_bulk": {"count": 1002, "median_us": 43.0, "p99_us": 70.0},
+                    "ours_before_bulk": {
+                        "count": 1002,
+                        "median_us": 43.0,
+                        "p99_us": 70.0,
+                        "send_median_us": 20.5,
+                    },
                 },
                 "packet_relay": {"paper_us": 12.0, "ours": None},
             },
@@ -133,8 +138,8 @@ def test_format_lab_report_on_a_fixed_result():
         assert f"| {name} |" in report
     assert "| ntma | 400.0 | 1200.0 | 0 | 500.0 | 600.0 | 0.25 | 0.06 | 0.94 |" in report
     assert "BenchError: timed out / waiting" in report  # a pipe would break the table
-    assert "| 1002 | 45.2 | 44.2 | 71.4 | 43.0 | 70.0 | 246.1 |" in report
-    assert "| – | – | – | – | – | 12.0 |" in report  # no figures for packet_relay
+    assert "| 1002 | 45.2 | 44.2 | 71.4 | 43.0 | 20.5 | 70.0 | 246.1 |" in report
+    assert "| – | – | – | – | – | – | 12.0 |" in report  # no figures for packet_relay
     assert "no path_stats for packet_relay" in report
     assert "tinc 1.0.36" in report and "Kernel 6.1.0" in report
     assert "Only ratios within one run mean anything." in report
@@ -153,7 +158,8 @@ def test_read_table2_takes_the_last_event_per_path_after_the_offset(tmp_path):
         f.write(event("path_stats", "packet_relay", 10, 20_000))
         f.write(json.dumps({"event": "stage_stats", "stage": "classify"}) + "\n")
         f.write(event("path_stats_final", "packet_relay", 12, 21_500))
-        f.write(event("path_stats", "arp_processing", 1000, 45_000))
+        arp = json.loads(event("path_stats", "arp_processing", 1000, 45_000))
+        f.write(json.dumps({**arp, "send_p50_ns": 19_000}) + "\n")
         f.write(event("path_stats", "packet_relay", 99, 1))  # torn last line: no newline
     log.write_text(log.read_text().rstrip("\n"))
     table2 = read_table2(log, offset)
@@ -163,6 +169,7 @@ def test_read_table2_takes_the_last_event_per_path_after_the_offset(tmp_path):
         "ours": {"count": 12, "mean_us": 21.5, "median_us": 21.5, "p99_us": 43.0},
     }
     assert table2["paths"]["arp_processing"]["ours"]["median_us"] == 45.0
+    assert table2["paths"]["arp_processing"]["ours"]["send_median_us"] == 19.0
     assert table2["paths"]["tunnel_send"]["ours"] is None
     assert table2["note"] == "no path_stats for tunnel_send, response_relay"
     empty = read_table2(tmp_path / "missing.log")

@@ -54,8 +54,6 @@ class StageStats:
         return list(self._ring)
 
     def summary(self) -> dict:
-        ring = sorted(self._ring)
-        pick = (lambda q: ring[min(len(ring) - 1, int(q * len(ring)))]) if ring else (lambda q: 0)
         return {
             "stage": self.name,
             "packets": self.packets,
@@ -63,47 +61,62 @@ class StageStats:
             "batches": self.batches,
             "drops": dict(self.drops),
             "counters": dict(self.counters),
-            "p50_ns": pick(0.50),
-            "p99_ns": pick(0.99),
+            "p50_ns": _quantile(self._ring, 0.50),
+            "p99_ns": _quantile(self._ring, 0.99),
         }
 
 
 class PathStats:
     """Latency along a path of several stages (e.g. GN frame in -> handed to the tunnel),
-    from a batch's arrival stamp to the moment the path's last stage is done with it."""
+    from a batch's arrival stamp to the moment the path's last stage is done with it.
+    Paths that end in a send also keep the time spent in that final send call (the
+    kernel's share: on a lab of namespaces it includes the receiving side's stack)."""
 
-    __slots__ = ("name", "count", "total_ns", "_ring", "_pos")
+    __slots__ = ("name", "count", "total_ns", "_ring", "_send_ring", "_pos")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.count = 0
         self.total_ns = 0
         self._ring: list[int] = []
+        self._send_ring: list[int] = []
         self._pos = 0
 
-    def record(self, latency_ns: int, packets: int = 1) -> None:
-        """packets that shared one batch share its latency (one ring sample)."""
+    def record(self, latency_ns: int, packets: int = 1, send_ns: int = -1) -> None:
+        """packets that shared one batch share its latency (one ring sample); send_ns is
+        the time in the path's final send call, -1 for a path that ends elsewhere."""
         self.count += packets
         self.total_ns += latency_ns * packets
         if len(self._ring) < RING:
             self._ring.append(latency_ns)
+            self._send_ring.append(send_ns)
         else:
             self._ring[self._pos] = latency_ns
+            self._send_ring[self._pos] = send_ns
             self._pos = (self._pos + 1) % RING
 
     def samples_ns(self) -> list[int]:
         return list(self._ring)
 
     def summary(self) -> dict:
-        ring = sorted(self._ring)
-        pick = (lambda q: ring[min(len(ring) - 1, int(q * len(ring)))]) if ring else (lambda q: 0)
-        return {
+        out = {
             "path": self.name,
             "count": self.count,
             "mean_ns": self.total_ns // self.count if self.count else 0,
-            "p50_ns": pick(0.50),
-            "p99_ns": pick(0.99),
+            "p50_ns": _quantile(self._ring, 0.50),
+            "p99_ns": _quantile(self._ring, 0.99),
         }
+        sends = [ns for ns in self._send_ring if ns >= 0]
+        if sends:
+            out["send_p50_ns"] = _quantile(sends, 0.50)
+        return out
+
+
+def _quantile(samples: list[int], q: float) -> int:
+    if not samples:
+        return 0
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Spans:
