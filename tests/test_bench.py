@@ -31,4 +31,5 @@ def test_bench_writes_json_markdown_and_covers_every_stage(tmp_path):
     assert pipeline["light_load"]["latency_median_ns"] > 0
     assert pipeline["channel_hop_ns"] > 0
     assert pipeline["trio_memory_channel_hop_ns"] > 0
+    assert pipeline["scheduler_pass_ns"] > 0
     assert "| encapsulate |" in (tmp_path / "bench.md").read_text()

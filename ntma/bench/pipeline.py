@@ -149,6 +149,15 @@ async def _hop_latency(open_channel, stages: int = HOPS_ON_DATA_PATH, rounds: in
     return round(statistics.median(latencies) / (stages + 1))
 
 
+async def _scheduler_pass_ns(rounds: int = 20000) -> int:
+    """ns for one pass of Trio's run loop with one task runnable: a bare checkpoint.
+    Every hop between stages costs at least one such pass."""
+    started = time.perf_counter_ns()
+    for _ in range(rounds):
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return (time.perf_counter_ns() - started) // rounds
+
+
 async def _run(seconds: float, light_count: int) -> dict:
     async with trio.open_nursery() as nursery:
         _, nodes = await start_fake_world(nursery, depth=4096)
@@ -157,6 +166,7 @@ async def _run(seconds: float, light_count: int) -> dict:
             await mn.pipe.broker.resolve("cn.ntm.example")
         hop_ns = await _hop_latency(open_hop_channel)
         trio_hop_ns = await _hop_latency(trio.open_memory_channel)
+        pass_ns = await _scheduler_pass_ns()
         light = await _light_load(mn, cn, light_count)
         pps, sent, received = await _saturation(mn, cn, seconds)
         stage_work = {s["stage"]: s["p50_ns"] for s in mn.pipe.spans.summaries()}
@@ -178,6 +188,7 @@ async def _run(seconds: float, light_count: int) -> dict:
         },
         "channel_hop_ns": hop_ns,
         "trio_memory_channel_hop_ns": trio_hop_ns,
+        "scheduler_pass_ns": pass_ns,
         "hops_on_data_path": HOPS_ON_DATA_PATH,
         "channel_sizes": {
             "data_batches": DATA_QUEUE_BATCHES,

@@ -49,6 +49,8 @@ def pipeline_table(p: dict) -> str:
             f"{p['channel_hop_ns'] / 1000:.1f} us |",
             f"| the same hop through trio.open_memory_channel | "
             f"{p['trio_memory_channel_hop_ns'] / 1000:.1f} us |",
+            f"| one pass of Trio's run loop (bare checkpoint: the floor of a hop) | "
+            f"{p['scheduler_pass_ns'] / 1000:.1f} us |",
             f"| hops on the data path x hop cost (one packet per batch) | {hops / 1000:.1f} us |",
             f"| channel sizes | data {p['channel_sizes']['data_batches']} batches, signalling "
             f"{p['channel_sizes']['signalling_batches']}, batch up to "
