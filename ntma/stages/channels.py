@@ -1,6 +1,8 @@
 """Queue sizes and overload policies for the pipeline's memory channels.
 
-Items are batches (lists), so one channel hop is paid per batch, not per packet.
+Items are batches (lists), so one channel hop is paid per batch, not per packet. The
+channels themselves are `hop.open_hop_channel`: bounded Trio-style memory channels whose
+hand-off to a waiting stage costs one scheduler pass, not two.
 - Data channels (tun -> classify -> encapsulate -> udp send; udp receive ->
   decapsulate -> tun write) block when full: backpressure reaches the socket or
   TUN read, and the kernel drops, as it would for a slow interface.
