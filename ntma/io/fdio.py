@@ -77,7 +77,32 @@ def split_gro(data: bytes, segment: int) -> list[bytes]:
     return [data[i : i + segment] for i in range(0, len(data), segment)]
 
 
-class UdpSocket:
+class BatchReader:
+    """Reads a non-blocking fd in batches: drain while it has data (up to a maximum),
+    then hand the batch over. A drain that emptied the fd is remembered, so the next
+    read waits for readiness first instead of failing once more with EAGAIN: at light
+    load that is one syscall and one exception fewer per packet on the packet's path.
+    (Readiness is level-triggered: data that came meanwhile is reported at once.)"""
+
+    _found_empty = False
+
+    async def read_drained(self, fileobj, drain, max_items: int) -> list:
+        """`drain(batch, max_items)` appends until max_items or raises BlockingIOError."""
+        if self._found_empty:
+            await trio.lowlevel.wait_readable(fileobj)
+        batch: list = []
+        while True:
+            try:
+                drain(batch, max_items)
+                self._found_empty = False
+            except BlockingIOError:
+                self._found_empty = True
+            if batch:
+                return batch  # the caller's channel send is this batch's checkpoint
+            await trio.lowlevel.wait_readable(fileobj)
+
+
+class UdpSocket(BatchReader):
     """A non-blocking UDP socket read and written in batches, with UDP GSO for sends
     and UDP GRO for receives where the kernel offers them (plain calls otherwise)."""
 
@@ -104,27 +129,24 @@ class UdpSocket:
         return cls(sock, offload=offload)
 
     async def recv_batch(self, max_datagrams: int) -> list[tuple[bytes, Endpoint]]:
-        batch: list[tuple[bytes, Endpoint]] = []
-        while True:
+        drain = self._drain_gro if self.gro else self._drain_plain
+        return await self.read_drained(self.sock, drain, max_datagrams)
+
+    def _drain_plain(self, batch: list[tuple[bytes, Endpoint]], max_datagrams: int) -> None:
+        recvfrom = self.sock.recvfrom
+        while len(batch) < max_datagrams:
             try:
-                if self.gro:
-                    self._drain_gro(batch, max_datagrams)
-                else:
-                    recvfrom = self.sock.recvfrom
-                    while len(batch) < max_datagrams:
-                        batch.append(recvfrom(65535))
-            except BlockingIOError:
-                pass
+                batch.append(recvfrom(65535))
             except ConnectionRefusedError:  # ICMP from an earlier send; nothing to read
                 continue
-            if batch:
-                return batch  # the caller's channel send is this batch's checkpoint
-            await trio.lowlevel.wait_readable(self.sock)
 
     def _drain_gro(self, batch: list[tuple[bytes, Endpoint]], max_datagrams: int) -> None:
         recvmsg = self.sock.recvmsg
         while len(batch) < max_datagrams:
-            data, ancdata, _, addr = recvmsg(65535, _GRO_CMSG_SPACE)
+            try:
+                data, ancdata, _, addr = recvmsg(65535, _GRO_CMSG_SPACE)
+            except ConnectionRefusedError:  # ICMP from an earlier send; nothing to read
+                continue
             segment = 0
             for level, kind, value in ancdata:
                 if level == SOL_UDP and kind == UDP_GRO:
@@ -168,7 +190,7 @@ class UdpSocket:
         self.sock.close()
 
 
-class FdPackets:
+class FdPackets(BatchReader):
     """Whole packets on a non-blocking fd (a TUN device)."""
 
     def __init__(self, fd: int, mtu: int) -> None:
@@ -177,17 +199,12 @@ class FdPackets:
         self.read_size = mtu + 64
 
     async def read_batch(self, max_packets: int) -> list[bytes]:
-        batch: list[bytes] = []
+        return await self.read_drained(self.fd, self._drain, max_packets)
+
+    def _drain(self, batch: list[bytes], max_packets: int) -> None:
         read, fd, size = os.read, self.fd, self.read_size
-        while True:
-            try:
-                while len(batch) < max_packets:
-                    batch.append(read(fd, size))
-            except BlockingIOError:
-                pass
-            if batch:
-                return batch  # the caller's channel send is this batch's checkpoint
-            await trio.lowlevel.wait_readable(fd)
+        while len(batch) < max_packets:
+            batch.append(read(fd, size))
 
     async def write_batch(self, packets: list[bytes]) -> int:
         written = 0

@@ -8,6 +8,8 @@ import struct
 
 import trio
 
+from .fdio import BatchReader
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SOL_PACKET = 263
@@ -33,7 +35,7 @@ def _ignore_outgoing(sock: socket.socket) -> bool:
     return True
 
 
-class RawSocket:
+class RawSocket(BatchReader):
     """Whole Ethernet frames on one interface. Our own transmissions, which packet
     sockets also see, are skipped."""
 
@@ -49,24 +51,20 @@ class RawSocket:
         self.send_errors = 0
 
     async def read_batch(self, max_packets: int) -> list[bytes]:
-        batch: list[bytes] = []
-        while True:
-            try:
-                if self.ignores_outgoing:
-                    recv = self.sock.recv
-                    while len(batch) < max_packets:
-                        batch.append(recv(65535))
-                else:
-                    recvfrom = self.sock.recvfrom
-                    while len(batch) < max_packets:
-                        frame, addr = recvfrom(65535)
-                        if addr[2] != PACKET_OUTGOING:
-                            batch.append(frame)
-            except BlockingIOError:
-                pass
-            if batch:
-                return batch  # the caller's channel send is this batch's checkpoint
-            await trio.lowlevel.wait_readable(self.sock)
+        drain = self._drain if self.ignores_outgoing else self._drain_skipping_outgoing
+        return await self.read_drained(self.sock, drain, max_packets)
+
+    def _drain(self, batch: list[bytes], max_packets: int) -> None:
+        recv = self.sock.recv
+        while len(batch) < max_packets:
+            batch.append(recv(65535))
+
+    def _drain_skipping_outgoing(self, batch: list[bytes], max_packets: int) -> None:
+        recvfrom = self.sock.recvfrom
+        while len(batch) < max_packets:
+            frame, addr = recvfrom(65535)
+            if addr[2] != PACKET_OUTGOING:
+                batch.append(frame)
 
     async def write_batch(self, frames: list[bytes]) -> int:
         written = 0
