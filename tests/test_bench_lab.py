@@ -130,7 +130,13 @@ def test_format_lab_report_on_a_fixed_result():
             "note": "no path_stats for packet_relay",
         },
         "parameters": {"seconds": 5, "rtt_count": 1000, "rtt_payload_bytes": 64},
-        "versions": {"tinc": "1.0.36", "wireguard-go": "0.0.20220316", "kernel": "6.1.0"},
+        "versions": {
+            "tinc": "1.0.36",
+            "wireguard-go": "0.0.20220316",
+            "kernel": "6.1.0",
+            "cpus": 2,
+            "cpus_used": [1],
+        },
         "notes": ["Only ratios within one run mean anything."],
     }
     report = format_lab_report(result)
@@ -141,7 +147,8 @@ def test_format_lab_report_on_a_fixed_result():
     assert "| 1002 | 45.2 | 44.2 | 71.4 | 43.0 | 20.5 | 70.0 | 246.1 |" in report
     assert "| – | – | – | – | – | – | 12.0 |" in report  # no figures for packet_relay
     assert "no path_stats for packet_relay" in report
-    assert "tinc 1.0.36" in report and "Kernel 6.1.0" in report
+    assert "tinc 1.0.36" in report and "Kernel 6.1.0, 2 CPUs, all processes on CPU 1." in report
+    assert "cpus_used" not in report
     assert "Only ratios within one run mean anything." in report
 
 

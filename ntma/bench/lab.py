@@ -883,6 +883,7 @@ def tool_versions() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "cpus_used": sorted(os.sched_getaffinity(0)),  # e.g. [1] under `taskset -c 1`
     }
 
 
@@ -1005,6 +1006,14 @@ def _fmt(value: Any, scale: float = 1.0, digits: int = 1) -> str:
     return f"{value / scale:.{digits}f}"
 
 
+def _cpus_used(versions: dict[str, Any]) -> str:
+    """ ", all processes on CPU 1" when the run was confined (taskset), else ""."""
+    used = versions.get("cpus_used")
+    if not used or len(used) == versions.get("cpus"):
+        return ""
+    return f", all processes on CPU {', '.join(map(str, used))}"
+
+
 def format_lab_report(result: dict[str, Any]) -> str:
     """A short markdown section: one table of the setups, one of Table 2, the notes."""
     params = result.get("parameters", {})
@@ -1015,7 +1024,7 @@ def format_lab_report(result: dict[str, Any]) -> str:
         f"One run, from the GN's namespace to ntma-cn: {params.get('rtt_count', '?')} UDP "
         f"round trips of {params.get('rtt_payload_bytes', 64)} bytes, iperf3 TCP for "
         f"{params.get('seconds', '?')} s each way. Kernel {versions.get('kernel', '?')}, "
-        f"{versions.get('cpus', '?')} CPUs.",
+        f"{versions.get('cpus', '?')} CPUs{_cpus_used(versions)}.",
         "",
         "| setup | RTT median µs | RTT p99 µs | lost | TCP fwd Mbit/s | TCP rev Mbit/s "
         "| fwd / plain | rev / plain | fwd / best peer | rev / best peer "
@@ -1086,7 +1095,9 @@ def format_lab_report(result: dict[str, Any]) -> str:
         ]
         if table2.get("note"):
             lines += ["", f"Table 2: {table2['note']}."]
-    shown = [f"{k} {v}" for k, v in versions.items() if k not in ("kernel", "cpus") and v]
+    shown = [
+        f"{k} {v}" for k, v in versions.items() if k not in ("kernel", "cpus", "cpus_used") and v
+    ]
     lines += ["", "Versions: " + "; ".join(shown) + "." if shown else ""]
     notes = [e["note"] for e in result.get("setups", {}).values() if e.get("note")]
     notes += result.get("notes", [])
