@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 import trio.testing
@@ -173,3 +175,38 @@ async def test_zero_capacity_channel_hands_over_directly():
         assert recv.receive_nowait() == "direct"
     with pytest.raises(ValueError):
         open_hop_channel(-1)
+    with pytest.raises(TypeError):
+        open_hop_channel(1.5)
+
+
+async def test_waking_a_waiter_is_protected_from_keyboard_interrupt(monkeypatch):
+    """A Ctrl-C between taking a waiter and waking it would lose both; as in Trio's own
+    channels, every wake-up happens with KeyboardInterrupt held back."""
+    import ntma.stages.hop as hop
+
+    protected = []
+
+    def recording_reschedule(task, *args):
+        protected.append(trio.lowlevel.currently_ki_protected())
+        trio.lowlevel.reschedule(task, *args)
+
+    async def quietly(op, *args):
+        with contextlib.suppress(trio.EndOfChannel, trio.BrokenResourceError):
+            await op(*args)
+
+    monkeypatch.setattr(hop, "reschedule", recording_reschedule)
+    send, recv = open_hop_channel(0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(quietly, recv.receive)
+        nursery.start_soon(quietly, recv.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        send.send_nowait("x")  # wakes one receiver with the item
+        send.close()  # wakes the other with EndOfChannel
+    send, recv = open_hop_channel(0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(quietly, send.send, "y")
+        nursery.start_soon(quietly, send.send, "z")
+        await trio.testing.wait_all_tasks_blocked()
+        assert recv.receive_nowait() in ("y", "z")  # wakes one sender
+        recv.close()  # wakes the other with BrokenResourceError
+    assert protected == [True, True, True, True]

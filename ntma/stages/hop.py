@@ -10,7 +10,8 @@ every receiver is) and the same bounded buffer with backpressure, but a send or 
 that can complete at once returns without yielding. A stage still yields whenever it
 waits: on an empty inbox, a full outbox, or its socket. A busy stage therefore runs at
 most until its inbox is empty or its outbox is full, which the queue sizes bound, and
-cancellation is delivered at that wait.
+cancellation is delivered at that wait. As in Trio's channels, a KeyboardInterrupt is
+held back while a method changes the channel's state, so no item or waiter is lost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from typing import Generic, TypeVar
 
 import trio
 from outcome import Error, Value
-from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import (
+    Abort,
+    Task,
+    current_task,
+    enable_ki_protection,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 T = TypeVar("T")
 
@@ -84,10 +92,12 @@ class HopSendChannel(trio.abc.SendChannel[T]):
             return True
         return False
 
+    @enable_ki_protection
     def send_nowait(self, value: T) -> None:
         if not self._put_nowait(value):
             raise trio.WouldBlock
 
+    @enable_ki_protection
     async def send(self, value: T) -> None:
         if self._put_nowait(value):
             return
@@ -105,11 +115,13 @@ class HopSendChannel(trio.abc.SendChannel[T]):
         finally:
             self._parked.discard(task)
 
+    @enable_ki_protection
     def clone(self) -> HopSendChannel[T]:
         if self._closed:
             raise trio.ClosedResourceError
         return HopSendChannel(self._state)
 
+    @enable_ki_protection
     def close(self) -> None:
         if self._closed:
             return
@@ -132,6 +144,7 @@ class HopSendChannel(trio.abc.SendChannel[T]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @enable_ki_protection
     async def aclose(self) -> None:
         self.close()
         await trio.lowlevel.checkpoint()
@@ -169,12 +182,14 @@ class HopReceiveChannel(trio.abc.ReceiveChannel[T]):
             raise trio.EndOfChannel
         return False, None
 
+    @enable_ki_protection
     def receive_nowait(self) -> T:
         ready, value = self._take()
         if not ready:
             raise trio.WouldBlock
         return value  # type: ignore[return-value]
 
+    @enable_ki_protection
     async def receive(self) -> T:
         ready, value = self._take()
         if ready:
@@ -193,11 +208,13 @@ class HopReceiveChannel(trio.abc.ReceiveChannel[T]):
         finally:
             self._parked.discard(task)
 
+    @enable_ki_protection
     def clone(self) -> HopReceiveChannel[T]:
         if self._closed:
             raise trio.ClosedResourceError
         return HopReceiveChannel(self._state)
 
+    @enable_ki_protection
     def close(self) -> None:
         if self._closed:
             return
@@ -221,6 +238,7 @@ class HopReceiveChannel(trio.abc.ReceiveChannel[T]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @enable_ki_protection
     async def aclose(self) -> None:
         self.close()
         await trio.lowlevel.checkpoint()
@@ -231,6 +249,8 @@ class HopReceiveChannel(trio.abc.ReceiveChannel[T]):
 
 def open_hop_channel(capacity: int) -> tuple[HopSendChannel, HopReceiveChannel]:
     """A bounded channel of `capacity` items (batches) between two stages."""
+    if not isinstance(capacity, int):
+        raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
     if capacity < 0:
         raise ValueError("capacity must be >= 0")
     state: _HopState = _HopState(capacity)
