@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import trio
+import socket
 
-from ntma.io.fdio import GSO_MAX_SEGMENTS, UdpSocket, plan_sends, split_gro
+import trio
+import trio.testing
+
+from ntma.io.fdio import GSO_MAX_SEGMENTS, FdPackets, UdpSocket, plan_sends, split_gro
 
 A = ("127.0.0.1", 9)
 B = ("127.0.0.2", 9)
@@ -65,3 +68,32 @@ async def test_plain_socket_without_offload_still_works():
     finally:
         sender.close()
         receiver.close()
+
+
+async def test_reader_waits_after_emptying_the_fd_and_reads_at_once_after_a_full_batch():
+    """BatchReader: a drain that stopped at the batch limit reads again at once; one that
+    found the fd empty waits for readiness first (no second EAGAIN), and data that came
+    meanwhile is still reported at once (readiness is level-triggered)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    reader = FdPackets(ours.fileno(), mtu=1500)
+    try:
+        for i in range(5):
+            theirs.send(bytes([i]) * 10)
+        assert len(await reader.read_batch(3)) == 3  # stopped at the limit
+        with trio.testing.assert_no_checkpoints():
+            assert len(await reader.read_batch(3)) == 2  # read at once, found it empty
+        theirs.send(b"meanwhile")
+        with trio.fail_after(5), trio.testing.assert_checkpoints():
+            assert await reader.read_batch(3) == [b"meanwhile"]  # waited, then read
+
+        async def later() -> None:
+            await trio.sleep(0.05)
+            theirs.send(b"later")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(later)
+            with trio.fail_after(5):
+                assert await reader.read_batch(3) == [b"later"]
+    finally:
+        ours.close()
+        theirs.close()
