@@ -65,13 +65,57 @@ class _HopState(Generic[T]):
         )
 
 
-class HopSendChannel(trio.abc.SendChannel[T]):
+class _HopEnd:
+    """What both ends share: the state, this handle's closed flag and the tasks parked
+    through it, closing, and the context-manager and statistics methods."""
+
     __slots__ = ("_state", "_closed", "_parked")
 
-    def __init__(self, state: _HopState[T]) -> None:
+    def __init__(self, state: _HopState) -> None:
         self._state = state
         self._closed = False
-        self._parked: set[Task] = set()  # tasks waiting in send() through this handle
+        self._parked: set[Task] = set()  # tasks waiting in send()/receive() via this handle
+
+    def _close_handle(self, waiting: OrderedDict) -> bool:
+        """Mark closed and fail this handle's parked tasks that nobody woke yet (they are
+        still in `waiting`). False if it was already closed."""
+        if self._closed:
+            return False
+        self._closed = True
+        for task in self._parked:
+            if task in waiting:
+                del waiting[task]
+                reschedule(task, Error(trio.ClosedResourceError()))
+        self._parked.clear()
+        return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+    @enable_ki_protection
+    async def aclose(self) -> None:
+        self.close()  # type: ignore[attr-defined]
+        await trio.lowlevel.checkpoint()
+
+    def statistics(self) -> trio.MemoryChannelStatistics:
+        return self._state.statistics()
+
+
+def _fail_all(waiting: OrderedDict, error: type[Exception]) -> None:
+    """Wake every task in `waiting` with `error` (the other side is gone)."""
+    for task in waiting:
+        reschedule(task, Error(error()))
+    waiting.clear()
+
+
+class HopSendChannel(_HopEnd, trio.abc.SendChannel[T]):
+    __slots__ = ()
+
+    def __init__(self, state: _HopState[T]) -> None:
+        super().__init__(state)
         state.open_senders += 1
 
     def _put_nowait(self, value: T) -> bool:
@@ -123,43 +167,19 @@ class HopSendChannel(trio.abc.SendChannel[T]):
 
     @enable_ki_protection
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         state = self._state
-        for task in self._parked:
-            if task in state.senders:  # not yet woken by a receiver
-                del state.senders[task]
-                reschedule(task, Error(trio.ClosedResourceError()))
-        self._parked.clear()
+        if not self._close_handle(state.senders):
+            return
         state.open_senders -= 1
         if not state.open_senders:
-            for task in state.receivers:
-                reschedule(task, Error(trio.EndOfChannel()))
-            state.receivers.clear()
-
-    def __enter__(self) -> HopSendChannel[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @enable_ki_protection
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    def statistics(self) -> trio.MemoryChannelStatistics:
-        return self._state.statistics()
+            _fail_all(state.receivers, trio.EndOfChannel)
 
 
-class HopReceiveChannel(trio.abc.ReceiveChannel[T]):
-    __slots__ = ("_state", "_closed", "_parked")
+class HopReceiveChannel(_HopEnd, trio.abc.ReceiveChannel[T]):
+    __slots__ = ()
 
     def __init__(self, state: _HopState[T]) -> None:
-        self._state = state
-        self._closed = False
-        self._parked: set[Task] = set()  # tasks waiting in receive() through this handle
+        super().__init__(state)
         state.open_receivers += 1
 
     def _take(self) -> tuple[bool, T | None]:
@@ -216,35 +236,13 @@ class HopReceiveChannel(trio.abc.ReceiveChannel[T]):
 
     @enable_ki_protection
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         state = self._state
-        for task in self._parked:
-            if task in state.receivers:  # not yet handed an item by a sender
-                del state.receivers[task]
-                reschedule(task, Error(trio.ClosedResourceError()))
-        self._parked.clear()
+        if not self._close_handle(state.receivers):
+            return
         state.open_receivers -= 1
         if not state.open_receivers:
-            for task in state.senders:
-                reschedule(task, Error(trio.BrokenResourceError()))
-            state.senders.clear()
+            _fail_all(state.senders, trio.BrokenResourceError)
             state.queue.clear()
-
-    def __enter__(self) -> HopReceiveChannel[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @enable_ki_protection
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    def statistics(self) -> trio.MemoryChannelStatistics:
-        return self._state.statistics()
 
 
 def open_hop_channel(capacity: int) -> tuple[HopSendChannel, HopReceiveChannel]:
