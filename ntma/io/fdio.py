@@ -98,7 +98,7 @@ class BatchReader:
             except BlockingIOError:
                 self._found_empty = True
             if batch:
-                return batch  # the caller's channel send is this batch's checkpoint
+                return batch  # no checkpoint: the stage yields on a full outbox or a wait here
             await trio.lowlevel.wait_readable(fileobj)
 
 
@@ -161,7 +161,7 @@ class UdpSocket(BatchReader):
             plan_sends(datagrams) if self.gso else (([d], a, 0) for d, a in datagrams)
         ):
             sent += await self._send_group(group, addr, segment)
-        return sent  # the caller's next channel receive is the checkpoint
+        return sent  # no checkpoint: the stage yields when its inbox is empty
 
     async def _send_group(self, group: list[bytes], addr: Endpoint, segment: int) -> int:
         while True:
@@ -221,4 +221,4 @@ class FdPackets(BatchReader):
                     if exc.errno != errno.EINVAL:
                         raise
                     break
-        return written  # the caller's next channel receive is the checkpoint
+        return written  # no checkpoint: the stage yields when its inbox is empty

@@ -80,7 +80,7 @@ class RawSocket(BatchReader):
                 except OSError:  # e.g. EMSGSIZE, ENETDOWN: counted by the caller
                     self.send_errors += 1
                     break
-        return written  # the caller's next channel receive is the checkpoint
+        return written  # no checkpoint: the stage yields when its inbox is empty
 
     def close(self) -> None:
         self.sock.close()
