@@ -37,7 +37,7 @@ from .ethernet import (
     run_passthrough_out,
 )
 from .gn_services import DhcpSlot, run_dhcp_responder, run_dns_frames
-from .hop import HopReceiveChannel, HopSendChannel, open_hop_channel
+from .hop import open_hop_channel
 from .keepalive import run_tunnel_keepalive
 from .receive import run_decapsulate, run_tun_write, run_udp_receive
 from .send import run_classify, run_encapsulate, run_tun_read, run_udp_send
@@ -57,10 +57,6 @@ class NodePipeline:
             self.broker = DirectionBroker(self.spans.stage("dns"))
 
 
-def _channel(size: int) -> tuple[HopSendChannel, HopReceiveChannel]:
-    return open_hop_channel(size)
-
-
 async def start_core(
     nursery: trio.Nursery,
     pipe: NodePipeline,
@@ -74,10 +70,10 @@ async def start_core(
     channel the front end sends (tunnel, packet) batches to.
     """
     spans = pipe.spans
-    to_encap = _channel(DATA_QUEUE_BATCHES)
-    to_udp_send = _channel(DATA_QUEUE_BATCHES)
-    udp_to_decap = _channel(DATA_QUEUE_BATCHES)
-    udp_to_signalling = _channel(SIGNAL_QUEUE_BATCHES)
+    to_encap = open_hop_channel(DATA_QUEUE_BATCHES)
+    to_udp_send = open_hop_channel(DATA_QUEUE_BATCHES)
+    udp_to_decap = open_hop_channel(DATA_QUEUE_BATCHES)
+    udp_to_signalling = open_hop_channel(SIGNAL_QUEUE_BATCHES)
     await nursery.start(run_udp_send, to_udp_send[1], udp, spans.stage("udp_send"))
     await nursery.start(
         run_encapsulate,
@@ -118,10 +114,10 @@ async def start_node_pipeline(
 ) -> None:
     """The NTM node: TUN front end on the core."""
     spans = pipe.spans
-    to_tun_write = _channel(DATA_QUEUE_BATCHES)
+    to_tun_write = open_hop_channel(DATA_QUEUE_BATCHES)
     await nursery.start(run_tun_write, to_tun_write[1], tun, spans.stage("tun_write"))
     to_encap = await start_core(nursery, pipe, udp, to_tun_write[0], on_registered)
-    tun_to_classify = _channel(DATA_QUEUE_BATCHES)
+    tun_to_classify = open_hop_channel(DATA_QUEUE_BATCHES)
     await nursery.start(
         run_classify, tun_to_classify[1], to_encap, pipe.table, spans.stage("classify")
     )
@@ -143,12 +139,12 @@ async def start_adapter_pipeline(
 ) -> None:
     """The adapter: Ethernet front end (GN link) on the same core."""
     spans, link = pipe.spans, parts.link
-    to_inject = _channel(DATA_QUEUE_BATCHES)
-    to_arp = _channel(CONTROL_QUEUE_BATCHES)
-    to_dhcp = _channel(CONTROL_QUEUE_BATCHES)
-    to_dns = _channel(CONTROL_QUEUE_BATCHES)
-    to_passthrough = _channel(DATA_QUEUE_BATCHES)
-    to_classify = _channel(DATA_QUEUE_BATCHES)
+    to_inject = open_hop_channel(DATA_QUEUE_BATCHES)
+    to_arp = open_hop_channel(CONTROL_QUEUE_BATCHES)
+    to_dhcp = open_hop_channel(CONTROL_QUEUE_BATCHES)
+    to_dns = open_hop_channel(CONTROL_QUEUE_BATCHES)
+    to_passthrough = open_hop_channel(DATA_QUEUE_BATCHES)
+    to_classify = open_hop_channel(DATA_QUEUE_BATCHES)
     inject = to_inject[0]
     await nursery.start(run_inject, to_inject[1], parts.raw, link, spans.stage("inject"))
     to_encap = await start_core(nursery, pipe, udp, inject.clone(), on_registered)
