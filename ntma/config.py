@@ -14,6 +14,7 @@ from typing import Any
 
 from .proto.buffer import Endpoint
 from .proto.crypto import KeyError_, StaticKey, decode_key, load_key_file
+from .proto.names import normalize_fqdn
 
 
 class ConfigError(Exception):
@@ -211,7 +212,7 @@ def _suffixes(dns: _Section) -> list[str]:
         raise ConfigError(
             "dns.ntm_suffixes", "must be a list of strings", 'write it like ["ntm.example"]'
         )
-    return [s.rstrip(".").lower() for s in suffixes]
+    return [normalize_fqdn(s) for s in suffixes]
 
 
 def load_dc_config(path: Path) -> DcConfig:
@@ -239,7 +240,7 @@ def load_dc_config(path: Path) -> DcConfig:
         listen=dc.endpoint("listen"),
         key=dc.key_file("private_key_file"),
         database=Path(database) if database == ":memory:" else dc.path("database", "dc.sqlite"),
-        zone=dc.get("zone", str).rstrip(".").lower(),
+        zone=normalize_fqdn(dc.get("zone", str)),
         vip_pool=pool,
         dns_listen=dc.endpoint("dns_listen", None, default_port=53),
         keepalive_interval=dc.positive("keepalive_interval", int, 15),
@@ -273,7 +274,7 @@ def load_node_config(path: Path) -> NodeConfig:
     dns = _section(data, "dns", base, required=False)
     mtu = _tunnel_mtu(node)
     return NodeConfig(
-        fqdn=node.get("fqdn", str).rstrip(".").lower(),
+        fqdn=normalize_fqdn(node.get("fqdn", str)),
         key=node.key_file("private_key_file"),
         listen=node.endpoint("listen", "0.0.0.0:7401"),
         tun_name=_interface_name(node, "tun_name", "ntm0"),
@@ -317,7 +318,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
     dns = _section(data, "dns", base, required=False)
     mtu = _tunnel_mtu(adapter)
     return AdapterConfig(
-        fqdn=adapter.get("fqdn", str).rstrip(".").lower(),
+        fqdn=normalize_fqdn(adapter.get("fqdn", str)),
         key=adapter.key_file("private_key_file"),
         gn_interface=_interface_name(adapter, "gn_interface"),
         listen=adapter.endpoint("listen", "0.0.0.0:7401"),

@@ -45,6 +45,7 @@ from ..proto.messages import (
     RouteDirectionAck,
     Status,
 )
+from ..proto.names import is_ntm_name, normalize_fqdn
 from ..proto.packet import open_message, seal_message
 from ..proto.transactions import Transactions
 from ..relay.grant import Grant, grant_key, make_grant
@@ -103,8 +104,8 @@ class Coordinator:
         self._grant_lifetime_ms = int(grant_lifetime_s * 1000)
         self._probe_out: list[tuple[bytes, Endpoint]] = []
         self.store = store
-        self.zone = zone.rstrip(".").lower()
-        self._admission = {name.rstrip(".").lower(): key for name, key in admission.items()}
+        self.zone = normalize_fqdn(zone)
+        self._admission = {normalize_fqdn(name): key for name, key in admission.items()}
         self._admitted_keys = set(self._admission.values())
         self.keepalive_s = keepalive_s
         self._offline_after = keepalive_s * keepalive_misses
@@ -141,15 +142,14 @@ class Coordinator:
 
     def online_record(self, fqdn: str) -> NodeRecord | None:
         """The node's record if it is registered and keeping alive (for DNS)."""
-        record = self.store.get(fqdn.rstrip(".").lower())
+        record = self.store.get(normalize_fqdn(fqdn))
         if record is None:
             return None
         session = self.sessions.get(record.public_key)
         return record if session is not None and session.online else None
 
     def in_zone(self, fqdn: str) -> bool:
-        name = fqdn.rstrip(".").lower()
-        return name == self.zone or name.endswith("." + self.zone)
+        return is_ntm_name(normalize_fqdn(fqdn), [self.zone])
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -249,7 +249,7 @@ class Coordinator:
         return self._on_direction_request(session, msg, now)
 
     def _on_register(self, sender: bytes, msg: Register, addr: Endpoint, now: float) -> Message:
-        fqdn = msg.fqdn.rstrip(".").lower()
+        fqdn = normalize_fqdn(msg.fqdn)
         refusal = self._admission_refusal(fqdn, sender)
         if refusal:
             self._emit("registration_refused", fqdn=fqdn, endpoint=_ep(addr), reason=refusal)
@@ -294,7 +294,7 @@ class Coordinator:
     def _on_direction_request(
         self, requester: Session, msg: DirectionRequest, now: float
     ) -> DirectionResponse:
-        fqdn = msg.fqdn.rstrip(".").lower()
+        fqdn = normalize_fqdn(msg.fqdn)
         if not self.in_zone(fqdn):
             return DirectionResponse(msg.txid, Status.NOT_NTM)
         target_record = self.store.get(fqdn)

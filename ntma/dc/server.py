@@ -18,7 +18,8 @@ from ..config import DcConfig
 from ..io.fdio import UdpSocket
 from ..log import RateLimitedDebug
 from ..proto.buffer import CodecError
-from ..proto.dns import is_ntm_name, parse_query, refused, zone_answer
+from ..proto.dns import parse_query, refused, zone_answer
+from ..proto.names import is_ntm_name
 from ..stages.channels import BATCH_MAX
 from ..stages.spans import Spans, run_stats_logger
 from .coordinator import Coordinator

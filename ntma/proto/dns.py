@@ -12,6 +12,7 @@ from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 from .buffer import CodecError
 from .messages import Status
+from .names import normalize_fqdn
 
 NTM_TTL = 30
 MAX_QUERY = 4096
@@ -35,11 +36,7 @@ def parse_query(data: bytes) -> Query:
     if record.header.qr or len(record.questions) != 1:
         raise CodecError("not a single-question DNS query")
     question = record.questions[0]
-    return Query(record, str(question.qname).rstrip(".").lower(), question.qtype)
-
-
-def is_ntm_name(name: str, suffixes: list[str]) -> bool:
-    return any(name == s or name.endswith("." + s) for s in suffixes)
+    return Query(record, normalize_fqdn(str(question.qname)), question.qtype)
 
 
 def answer_for_status(query: Query, status: Status, vip: str | None, ttl: int = NTM_TTL) -> bytes:

@@ -50,6 +50,7 @@ from .messages import (
     TunnelRequest,
     TunnelResponse,
 )
+from .names import normalize_fqdn
 from .packet import (
     UnknownPeer,
     is_envelope,
@@ -216,7 +217,7 @@ class NodeSignalling:
 
     def request_direction(self, fqdn: str, now: float) -> None:
         """Resolve fqdn through the DC and build a tunnel; a DirectionResolved follows."""
-        fqdn = fqdn.rstrip(".").lower()
+        fqdn = normalize_fqdn(fqdn)
         tunnel = self._tunnels_by_fqdn.get(fqdn)
         if tunnel is not None:
             # VIPs are stable, so answer now; ask the DC again in the background when

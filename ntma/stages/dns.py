@@ -15,8 +15,9 @@ import structlog
 import trio
 
 from ..proto.buffer import CodecError, Endpoint
-from ..proto.dns import Query, answer_for_status, is_ntm_name, parse_query, servfail
+from ..proto.dns import Query, answer_for_status, parse_query, servfail
 from ..proto.messages import Status
+from ..proto.names import is_ntm_name
 from .signalling import DirectionBroker
 from .spans import StageStats
 

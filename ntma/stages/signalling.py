@@ -13,6 +13,7 @@ import structlog
 import trio
 
 from ..proto.messages import Status
+from ..proto.names import normalize_fqdn
 from ..proto.node_sm import (
     DcUnreachable,
     DirectionResolved,
@@ -38,7 +39,7 @@ class DirectionBroker:
 
     async def resolve(self, fqdn: str) -> DirectionResolved:
         """Wait for fqdn's outcome; the caller bounds the wait with a cancel scope."""
-        fqdn = fqdn.rstrip(".").lower()
+        fqdn = normalize_fqdn(fqdn)
         send, recv = trio.open_memory_channel[DirectionResolved](1)
         first = fqdn not in self._waiting
         self._waiting.setdefault(fqdn, []).append(send)
