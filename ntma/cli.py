@@ -15,7 +15,7 @@ from .config import (
     load_node_config,
     load_relay_config,
 )
-from .log import configure_logging
+from .observe.log import configure_logging
 from .proto.crypto import StaticKey, write_key_file
 
 ROLES = """roles:
@@ -110,14 +110,14 @@ def _runner(role: str):
 
         return run_dc
     if role == "node":
-        from .node import run_node
+        from .node.run import run_node
 
         return run_node
     if role == "relay":
         from .relay.server import run_relay
 
         return run_relay
-    from .adapter import run_adapter
+    from .adapter.run import run_adapter
 
     return run_adapter
 

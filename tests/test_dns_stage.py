@@ -9,11 +9,11 @@ import pytest
 import trio
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
+from ntma.observe.spans import StageStats
 from ntma.proto.messages import Status
 from ntma.proto.node_sm import DirectionResolved
 from ntma.stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
 from ntma.stages.signalling import DirectionBroker
-from ntma.stages.spans import StageStats
 
 ANSWERS = {
     "cn.ntm.example": DirectionResolved("cn.ntm.example", Status.OK, "10.99.0.3"),

@@ -12,9 +12,9 @@ import pytest
 
 from ntma.lab import ns_run
 from ntma.proto.crypto import SignalBox, StaticKey, load_key_file
+from ntma.proto.grant import Grant, grant_key, make_grant
 from ntma.proto.messages import RelayBind
 from ntma.proto.packet import pack_data_header, seal_message
-from ntma.relay.grant import Grant, grant_key, make_grant
 
 from .netns_util import dig, lab_fixture, log_events, needs_netns, wait_for
 

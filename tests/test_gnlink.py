@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from ntma.observe.spans import StageStats
 from ntma.proto.buffer import CodecError
 from ntma.proto.ether import (
     ETH_P_ARP,
@@ -24,7 +25,6 @@ from ntma.proto.ether import (
 )
 from ntma.proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ntma.stages.ethernet import route_to_tunnels
-from ntma.stages.spans import StageStats
 
 ADAPTER_MAC = bytes.fromhex("02aa00000001")
 GN_MAC = bytes.fromhex("02bb00000002")

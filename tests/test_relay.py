@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from ntma.proto.crypto import SignalBox, StaticKey
+from ntma.proto.grant import Grant, GrantError, check_grant, grant_key, make_grant
 from ntma.proto.messages import RelayBind, RelayBound
 from ntma.proto.packet import open_message, pack_data_header, seal_message, wrap_envelope
-from ntma.relay.grant import Grant, GrantError, check_grant, grant_key, make_grant
 from ntma.relay.relay import Relay
 
 EPOCH = 1_700_000_000.0

@@ -19,12 +19,14 @@ from ..dc.coordinator import Coordinator
 from ..dc.server import run_signalling_server
 from ..dc.store import NodeStore
 from ..io.fake import FakeNetwork, FakePackets
+from ..io.packetio import BATCH_MAX
+from ..observe.spans import Spans
 from ..proto.crypto import StaticKey
 from ..proto.node_sm import NodeSignalling
-from ..stages.channels import BATCH_MAX, DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
+from ..stages.channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
+from ..stages.core import NodePipeline
 from ..stages.hop import open_hop_channel
-from ..stages.pipeline import NodePipeline, start_node_pipeline
-from ..stages.spans import Spans
+from ..stages.pipeline import start_node_pipeline
 from .stages import udp_packet
 
 DC = ("198.51.100.10", 7400)

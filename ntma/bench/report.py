@@ -14,7 +14,7 @@ import platform
 import sys
 from pathlib import Path
 
-from ..log import configure_logging
+from ..observe.log import configure_logging
 from .pipeline import run_pipeline_benchmark
 from .stages import StageResult, run_stage_benchmarks
 

@@ -19,6 +19,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dnslib import QTYPE, RR, A, DNSRecord
 
+from ..observe.spans import StageStats
 from ..proto.crypto import SignalBox, StaticKey, derive_tunnel_keys, ephemeral_public
 from ..proto.dhcp import DhcpConfig, DhcpServer, build_dhcp
 from ..proto.ether import ETH_P_ARP, ETH_P_IP, build_udp, eth_header, ip_packed
@@ -32,7 +33,6 @@ from ..stages.ethernet import frame_packets, route_to_tunnels
 from ..stages.receive import decapsulate_datagrams
 from ..stages.send import encapsulate_packets
 from ..stages.signalling import DirectionBroker
-from ..stages.spans import StageStats
 
 BATCH = 64
 ADAPTER_MAC = bytes.fromhex("02aa00000001")

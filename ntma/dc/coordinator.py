@@ -25,6 +25,7 @@ from typing import Any
 
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.crypto import SignalBox, StaticKey
+from ..proto.grant import Grant, grant_key, make_grant
 from ..proto.messages import (
     Deregister,
     DeregisterAck,
@@ -48,7 +49,6 @@ from ..proto.messages import (
 from ..proto.names import is_ntm_name, normalize_fqdn
 from ..proto.packet import open_message, seal_message
 from ..proto.transactions import Transactions
-from ..relay.grant import Grant, grant_key, make_grant
 from .route import Reach, RoutePlan, decide_route, reach_of
 from .store import NodeRecord, NodeStore, PoolExhausted
 

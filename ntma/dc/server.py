@@ -16,12 +16,12 @@ import trio
 
 from ..config import DcConfig
 from ..io.fdio import UdpSocket
-from ..log import RateLimitedDebug
+from ..io.packetio import BATCH_MAX
+from ..observe.log import RateLimitedDebug
+from ..observe.spans import Spans, run_stats_logger
 from ..proto.buffer import CodecError
 from ..proto.dns import parse_query, refused, zone_answer
 from ..proto.names import is_ntm_name
-from ..stages.channels import BATCH_MAX
-from ..stages.spans import Spans, run_stats_logger
 from .coordinator import Coordinator
 from .store import NodeStore
 

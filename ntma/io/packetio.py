@@ -15,6 +15,8 @@ from typing import Protocol
 
 from ..proto.buffer import Endpoint
 
+BATCH_MAX = 128  # packets drained from a socket or TUN per read: one batch, one queue item
+
 
 class PacketIO(Protocol):
     async def read_batch(self, max_packets: int) -> list[bytes]: ...

@@ -72,7 +72,7 @@ class RelayInfo:
 
     endpoint: Endpoint
     public_key: bytes  # the RS's static key, so nodes can seal RELAY_BIND to it
-    grant: bytes  # GRANT_LEN bytes, verified by the RS (see relay/grant.py)
+    grant: bytes  # GRANT_LEN bytes, verified by the RS (see proto/grant.py)
 
     def write(self, w: Writer) -> None:
         if len(self.grant) != GRANT_LEN:

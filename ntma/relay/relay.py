@@ -23,9 +23,9 @@ from typing import Any
 
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.crypto import SignalBox, StaticKey
+from ..proto.grant import GrantError, check_grant, grant_key
 from ..proto.messages import RelayBind, RelayBound
 from ..proto.packet import open_message, relayed_tunnel_id, seal_message
-from .grant import GrantError, check_grant, grant_key
 
 CLOCK_SKEW_MS = 120_000
 

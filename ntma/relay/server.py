@@ -10,8 +10,8 @@ import trio
 
 from ..config import RelayConfig
 from ..io.fdio import UdpSocket
-from ..stages.channels import BATCH_MAX
-from ..stages.spans import Spans, run_stats_logger
+from ..io.packetio import BATCH_MAX
+from ..observe.spans import Spans, run_stats_logger
 from .relay import Relay
 
 EXPIRE_EVERY_S = 5.0

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import trio
 
-from .spans import StageStats
+from ..observe.spans import StageStats
 
-BATCH_MAX = 128  # packets drained from a socket or TUN per batch
 DATA_QUEUE_BATCHES = 16
 SIGNAL_QUEUE_BATCHES = 64
 CONTROL_QUEUE_BATCHES = 32  # ARP, DHCP, DNS from the GN: drop newest when full

@@ -14,12 +14,12 @@ import time
 import structlog
 import trio
 
+from ..observe.spans import StageStats
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.dns import Query, answer_for_status, parse_query, servfail
 from ..proto.messages import Status
 from ..proto.names import is_ntm_name
 from .signalling import DirectionBroker
-from .spans import StageStats
 
 DIRECTION_WAIT_S = 12.0  # > the signalling deadlines (5 s + 6 s), so they decide
 UPSTREAM_WAIT_S = 4.0

@@ -26,7 +26,8 @@ import time
 
 import trio
 
-from ..io.packetio import PacketIO
+from ..io.packetio import BATCH_MAX, PacketIO
+from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
 from ..proto.ether import (
     ETH_HEADER,
@@ -40,8 +41,7 @@ from ..proto.ether import (
 )
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.tunnel import Tunnel, TunnelTable
-from .channels import BATCH_MAX, Batch, send_or_drop
-from .spans import StageStats
+from .channels import Batch, send_or_drop
 from .writer import write_batches
 
 

@@ -8,6 +8,7 @@ import time
 import structlog
 import trio
 
+from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
 from ..proto.dhcp import Declined, DhcpServer, Ignored, Informed, Leased, Released
 from ..proto.ether import (
@@ -23,7 +24,6 @@ from ..proto.ether import (
 from ..proto.gnlink import GnLink
 from .dns import CONCURRENT_QUERIES, DnsResolver
 from .ethernet import Frames
-from .spans import StageStats
 
 
 class DhcpSlot:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import structlog
 import trio
 
+from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
 from ..proto.node_sm import NodeSignalling
 from ..proto.tunnel import TunnelTable
-from .spans import StageStats
 
 KEEPALIVE_S = 10.0
 EXPIRE_S = 180.0

@@ -12,13 +12,13 @@ import time
 
 import trio
 
-from ..io.packetio import DatagramIO, PacketIO
+from ..io.packetio import BATCH_MAX, DatagramIO, PacketIO
+from ..observe.spans import PathStats, StageStats
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.crypto import AuthError
 from ..proto.packet import is_data, unpack_data_header
 from ..proto.tunnel import ReplayError, TunnelTable
-from .channels import BATCH_MAX, Batch, send_or_drop
-from .spans import PathStats, StageStats
+from .channels import Batch, send_or_drop
 from .writer import write_batches
 
 

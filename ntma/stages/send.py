@@ -11,11 +11,11 @@ import time
 
 import trio
 
-from ..io.packetio import DatagramIO, PacketIO
+from ..io.packetio import BATCH_MAX, DatagramIO, PacketIO
+from ..observe.spans import PathStats, StageStats
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.tunnel import Tunnel, TunnelTable
-from .channels import BATCH_MAX, Batch
-from .spans import PathStats, StageStats
+from .channels import Batch
 from .writer import write_batches
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 import trio
 
+from ..observe.spans import StageStats
 from ..proto.messages import Status
 from ..proto.names import normalize_fqdn
 from ..proto.node_sm import (
@@ -26,7 +27,6 @@ from ..proto.node_sm import (
 )
 from ..proto.tunnel import TunnelTable
 from .channels import DIRECTION_QUEUE
-from .spans import StageStats
 
 
 class DirectionBroker:

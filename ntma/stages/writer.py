@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .spans import StageStats
+from ..observe.spans import StageStats
 
 
 async def write_batches(

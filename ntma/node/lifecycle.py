@@ -8,12 +8,12 @@ import time
 
 import trio
 
-from .io.packetio import DatagramIO
-from .node_addresses import local_endpoints_for_listen
-from .proto.buffer import Endpoint
-from .proto.crypto import StaticKey
-from .proto.node_sm import NodeSignalling
-from .stages.pipeline import NodePipeline
+from ..io.addresses import local_endpoints_for_listen
+from ..io.packetio import DatagramIO
+from ..proto.buffer import Endpoint
+from ..proto.crypto import StaticKey
+from ..proto.node_sm import NodeSignalling
+from ..stages.core import NodePipeline
 
 DEREGISTER_GRACE_S = 0.2
 

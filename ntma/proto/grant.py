@@ -18,9 +18,9 @@ from hashlib import sha256
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..proto.buffer import CodecError
-from ..proto.crypto import StaticKey, x25519
-from ..proto.messages import GRANT_LEN
+from .buffer import CodecError
+from .crypto import StaticKey, x25519
+from .messages import GRANT_LEN
 
 _BODY = struct.Struct("!IQ32s32s")
 TAG_LEN = 16

@@ -6,7 +6,7 @@ import fcntl
 import socket
 import struct
 
-from .proto.buffer import Endpoint
+from ..proto.buffer import Endpoint
 
 SIOCGIFADDR = 0x8915
 

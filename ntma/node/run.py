@@ -13,14 +13,15 @@ import socket
 import structlog
 import trio
 
-from .config import NodeConfig
-from .io.fdio import UdpSocket
-from .io.tun import TunDevice
-from .proto.node_sm import Registered
-from .runner import log_final, make_signalling, wait_then_deregister
-from .stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
-from .stages.pipeline import NodePipeline, start_node_pipeline
-from .stages.spans import run_stats_logger
+from ..config import NodeConfig
+from ..io.fdio import UdpSocket
+from ..io.tun import TunDevice
+from ..observe.spans import run_stats_logger
+from ..proto.node_sm import Registered
+from ..stages.core import NodePipeline
+from ..stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
+from ..stages.pipeline import start_node_pipeline
+from .lifecycle import log_final, make_signalling, wait_then_deregister
 
 
 async def run_node(config: NodeConfig) -> None:

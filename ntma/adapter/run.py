@@ -22,19 +22,20 @@ from pathlib import Path
 import structlog
 import trio
 
-from .config import AdapterConfig
-from .io.fdio import UdpSocket
-from .io.rawsock import RawSocket
-from .io.tun import TunDevice, run_ip
-from .proto.dhcp import DhcpConfig, DhcpServer
-from .proto.ether import ip_text
-from .proto.gnlink import GnLink
-from .proto.node_sm import Registered
-from .runner import log_final, make_signalling, wait_then_deregister
-from .stages.dns import DnsResolver, run_dns_tcp
-from .stages.gn_services import DhcpSlot
-from .stages.pipeline import AdapterParts, NodePipeline, start_adapter_pipeline
-from .stages.spans import run_stats_logger
+from ..config import AdapterConfig
+from ..io.fdio import UdpSocket
+from ..io.rawsock import RawSocket
+from ..io.tun import TunDevice, run_ip
+from ..node.lifecycle import log_final, make_signalling, wait_then_deregister
+from ..observe.spans import run_stats_logger
+from ..proto.dhcp import DhcpConfig, DhcpServer
+from ..proto.ether import ip_text
+from ..proto.gnlink import GnLink
+from ..proto.node_sm import Registered
+from ..stages.core import NodePipeline
+from ..stages.dns import DnsResolver, run_dns_tcp
+from ..stages.gn_services import DhcpSlot
+from ..stages.pipeline import AdapterParts, start_adapter_pipeline
 
 PASSTHROUGH_MTU = 1500
 NAT_TABLE = "ntma_adapter"

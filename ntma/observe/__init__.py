@@ -1,0 +1,1 @@
+"""Observability every role uses: per-stage stats and path spans, logging set-up."""

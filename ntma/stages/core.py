@@ -1,0 +1,89 @@
+"""The core the node and the adapter share: the tunnel stages and signalling.
+
+    <front end> -> encapsulate -> udp_send <- signalling, tunnel keep-alive
+    udp_receive -> decapsulate -> <front end>
+                -> signalling -> tunnels into the TunnelTable, answers to DNS
+
+pipeline.py starts it under each front end (the node's TUN, the adapter's GN link).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from ..io.packetio import DatagramIO
+from ..observe.spans import Spans
+from ..proto.node_sm import NodeSignalling
+from ..proto.tunnel import TunnelTable
+from .channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
+from .hop import open_hop_channel
+from .keepalive import run_tunnel_keepalive
+from .receive import run_decapsulate, run_udp_receive
+from .send import run_encapsulate, run_udp_send
+from .signalling import DirectionBroker, run_signalling
+
+
+@dataclass
+class NodePipeline:
+    sm: NodeSignalling
+    table: TunnelTable = field(default_factory=TunnelTable)
+    spans: Spans = field(default_factory=Spans)
+    broker: DirectionBroker | None = None
+
+    def __post_init__(self) -> None:
+        if self.broker is None:
+            self.broker = DirectionBroker(self.spans.stage("dns"))
+
+
+async def start_core(
+    nursery: trio.Nursery,
+    pipe: NodePipeline,
+    udp: DatagramIO,
+    decap_out: trio.abc.SendChannel,
+    on_registered,
+) -> trio.abc.SendChannel:
+    """Start encapsulate, udp_send, udp_receive, decapsulate and signalling.
+
+    Decapsulated packet batches go to decap_out (the front end's writer). Returns the
+    channel the front end sends (tunnel, packet) batches to.
+    """
+    spans = pipe.spans
+    to_encap = open_hop_channel(DATA_QUEUE_BATCHES)
+    to_udp_send = open_hop_channel(DATA_QUEUE_BATCHES)
+    udp_to_decap = open_hop_channel(DATA_QUEUE_BATCHES)
+    udp_to_signalling = open_hop_channel(SIGNAL_QUEUE_BATCHES)
+    await nursery.start(run_udp_send, to_udp_send[1], udp, spans.stage("udp_send"))
+    await nursery.start(
+        run_encapsulate,
+        to_encap[1],
+        to_udp_send[0].clone(),
+        spans.stage("encapsulate"),
+        spans.path("tunnel_send"),
+    )
+    await nursery.start(
+        run_decapsulate,
+        udp_to_decap[1],
+        decap_out,
+        pipe.table,
+        spans.stage("decapsulate"),
+        spans.path("response_relay"),
+    )
+    await nursery.start(
+        run_tunnel_keepalive, pipe.table, pipe.sm, to_udp_send[0].clone(), spans.stage("keepalive")
+    )
+    await nursery.start(
+        run_signalling,
+        pipe.sm,
+        udp_to_signalling[1],
+        to_udp_send[0],
+        pipe.broker,
+        pipe.table,
+        spans.stage("signalling"),
+        on_registered,
+    )
+    await nursery.start(
+        run_udp_receive, udp, udp_to_decap[0], udp_to_signalling[0], spans.stage("udp_receive")
+    )
+    return to_encap[0]
