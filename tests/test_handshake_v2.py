@@ -22,6 +22,7 @@ from ntma.proto.handshake import (
     parse_cookie_reply,
     parse_init,
     parse_resp,
+    resp_mac1_key,
     unframe_payload,
 )
 from ntma.proto.noise import Initiator, mac1_key, tai64n
@@ -66,7 +67,8 @@ def test_init_layout_and_round_trip():
     assert len(resp) == RESP_MIN + 2
     rframe = parse_resp(resp)
     assert (rframe.sender_index, rframe.receiver_index) == (7, 0x01020304)
-    assert mac1_ok(rframe, mac1_key(NODE.public))
+    assert mac1_ok(rframe, resp_mac1_key(initiator))
+    assert not mac1_ok(rframe, mac1_key(NODE.public))  # not keyed by the initiator's key
     body, node_keys = open_resp(rframe, initiator)
     assert body == b"ok" and node_keys.send == dc_keys.receive
 

@@ -38,12 +38,12 @@ def test_transport_round_trip_layout_and_replay():
     with pytest.raises(ReplayError):
         b.open(datagram, counter)
     signal = a.seal(T_SIGNAL, b"keepalive")
-    assert parse_transport(signal)[0] == T_SIGNAL
+    assert parse_transport(signal)[:3:2] == (T_SIGNAL, 0)  # its own counter, from 0
     tampered = bytearray(signal)
     tampered[-1] ^= 1
     with pytest.raises(AuthError):
-        b.open(bytes(tampered), 1)
-    assert b.open(signal, 1) == b"keepalive"  # a failed forgery does not burn the counter
+        b.open(bytes(tampered), 0)
+    assert b.open(signal, 0) == b"keepalive"  # a failed forgery does not burn the counter
 
 
 def test_late_packets_within_the_window_still_arrive():
@@ -102,7 +102,18 @@ def test_message_limit_forces_a_rekey_and_expiry_stops_sending():
     ring = KeyRing()
     a, _ = _pair()
     ring.install(a)
-    a.send_counter = REKEY_AFTER_MESSAGES
+    a._send[T_DATA].counter = REKEY_AFTER_MESSAGES
     assert ring.needs_rekey(1.0)
     with pytest.raises(ExpiredKeys):
         ring.sending(REJECT_AFTER_TIME)
+
+
+def test_data_and_signalling_use_separate_keys_and_counters():
+    a, b = _pair()
+    data = a.seal(T_DATA, b"d")
+    signal = a.seal(T_SIGNAL, b"s")
+    assert parse_transport(data)[2] == parse_transport(signal)[2] == 0
+    relabelled = data[:1] + bytes([T_SIGNAL]) + data[2:]
+    with pytest.raises(AuthError):
+        b.open(relabelled, 0)  # a data packet cannot pass as signalling
+    assert b.open(data, 0) == b"d" and b.open(signal, 0) == b"s"

@@ -20,6 +20,7 @@ from .buffer import CodecError
 from .crypto import StaticKey
 from .noise import (
     COOKIE_NONCE_LEN,
+    KEY_LEN,
     MAC_LEN,
     MSG1_OVERHEAD,
     MSG2_OVERHEAD,
@@ -127,9 +128,10 @@ def parse_init(datagram: bytes) -> InitFrame:
     return InitFrame(datagram, _U32.unpack_from(datagram, HEADER_LEN)[0])
 
 
-def mac1_ok(frame: InitFrame | RespFrame, my_public_mac1_key: bytes) -> bool:
-    """Checked before any X25519; the key is mac1_key(our public key), computed once."""
-    expected = mac(my_public_mac1_key, frame.datagram[: -2 * MAC_LEN])
+def mac1_ok(frame: InitFrame | RespFrame, key: bytes) -> bool:
+    """Checked before any X25519. For an init the key is mac1_key(our static public key),
+    computed once; for a response, mac1_key(the ephemeral of our init)."""
+    expected = mac(key, frame.datagram[: -2 * MAC_LEN])
     return hmac.compare_digest(expected, frame.mac1)
 
 
@@ -140,6 +142,7 @@ def mac2_ok(frame: InitFrame, cookie: bytes) -> bool:
 @dataclass(frozen=True)
 class OpenedInit:
     initiator_public: bytes
+    ephemeral: bytes  # the init's, which keys the response's mac1
     timestamp: bytes
     body: bytes
     responder: Responder  # to write the response with
@@ -153,7 +156,11 @@ def open_init(frame: InitFrame, static: StaticKey) -> OpenedInit:
     if len(content) < TIMESTAMP_LEN:
         raise CodecError("init payload without a timestamp")
     return OpenedInit(
-        received.initiator_public, content[:TIMESTAMP_LEN], content[TIMESTAMP_LEN:], responder
+        received.initiator_public,
+        frame.noise_message[:KEY_LEN],
+        content[:TIMESTAMP_LEN],
+        content[TIMESTAMP_LEN:],
+        responder,
     )
 
 
@@ -187,7 +194,7 @@ def build_resp(
     prefix = header(T_RESP) + _U32.pack(sender_index) + _U32.pack(receiver_index)
     noise_msg, keys = opened.responder.write_response(frame_payload(body, 0), ephemeral)
     msg = prefix + noise_msg
-    msg += mac(mac1_key(opened.initiator_public), msg)
+    msg += mac(mac1_key(opened.ephemeral), msg)  # keyed by the init's ephemeral (4.2)
     return msg + NO_MAC2, keys
 
 
@@ -199,6 +206,10 @@ def parse_resp(datagram: bytes) -> RespFrame:
         raise CodecError("handshake response with a mac2")
     sender, receiver = struct.unpack_from("!II", datagram, HEADER_LEN)
     return RespFrame(datagram, sender, receiver)
+
+
+def resp_mac1_key(initiator: Initiator) -> bytes:
+    return mac1_key(initiator.ephemeral_public)
 
 
 def open_resp(frame: RespFrame, initiator: Initiator):

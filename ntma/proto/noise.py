@@ -101,6 +101,12 @@ class _Symmetric:
         return _hkdf2(self.ck, b"")
 
 
+def expand_transport_key(key: bytes, label: bytes) -> bytes:
+    """A data or signalling key from a Split() key: Noise's HKDF with `key` as the
+    chaining key, first output (docs/protocol-v2.md 4.2)."""
+    return _hkdf2(key, label)[0]
+
+
 @dataclass(frozen=True)
 class SessionKeys:
     """Transport keys after a handshake, from this end's point of view."""
@@ -121,6 +127,7 @@ class Initiator:
         prologue: bytes = PROLOGUE,
     ) -> None:
         self._static, self._rs, self._e = static, responder_public, ephemeral
+        self.ephemeral_public = ephemeral_public(ephemeral)
         self._sym = _Symmetric(prologue)
         self._sym.mix_hash(responder_public)  # pre-message "<- s"
 

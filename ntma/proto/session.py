@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .buffer import CodecError
 from .crypto import AuthError
 from .handshake import T_DATA, T_SIGNAL, VERSION
+from .noise import expand_transport_key
 from .replay import ReplayWindow
 
 REKEY_AFTER_TIME = 120.0
@@ -37,6 +38,7 @@ REPLAY_WINDOW = 8192  # counters; issue 10 asks for at least 8,000 (v1 had 2,048
 TRANSPORT_HEADER = struct.Struct("!BBHIQ")
 TRANSPORT_OVERHEAD = TRANSPORT_HEADER.size + 16
 _NONCE_PAD = bytes(4)
+_KINDS = ((T_DATA, b"data"), (T_SIGNAL, b"signal"))
 
 
 class ReplayError(CodecError):
@@ -47,46 +49,67 @@ class ExpiredKeys(CodecError):
     """No keypair usable now (none yet, or past REJECT_AFTER_TIME / the message limit)."""
 
 
+class _Direction:
+    """One direction's key for one kind of transport packet, with its counter or window."""
+
+    __slots__ = ("aead", "counter", "replay")
+
+    def __init__(self, key: bytes) -> None:
+        self.aead = AESGCM(key)
+        self.counter = 0
+        self.replay = ReplayWindow(REPLAY_WINDOW)
+
+
 @dataclass(eq=False)
 class Keypair:
+    """Made from one handshake's Split() keys: a data key and a signalling key per
+    direction (docs/protocol-v2.md 4.2), so the data stages and the signalling stage each
+    keep their own counter and replay window."""
+
     send_key: bytes
     receive_key: bytes
     local_index: int
     remote_index: int
     created_at: float
     initiator: bool  # we sent the init: we are the one who rekeys on time
-    send_counter: int = 0
-    replay: ReplayWindow = field(default_factory=lambda: ReplayWindow(REPLAY_WINDOW))
-    _send: AESGCM = field(init=False, repr=False)
-    _receive: AESGCM = field(init=False, repr=False)
+    _send: dict[int, _Direction] = field(init=False, repr=False)
+    _receive: dict[int, _Direction] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._send = AESGCM(self.send_key)
-        self._receive = AESGCM(self.receive_key)
+        self._send = {t: _Direction(expand_transport_key(self.send_key, lbl)) for t, lbl in _KINDS}
+        self._receive = {
+            t: _Direction(expand_transport_key(self.receive_key, lbl)) for t, lbl in _KINDS
+        }
 
-    def expired(self, now: float) -> bool:
-        return (
-            now - self.created_at >= REJECT_AFTER_TIME or self.send_counter >= REJECT_AFTER_MESSAGES
-        )
+    @property
+    def send_counter(self) -> int:
+        """The larger of the two send counters (what the message limits look at)."""
+        return max(d.counter for d in self._send.values())
+
+    def expired(self, now: float, reject_after: float = REJECT_AFTER_TIME) -> bool:
+        return now - self.created_at >= reject_after or self.send_counter >= REJECT_AFTER_MESSAGES
 
     def seal(self, msg_type: int, payload: bytes) -> bytes:
-        counter = self.send_counter
-        self.send_counter = counter + 1
+        direction = self._send[msg_type]
+        counter = direction.counter
+        direction.counter = counter + 1
         header = TRANSPORT_HEADER.pack(VERSION, msg_type, 0, self.remote_index, counter)
-        return header + self._send.encrypt(_NONCE_PAD + header[8:], payload, header)
+        return header + direction.aead.encrypt(_NONCE_PAD + header[8:], payload, header)
 
     def open(self, datagram: bytes, counter: int) -> bytes:
-        """The payload of an authentic, fresh datagram; AuthError or ReplayError otherwise."""
-        if not self.replay.check(counter):
+        """The payload of an authentic, fresh datagram (type from its header, which
+        parse_transport checked); AuthError or ReplayError otherwise."""
+        direction = self._receive[datagram[1]]
+        if not direction.replay.check(counter):
             raise ReplayError(f"counter {counter} replayed or too old")
         header = datagram[: TRANSPORT_HEADER.size]
         try:
-            payload = self._receive.decrypt(
+            payload = direction.aead.decrypt(
                 _NONCE_PAD + header[8:], datagram[TRANSPORT_HEADER.size :], header
             )
         except InvalidTag as exc:
             raise AuthError("transport packet failed authentication") from exc
-        self.replay.accept(counter)
+        direction.replay.accept(counter)
         return payload
 
 
