@@ -83,4 +83,3 @@ class Transactions(Generic[K, C]):
 
     def __len__(self) -> int:
         return len(self._pending)
-
