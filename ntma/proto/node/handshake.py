@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..buffer import Endpoint
-from ..crypto import derive_tunnel_keys, ephemeral_public
+from ..crypto import StaticKey, derive_tunnel_keys, ephemeral_public
 from ..messages import Direction, Punch, Role, Route, Status, TunnelRequest, TunnelResponse
 from ..packet import wrap_envelope
 from ..tunnel import Tunnel, TunnelTable
@@ -64,7 +64,7 @@ class Handshake:
         )
 
     def tunnel(
-        self, static, peer_ephemeral: bytes, addr: Endpoint, now: float, via_relay: bool
+        self, static: StaticKey, peer_ephemeral: bytes, addr: Endpoint, now: float, via_relay: bool
     ) -> Tunnel:
         """The finished tunnel, its keys from both static and both ephemeral keys."""
         direction = self.direction
