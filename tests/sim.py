@@ -11,7 +11,7 @@ from ntma.dc.coordinator import Coordinator
 from ntma.dc.store import NodeStore
 from ntma.proto.buffer import Endpoint
 from ntma.proto.crypto import StaticKey
-from ntma.proto.node_sm import NodeSignalling
+from ntma.proto.node import NodeSignalling
 from ntma.relay.relay import Relay
 
 DC_EP: Endpoint = ("198.51.100.10", 7400)

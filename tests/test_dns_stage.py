@@ -11,7 +11,7 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from ntma.observe.spans import StageStats
 from ntma.proto.messages import Status
-from ntma.proto.node_sm import DirectionResolved
+from ntma.proto.node import DirectionResolved
 from ntma.stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
 from ntma.stages.signalling import DirectionBroker
 

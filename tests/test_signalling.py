@@ -8,7 +8,7 @@ from ntma.dc.coordinator import Coordinator
 from ntma.dc.store import NodeStore
 from ntma.proto.crypto import StaticKey
 from ntma.proto.messages import Status
-from ntma.proto.node_sm import (
+from ntma.proto.node import (
     DirectionResolved,
     Registered,
     RegistrationFailed,
@@ -141,7 +141,7 @@ def test_dc_silence_leads_to_reregistration():
     net = _net()
     net.drop = lambda d, s, t: t == ("198.51.100.10", 7400)
     net.run(15.0)
-    from ntma.proto.node_sm import DcUnreachable
+    from ntma.proto.node import DcUnreachable
 
     assert _of(net.events["mn"], DcUnreachable)
     net.drop = lambda d, s, t: False
@@ -285,7 +285,7 @@ def test_route_direction_ack_only_from_the_directed_node_ends_retransmits():
 
     def swallow_acks(msg, addr, now):  # cn handles the direction but its acks get lost
         original(msg, addr, now)
-        cn._out[:] = [d for d in cn._out if d[0][1] != 0x08]
+        cn._wire.out[:] = [d for d in cn._wire.out if d[0][1] != 0x08]
 
     cn._from_dc = swallow_acks
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)

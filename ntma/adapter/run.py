@@ -31,7 +31,7 @@ from ..observe.spans import run_stats_logger
 from ..proto.dhcp import DhcpConfig, DhcpServer
 from ..proto.ether import ip_text
 from ..proto.gnlink import GnLink
-from ..proto.node_sm import Registered
+from ..proto.node import Registered
 from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver, run_dns_tcp
 from ..stages.gn_services import DhcpSlot

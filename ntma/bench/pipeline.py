@@ -22,7 +22,7 @@ from ..io.fake import FakeNetwork, FakePackets
 from ..io.packetio import BATCH_MAX
 from ..observe.spans import Spans
 from ..proto.crypto import StaticKey
-from ..proto.node_sm import NodeSignalling
+from ..proto.node import NodeSignalling
 from ..stages.channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
 from ..stages.core import NodePipeline
 from ..stages.hop import open_hop_channel

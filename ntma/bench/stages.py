@@ -25,7 +25,7 @@ from ..proto.dhcp import DhcpConfig, DhcpServer, build_dhcp
 from ..proto.ether import ETH_P_ARP, ETH_P_IP, build_udp, eth_header, ip_packed
 from ..proto.gnlink import GnLink, answer_arp, classify_frame
 from ..proto.messages import DirectionRequest, Status
-from ..proto.node_sm import DirectionResolved
+from ..proto.node import DirectionResolved
 from ..proto.packet import open_message, seal_message
 from ..proto.tunnel import Tunnel, TunnelTable
 from ..stages.dns import DnsResolver

@@ -12,7 +12,7 @@ from ..io.addresses import local_endpoints_for_listen
 from ..io.packetio import DatagramIO
 from ..proto.buffer import Endpoint
 from ..proto.crypto import StaticKey
-from ..proto.node_sm import NodeSignalling
+from ..proto.node import NodeSignalling
 from ..stages.core import NodePipeline
 
 DEREGISTER_GRACE_S = 0.2

@@ -17,7 +17,7 @@ from ..config import NodeConfig
 from ..io.fdio import UdpSocket
 from ..io.tun import TunDevice
 from ..observe.spans import run_stats_logger
-from ..proto.node_sm import Registered
+from ..proto.node import Registered
 from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
 from ..stages.pipeline import start_node_pipeline

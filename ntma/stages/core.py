@@ -15,7 +15,7 @@ import trio
 
 from ..io.packetio import DatagramIO
 from ..observe.spans import Spans
-from ..proto.node_sm import NodeSignalling
+from ..proto.node import NodeSignalling
 from ..proto.tunnel import TunnelTable
 from .channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
 from .hop import open_hop_channel
@@ -28,11 +28,12 @@ from .signalling import DirectionBroker, run_signalling
 @dataclass
 class NodePipeline:
     sm: NodeSignalling
-    table: TunnelTable = field(default_factory=TunnelTable)
+    table: TunnelTable = field(init=False)  # the machine's: it installs, data stages read
     spans: Spans = field(default_factory=Spans)
     broker: DirectionBroker | None = None
 
     def __post_init__(self) -> None:
+        self.table = self.sm.tunnels
         if self.broker is None:
             self.broker = DirectionBroker(self.spans.stage("dns"))
 
@@ -71,7 +72,7 @@ async def start_core(
         spans.path("response_relay"),
     )
     await nursery.start(
-        run_tunnel_keepalive, pipe.table, pipe.sm, to_udp_send[0].clone(), spans.stage("keepalive")
+        run_tunnel_keepalive, pipe.table, to_udp_send[0].clone(), spans.stage("keepalive")
     )
     await nursery.start(
         run_signalling,
@@ -79,7 +80,6 @@ async def start_core(
         udp_to_signalling[1],
         to_udp_send[0],
         pipe.broker,
-        pipe.table,
         spans.stage("signalling"),
         on_registered,
     )

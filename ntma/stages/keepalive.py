@@ -2,8 +2,9 @@
 
 Every KEEPALIVE_S, a tunnel that sent nothing since the last round gets an empty data
 packet (authenticated like any other), so NAT mappings on the path stay open and the
-peer sees we are alive. A tunnel that received nothing for EXPIRE_S is removed; the
-next DNS query for its peer asks the DC again.
+peer sees we are alive. A tunnel that received nothing for EXPIRE_S is removed from the
+TunnelTable (its one owner; signalling reads it there), so the next DNS query for its
+peer asks the DC again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import trio
 
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
-from ..proto.node_sm import NodeSignalling
 from ..proto.tunnel import TunnelTable
 
 KEEPALIVE_S = 10.0
@@ -22,7 +22,6 @@ EXPIRE_S = 180.0
 
 def keepalive_round(
     table: TunnelTable,
-    sm: NodeSignalling,
     sent_before: dict[int, int],
     now: float,
     stats: StageStats,
@@ -33,7 +32,6 @@ def keepalive_round(
     for tunnel in list(table.by_id.values()):
         if now - max(tunnel.created_at, tunnel.last_receive) > EXPIRE_S:
             table.remove(tunnel)
-            sm.forget_tunnel(tunnel)
             sent_before.pop(tunnel.tunnel_id, None)
             stats.count("tunnel_expired")
             log.info("tunnel_expired", tunnel=tunnel.tunnel_id, peer=tunnel.peer_fqdn)
@@ -52,7 +50,6 @@ def keepalive_round(
 
 async def run_tunnel_keepalive(
     table: TunnelTable,
-    sm: NodeSignalling,
     udp_out: trio.abc.SendChannel,
     stats: StageStats,
     *,
@@ -64,6 +61,6 @@ async def run_tunnel_keepalive(
         task_status.started()
         while True:
             await trio.sleep(KEEPALIVE_S)
-            datagrams = keepalive_round(table, sm, sent_before, trio.current_time(), stats, log)
+            datagrams = keepalive_round(table, sent_before, trio.current_time(), stats, log)
             if datagrams:
                 await udp_out.send(datagrams)

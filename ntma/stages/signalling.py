@@ -1,31 +1,24 @@
 """Signalling task: drives the node's sans-IO state machine with the clock.
 
 Inputs: signalling datagrams from UDP receive, names from the DNS responder
-(through the DirectionBroker). Outputs: datagrams to UDP send, tunnels into the
-shared TunnelTable, answers to waiting DNS queries, and log lines.
+(through the DirectionBroker). Outputs: datagrams to UDP send, answers to waiting DNS
+queries, drop counts, and log lines. The machine installs tunnels into the TunnelTable
+itself (it owns them; the data stages read that table).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import structlog
 import trio
 
 from ..observe.spans import StageStats
+from ..proto.machine import Drops
 from ..proto.messages import Status
 from ..proto.names import normalize_fqdn
-from ..proto.node_sm import (
-    DcUnreachable,
-    DirectionResolved,
-    MessageDropped,
-    NodeSignalling,
-    Registered,
-    RegistrationFailed,
-    RouteFallback,
-    TunnelUp,
-)
-from ..proto.tunnel import TunnelTable
+from ..proto.node import DirectionResolved, NodeSignalling, Registered
 from .channels import DIRECTION_QUEUE
 
 
@@ -68,18 +61,19 @@ async def run_signalling(
     inbox: trio.abc.ReceiveChannel,
     udp_out: trio.abc.SendChannel,
     broker: DirectionBroker,
-    table: TunnelTable,
     stats: StageStats,
     on_registered: Callable[[Registered], Awaitable[None]],
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     log = structlog.get_logger().bind(stage="signalling", fqdn=sm.fqdn)
+    counted: Counter[str] = Counter()  # of sm.drops, already added to stats
     async with inbox, udp_out, broker.requests:
         sm.start(trio.current_time())
         task_status.started()
         while True:
-            await _flush(sm, udp_out, broker, table, stats, log, on_registered)
+            _count_drops(sm.drops, counted, stats)
+            await _flush(sm, udp_out, broker, log, on_registered)
             timer = sm.get_timer()
             with trio.move_on_at(timer if timer is not None else trio.current_time() + 60):
                 await _next_input(sm, inbox, broker)
@@ -108,46 +102,24 @@ async def _next_input(
         nursery.start_soon(names)
 
 
-async def _flush(sm, udp_out, broker, table, stats, log, on_registered) -> None:
+async def _flush(sm, udp_out, broker, log, on_registered) -> None:
     for event in sm.events():
-        if isinstance(event, TunnelUp):
-            table.install(event.tunnel)
-            log.info(
-                "tunnel_up",
-                tunnel=event.tunnel.tunnel_id,
-                peer=event.tunnel.peer_fqdn,
-                peer_vip=event.tunnel.peer_vip,
-                peer_endpoint=f"{event.tunnel.peer_endpoint[0]}:{event.tunnel.peer_endpoint[1]}",
-                route=event.tunnel.route,
-                replaced=event.replaced,
-            )
-        elif isinstance(event, RouteFallback):
-            log.info(
-                "route_fallback",
-                tunnel=event.tunnel_id,
-                peer=event.peer,
-                **{"from": event.from_route, "to": event.to_route},
-            )
-        elif isinstance(event, DirectionResolved):
+        if isinstance(event, DirectionResolved):
             if event.status != Status.OK:
-                log.info("direction_failed", peer=event.fqdn, status=event.status.name)
+                log.info(event.log_name, **event.log_fields())
             broker.deliver(event)
-        elif isinstance(event, Registered):
-            log.info(
-                "registered",
-                vip=event.vip,
-                prefix_len=event.prefix_len,
-                observed=f"{event.observed[0]}:{event.observed[1]}",
-                behind_nat=event.behind_nat,
-                keepalive_s=event.keepalive_s,
-            )
+            continue
+        getattr(log, event.log_level)(event.log_name, **event.log_fields())
+        if isinstance(event, Registered):
             await on_registered(event)
-        elif isinstance(event, RegistrationFailed):
-            log.error("registration_refused", status=event.status.name, reason=event.reason)
-        elif isinstance(event, DcUnreachable):
-            log.warning("dc_unreachable", during=event.kind)
-        elif isinstance(event, MessageDropped):
-            stats.drop(event.reason)
     datagrams = sm.datagrams_to_send()
     if datagrams:
         await udp_out.send(datagrams)
+
+
+def _count_drops(drops: Drops, counted: Counter[str], stats: StageStats) -> None:
+    """Add what the machine dropped since the last call to the stage's drop counts."""
+    for reason, total in drops.items():
+        if total != counted[reason]:
+            stats.drop(reason, total - counted[reason])
+            counted[reason] = total
