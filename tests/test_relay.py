@@ -122,9 +122,9 @@ def test_abuse_is_dropped_counted_and_never_forwarded(w, case, reason):
 def test_idle_relays_are_dropped(w):
     w.bind(w.a, w.grant(), A_EP)
     w.bind(w.b, w.grant(), B_EP)
-    w.relay.expire(30.0)
+    w.relay.handle_timer(30.0)
     assert 7 in w.relay.entries
-    w.relay.expire(61.0)
+    w.relay.handle_timer(61.0)
     assert 7 not in w.relay.entries
     w.relay.receive(data(7), A_EP, 62.0)
     assert w.relay.datagrams_to_send() == [] and w.relay.drops["no_binding"] == 1

@@ -33,10 +33,10 @@ async def run_relay_loop(
                 relay.receive(datagram, addr, now)
             stats.record(len(batch), sum(len(d) for d, _ in batch), started)
         if trio.current_time() >= next_expiry:
-            relay.expire(trio.current_time())
+            relay.handle_timer(trio.current_time())
             next_expiry = trio.current_time() + EXPIRE_EVERY_S
-        for event, fields in relay.events():
-            log.info(event, **fields)
+        for event in relay.events():
+            log.info(event.log_name, **event.log_fields())
         stats.drops.clear()
         stats.drops.update(relay.drops)
         stats.counters["forwarded"] = relay.forwarded
