@@ -35,7 +35,7 @@ async def run_probe_port(
         batch = await udp.recv_batch(BATCH_MAX)
         now = trio.current_time()
         for datagram, addr in batch:
-            dc.receive(datagram, addr, now, via_probe=True)
+            dc.receive_probe(datagram, addr, now)
         out = dc.probe_datagrams_to_send()
         if out:
             await udp.send_batch(out)
@@ -58,7 +58,7 @@ async def run_signalling_server(
             stats.record(len(batch), sum(len(d) for d, _ in batch), started)
         dc.handle_timer(trio.current_time())
         for event in dc.events():
-            log.info(event.event, **event.fields)
+            log.info(event.log_name, **event.log_fields())
         stats.drops.clear()
         stats.drops.update(dc.drops)
         out = dc.datagrams_to_send()
