@@ -92,7 +92,7 @@ class Net:
             if target == DC_EP:
                 self.dc.receive(datagram, src, self.now)
             elif target == DC_PROBE:
-                self.dc.receive(datagram, src, self.now, via_probe=True)
+                self.dc.receive_probe(datagram, src, self.now)
                 for reply, to in self.dc.probe_datagrams_to_send():
                     self._to_node(reply, DC_PROBE, to)
             elif target == RS_EP:

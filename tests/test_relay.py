@@ -4,12 +4,17 @@ ends, follows an end that binds again from a new address, and drops the rest."""
 from __future__ import annotations
 
 import pytest
+import trio
+from structlog.testing import capture_logs
 
+from ntma.io.fake import FakeNetwork
+from ntma.observe.spans import Spans
 from ntma.proto.crypto import SignalBox, StaticKey
 from ntma.proto.grant import Grant, GrantError, check_grant, grant_key, make_grant
 from ntma.proto.messages import RelayBind, RelayBound
 from ntma.proto.packet import open_message, pack_data_header, seal_message, wrap_envelope
 from ntma.relay.relay import Relay
+from ntma.relay.server import run_relay_loop
 
 EPOCH = 1_700_000_000.0
 NOW_MS = int(EPOCH * 1000)
@@ -122,9 +127,48 @@ def test_abuse_is_dropped_counted_and_never_forwarded(w, case, reason):
 def test_idle_relays_are_dropped(w):
     w.bind(w.a, w.grant(), A_EP)
     w.bind(w.b, w.grant(), B_EP)
-    w.relay.expire(30.0)
+    w.relay.handle_timer(30.0)
     assert 7 in w.relay.entries
-    w.relay.expire(61.0)
+    w.relay.handle_timer(61.0)
     assert 7 not in w.relay.entries
     w.relay.receive(data(7), A_EP, 62.0)
     assert w.relay.datagrams_to_send() == [] and w.relay.drops["no_binding"] == 1
+
+
+async def test_the_server_logs_binds_counts_forwarded_and_drops_idle_relays(autojump_clock):
+    net, spans = FakeNetwork(), Spans()
+    w = World()
+    relay = Relay(  # its `now` is trio's clock here, at EPOCH on the wall clock
+        static=w.rs,
+        dc_public=w.dc.public,
+        idle_timeout=60,
+        epoch_offset=EPOCH - trio.current_time(),
+    )
+    rs_ep = ("198.51.100.60", 7500)
+    a, b = net.attach(A_EP), net.attach(B_EP)
+
+    def bind(who: StaticKey) -> bytes:
+        box = SignalBox(who, w.rs.public)
+        return seal_message(RelayBind(1, NOW_MS, w.grant()), box, who.public, bytes(12))
+
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_relay_loop, relay, net.attach(rs_ep), spans)
+            await a.send_batch([(bind(w.a), rs_ep)])
+            await a.recv_batch(8)  # RELAY_BOUND
+            await b.send_batch([(bind(w.b), rs_ep)])
+            await b.recv_batch(8)
+            await a.send_batch([(data(7), rs_ep)])
+            assert await b.recv_batch(8) == [(data(7), rs_ep)]
+            stats = spans.stages["relay"]
+            assert dict(stats.counters) == {"forwarded": 1, "relays": 1}
+            await trio.sleep(70)  # idle past idle_timeout (60 s), then the next sweep
+            assert dict(stats.counters) == {"forwarded": 1, "relays": 0}
+            nursery.cancel_scope.cancel()
+    bound = [e for e in logs if e["event"] == "relay_bound"]
+    assert [(e["tunnel"], e["side"], e["endpoint"], e["moved"]) for e in bound] == [
+        (7, 0, "198.51.100.41:7401", False),
+        (7, 1, "198.51.100.31:7401", False),
+    ]
+    dropped = [e for e in logs if e["event"] == "relay_idle_dropped"]
+    assert [(e["tunnel"], e["forwarded"], e["stage"]) for e in dropped] == [(7, 1, "relay")]

@@ -1,8 +1,10 @@
 """Direction Coordinator state machine (sans-IO).
 
 Rules:
-- Inputs: receive(datagram, addr, now) and handle_timer(now). Outputs, drained
-  by the caller: datagrams_to_send() and events() (log records).
+- It follows the contract in proto/machine.py. Inputs: receive(datagram, addr, now)
+  for the signalling port, receive_probe(...) for the probe port, handle_timer(now).
+  Outputs, drained by the driver: datagrams_to_send(), probe_datagrams_to_send() (they
+  leave from the probe port), events() (typed, in dc/events.py) and drops.
 - Durable facts (name -> key, VIP, endpoints) go to the NodeStore; sessions
   (who is online, at which endpoint, which requests were answered) are in
   memory. After a DC restart nobody has a session, so nodes are told to
@@ -21,11 +23,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
-from typing import Any
 
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.crypto import SignalBox, StaticKey
 from ..proto.grant import Grant, grant_key, make_grant
+from ..proto.machine import Drops
 from ..proto.messages import (
     Deregister,
     DeregisterAck,
@@ -49,6 +51,19 @@ from ..proto.messages import (
 from ..proto.names import is_ntm_name, normalize_fqdn
 from ..proto.packet import open_message, seal_message
 from ..proto.transactions import Transactions
+from .events import (
+    DcEvent,
+    NodeDeregistered,
+    NodeMoved,
+    NodeNat,
+    NodeOffline,
+    NodeOnline,
+    NodeRegistered,
+    NoRoute,
+    RegistrationRefused,
+    RouteDecided,
+    RouteDirectionUnacked,
+)
 from .route import Reach, RoutePlan, decide_route, reach_of
 from .store import NodeRecord, NodeStore, PoolExhausted
 
@@ -58,11 +73,7 @@ ROUTE_DIRECTION_TIMEOUT_S = 8.0
 SWEEP_INTERVAL_S = 1.0
 GRANT_LIFETIME_S = 3600.0  # a relay accepts binds for a tunnel this long
 
-
-@dataclass(frozen=True)
-class DcEvent:
-    event: str
-    fields: dict[str, Any]
+Request = Register | Keepalive | DirectionRequest | Deregister  # answered once per txid
 
 
 @dataclass
@@ -102,7 +113,6 @@ class Coordinator:
         # Relay Servers with the key this DC shares with each, for their grants.
         self.relays = [(ep, key, grant_key(static, key)) for ep, key in relays]
         self._grant_lifetime_ms = int(grant_lifetime_s * 1000)
-        self._probe_out: list[tuple[bytes, Endpoint]] = []
         self.store = store
         self.zone = normalize_fqdn(zone)
         self._admission = {normalize_fqdn(name): key for name, key in admission.items()}
@@ -117,9 +127,10 @@ class Coordinator:
         self.sessions: dict[bytes, Session] = {}  # by public key
         self._tx = Transactions()
         self._out: list[tuple[bytes, Endpoint]] = []
+        self._probe_out: list[tuple[bytes, Endpoint]] = []
         self._events: list[DcEvent] = []
         self._sweep_at = 0.0
-        self.drops: dict[str, int] = {}
+        self.drops = Drops()
 
     # --- outputs ----------------------------------------------------------------------
 
@@ -157,102 +168,118 @@ class Coordinator:
         resend, expired = self._tx.due(now)
         self._out.extend(resend)
         for tx in expired:
-            self._emit("route_direction_unacked", tunnel_id=tx.context[0])
+            self._events.append(RouteDirectionUnacked(tunnel_id=tx.context[0]))
         if now >= self._sweep_at:
             self._sweep_at = now + SWEEP_INTERVAL_S
             self._mark_offline(now)
 
-    def receive(
-        self, datagram: bytes, addr: Endpoint, now: float, *, via_probe: bool = False
-    ) -> None:
-        try:
-            sender, msg = open_message(datagram, self._box_for)
-        except CodecError as exc:
-            self._drop(type(exc).__name__)
+    def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        """A datagram on the signalling port."""
+        opened = self._open(datagram)
+        if opened is None:
             return
-        if via_probe or isinstance(msg, Probe):
-            self._on_probe(sender, msg, addr, now, via_probe)
+        sender, msg = opened
+        if isinstance(msg, Probe):
+            self._drop_probe(sender)
+        elif isinstance(msg, RouteDirectionAck):
+            self._on_route_direction_ack(sender, msg)
+        elif isinstance(msg, Request):
+            self._on_request(sender, msg, addr, now)
+        else:
+            self.drops.drop("unexpected message type")
+
+    def receive_probe(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        """A datagram on the probe port: only PROBE, from a node with a session. The
+        PROBE_ACK goes out from the probe port (probe_datagrams_to_send)."""
+        opened = self._open(datagram)
+        if opened is None:
             return
-        if isinstance(msg, RouteDirectionAck):
-            tx = self._tx.get(msg.txid)
-            if (
-                tx is not None
-                and tx.kind == "route_direction"
-                and tx.context == (msg.tunnel_id, sender)
-            ):  # only the directed node can end its retransmits
-                self._tx.finish(msg.txid)
-            else:
-                self._drop("unexpected route direction ack")
-            return
-        if not isinstance(msg, Register | Keepalive | DirectionRequest | Deregister):
-            self._drop("unexpected message type")
-            return
+        sender, msg = opened
         session = self.sessions.get(sender)
-        if session is not None and msg.txid in session.recent:
-            self._out.append((session.recent[msg.txid], addr))  # retransmit: same answer
-            return
-        if abs(msg.timestamp_ms - self._epoch_ms(now)) > CLOCK_SKEW_MS:
-            self._drop("stale timestamp")
-            return
-        reply = self._dispatch(sender, msg, addr, now)
-        if reply is not None:
-            sealed = self._seal(reply, sender, addr)
-            self._out.append(sealed)
-            self._remember(sender, msg.txid, sealed[0])
+        if not isinstance(msg, Probe) or session is None:
+            self._drop_probe(sender)
+        elif self._fresh(msg.timestamp_ms, now):
+            self._on_probe(session, msg, addr)
 
     # --- handlers ---------------------------------------------------------------------
 
-    def _on_probe(
-        self, sender: bytes, msg: Message, addr: Endpoint, now: float, via_probe: bool
-    ) -> None:
-        session = self.sessions.get(sender)
-        if not (via_probe and isinstance(msg, Probe)) or session is None:
-            self._drop("probe from no session" if session is None else "probe on the wrong port")
-            return
-        if abs(msg.timestamp_ms - self._epoch_ms(now)) > CLOCK_SKEW_MS:
-            self._drop("stale timestamp")
-            return
+    def _open(self, datagram: bytes) -> tuple[bytes, Message] | None:
+        try:
+            return open_message(datagram, self._box_for)
+        except CodecError as exc:
+            self.drops.drop(type(exc).__name__)
+            return None
+
+    def _fresh(self, timestamp_ms: int, now: float) -> bool:
+        """A new request must be timed within CLOCK_SKEW_MS of us (no replays from a recording)."""
+        if abs(timestamp_ms - self._epoch_ms(now)) > CLOCK_SKEW_MS:
+            self.drops.drop("stale timestamp")
+            return False
+        return True
+
+    def _drop_probe(self, sender: bytes) -> None:
+        no_session = sender not in self.sessions
+        self.drops.drop("probe from no session" if no_session else "probe on the wrong port")
+
+    def _on_probe(self, session: Session, msg: Probe, addr: Endpoint) -> None:
         session.probe_observed = addr
         reach = session.reach()
         if reach is not session.nat_reported:
             session.nat_reported = reach
-            self._emit(
-                "node_nat",
-                fqdn=session.fqdn,
-                reach=reach.value,
-                main=_ep(session.endpoint),
-                probe=_ep(addr),
+            self._events.append(
+                NodeNat(session.fqdn, reach.value, main=_ep(session.endpoint), probe=_ep(addr))
             )
-        box = self._box_for(sender)
+        box = self._box_for(session.public_key)
         nonce = self._random(SignalBox.NONCE_LEN)
         self._probe_out.append(
             (seal_message(ProbeAck(msg.txid, addr), box, self._static.public, nonce), addr)
         )
 
-    def _dispatch(self, sender: bytes, msg: Message, addr: Endpoint, now: float) -> Message | None:
+    def _on_route_direction_ack(self, sender: bytes, msg: RouteDirectionAck) -> None:
+        tx = self._tx.get(msg.txid)
+        if (
+            tx is not None
+            and tx.kind == "route_direction"
+            and tx.context == (msg.tunnel_id, sender)
+        ):  # only the directed node can end its retransmits
+            self._tx.finish(msg.txid)
+        else:
+            self.drops.drop("unexpected route direction ack")
+
+    def _on_request(self, sender: bytes, msg: Request, addr: Endpoint, now: float) -> None:
+        session = self.sessions.get(sender)
+        if session is not None and msg.txid in session.recent:
+            self._out.append((session.recent[msg.txid], addr))  # retransmit: same answer
+            return
+        if not self._fresh(msg.timestamp_ms, now):
+            return
+        sealed = self._seal(self._dispatch(sender, msg, addr, now), sender, addr)
+        self._out.append(sealed)
+        self._remember(sender, msg.txid, sealed[0])
+
+    def _dispatch(self, sender: bytes, msg: Request, addr: Endpoint, now: float) -> Message:
         if isinstance(msg, Register):
             return self._on_register(sender, msg, addr, now)
         session = self.sessions.get(sender)
         if isinstance(msg, Deregister):
             if session is not None:
                 del self.sessions[sender]
-                self._emit("node_deregistered", fqdn=session.fqdn)
+                self._events.append(NodeDeregistered(session.fqdn))
             return DeregisterAck(msg.txid)
-        if session is None:
+        if session is None:  # no session (the DC restarted, say): the node registers again
             if isinstance(msg, Keepalive):
                 return KeepaliveAck(msg.txid, Status.REREGISTER, addr)
             return DirectionResponse(msg.txid, Status.REREGISTER)
         self._seen(session, addr, now)
         if isinstance(msg, Keepalive):
             return KeepaliveAck(msg.txid, Status.OK, addr)
-        assert isinstance(msg, DirectionRequest)
         return self._on_direction_request(session, msg, now)
 
     def _on_register(self, sender: bytes, msg: Register, addr: Endpoint, now: float) -> Message:
         fqdn = normalize_fqdn(msg.fqdn)
         refusal = self._admission_refusal(fqdn, sender)
         if refusal:
-            self._emit("registration_refused", fqdn=fqdn, endpoint=_ep(addr), reason=refusal)
+            self._events.append(RegistrationRefused(fqdn, _ep(addr), refusal))
             return RegisterAck(msg.txid, Status.REFUSED, reason=refusal)
         try:
             record = self.store.register(
@@ -264,13 +291,10 @@ class Coordinator:
         session = Session(fqdn, sender, addr, list(msg.local_endpoints), now)
         if old is not None:
             session.recent = old.recent
+            if old.endpoint == addr:
+                session.probe_observed = old.probe_observed  # same mapping: the NAT type holds
         self.sessions[sender] = session
-        if old is not None and old.endpoint == addr:
-            session.probe_observed = old.probe_observed  # same mapping: the NAT type holds
-        reach = session.reach()
-        self._emit(
-            "node_registered", fqdn=fqdn, vip=record.vip, endpoint=_ep(addr), reach=reach.value
-        )
+        self._events.append(NodeRegistered(fqdn, record.vip, _ep(addr), session.reach().value))
         return RegisterAck(
             msg.txid,
             Status.OK,
@@ -291,67 +315,85 @@ class Coordinator:
             return f"this node's public key is not the one admitted for {fqdn}"
         return ""
 
+    # --- directions -------------------------------------------------------------------
+
     def _on_direction_request(
         self, requester: Session, msg: DirectionRequest, now: float
     ) -> DirectionResponse:
         fqdn = normalize_fqdn(msg.fqdn)
-        if not self.in_zone(fqdn):
-            return DirectionResponse(msg.txid, Status.NOT_NTM)
-        target_record = self.store.get(fqdn)
-        if target_record is None:
-            return DirectionResponse(msg.txid, Status.UNKNOWN)
-        target = self.sessions.get(target_record.public_key)
-        if target is None or not target.online:
-            return DirectionResponse(msg.txid, Status.OFFLINE)
-        if target is requester:
-            return DirectionResponse(msg.txid, Status.BAD_REQUEST)
+        found = self._target(requester, fqdn)
+        if isinstance(found, Status):
+            return DirectionResponse(msg.txid, found)
+        target, target_vip = found
         req_reach, tgt_reach = requester.reach(), target.reach()
         same_nat = (
-            req_reach is not Reach.PUBLIC
-            and tgt_reach is not Reach.PUBLIC
+            Reach.PUBLIC not in (req_reach, tgt_reach)
             and requester.endpoint[0] == target.endpoint[0]
         )
         plan = decide_route(
             req_reach, tgt_reach, same_nat=same_nat, relay_available=bool(self.relays)
         )
         if plan is None:
-            self._emit(
-                "no_route",
-                requester=requester.fqdn,
-                target=fqdn,
-                requester_reach=req_reach.value,
-                target_reach=tgt_reach.value,
-            )
+            self._events.append(NoRoute(requester.fqdn, fqdn, req_reach.value, tgt_reach.value))
             return DirectionResponse(msg.txid, Status.NO_ROUTE)
         tunnel_id = self._tunnel_id()
-        requester_record = self.store.get(requester.fqdn)
-        assert requester_record is not None
-        requester_role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
         relay = (
             self._relay_for(tunnel_id, requester, target, now)
             if plan.route in (Route.PUNCH, Route.RELAY)
             else None
         )
-        for_target = _direction(
-            tunnel_id, plan, _other(requester_role), requester, requester_record.vip, relay
+        for_requester = self._direct_both(
+            tunnel_id, plan, relay, requester, target, target_vip, now
         )
-        self._direct(target, for_target, now)
-        self._emit(
-            "route_decided",
-            tunnel_id=tunnel_id,
-            requester=requester.fqdn,
-            target=fqdn,
-            route=plan.route.name.lower(),
-            why=plan.why,
-            initiator=requester.fqdn if plan.requester_initiates else fqdn,
-            requester_reach=req_reach.value,
-            target_reach=tgt_reach.value,
-            relay=_ep(relay.endpoint) if relay else None,
-        )
-        for_requester = _direction(
-            tunnel_id, plan, requester_role, target, target_record.vip, relay
+        self._events.append(
+            RouteDecided(
+                tunnel_id=tunnel_id,
+                requester=requester.fqdn,
+                target=fqdn,
+                route=plan.route.name.lower(),
+                why=plan.why,
+                initiator=requester.fqdn if plan.requester_initiates else fqdn,
+                requester_reach=req_reach.value,
+                target_reach=tgt_reach.value,
+                relay=_ep(relay.endpoint) if relay else None,
+            )
         )
         return DirectionResponse(msg.txid, Status.OK, for_requester)
+
+    def _target(self, requester: Session, fqdn: str) -> tuple[Session, str] | Status:
+        """The session and VIP a DIRECTION_REQUEST names, or the status that refuses it."""
+        if not self.in_zone(fqdn):
+            return Status.NOT_NTM
+        record = self.store.get(fqdn)
+        if record is None:
+            return Status.UNKNOWN
+        target = self.sessions.get(record.public_key)
+        if target is None or not target.online:
+            return Status.OFFLINE
+        if target is requester:
+            return Status.BAD_REQUEST
+        return target, record.vip
+
+    def _direct_both(
+        self,
+        tunnel_id: int,
+        plan: RoutePlan,
+        relay: RelayInfo | None,
+        requester: Session,
+        target: Session,
+        target_vip: str,
+        now: float,
+    ) -> Direction:
+        """Sends the target its ROUTE_DIRECTION (retransmitted until acked) and returns
+        the requester's half, which rides on its DIRECTION_RESPONSE."""
+        requester_record = self.store.get(requester.fqdn)
+        assert requester_record is not None
+        role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
+        for_target = _direction(
+            tunnel_id, plan, _other(role), requester, requester_record.vip, relay
+        )
+        self._direct(target, for_target, now)
+        return _direction(tunnel_id, plan, role, target, target_vip, relay)
 
     def _relay_for(self, tunnel_id: int, a: Session, b: Session, now: float) -> RelayInfo | None:
         """Rendezvous hashing over the configured relays: each tunnel id picks the relay
@@ -385,9 +427,9 @@ class Coordinator:
         session.last_seen = now
         if not session.online:
             session.online = True
-            self._emit("node_online", fqdn=session.fqdn)
+            self._events.append(NodeOnline(session.fqdn))
         if session.endpoint != addr:  # NAT rebinding or the node moved
-            self._emit("node_moved", fqdn=session.fqdn, old=_ep(session.endpoint), new=_ep(addr))
+            self._events.append(NodeMoved(session.fqdn, _ep(session.endpoint), _ep(addr)))
             session.endpoint = addr
             self.store.update_observed(session.fqdn, addr, self._epoch_ms(now))
 
@@ -395,9 +437,8 @@ class Coordinator:
         for session in self.sessions.values():
             if session.online and now - session.last_seen > self._offline_after:
                 session.online = False
-                self._emit(
-                    "node_offline", fqdn=session.fqdn, silent_s=round(now - session.last_seen, 1)
-                )
+                silent_s = round(now - session.last_seen, 1)
+                self._events.append(NodeOffline(session.fqdn, silent_s))
 
     def _remember(self, sender: bytes, txid: int, sealed: bytes) -> None:
         session = self.sessions.get(sender)
@@ -431,12 +472,6 @@ class Coordinator:
 
     def _epoch_ms(self, now: float) -> int:
         return int((self._epoch_offset + now) * 1000)
-
-    def _emit(self, event: str, **fields: Any) -> None:
-        self._events.append(DcEvent(event, fields))
-
-    def _drop(self, reason: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
 
 
 def _direction(

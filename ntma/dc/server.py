@@ -1,13 +1,14 @@
 """`ntma dc`: the Direction Coordinator's I/O around the Coordinator state machine.
 
-One UDP socket for signalling, one for DNS (the zone's A records, so a stock
-resolver can look up a node's VIP), a stats line per interval, clean stop on
-SIGINT/SIGTERM.
+One UDP socket for signalling and one for probes, both driven by serve.run_machine; one
+for DNS (the zone's A records, so a stock resolver can look up a node's VIP); a stats
+line per interval, clean stop on SIGINT/SIGTERM (serve.serve_until_signalled).
 """
 
 from __future__ import annotations
 
-import signal
+import contextlib
+import functools
 import socket
 import time
 
@@ -16,55 +17,33 @@ import trio
 
 from ..config import DcConfig
 from ..io.fdio import UdpSocket
-from ..io.packetio import BATCH_MAX
+from ..io.packetio import DatagramIO
 from ..observe.log import RateLimitedDebug
-from ..observe.spans import Spans, run_stats_logger
+from ..observe.spans import Spans
 from ..proto.buffer import CodecError
 from ..proto.dns import parse_query, refused, zone_answer
 from ..proto.names import is_ntm_name
+from ..serve import SidePort, run_machine, serve_until_signalled
 from .coordinator import Coordinator
 from .store import NodeStore
 
 
-async def run_probe_port(
-    dc: Coordinator, udp: UdpSocket, *, task_status=trio.TASK_STATUS_IGNORED
-) -> None:
-    """The DC's second port: only PROBE, answered from here (see dc/route.py)."""
-    task_status.started()
-    while True:
-        batch = await udp.recv_batch(BATCH_MAX)
-        now = trio.current_time()
-        for datagram, addr in batch:
-            dc.receive(datagram, addr, now, via_probe=True)
-        out = dc.probe_datagrams_to_send()
-        if out:
-            await udp.send_batch(out)
-        await trio.lowlevel.checkpoint()
-
-
 async def run_signalling_server(
-    dc: Coordinator, udp: UdpSocket, spans: Spans, *, task_status=trio.TASK_STATUS_IGNORED
+    dc: Coordinator,
+    udp: DatagramIO,
+    spans: Spans,
+    *,
+    probe: DatagramIO | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    log = structlog.get_logger().bind(stage="dc_signalling")
-    stats = spans.stage("dc_signalling")
-    task_status.started()
-    while True:
-        with trio.move_on_at(dc.get_timer()):
-            batch = await udp.recv_batch(BATCH_MAX)
-            started = time.perf_counter_ns()
-            now = trio.current_time()
-            for datagram, addr in batch:
-                dc.receive(datagram, addr, now)
-            stats.record(len(batch), sum(len(d) for d, _ in batch), started)
-        dc.handle_timer(trio.current_time())
-        for event in dc.events():
-            log.info(event.event, **event.fields)
-        stats.drops.clear()
-        stats.drops.update(dc.drops)
-        out = dc.datagrams_to_send()
-        if out:
-            await udp.send_batch(out)
-        await trio.lowlevel.checkpoint()
+    """The Coordinator on its signalling socket and, if given, its probe port (which
+    answers PROBE only, from that port: see dc/route.py), through the one driver."""
+    side_ports = (
+        [SidePort(probe, dc.receive_probe, dc.probe_datagrams_to_send)] if probe is not None else []
+    )
+    await run_machine(
+        dc, udp, spans.stage("dc_signalling"), side_ports=side_ports, task_status=task_status
+    )
 
 
 async def run_zone_dns(
@@ -98,8 +77,47 @@ async def run_zone_dns(
 
 async def run_dc(config: DcConfig) -> None:
     log = structlog.get_logger().bind(role="dc", zone=config.zone)
-    store = NodeStore(config.database, config.vip_pool)
-    dc = Coordinator(
+    spans = Spans()
+    with contextlib.ExitStack() as resources:
+        store = resources.enter_context(
+            contextlib.closing(NodeStore(config.database, config.vip_pool))
+        )
+        dc = _coordinator(config, store)
+        udp = resources.enter_context(contextlib.closing(UdpSocket.bind(config.listen)))
+        probe = None
+        if config.probe_listen:
+            probe = resources.enter_context(contextlib.closing(UdpSocket.bind(config.probe_listen)))
+
+        async def start(nursery: trio.Nursery) -> None:
+            await nursery.start(
+                functools.partial(run_signalling_server, probe=probe), dc, udp, spans
+            )
+            if config.dns_listen is not None:
+                dns_sock = resources.enter_context(
+                    trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                )
+                await dns_sock.bind(config.dns_listen)
+                await nursery.start(run_zone_dns, dc, dns_sock, spans)
+
+        ready = {
+            "listen": f"{config.listen[0]}:{config.listen[1]}",
+            "vip_pool": str(config.vip_pool),
+            "public_key": config.key.public_base64(),
+            "admitted": sorted(config.admission),
+            "relays": [f"{ep[0]}:{ep[1]}" for ep, _ in config.relays],
+        }
+        await serve_until_signalled(
+            log,
+            spans,
+            stats_interval_s=config.log.stats_interval,
+            start=start,
+            ready=("dc_ready", ready),
+            resources=resources,
+        )
+
+
+def _coordinator(config: DcConfig, store: NodeStore) -> Coordinator:
+    return Coordinator(
         static=config.key,
         store=store,
         zone=config.zone,
@@ -110,39 +128,3 @@ async def run_dc(config: DcConfig) -> None:
         probe_endpoint=config.probe_listen,
         relays=config.relays,
     )
-    udp = UdpSocket.bind(config.listen)
-    probe = UdpSocket.bind(config.probe_listen) if config.probe_listen else None
-    spans = Spans()
-    dns_sock = None
-    try:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(run_signalling_server, dc, udp, spans)
-                if probe is not None:
-                    await nursery.start(run_probe_port, dc, probe)
-                if config.dns_listen is not None:
-                    dns_sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    await dns_sock.bind(config.dns_listen)
-                    await nursery.start(run_zone_dns, dc, dns_sock, spans)
-                await nursery.start(run_stats_logger, spans, config.log.stats_interval)
-                log.info(
-                    "dc_ready",
-                    listen=f"{config.listen[0]}:{config.listen[1]}",
-                    vip_pool=str(config.vip_pool),
-                    public_key=config.key.public_base64(),
-                    admitted=sorted(config.admission),
-                    relays=[f"{ep[0]}:{ep[1]}" for ep, _ in config.relays],
-                )
-                async for signum in signals:
-                    log.info("shutting_down", signal=signal.Signals(signum).name)
-                    break
-                nursery.cancel_scope.cancel()
-    finally:
-        spans.log_summaries(log, "stage_stats_final")
-        if dns_sock is not None:
-            dns_sock.close()
-        udp.close()
-        if probe is not None:
-            probe.close()
-        store.close()
-        log.info("stopped")

@@ -9,25 +9,49 @@ Rules:
 - Data packets and relay envelopes carry the tunnel id; the RS forwards them from
   one bound side to the other without reading them (they are end-to-end encrypted).
 - An end that changes address binds again (the grant is its proof); the RS then
-  follows it. A relay entry idle for idle_timeout is dropped.
+  follows it. A relay entry idle for idle_timeout is dropped at the next sweep
+  (handle_timer, every SWEEP_INTERVAL_S).
+- It follows the contract in proto/machine.py: typed events, drops by reason.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.crypto import SignalBox, StaticKey
 from ..proto.grant import GrantError, check_grant, grant_key
+from ..proto.machine import Drops, Event
 from ..proto.messages import RelayBind, RelayBound
 from ..proto.packet import open_message, relayed_tunnel_id, seal_message
 
 CLOCK_SKEW_MS = 120_000
+SWEEP_INTERVAL_S = 5.0  # how often idle entries are looked for
+
+
+@dataclass(frozen=True)
+class EndBound(Event):
+    """An end bound its current endpoint to its side of a tunnel (first time, or after moving)."""
+
+    log_name = "relay_bound"
+    tunnel: int
+    side: int  # 0: the grant's end_a, 1: its end_b
+    endpoint: str  # "ip:port" the bind came from
+    moved: bool  # this side was bound to another endpoint before
+
+
+@dataclass(frozen=True)
+class RelayIdleDropped(Event):
+    """A relay entry carried nothing for idle_timeout and was removed."""
+
+    tunnel: int
+    forwarded: int  # datagrams it forwarded in its life
+
+
+RelayEvent = EndBound | RelayIdleDropped
 
 
 @dataclass
@@ -60,17 +84,26 @@ class Relay:
         self._by_endpoint: dict[tuple[int, Endpoint], int] = {}  # (tunnel, endpoint) -> side
         self._boxes: dict[bytes, SignalBox] = {}
         self._out: list[tuple[bytes, Endpoint]] = []
-        self._events: list[tuple[str, dict[str, Any]]] = []
-        self.drops: Counter[str] = Counter()
+        self._events: list[RelayEvent] = []
+        self._sweep_at = 0.0
+        self.drops = Drops()
         self.forwarded = 0
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         out, self._out = self._out, []
         return out
 
-    def events(self) -> list[tuple[str, dict[str, Any]]]:
+    def events(self) -> list[RelayEvent]:
         events, self._events = self._events, []
         return events
+
+    def get_timer(self) -> float:
+        return self._sweep_at
+
+    def handle_timer(self, now: float) -> None:
+        if now >= self._sweep_at:
+            self._sweep_at = now + SWEEP_INTERVAL_S
+            self._expire(now)
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
         try:
@@ -80,26 +113,24 @@ class Relay:
             return
         side = self._by_endpoint.get((tunnel_id, addr))
         if side is None:
-            self.drops["no_binding" if tunnel_id not in self.entries else "unbound_source"] += 1
+            self.drops.drop("no_binding" if tunnel_id not in self.entries else "unbound_source")
             return
         entry = self.entries[tunnel_id]
         target = entry.endpoints[1 - side]
         if target is None:
-            self.drops["peer_not_bound"] += 1
+            self.drops.drop("peer_not_bound")
             return
         entry.last_active = now
         entry.forwarded += 1
         self.forwarded += 1
         self._out.append((datagram, target))
 
-    def expire(self, now: float) -> None:
+    def _expire(self, now: float) -> None:
         for entry in [e for e in self.entries.values() if now - e.last_active > self.idle_timeout]:
             del self.entries[entry.tunnel_id]
             for endpoint in entry.endpoints:
                 self._by_endpoint.pop((entry.tunnel_id, endpoint), None)
-            self._events.append(
-                ("relay_idle_dropped", {"tunnel": entry.tunnel_id, "forwarded": entry.forwarded})
-            )
+            self._events.append(RelayIdleDropped(entry.tunnel_id, entry.forwarded))
 
     def _bind(self, datagram: bytes, addr: Endpoint, now: float) -> None:
         try:
@@ -111,10 +142,10 @@ class Relay:
             grant = check_grant(self._grant_key, msg.grant, self._epoch_ms(now))
             side = grant.side_of(sender)
         except GrantError as exc:
-            self.drops[_reason(str(exc))] += 1
+            self.drops.drop(_reason(str(exc)))
             return
         except CodecError:
-            self.drops["malformed"] += 1
+            self.drops.drop("malformed")
             return
         entry = self.entries.get(grant.tunnel_id)
         if entry is None or entry.ends != (grant.end_a, grant.end_b):
@@ -126,15 +157,7 @@ class Relay:
             entry.endpoints[side] = addr
             self._by_endpoint[(grant.tunnel_id, addr)] = side
             self._events.append(
-                (
-                    "relay_bound",
-                    {
-                        "tunnel": grant.tunnel_id,
-                        "side": side,
-                        "endpoint": f"{addr[0]}:{addr[1]}",
-                        "moved": old is not None,
-                    },
-                )
+                EndBound(grant.tunnel_id, side, f"{addr[0]}:{addr[1]}", moved=old is not None)
             )
         entry.last_active = now
         reply = RelayBound(msg.txid, grant.tunnel_id, addr)

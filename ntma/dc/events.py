@@ -1,0 +1,110 @@
+"""What the Coordinator reports, one dataclass per event (the contract in proto/machine.py).
+
+Each is logged under its `log_name` (from the class name: NodeRegistered -> node_registered)
+with its fields as they are; the lab, the demo and the tests read these names and fields
+from the DC's JSON log, so a field is held in its logged form (endpoints as "ip:port",
+reaches as Reach.value, routes as route names in lower case).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..proto.machine import Event
+
+
+@dataclass(frozen=True)
+class DcEvent(Event):
+    """Base of the DC's events. `event` and `fields` read one as its log line does (the
+    spelling the DC's events had before they were typed)."""
+
+    @property
+    def event(self) -> str:
+        return self.log_name
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return self.log_fields()
+
+
+@dataclass(frozen=True)
+class NodeRegistered(DcEvent):
+    fqdn: str
+    vip: str
+    endpoint: str  # as the DC saw it (the NAT's mapping, if any)
+    reach: str  # what the DC knows so far of the node's NAT
+
+
+@dataclass(frozen=True)
+class RegistrationRefused(DcEvent):
+    fqdn: str
+    endpoint: str
+    reason: str  # readable: which admission rule refused it
+
+
+@dataclass(frozen=True)
+class NodeDeregistered(DcEvent):
+    fqdn: str
+
+
+@dataclass(frozen=True)
+class NodeNat(DcEvent):
+    """A probe showed the node's NAT type (logged when it changes)."""
+
+    fqdn: str
+    reach: str
+    main: str  # the node's endpoint as the signalling port sees it
+    probe: str  # ... and as the probe port sees it
+
+
+@dataclass(frozen=True)
+class NodeOnline(DcEvent):
+    """A node marked offline was heard from again."""
+
+    fqdn: str
+
+
+@dataclass(frozen=True)
+class NodeOffline(DcEvent):
+    fqdn: str
+    silent_s: float  # since it was last heard from, rounded to 0.1 s
+
+
+@dataclass(frozen=True)
+class NodeMoved(DcEvent):
+    """A node's requests come from a new endpoint (NAT rebinding, or it moved)."""
+
+    fqdn: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class RouteDecided(DcEvent):
+    tunnel_id: int
+    requester: str
+    target: str
+    route: str  # "direct", "punch" or "relay"
+    why: str  # the decision table's reason
+    initiator: str  # the fqdn of the end that sends the first handshake
+    requester_reach: str
+    target_reach: str
+    relay: str | None  # the Relay Server chosen for punch or relay routes
+
+
+@dataclass(frozen=True)
+class NoRoute(DcEvent):
+    """The two ends' NATs leave no way to meet and no relay is configured."""
+
+    requester: str
+    target: str
+    requester_reach: str
+    target_reach: str
+
+
+@dataclass(frozen=True)
+class RouteDirectionUnacked(DcEvent):
+    """The target of a ROUTE_DIRECTION never acknowledged it."""
+
+    tunnel_id: int
