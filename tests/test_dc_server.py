@@ -14,7 +14,7 @@ from ntma.dc.store import NodeStore
 from ntma.io.fake import FakeNetwork, FakeUdp
 from ntma.observe.spans import Spans
 from ntma.proto.crypto import StaticKey
-from ntma.proto.node_sm import NodeSignalling
+from ntma.proto.node import NodeSignalling
 
 EPOCH = 1_700_000_000.0
 DC_EP, DC_PROBE = ("198.51.100.10", 7400), ("198.51.100.10", 7401)
