@@ -78,7 +78,7 @@ class _Driver:
         """Events to the log (one line each, as the machine names them); drops and gauges
         to the stage's stats, which the stats logger prints once per interval."""
         for event in self.machine.events():
-            self.log.info(event.log_name, **event.log_fields())
+            getattr(self.log, event.log_level)(event.log_name, **event.log_fields())
         self.stats.drops.clear()
         self.stats.drops.update(self.machine.drops)
         if self.gauges is not None:

@@ -5,6 +5,7 @@ import random
 from collections import Counter
 
 from ntma.dc.coordinator import Coordinator
+from ntma.dc.events import NodeNat, RouteDecided
 from ntma.dc.store import NodeStore
 from ntma.proto.crypto import StaticKey
 from ntma.proto.messages import Status
@@ -170,12 +171,12 @@ def _nat_net(mn_symmetric: bool = False, cn_symmetric: bool = False) -> Net:
 
 
 def _decided(net: Net):
-    return [e for e in net.dc.events() if e.event == "route_decided"]
+    return [e for e in net.dc.events() if isinstance(e, RouteDecided)]
 
 
 def test_probe_tells_cone_from_symmetric():
     net = _nat_net(mn_symmetric=True)
-    nat = {e.fields["fqdn"]: e.fields["reach"] for e in net.dc.events() if e.event == "node_nat"}
+    nat = {e.fqdn: e.reach for e in net.dc.events() if isinstance(e, NodeNat)}
     assert nat == {"mn.ntm.example": "symmetric", "cn.ntm.example": "cone"}
 
 
@@ -183,7 +184,7 @@ def test_both_cone_punch_directly():
     net = _nat_net()
     net.dc.events()
     _, mn_t, cn_t = _tunnel_between(net)
-    assert _decided(net)[-1].fields["route"] == "punch"
+    assert _decided(net)[-1].route == "punch"
     assert mn_t.route == cn_t.route == "punch"
     assert mn_t.peer_endpoint == ("198.51.100.31", 7401)
     assert not _of(net.events["mn"], RouteFallback)
@@ -206,7 +207,7 @@ def test_symmetric_nat_goes_through_the_relay():
     net = _nat_net(cn_symmetric=True)
     net.dc.events()
     _, mn_t, cn_t = _tunnel_between(net)
-    decided = _decided(net)[-1].fields
+    decided = _decided(net)[-1].log_fields()
     assert decided["route"] == "relay" and "symmetric" in decided["why"]
     assert decided["relay"] == "198.51.100.60:7500"
     assert mn_t.route == cn_t.route == "relay"
@@ -247,7 +248,7 @@ def test_same_nat_goes_direct_to_private_addresses():
 
     net._deliver = record
     net.run(1.0)
-    decided = _decided(net)[-1].fields
+    decided = _decided(net)[-1].log_fields()
     assert decided["route"] == "direct" and "same NAT" in decided["why"]
     assert ("mn", ("10.10.1.3", 7401)) in sent  # the private address is tried first
 

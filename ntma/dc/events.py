@@ -9,23 +9,13 @@ reaches as Reach.value, routes as route names in lower case).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..proto.machine import Event
 
 
 @dataclass(frozen=True)
 class DcEvent(Event):
-    """Base of the DC's events. `event` and `fields` read one as its log line does (the
-    spelling the DC's events had before they were typed)."""
-
-    @property
-    def event(self) -> str:
-        return self.log_name
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return self.log_fields()
+    """Base of the DC's events."""
 
 
 @dataclass(frozen=True)

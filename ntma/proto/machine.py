@@ -28,9 +28,11 @@ from .buffer import Endpoint
 @dataclasses.dataclass(frozen=True)
 class Event:
     """Base of every machine's events. `log_name` is the name it is logged under (derived from the
-    class name unless a subclass sets it); `log_fields()` the fields a driver logs."""
+    class name unless a subclass sets it), at `log_level`; `log_fields()` the fields a driver
+    logs."""
 
     log_name: ClassVar[str] = ""
+    log_level: ClassVar[str] = "info"  # a structlog method name: debug, info, warning, error
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

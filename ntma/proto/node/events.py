@@ -21,7 +21,7 @@ def _ep(endpoint: Endpoint) -> str:
 
 @dataclass(frozen=True)
 class NodeEvent(Event):
-    log_level: ClassVar[str] = "info"
+    """Base of the node's events."""
 
 
 @dataclass(frozen=True)
