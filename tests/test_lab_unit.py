@@ -377,3 +377,85 @@ def test_relay_and_dc_configs(tmp_path: Path) -> None:
         rs = config.load_relay_config(relay_toml)
         assert rs.listen == ("198.51.100.60", 7500)
         assert rs.dc_public_key == loaded.key.public
+
+
+def test_state_json_round_trip_and_read_only_view(tmp_path: Path) -> None:
+    topo = lab.build_topology({"mn": "symmetric", "cn": "same"}, block_direct=True)
+    state = lab.new_state(tmp_path, topo, {"mn": "symmetric", "cn": "same"})
+    lifecycle.prepare_run_dir(tmp_path)
+    configs.write_keys_and_configs(state)
+    state.daemons["dc"].pid = 4242
+    lab.save_state(state)
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved == state.to_json() and saved["version"] == 1
+    loaded = lab.load_state(tmp_path)
+    assert loaded == state  # typed all the way: Paths, Namespace rows, records
+    assert loaded.namespaces["ntma-inet"].block_udp_between == tuple(
+        saved["block_direct"]["addresses"]
+    )
+    assert state["daemons"]["dc"]["pid"] == 4242 and state["run_dir"] == str(tmp_path)
+    with pytest.raises(TypeError):  # a snapshot: writing into it would be lost
+        state["daemons"]["dc"]["pid"] = 1  # type: ignore[index]
+    with pytest.raises(KeyError):
+        state["no_such_field"]
+    (tmp_path / "state.json").write_text(json.dumps({**saved, "version": 2}))
+    assert lab.load_state(tmp_path) is None  # another version: `down` cleans up by name
+
+
+def test_lab_configs_load_back_as_built(tmp_path: Path) -> None:
+    """One schema: each config the lab builds is what the role's loader reads from its file."""
+    from dataclasses import replace
+
+    from ntma import config
+
+    loaders = {
+        config.DcConfig: config.load_dc_config,
+        config.RelayConfig: config.load_relay_config,
+        config.NodeConfig: config.load_node_config,
+        config.AdapterConfig: config.load_adapter_config,
+    }
+    state = lab.new_state(tmp_path, lab.build_topology({}), {})
+    lifecycle.prepare_run_dir(tmp_path)
+    configs.write_keys_and_configs(state)
+    built = configs.lab_configs(state)
+    assert list(built) == ["dc", "relay", "mn", "cn", "adapter"] == list(state.configs)
+    for name, (cfg, _) in built.items():
+        loaded = loaders[type(cfg)](state.configs[name])
+        assert replace(loaded, key=cfg.key) == cfg, name
+        assert loaded.key.public == cfg.key.public
+
+
+def _imports(path: Path) -> list[str]:
+    """Modules `path` imports, lazy ones included, spelled absolutely (ntma.x.y: names)."""
+    import ast
+
+    here = list(path.parts[:-1])  # the package a relative import starts from
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found += [f"{module}:{alias.name}" for alias in node.names]
+    return found
+
+
+def test_only_the_lab_imports_its_parts() -> None:
+    """ntma.bench, the CLI and the other tests use `ntma.lab`'s API, never a submodule or an
+    underscore name (the lab's own tests, test_lab_*.py, may test its parts)."""
+    root = Path(__file__).resolve().parents[1]
+    submodules = {p.stem for p in (root / "ntma" / "lab").glob("*.py")} - {"__init__"}
+    lab_dir = root / "ntma" / "lab"
+    files = [p for p in (root / "ntma").rglob("*.py") if lab_dir not in p.parents]
+    files += [p for p in (root / "tests").glob("*.py") if not p.name.startswith("test_lab_")]
+    offending = []
+    for path in files:
+        for name in _imports(path.relative_to(root)):
+            module, _, imported = name.partition(":")
+            if module.startswith("ntma.lab.") or (
+                module == "ntma.lab" and (imported in submodules or imported.startswith("_"))
+            ):
+                offending.append(f"{path.relative_to(root)}: {name}")
+    assert offending == []
+    assert set(lab.__all__) <= set(dir(lab))
