@@ -37,8 +37,15 @@ One module per concern, each importing only those above it in this list:
     demo        `ntma lab demo`
     cli         `ntma lab ...` (argparse, main)
 
-The names below are the lab's public API: `ntma.bench`, the demo and the tests use these,
-never a submodule (the lab's own tests excepted, which also test its parts).
+Where coming features go: a node moved to another network is a `netns` step (move its
+eth0's peer to another bridge, readdress, reroute) plus an update of its `HostState`; a
+restarted daemon is `stop_daemon` + `start_daemon` (its spec keeps `log_start`); more GNs on
+one adapter or a second adapter are rows in `settings` and `topology` (a gn0 bridge like the
+shared NAT LAN) with their records in `state`; an IPv6-only network is `Iface`/`Namespace`
+rows with v6 cidrs and the NAT rules in `netns` for `ip6`.
+
+The names below are the lab's public API: `ntma.bench` and the tests use these, never a
+submodule (the lab's own tests excepted, which also test its parts).
 """
 
 from __future__ import annotations
