@@ -1,55 +1,32 @@
-"""Shared helpers for tests on the namespace lab: skip reasons, a lab fixture factory,
-log reading, and a minimal pcap reader for captures taken with tcpdump."""
+"""Plain helpers for tests on the namespace lab: probes run in namespaces (dig, nc, iperf3,
+dhclient, a file server) and a minimal pcap reader for captures taken with tcpdump.
+
+The skip reasons and the lab fixture are in `conftest.py`; logs are read with
+`ntma.lab.log_events` (the one reader)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
+from ntma.lab import ns_exec, ns_run
 
-from ntma.lab import lab_down, lab_up, ns_exec, ns_run
-
-TOOLS = ("ip", "nft", "dnsmasq", "dig", "curl", "nc", "iperf3", "tcpdump", "ethtool", "dhclient")
-
-
-def netns_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "netns tests need root"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"netns tests need {', '.join(missing)} (install them; .ci/run does)"
-    return None
-
-
-needs_netns = pytest.mark.skipif(netns_skip_reason() is not None, reason=netns_skip_reason() or "")
-
-
-def lab_fixture(run_dir: Path, **options: Any) -> Iterator[dict[str, Any]]:
-    """Bring a lab up with daemons; always tear it down."""
-    try:
-        yield lab_up(run_dir, wait_s=30.0, **options)
-    finally:
-        lab_down(run_dir)
-
-
-def log_events(path: str | Path) -> list[dict[str, Any]]:
-    events = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            events.append(obj)
-    return events
+#: The general node's side of the default lab.
+GN_NAMESPACES = {"ntma-gn", "ntma-adapter", "ntma-adapter-nat"}
+#: The namespaces of the default layout (mn behind a cone NAT, cn and the adapter as default).
+DEFAULT_NAMESPACES = {
+    "ntma-inet",
+    "ntma-dc",
+    "ntma-rs",
+    "ntma-web",
+    "ntma-mn",
+    "ntma-mn-nat",
+    "ntma-cn",
+    *GN_NAMESPACES,
+}
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):

@@ -22,8 +22,6 @@ from ntma.bench.lab import (
 )
 from ntma.lab import live_namespaces
 
-from .netns_util import needs_netns
-
 BENCH_TOOLS = ("tincd", "wireguard-go", "wg", "iperf3", "dhclient")
 _missing = [t for t in BENCH_TOOLS if shutil.which(t) is None]
 needs_bench_tools = pytest.mark.skipif(
@@ -49,7 +47,6 @@ def _leftover_processes() -> list[str]:
 
 
 @pytest.mark.netns
-@needs_netns
 @needs_bench_tools
 def test_lab_bench_measures_every_setup_and_leaves_nothing(tmp_path):
     result = run_lab_bench(tmp_path / "run", seconds=1, rtt_count=50, arp_count=200)

@@ -5,9 +5,7 @@ import sys
 
 import pytest
 
-from .netns_util import needs_netns
-
-pytestmark = [pytest.mark.netns, needs_netns]
+pytestmark = pytest.mark.netns
 
 
 def test_lab_demo_tells_the_story_and_cleans_up(tmp_path):

@@ -13,23 +13,20 @@ from typing import Any
 
 import pytest
 
-from ntma.lab import ns_run
+from ntma.lab import log_events, ns_run
 
 from .netns_util import (
     dig,
     gn_dhclient,
     iperf,
-    lab_fixture,
-    log_events,
     nc_one_way,
-    needs_netns,
     serve_dir,
     start_in_ns,
     stop,
     wait_for,
 )
 
-pytestmark = [pytest.mark.netns, needs_netns]
+pytestmark = pytest.mark.netns
 
 GN = "ntma-gn"
 CN_NAME = "cn.ntm.example"
@@ -37,9 +34,9 @@ ONE_MB = bytes(range(256)) * 4096
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Any:
+def lab(tmp_path_factory, open_lab) -> Any:
     tmp = tmp_path_factory.mktemp("adapter-lab")
-    for state in lab_fixture(tmp / "run"):
+    with open_lab(tmp / "run") as state:
         www = tmp / "www"
         www.mkdir()
         (www / "hello.txt").write_text("hello from cn\n")

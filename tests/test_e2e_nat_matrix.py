@@ -26,21 +26,18 @@ from typing import Any
 
 import pytest
 
-from ntma.lab import lab_status, ns_run
+from ntma.lab import lab_status, log_events, ns_run
 
 from .netns_util import (
     gn_dhclient,
     iperf,
-    lab_fixture,
-    log_events,
     nc_one_way,
-    needs_netns,
     serve_dir,
     stop,
     wait_for,
 )
 
-pytestmark = [pytest.mark.netns, needs_netns]
+pytestmark = pytest.mark.netns
 
 GN = "ntma-gn"
 CN_NAME = "cn.ntm.example"
@@ -182,8 +179,8 @@ def _iperf(client_ns: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cell_lab(cell: Cell, tmp_path: Path) -> Any:
-    for state in lab_fixture(tmp_path / "run", **cell.lab_options()):
+def cell_lab(cell: Cell, tmp_path: Path, open_lab) -> Any:
+    with open_lab(tmp_path / "run", **cell.lab_options()) as state:
         server = _serve_hello(tmp_path)
         try:
             yield state, tmp_path

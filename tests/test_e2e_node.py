@@ -15,16 +15,13 @@ from typing import Any
 
 import pytest
 
-from ntma.lab import ns_run, start_daemon, stop_daemon
+from ntma.lab import log_events, ns_run, start_daemon, stop_daemon
 from ntma.proto.crypto import StaticKey, write_key_file
 
 from .netns_util import (
     dig,
     iperf,
-    lab_fixture,
-    log_events,
     nc_one_way,
-    needs_netns,
     serve_dir,
     start_in_ns,
     stop,
@@ -32,7 +29,7 @@ from .netns_util import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.netns, needs_netns]
+pytestmark = pytest.mark.netns
 
 MARKER = b"NTMA-PLAINTEXT-MARKER-7f3c9a"
 CN_NAME = "cn.ntm.example"
@@ -51,9 +48,9 @@ def _serve_files(lab: dict[str, Any], tmp: Path) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="class")
-def lab_cn_public(tmp_path_factory) -> Any:
+def lab_cn_public(tmp_path_factory, open_lab) -> Any:
     tmp = tmp_path_factory.mktemp("lab-a")
-    for lab in lab_fixture(tmp / "run", mn_nat="cone", cn_nat="none"):
+    with open_lab(tmp / "run", mn_nat="cone", cn_nat="none") as lab:
         server = _serve_files(lab, tmp)
         try:
             yield lab, tmp
@@ -62,9 +59,9 @@ def lab_cn_public(tmp_path_factory) -> Any:
 
 
 @pytest.fixture(scope="class")
-def lab_cn_nat(tmp_path_factory) -> Any:
+def lab_cn_nat(tmp_path_factory, open_lab) -> Any:
     tmp = tmp_path_factory.mktemp("lab-b")
-    for lab in lab_fixture(tmp / "run", mn_nat="none", cn_nat="cone"):
+    with open_lab(tmp / "run", mn_nat="none", cn_nat="cone") as lab:
         server = _serve_files(lab, tmp)
         try:
             yield lab, tmp

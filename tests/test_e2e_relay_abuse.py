@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from ntma.lab import ns_run
+from ntma.lab import log_events, ns_run
 from ntma.proto.crypto import SignalBox, StaticKey, load_key_file
 from ntma.proto.grant import Grant, grant_key, make_grant
 from ntma.proto.messages import RelayBind
 from ntma.proto.packet import pack_data_header, seal_message
 
-from .netns_util import dig, lab_fixture, log_events, needs_netns, wait_for
+from .netns_util import dig, wait_for
 
-pytestmark = [pytest.mark.netns, needs_netns]
+pytestmark = pytest.mark.netns
 
 RS = ("198.51.100.60", 7500)
 SEND = (
@@ -29,10 +29,11 @@ SEND = (
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Any:
+def lab(tmp_path_factory, open_lab) -> Any:
     run = tmp_path_factory.mktemp("relay-abuse") / "run"
     # mn behind a symmetric NAT, cn behind a cone NAT: their tunnel goes through the RS.
-    yield from lab_fixture(run, mn_nat="symmetric", cn_nat="cone")
+    with open_lab(run, mn_nat="symmetric", cn_nat="cone") as state:
+        yield state
 
 
 def _last(log: str, event: str, **match: Any) -> dict[str, Any] | None:

@@ -15,17 +15,14 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
-from .lab import lab_down, lab_up, ns_exec, ns_run
+from ..bench.paper import PAPER_TABLE_2_US, TABLE2_LABELS, TABLE2_PATHS
+from ..observe.logread import LogEvent, events_named
+from .lifecycle import lab_down, lab_up
+from .netns import ns_exec, ns_run
+from .settings import GN_NS
 
-GN = "ntma-gn"
-PAPER_TABLE_2_US = {
-    "ARP processing (request in -> reply out)": 246.1,
-    "packet relay (GN frame in -> handed to the tunnel)": 12.0,
-    "tunnel send (encapsulate + UDP send)": 206.5,
-    "response relay (tunnel packet in -> frame to the GN)": 324.0,
-}
+GN = GN_NS
 
 
 def _timed(ns: str, *cmd: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -34,29 +31,14 @@ def _timed(ns: str, *cmd: str) -> tuple[subprocess.CompletedProcess, float]:
     return result, (time.perf_counter() - started) * 1000
 
 
-def _events(log: str, name: str) -> list[dict[str, Any]]:
-    found = []
-    for line in Path(log).read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("event") == name:
-            found.append(event)
-    return found
+def _latest_paths(log: Path) -> dict[str, LogEvent]:
+    return {e["path"]: e for e in events_named(log, "path_stats")}
 
 
-def _latest_paths(log: str) -> dict[str, dict[str, Any]]:
-    return {e["path"]: e for e in _events(log, "path_stats")}
-
-
-PATHS = ("arp_processing", "packet_relay", "tunnel_send", "response_relay")
-
-
-def _table2(paths: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any] | None]]:
+def _table2(paths: dict[str, LogEvent]) -> list[tuple[str, LogEvent | None]]:
     """Our figures for the paper's four measures, from the adapter's path spans (each
     from a batch's arrival stamp to the end of the path, so queue waits are included)."""
-    return [(name, paths.get(path)) for name, path in zip(PAPER_TABLE_2_US, PATHS, strict=True)]
+    return [(TABLE2_LABELS[path], paths.get(path)) for path in TABLE2_PATHS]
 
 
 def run_demo(
@@ -89,9 +71,9 @@ def run_demo(
     leases = run_dir / "gn-dhclient"
     ok = True
     try:
-        logs = {name: state["daemons"][name]["log"] for name in ("dc", "adapter", "cn")}
-        gn_reg = _events(logs["adapter"], "registered")[-1]
-        cn_reg = _events(logs["cn"], "registered")[-1]
+        logs = {name: state.daemons[name].log for name in ("dc", "adapter", "cn")}
+        gn_reg = events_named(logs["adapter"], "registered")[-1]
+        cn_reg = events_named(logs["cn"], "registered")[-1]
         say(
             f"Lab up in {time.perf_counter() - t0:.1f} s: GN -- adapter -- NAT -- Internet "
             "(DC 198.51.100.10, cn, web.example)"
@@ -118,7 +100,7 @@ def run_demo(
             f"2. GN: dig cn.ntm.example -> {dig.stdout.strip() or dig.stderr.strip()} in "
             f"{dig_ms:.0f} ms (Direction Request, route decision, tunnel handshake, answer)"
         )
-        decided = _events(logs["dc"], "route_decided")
+        decided = events_named(logs["dc"], "route_decided")
         if decided:
             d = decided[-1]
             say(f"   DC: route {d['route']}, {d['initiator']} opens it ({d['why']})")
@@ -145,9 +127,10 @@ def run_demo(
             "The adapter's own path spans beside the paper's Table 2 (light load: every"
             " packet alone; mean / median / p99, from arrival to the end of the path):"
         )
-        for (name, ours), paper in zip(
-            _table2(_latest_paths(logs["adapter"])), PAPER_TABLE_2_US.values(), strict=True
+        for (name, ours), path in zip(
+            _table2(_latest_paths(logs["adapter"])), TABLE2_PATHS, strict=True
         ):
+            paper = PAPER_TABLE_2_US[path]
             shown = (
                 (
                     f"{ours['mean_ns'] / 1000:7.1f} / {ours['p50_ns'] / 1000:7.1f} / "

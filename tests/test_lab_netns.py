@@ -1,20 +1,24 @@
-"""Tests for `ntma lab`: pure helpers, and the real namespace lab (root only, marked netns).
+"""Tests for `ntma lab` on the real namespace lab (root only, marked netns): layouts and
+their traffic, NAT and --block-direct rules, keys and configs on disk, status, and the
+lifecycle (down after a crash, readiness, one-line errors).
 
-The netns tests build real namespaces with ``daemons=False`` (or with stand-in daemons that
-just print the readiness events), and every fixture tears the lab down even on failure.
+The lab is built with ``daemons=False`` (or with stand-in daemons that just print the
+readiness events), and every fixture tears the lab down even on failure. The lab's own
+tests: besides its public API they patch two of its parts (`ntma.lab.state.daemon_specs`,
+`ntma.lab.lifecycle.write_keys_and_configs`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import stat
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +27,14 @@ import pytest
 from ntma import lab
 from ntma.lab import (
     ETC_NETNS,
+    DaemonSpec,
     LabError,
     LabNotReady,
+    LabState,
     lab_down,
     lab_status,
     lab_up,
+    lifecycle,
     live_namespaces,
     ns_exec,
     ns_run,
@@ -36,56 +43,17 @@ from ntma.lab import (
     stop_daemon,
     wait_log_events,
 )
+from ntma.lab import state as lab_state
 
-TOOLS = ("ip", "nft", "dnsmasq", "dig", "curl")
-GN_NAMESPACES = {"ntma-gn", "ntma-adapter", "ntma-adapter-nat"}
-DEFAULT_NAMESPACES = {
-    "ntma-inet",
-    "ntma-dc",
-    "ntma-rs",
-    "ntma-web",
-    "ntma-mn",
-    "ntma-mn-nat",
-    "ntma-cn",
-    *GN_NAMESPACES,
-}
+from .netns_util import DEFAULT_NAMESPACES, GN_NAMESPACES
 
-
-def _netns_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "netns lab tests need root"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"netns lab tests need {', '.join(missing)} (not found on PATH)"
-    return None
-
-
-_SKIP = _netns_skip_reason()
 netns = pytest.mark.netns
-needs_netns = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+OpenLab = Callable[..., AbstractContextManager[LabState]]
 
 
-@pytest.fixture(scope="session")
-def netns_works() -> None:
-    """Root alone is not enough (e.g. containers without CAP_SYS_ADMIN): probe once."""
-    name = f"ntma-probe-{os.getpid()}"
-    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot create network namespaces: {proc.stderr.strip()}")
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-
-
-@pytest.fixture(scope="session")
-def root_links_before(netns_works: None) -> list[str]:
-    """Root-namespace interfaces before any lab was built by this test session."""
-    return root_link_names()
-
-
-def _lab_fixture(run_dir: Path, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    try:
-        yield lab_up(run_dir, daemons=False, **kwargs)
-    finally:
-        lab_down(run_dir)
+def _lab(open_lab: OpenLab, run_dir: Path, **kwargs: Any) -> Iterator[LabState]:
+    with open_lab(run_dir, daemons=False, **kwargs) as state:
+        yield state
 
 
 # --------------------------------------------------------------------------- probes
@@ -252,371 +220,10 @@ def expected_adapter_toml(run_dir: Path, dc_public_key: str) -> str:
     )
 
 
-# --------------------------------------------------------------------------- pure helpers
-
-
-def test_topology_default_mn_behind_cone_nat_cn_direct() -> None:
-    topo = lab.build_topology({"mn": "cone", "cn": "none"})
-    names = {ns.name for ns in topo.namespaces}
-    assert names == DEFAULT_NAMESPACES
-    addrs = topo.addresses()
-    assert addrs["ntma-mn"] == {"eth0": "10.10.1.2/24"}
-    assert addrs["ntma-mn-nat"] == {"wan0": "198.51.100.41/24", "lan0": "10.10.1.1/24"}
-    assert addrs["ntma-cn"] == {"eth0": "198.51.100.30/24"}
-    # the adapter defaults to a cone NAT; the GN link carries no addresses at all
-    assert addrs["ntma-adapter"] == {"eth0": "10.10.3.2/24"}
-    assert addrs["ntma-adapter-nat"] == {"wan0": "198.51.100.51/24", "lan0": "10.10.3.1/24"}
-    assert addrs["ntma-gn"] == {}
-    assert addrs["ntma-rs"] == {"eth0": "198.51.100.60/24"}
-    bridge_ports = [link.a.name for link in topo.links if link.bridge]
-    assert len(bridge_ports) == len(set(bridge_ports)) == 6
-    assert all(len(name) <= 15 for name in bridge_ports)
-    relay = next(ns for ns in topo.namespaces if ns.name == "ntma-rs")
-    assert relay.role == "relay"
-    inet = next(ns for ns in topo.namespaces if ns.name == "ntma-inet")
-    assert inet.block_udp_between is None  # --block-direct is off by default
-
-
-def test_topology_gn_link_and_adapter_rows() -> None:
-    topo = lab.build_topology({"mn": "cone", "cn": "none"})
-    by_name = {ns.name: ns for ns in topo.namespaces}
-    assert by_name["ntma-gn"].role == "general-node"
-    assert by_name["ntma-gn"].default_via is None  # no routes on the GN
-    adapter = by_name["ntma-adapter"]
-    assert (adapter.role, adapter.fqdn, adapter.nat) == ("adapter", "gn.ntm.example", "cone")
-    assert adapter.default_via == "10.10.3.1" and adapter.ip_forward
-    assert by_name["ntma-adapter-nat"].ip_forward and by_name["ntma-adapter-nat"].role == "nat"
-    (gn_link,) = [link for link in topo.links if "ntma-gn" in (link.a.ns, link.b.ns)]
-    ends = {(end.ns, end.name): end for end in (gn_link.a, gn_link.b)}
-    assert set(ends) == {("ntma-adapter", "gn0"), ("ntma-gn", "eth0")}
-    assert all(end.cidr is None and not end.ipv6 for end in ends.values())
-    assert gn_link.bridge is None
-
-
-def test_topology_adapter_direct() -> None:
-    topo = lab.build_topology({"mn": "cone", "cn": "none", "adapter": "none"})
-    names = {ns.name for ns in topo.namespaces}
-    assert "ntma-adapter-nat" not in names and {"ntma-gn", "ntma-adapter"} <= names
-    assert topo.addresses()["ntma-adapter"] == {"eth0": "198.51.100.50/24"}
-    adapter = next(ns for ns in topo.namespaces if ns.name == "ntma-adapter")
-    assert adapter.default_via is None and adapter.ip_forward and adapter.nat == "none"
-
-
-def test_topology_cn_nat_symmetric_rule() -> None:
-    topo = lab.build_topology({"mn": "none", "cn": "symmetric"})
-    router = next(ns for ns in topo.namespaces if ns.name == "ntma-cn-nat")
-    assert router.nat == "symmetric"
-    assert "masquerade fully-random" in lab.nat_ruleset("wan0", "symmetric")
-    assert topo.addresses()["ntma-mn"] == {"eth0": "198.51.100.40/24"}
-
-
-def test_topology_symmetric_everywhere() -> None:
-    nat = {"mn": "symmetric", "cn": "symmetric", "adapter": "symmetric"}
-    topo = lab.build_topology(nat)
-    routers = {ns.name: ns.nat for ns in topo.namespaces if ns.role == "nat"}
-    assert routers == {
-        "ntma-mn-nat": "symmetric",
-        "ntma-cn-nat": "symmetric",
-        "ntma-adapter-nat": "symmetric",
-    }
-    assert lab.resolve_nat_modes(nat) == nat
-
-
-def test_topology_cn_behind_mns_nat() -> None:
-    """--cn-nat same: no ntma-cn-nat; mn's router's lan0 is a bridge with a port for each."""
-    topo = lab.build_topology({"mn": "symmetric", "cn": "same"})
-    by_name = {ns.name: ns for ns in topo.namespaces}
-    assert "ntma-cn-nat" not in by_name
-    router = by_name["ntma-mn-nat"]
-    assert (router.bridge, router.bridge_cidr, router.nat) == ("lan0", "10.10.1.1/24", "symmetric")
-    addrs = topo.addresses()
-    assert addrs["ntma-mn-nat"] == {"wan0": "198.51.100.41/24", "lan0": "10.10.1.1/24"}
-    assert addrs["ntma-mn"] == {"eth0": "10.10.1.2/24"}
-    assert addrs["ntma-cn"] == {"eth0": "10.10.1.3/24"}
-    cn = by_name["ntma-cn"]
-    assert (cn.nat, cn.default_via, cn.fqdn) == ("same", "10.10.1.1", "cn.ntm.example")
-    lan_ports = {(link.a.name, link.b.ns) for link in topo.links if link.bridge == "lan0"}
-    assert lan_ports == {("lan-mn", "ntma-mn"), ("lan-cn", "ntma-cn")}
-    assert all(link.a.ns == "ntma-mn-nat" for link in topo.links if link.bridge == "lan0")
-    state = lab.new_state(Path("/nonexistent"), topo, {"mn": "symmetric", "cn": "same"})
-    assert state["nodes"]["cn"] == {
-        "name": "cn",
-        "ns": "ntma-cn",
-        "fqdn": "cn.ntm.example",
-        "nat": "same",
-        "nat_ns": "ntma-mn-nat",
-        "address": "10.10.1.3",
-        "public_address": "198.51.100.41",
-        "port": 7401,
-    }
-    assert state["nat"] == {"mn": "symmetric", "cn": "same", "adapter": "cone"}
-
-
-def test_cn_same_needs_mn_behind_a_nat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Refused before anything is touched (so no root needed): one line, naming the fix."""
-    with pytest.raises(LabError, match=r"mn has none: add --mn-nat cone") as info:
-        lab_up(tmp_path, mn_nat="none", cn_nat="same", daemons=False)
-    assert "\n" not in str(info.value)
-    with pytest.raises(LabError, match="unknown NAT mode for mn"):
-        lab_up(tmp_path, mn_nat="same", daemons=False)  # only cn can share a NAT
-    for command in ("up", "demo"):
-        argv = [command, "--mn-nat", "none", "--cn-nat", "same", "--run-dir", str(tmp_path)]
-        assert lab.main(argv) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith(f"ntma lab {command}: error: ")
-        assert "--cn-nat same puts cn behind mn's NAT" in err
-    assert list(tmp_path.iterdir()) == []
-    for flag in ("--mn-nat", "--adapter-nat"):
-        with pytest.raises(SystemExit):
-            lab.main(["up", flag, "same"])
-        assert "invalid choice" in capsys.readouterr().err
-
-
-def test_block_direct_covers_every_ntm_end_address() -> None:
-    expected = {
-        "198.51.100.30",
-        "198.51.100.31",
-        "198.51.100.40",
-        "198.51.100.41",
-        "198.51.100.50",
-        "198.51.100.51",
-    }
-    assert set(lab.ntm_public_addresses()) == expected
-    derived = {ip for d in (*lab.NODE_DEFS, lab.ADAPTER_DEF) for ip in (d.direct_ip, d.wan_ip)}
-    assert derived == expected  # from the topology table, not a list of its own
-    assert not {lab.DC_IP, lab.RS_IP, lab.WEB_IP} & expected
-    topo = lab.build_topology({"mn": "cone"}, block_direct=True)
-    inet = next(ns for ns in topo.namespaces if ns.name == "ntma-inet")
-    assert set(inet.block_udp_between or ()) == expected
-    rules = lab.block_direct_ruleset(lab.ntm_public_addresses())
-    assert rules.startswith("table bridge ntma_block_direct {")
-    assert "hook forward" in rules
-    assert "ip protocol udp ip saddr @ntm_ends ip daddr @ntm_ends counter drop" in rules
-    assert all(ip in rules for ip in expected)
-
-
-def test_toml_writer_round_trips() -> None:
-    sections = {
-        "dc": {"listen": "198.51.100.10:7400", "keepalive_interval": 5, "path": Path("/x y")},
-        "admission": {"mn.ntm.example": "a+b/c=", "plain_key": True},
-        "dns": {"ntm_suffixes": ["ntm.example"]},
-    }
-    parsed = tomllib.loads(lab.to_toml(sections))
-    assert parsed["dc"] == {"listen": "198.51.100.10:7400", "keepalive_interval": 5, "path": "/x y"}
-    assert parsed["admission"] == {"mn.ntm.example": "a+b/c=", "plain_key": True}
-    assert parsed["dns"]["ntm_suffixes"] == ["ntm.example"]
-    tables = lab.to_toml({"a": {"x": 1}, "relays": [{"address": "h:1"}, {"address": "h:2"}]})
-    assert "[[relays]]" in tables
-    assert tomllib.loads(tables) == {
-        "a": {"x": 1},
-        "relays": [{"address": "h:1"}, {"address": "h:2"}],
-    }
-
-
-def test_generate_key_format(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    path = tmp_path / "k.key"
-    pub = lab.generate_key(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    text = path.read_text()
-    assert text.count("\n") == 1
-    raw = base64.b64decode(text.strip(), validate=True)
-    assert len(raw) == 32 and len(base64.b64decode(pub)) == 32
-    derived = X25519PrivateKey.from_private_bytes(raw).public_key()
-    assert base64.b64encode(derived.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode() == pub
-
-
-def test_cli_rejects_unknown_nat_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        lab.main(["up", "--mn-nat", "full-cone-please"])
-    assert "invalid choice" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        lab.main(["up", "--adapter-nat", "full-cone-please"])
-    assert "invalid choice" in capsys.readouterr().err
-
-
-def test_cli_adapter_flags() -> None:
-    args = lab.build_parser().parse_args(["up"])
-    assert (args.adapter_nat, args.no_adapter) == ("cone", False)
-    args = lab.build_parser().parse_args(["up", "--adapter-nat", "symmetric", "--no-adapter"])
-    assert (args.adapter_nat, args.no_adapter) == ("symmetric", True)
-
-
-@pytest.mark.parametrize("command", ["up", "demo"])
-def test_cli_nat_and_block_direct_flags(command: str) -> None:
-    args = lab.build_parser().parse_args([command])
-    assert (args.mn_nat, args.cn_nat, args.adapter_nat) == ("cone", "none", "cone")
-    assert args.block_direct is False
-    for mode in ("none", "cone", "symmetric"):
-        argv = [command, "--mn-nat", mode, "--cn-nat", mode, "--adapter-nat", mode]
-        args = lab.build_parser().parse_args(argv)
-        assert (args.mn_nat, args.cn_nat, args.adapter_nat) == (mode, mode, mode)
-    args = lab.build_parser().parse_args([command, "--cn-nat", "same", "--block-direct"])
-    assert (args.cn_nat, args.block_direct) == ("same", True)
-
-
-def test_cli_demo_hands_block_direct_to_the_lab(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ntma import demo
-
-    seen: dict[str, Any] = {}
-
-    def fake_lab_up(run_dir: Path, **options: Any) -> dict[str, Any]:
-        seen.update(options)
-        raise LabError("stop here")
-
-    monkeypatch.setattr(demo, "lab_up", fake_lab_up)
-    argv = ["demo", "--mn-nat", "symmetric", "--cn-nat", "same", "--block-direct"]
-    assert lab.main([*argv, "--run-dir", "/nonexistent"]) == 1
-    assert seen["mn_nat"] == "symmetric" and seen["cn_nat"] == "same"
-    assert seen["block_direct"] is True
-    assert demo.lab_up is fake_lab_up  # put back afterwards
-
-
-def _write_log(path: Path, events: list[Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        for event in events:
-            f.write((event if isinstance(event, str) else json.dumps(event)) + "\n")
-
-
-def test_status_routes_fallbacks_and_nat_types_from_logs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A fake lab (state.json and logs, no namespaces): status reads the events."""
-    topo = lab.build_topology({"mn": "cone", "cn": "cone"})
-    state = lab.new_state(tmp_path, topo, {"mn": "cone", "cn": "cone"})
-    logs = {name: Path(d["log"]) for name, d in state["daemons"].items()}
-    old_lab = {"event": "route_decided", "tunnel_id": 1, "route": "direct", "requester": "x"}
-    _write_log(logs["dc"], [old_lab])  # an earlier lab in this run dir: not reported
-    state["daemons"]["dc"]["log_start"] = logs["dc"].stat().st_size
-    decided = {
-        "event": "route_decided",
-        "tunnel_id": 7,
-        "requester": "mn.ntm.example",
-        "target": "cn.ntm.example",
-        "route": "punch",
-        "why": "both behind endpoint-independent (cone) NATs",
-        "initiator": "mn.ntm.example",
-        "relay": "198.51.100.60:7500",
-        "timestamp": "2025-01-01T00:00:01Z",
-        "level": "info",
-    }
-    relayed = {**decided, "tunnel_id": 8, "route": "relay", "timestamp": "2025-01-01T00:00:03Z"}
-    _write_log(
-        logs["dc"],
-        [
-            "dc starting (not json)",
-            {"event": "dc_ready"},
-            {"event": "node_nat", "fqdn": "mn.ntm.example", "reach": "unknown"},
-            {"event": "node_nat", "fqdn": "cn.ntm.example", "reach": "cone"},
-            decided,
-            {"event": "node_nat", "fqdn": "mn.ntm.example", "reach": "cone"},
-            {"event": "route_decided_not", "tunnel_id": 9},
-            relayed,
-            '{"event": "route_decided", "tunnel_id": 10',  # a line still being written
-        ],
-    )
-    fallback = {
-        "event": "route_fallback",
-        "tunnel": 7,
-        "peer": "cn.ntm.example",
-        "from": "punch",
-        "to": "relay",
-        "timestamp": "2025-01-01T00:00:02Z",
-    }
-    _write_log(logs["mn"], [{"event": "tunnel_up", "route": "relay"}, fallback])
-    _write_log(logs["adapter"], [{**fallback, "tunnel": 11, "timestamp": "2025-01-01T00:00:04Z"}])
-    lab.save_state(state)
-
-    status = lab_status(tmp_path)
-    want_route = {k: decided[k] for k in (*lab.ROUTE_FIELDS, "timestamp")}
-    assert status["routes"] == [
-        want_route,
-        {**want_route, "tunnel_id": 8, "route": "relay", "timestamp": "2025-01-01T00:00:03Z"},
-    ]
-    assert status["fallbacks"] == [
-        {"node": "mn", **{k: fallback[k] for k in (*lab.FALLBACK_FIELDS, "timestamp")}},
-        {
-            "node": "adapter",
-            "tunnel": 11,
-            "peer": "cn.ntm.example",
-            "from": "punch",
-            "to": "relay",
-            "timestamp": "2025-01-01T00:00:04Z",
-        },
-    ]
-    assert status["nat_types"] == {"mn.ntm.example": "cone", "cn.ntm.example": "cone"}
-    assert status["relay"]["address"] == "198.51.100.60" and status["relay"]["port"] == 7500
-
-    assert lab.main(["status", "--json", "--run-dir", str(tmp_path)]) == 0
-    as_json = json.loads(capsys.readouterr().out)
-    assert as_json["routes"] == status["routes"] and as_json["nat_types"] == status["nat_types"]
-    assert lab.main(["status", "--run-dir", str(tmp_path)]) == 0
-    text = capsys.readouterr().out
-    assert "tunnel 7: mn.ntm.example -> cn.ntm.example: punch" in text
-    assert "tunnel 8: mn.ntm.example -> cn.ntm.example: relay" in text
-    assert "mn: tunnel 7 to cn.ntm.example: punch -> relay" in text
-    assert "adapter: tunnel 11 to cn.ntm.example: punch -> relay" in text
-    assert "cn.ntm.example" in text.split("NAT types")[1].split("routes")[0]
-
-
-def test_relay_and_dc_configs(tmp_path: Path) -> None:
-    """Keys and configs are written without namespaces; the project's loaders accept them."""
-    topo = lab.build_topology({})
-    state = lab.new_state(tmp_path, topo, {})
-    lab.prepare_run_dir(tmp_path)
-    lab.write_keys_and_configs(state)
-    keys = state["keys"]
-    assert set(keys) == {"dc", "rs", "mn", "cn", "adapter"}
-    rs_key = Path(keys["rs"]["private_key_file"])
-    assert rs_key == tmp_path / "keys" / "rs.key"
-    assert stat.S_IMODE(rs_key.stat().st_mode) == 0o600
-    relay_toml = tmp_path / "configs" / "relay.toml"
-    assert state["configs"]["relay"] == str(relay_toml)
-    assert relay_toml.read_text() == (
-        "[relay]\n"
-        'listen = "198.51.100.60:7500"\n'
-        f'private_key_file = "{tmp_path}/keys/rs.key"\n'
-        "idle_timeout = 60\n"
-        "\n"
-        "[dc]\n"
-        f'public_key = "{keys["dc"]["public_key"]}"\n'
-        "\n"
-        "[log]\n"
-        'level = "info"\n'
-        "stats_interval = 2\n"
-    )
-    dc_text = (tmp_path / "configs" / "dc.toml").read_text()
-    assert dc_text.index("[admission]") < dc_text.index("[[relays]]") < dc_text.index("[log]")
-    dc = tomllib.loads(dc_text)
-    assert dc["dc"]["probe_listen"] == "198.51.100.10:7401"
-    assert dc["relays"] == [
-        {"address": "198.51.100.60:7500", "public_key": keys["rs"]["public_key"]}
-    ]
-    relay = state["daemons"]["relay"]
-    assert relay["ns"] == "ntma-rs"
-    assert relay["cmd"][1:] == ["-m", "ntma", "relay", "--config", str(relay_toml)]
-    assert relay["log"] == str(tmp_path / "logs" / "relay.log")
-    assert list(state["daemons"]).index("relay") == list(state["daemons"]).index("dc") + 1
-    config = pytest.importorskip("ntma.config")
-    loaded = config.load_dc_config(tmp_path / "configs" / "dc.toml")
-    if hasattr(loaded, "relays"):
-        rs_pub = base64.b64decode(keys["rs"]["public_key"])
-        assert loaded.relays == [(("198.51.100.60", 7500), rs_pub)]
-        assert loaded.probe_listen == (lab.DC_IP, 7401)
-    if hasattr(config, "load_relay_config"):
-        rs = config.load_relay_config(relay_toml)
-        assert rs.listen == ("198.51.100.60", 7500)
-        assert rs.dc_public_key == loaded.key.public
-
-
 # --------------------------------------------------------------------------- default lab
 
 
 @netns
-@needs_netns
 class TestDefaultLab:
     """mn behind a cone NAT, cn directly on the Internet segment (the defaults)."""
 
@@ -625,8 +232,10 @@ class TestDefaultLab:
         return tmp_path_factory.mktemp("lab")
 
     @pytest.fixture(scope="class")
-    def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
-        yield from _lab_fixture(run_dir)
+    def state(
+        self, root_links_before: list[str], run_dir: Path, open_lab: OpenLab
+    ) -> Iterator[LabState]:
+        yield from _lab(open_lab, run_dir)
 
     def test_ping_dc_from_behind_nat(self, state: dict[str, Any]) -> None:
         assert ping("ntma-mn", lab.DC_IP)
@@ -874,7 +483,7 @@ class TestDefaultLab:
             "-c",
             "import json, time; print(json.dumps({'event': 'dc_ready'})); time.sleep(60)",
         ]
-        state["daemons"]["dc"]["cmd"] = fake
+        state.daemons["dc"].cmd = fake
         for _ in range(2):  # the second round must not match the first round's log line
             pid = start_daemon(state, "dc")
             wait_log_events(state, {"dc": "dc_ready"}, timeout=10)
@@ -889,16 +498,22 @@ class TestDefaultLab:
 
 
 @netns
-@needs_netns
 class TestCnBehindNat:
     @pytest.fixture(scope="class")
     def run_dir(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
         return tmp_path_factory.mktemp("lab-cn-nat")
 
     @pytest.fixture(scope="class")
-    def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
-        yield from _lab_fixture(
-            run_dir, mn_nat="none", cn_nat="cone", adapter_nat="symmetric", block_direct=True
+    def state(
+        self, root_links_before: list[str], run_dir: Path, open_lab: OpenLab
+    ) -> Iterator[LabState]:
+        yield from _lab(
+            open_lab,
+            run_dir,
+            mn_nat="none",
+            cn_nat="cone",
+            adapter_nat="symmetric",
+            block_direct=True,
         )
 
     def test_layout(self, state: dict[str, Any], run_dir: Path) -> None:
@@ -946,7 +561,6 @@ class TestCnBehindNat:
 
 
 @netns
-@needs_netns
 class TestSymmetricEverywhere:
     """Every NTM end behind a symmetric NAT, with direct UDP between them blocked."""
 
@@ -955,8 +569,11 @@ class TestSymmetricEverywhere:
         return tmp_path_factory.mktemp("lab-symmetric")
 
     @pytest.fixture(scope="class")
-    def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
-        yield from _lab_fixture(
+    def state(
+        self, root_links_before: list[str], run_dir: Path, open_lab: OpenLab
+    ) -> Iterator[LabState]:
+        yield from _lab(
+            open_lab,
             run_dir,
             mn_nat="symmetric",
             cn_nat="symmetric",
@@ -988,7 +605,6 @@ class TestSymmetricEverywhere:
 
 
 @netns
-@needs_netns
 class TestCnBehindMnsNat:
     """--cn-nat same: cn on mn's NAT LAN (a bridge in ntma-mn-nat), no ntma-cn-nat."""
 
@@ -997,8 +613,10 @@ class TestCnBehindMnsNat:
         return tmp_path_factory.mktemp("lab-same-nat")
 
     @pytest.fixture(scope="class")
-    def state(self, root_links_before: list[str], run_dir: Path) -> Iterator[dict[str, Any]]:
-        yield from _lab_fixture(run_dir, mn_nat="cone", cn_nat="same", adapter_nat="none")
+    def state(
+        self, root_links_before: list[str], run_dir: Path, open_lab: OpenLab
+    ) -> Iterator[LabState]:
+        yield from _lab(open_lab, run_dir, mn_nat="cone", cn_nat="same", adapter_nat="none")
 
     def test_layout(self, state: dict[str, Any], run_dir: Path) -> None:
         status = lab_status(run_dir)
@@ -1033,7 +651,6 @@ class TestCnBehindMnsNat:
 
 
 @netns
-@needs_netns
 def test_down_removes_everything_and_is_idempotent(
     tmp_path: Path, root_links_before: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1069,7 +686,6 @@ def test_down_removes_everything_and_is_idempotent(
 
 
 @netns
-@needs_netns
 def test_up_replaces_running_lab_and_cleans_after_crash(
     tmp_path: Path, root_links_before: list[str]
 ) -> None:
@@ -1086,14 +702,13 @@ def test_up_replaces_running_lab_and_cleans_after_crash(
 
 
 @netns
-@needs_netns
 def test_failed_up_tears_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root_links_before: list[str]
 ) -> None:
     def boom(state: dict[str, Any]) -> None:
         raise LabError("injected failure")
 
-    monkeypatch.setattr(lab, "write_keys_and_configs", boom)
+    monkeypatch.setattr(lifecycle, "write_keys_and_configs", boom)
     try:
         with pytest.raises(LabError, match="injected failure"):
             lab_up(tmp_path, daemons=False)
@@ -1109,28 +724,28 @@ def test_failed_up_tears_down(
 def _stand_in_daemons(
     event_by_role: dict[str, str | None], fail_by_role: dict[str, str] | None = None
 ) -> Any:
-    """Wrap lab.daemon_specs so dc/relay/node/adapter commands are stand-ins.
+    """Wrap the lab's daemon_specs so dc/relay/node/adapter commands are stand-ins.
 
     A stand-in prints the readiness event for its role (the relay: relay_ready, the adapter:
     as the nodes, unless given), or, for a role in `fail_by_role`, writes that message to
     stderr and exits 1.
     """
-    real = lab.daemon_specs
+    real = lab_state.daemon_specs
     event_by_role = {"relay": "relay_ready", **event_by_role}
 
-    def specs(run_dir: Path, nodes: Any) -> dict[str, dict[str, Any]]:
+    def specs(run_dir: Path, nodes: Any) -> dict[str, DaemonSpec]:
         out = real(run_dir, nodes)
         for spec in out.values():
-            if spec["cmd"][2:3] != ["ntma"]:
+            if spec.cmd[2:3] != ["ntma"]:
                 continue
-            role = spec["cmd"][3]  # dc | relay | node | adapter
+            role = spec.cmd[3]  # dc | relay | node | adapter
             if role in (fail_by_role or {}):
                 message = (fail_by_role or {})[role]
-                spec["cmd"] = [sys.executable, "-c", f"import sys; sys.exit({message!r})"]
+                spec.cmd = [sys.executable, "-c", f"import sys; sys.exit({message!r})"]
                 continue
             event = event_by_role.get(role, event_by_role["node"])
             line = f"print({json.dumps(json.dumps({'event': event}))})" if event else "pass"
-            spec["cmd"] = [
+            spec.cmd = [
                 sys.executable,
                 "-c",
                 f"import time; print('not json'); {line}; time.sleep(60)",
@@ -1141,10 +756,9 @@ def _stand_in_daemons(
 
 
 @netns
-@needs_netns
 def test_up_waits_for_daemon_readiness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        lab, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": "registered"})
+        lab_state, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": "registered"})
     )
     try:
         state = lab_up(tmp_path, daemons=True, wait_s=15)
@@ -1162,12 +776,11 @@ def test_up_waits_for_daemon_readiness(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @netns
-@needs_netns
 def test_up_no_adapter_skips_only_the_adapter_daemon(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        lab, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": "registered"})
+        lab_state, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": "registered"})
     )
     try:
         assert lab.main(["up", "--no-adapter", "--wait", "15", "--run-dir", str(tmp_path)]) == 0
@@ -1181,14 +794,13 @@ def test_up_no_adapter_skips_only_the_adapter_daemon(
 
 
 @netns
-@needs_netns
 def test_adapter_exit_is_one_clear_line_and_nodes_stay_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """E.g. while the `adapter` role does not exist yet: argparse rejects it and exits."""
     why = "ntma: error: argument ROLE: invalid choice: 'adapter' (see --help)"
     monkeypatch.setattr(
-        lab,
+        lab_state,
         "daemon_specs",
         _stand_in_daemons({"dc": "dc_ready", "node": "registered"}, {"adapter": why}),
     )
@@ -1214,11 +826,10 @@ def test_adapter_exit_is_one_clear_line_and_nodes_stay_up(
 
 
 @netns
-@needs_netns
 def test_relay_exit_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     why = "ntma relay: error: relay.listen: cannot bind"
     monkeypatch.setattr(
-        lab,
+        lab_state,
         "daemon_specs",
         _stand_in_daemons({"dc": "dc_ready", "node": "registered"}, {"relay": why}),
     )
@@ -1236,7 +847,6 @@ def test_relay_exit_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 @netns
-@needs_netns
 def test_cli_adapter_nat_none_puts_adapter_on_the_internet(
     tmp_path: Path, root_links_before: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1260,9 +870,10 @@ def test_cli_adapter_nat_none_puts_adapter_on_the_internet(
 
 
 @netns
-@needs_netns
 def test_up_times_out_and_leaves_lab_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lab, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": None}))
+    monkeypatch.setattr(
+        lab_state, "daemon_specs", _stand_in_daemons({"dc": "dc_ready", "node": None})
+    )
     try:
         with pytest.raises(LabNotReady, match=r"did not log 'registered'.*logs/mn\.log"):
             lab_up(tmp_path, daemons=True, wait_s=1.5)

@@ -1,0 +1,233 @@
+"""One benchmark run (`BenchRun`): the lab state, the processes it started, how it measures
+(RTT with the UDP echo probe, TCP with iperf3, both from the GN's namespace), and the small
+waits and probes the setups share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...lab import GN_IFACE, LabError, LabState, ns_exec, ns_run
+from .settings import (
+    CN,
+    ECHO_PORT,
+    GN,
+    IPERF_PORT,
+    PROBE_GIVE_UP,
+    READY_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    BenchError,
+    one_line,
+    probe_cmd,
+    wait_until,
+)
+
+
+class BenchRun:
+    """One benchmark run: the lab state, the processes started here, where files go."""
+
+    def __init__(self, run_dir: Path, seconds: float, rtt_count: int, arp_count: int) -> None:
+        self.run_dir = run_dir
+        self.bench_dir = run_dir / "bench"
+        self.bench_dir.mkdir(parents=True, exist_ok=True)
+        self.seconds = max(1, round(seconds))  # iperf3 -t takes whole seconds
+        self.rtt_count = rtt_count
+        self.arp_count = arp_count
+        self.state: LabState | None = None
+        self.ntma_error: str | None = None  # the ntma setup cannot run: why
+        self.gn_routed = False  # ntma-adapter routes for the GN (see `route_gn`)
+        self.procs: list[tuple[str, subprocess.Popen[Any]]] = []
+        self.notes: list[str] = []
+        self.table2_light: dict[str, Any] | None = None
+        self.iperf_server: subprocess.Popen[Any] | None = None
+        self.adapter_log_offset = 0
+        self.echo_server: subprocess.Popen[Any] | None = None
+
+    @property
+    def lab(self) -> LabState:
+        if self.state is None:
+            raise BenchError("the lab is not up")
+        return self.state
+
+    # ---------------------------------------------------------------- processes
+
+    def spawn(
+        self, name: str, ns: str, *cmd: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[Any]:
+        """Start `cmd` in `ns` (its own session), output to bench/<name>.log."""
+        with open(self.bench_dir / f"{name}.log", "ab") as out:
+            proc = ns_exec(
+                ns,
+                *cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+            )
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[Any]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT_S)
+        self.procs = [(n, p) for n, p in self.procs if p is not proc]
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(list(self.procs)):
+            with contextlib.suppress(Exception):
+                self.stop(proc)
+
+    def log_tail(self, name: str, lines: int = 3) -> str:
+        try:
+            text = (self.bench_dir / f"{name}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return one_line(" | ".join(text.strip().splitlines()[-lines:]))
+
+    # ---------------------------------------------------------------- measurements
+
+    def udp_rtt(self, target: str) -> dict[str, Any]:
+        out = ns_run(
+            GN,
+            *probe_cmd("client", target, ECHO_PORT, self.rtt_count, "--give-up", PROBE_GIVE_UP),
+            timeout=60 + self.rtt_count * 0.2,
+        ).stdout
+        return json.loads(out)
+
+    def start_servers(self) -> None:
+        """`iperf3 -s` and the UDP echo server in ntma-cn, on 0.0.0.0; wait until they listen."""
+        self.iperf_server = self.spawn("iperf3-server", CN, "iperf3", "-s", "-p", str(IPERF_PORT))
+        if self.echo_server is None:
+            self.echo_server = self.spawn("udp-echo", CN, *probe_cmd("server", ECHO_PORT))
+
+        def listening() -> bool:
+            for name, proc in (
+                ("iperf3-server", self.iperf_server),
+                ("udp-echo", self.echo_server),
+            ):
+                if proc is not None and proc.poll() is not None:
+                    raise BenchError(f"{name} exited: {self.log_tail(name)}")
+            out = ns_run(CN, "ss", "-lntu").stdout
+            return f":{IPERF_PORT} " in out and f":{ECHO_PORT} " in out
+
+        wait_until(listening, 10.0, "iperf3 -s and the echo server in ntma-cn")
+
+    def iperf(self, target: str, reverse: bool) -> dict[str, Any]:
+        """One iperf3 TCP test; a failed one is retried once with a fresh `iperf3 -s` (a
+        client that hung leaves the server busy with its test)."""
+        label = f"iperf3 {'-R ' if reverse else ''}to {target}"
+        try:
+            return self._iperf_once(target, reverse)
+        except (BenchError, LabError) as exc:
+            self.notes.append(f"{label} failed once ({one_line(exc)}); retried")
+            if self.iperf_server is not None:
+                self.stop(self.iperf_server)
+            self.start_servers()
+        try:
+            return self._iperf_once(target, reverse)
+        except (BenchError, LabError) as exc:
+            raise BenchError(f"{label}: {one_line(exc)}") from None
+
+    def _iperf_once(self, target: str, reverse: bool) -> dict[str, Any]:
+        cmd = ["iperf3", "-c", target, "-p", str(IPERF_PORT), "-t", str(self.seconds), "-J"]
+        cmd += ["--connect-timeout", "5000", *(["-R"] if reverse else [])]
+        proc = ns_run(GN, *cmd, check=False, timeout=self.seconds + 30)
+        try:
+            report = json.loads(proc.stdout)
+        except ValueError:
+            report = {"error": one_line(proc.stderr or proc.stdout) or f"exit {proc.returncode}"}
+        if "error" in report:
+            raise BenchError(report["error"])
+        end = report["end"]
+        return {
+            "bps": end["sum_received"]["bits_per_second"],
+            "retransmits": end.get("sum_sent", {}).get("retransmits"),
+        }
+
+    def measure(
+        self, entry: dict[str, Any], target: str, between: Callable[[], None] | None = None
+    ) -> None:
+        """RTT, then `between` (if any), then TCP both ways from the GN to `target`; filled
+        into `entry` as they come."""
+        entry["target"] = target
+        udp_before = udp_in_datagrams(CN)
+        rtt = self.udp_rtt(target)
+        entry["rtt_us"] = {
+            "median": rtt["median_us"],
+            "p99": rtt["p99_us"],
+            "mean": rtt["mean_us"],
+            "lost": rtt["lost"],
+            "count": rtt["count"],
+        }
+        if between is not None:
+            between()
+        entry["tcp_bps"] = {"forward": None, "reverse": None}
+        entry["tcp_retransmits"] = {"forward": None, "reverse": None}
+        for direction, reverse in (("forward", False), ("reverse", True)):
+            result = self.iperf(target, reverse)
+            entry["tcp_bps"][direction] = result["bps"]
+            entry["tcp_retransmits"][direction] = result["retransmits"]
+        # Datagrams delivered in ntma-cn meanwhile: the tunnels' outer UDP (so data went over
+        # UDP, not a TCP fallback) and the echo probe's own. A socket with UDP GRO (the ntm
+        # node's) gets coalesced datagrams, counted once per delivery.
+        entry["udp_datagrams_into_cn"] = udp_in_datagrams(CN) - udp_before
+
+
+def udp_in_datagrams(ns: str) -> int:
+    """Udp InDatagrams of namespace `ns` (/proc/net/snmp is per network namespace)."""
+    rows = [line.split() for line in ns_run(ns, "cat", "/proc/net/snmp").stdout.splitlines()]
+    udp = [row[1:] for row in rows if row and row[0] == "Udp:"]
+    return int(udp[1][udp[0].index("InDatagrams")])
+
+
+def _pings(ns: str, target: str) -> bool:
+    return ns_run(ns, "ping", "-n", "-c", "1", "-W", "1", target, check=False).returncode == 0
+
+
+def wait_reachable(target: str, timeout: float = READY_TIMEOUT_S) -> float:
+    """Ping `target` from the GN until it answers; return the seconds it took."""
+    started = time.monotonic()
+    wait_until(lambda: _pings(GN, target), timeout, f"{target} to answer the GN's ping", 0.2)
+    return round(time.monotonic() - started, 2)
+
+
+def link_exists(ns: str, name: str) -> bool:
+    return ns_run(ns, "ip", "link", "show", name, check=False).returncode == 0
+
+
+def wait_link(run_: BenchRun, ns: str, name: str, proc: subprocess.Popen[Any], log: str) -> None:
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise BenchError(f"{log} exited ({proc.returncode}): {run_.log_tail(log)}")
+        return link_exists(ns, name)
+
+    wait_until(ready, 10.0, f"{name} in {ns}")
+
+
+def gn_ipv4() -> list[str]:
+    info = json.loads(ns_run(GN, "ip", "-j", "addr", "show", GN_IFACE).stdout)[0]
+    return [a["local"] for a in info.get("addr_info", []) if a["family"] == "inet"]
+
+
+def check_ip(text: str, what: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise BenchError(f"{what}: expected an IPv4 address, got {text.strip()!r}") from None
+
+
+def dhclient_files(run_: BenchRun) -> tuple[str, str]:
+    return str(run_.run_dir / "gn.pid"), str(run_.run_dir / "gn.leases")

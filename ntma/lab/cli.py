@@ -1,0 +1,149 @@
+"""`ntma lab up|down|status`: an NTMobile test lab built from Linux network namespaces.
+
+The lab's command line (`ntma lab ...` hands its arguments to `main`): argparse, one
+handler per command, and errors as one line (exit status 2 for a layout that cannot be
+built, 1 for a lab that would not come up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .demo import run_demo
+from .lifecycle import lab_down, lab_up
+from .settings import CN_NAT_MODES, DEFAULT_RUN_DIR, NAT_MODES, LabError, LabNotReady, one_line
+from .status import format_status, lab_status
+from .topology import resolve_nat_modes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ntma lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--run-dir",
+        type=Path,
+        default=DEFAULT_RUN_DIR,
+        help=f"state, keys, configs, logs (default {DEFAULT_RUN_DIR})",
+    )
+    up = sub.add_parser("up", parents=[common], help="build the lab (replacing a running one)")
+    _add_layout_arguments(up)
+    up.add_argument(
+        "--no-daemons",
+        action="store_true",
+        help="only topology, web host and dnsmasq (no DC / nodes / adapter)",
+    )
+    up.add_argument(
+        "--no-adapter",
+        action="store_true",
+        help="do not start the adapter daemon (ntma-gn and ntma-adapter are still built)",
+    )
+    up.add_argument(
+        "--wait",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long to wait for dc_ready / registered (default 20)",
+    )
+    sub.add_parser("down", parents=[common], help="stop everything, delete ntma-* namespaces")
+    status = sub.add_parser(
+        "status", parents=[common], help="show the lab (exit status 3 when it is down)"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    demo = sub.add_parser("demo", parents=[common], help="bring up, show it working, tear down")
+    _add_layout_arguments(demo)
+    return parser
+
+
+def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mn-nat",
+        choices=NAT_MODES,
+        default="cone",
+        help="cone: masquerade; symmetric: masquerade fully-random (default cone)",
+    )
+    parser.add_argument(
+        "--cn-nat",
+        choices=CN_NAT_MODES,
+        default="none",
+        help="same: cn behind mn's NAT, on its LAN (needs --mn-nat cone|symmetric; default none)",
+    )
+    parser.add_argument(
+        "--adapter-nat",
+        choices=NAT_MODES,
+        default="cone",
+        help="how the adapter (and the GN behind it) reaches the Internet (default cone)",
+    )
+    parser.add_argument(
+        "--block-direct",
+        action="store_true",
+        help="drop UDP between the NTM ends on the Internet segment (DC, RS, web stay "
+        "reachable): hole punching fails, so tunnels must fall back to the relay",
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    try:
+        lab_up(
+            args.run_dir,
+            mn_nat=args.mn_nat,
+            cn_nat=args.cn_nat,
+            adapter_nat=args.adapter_nat,
+            block_direct=args.block_direct,
+            daemons=not args.no_daemons,
+            adapter=not args.no_adapter,
+            wait_s=args.wait,
+        )
+    except LabNotReady as exc:
+        print(f"ntma lab: error: {exc} (lab left up; `ntma lab down` to remove)", file=sys.stderr)
+        return 1
+    print(format_status(lab_status(args.run_dir)))
+    print(f"lab up in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    lab_down(args.run_dir)
+    print(f"lab down in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = lab_status(args.run_dir)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0 if status["up"] else 3
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(
+        args.run_dir,
+        mn_nat=args.mn_nat,
+        cn_nat=args.cn_nat,
+        adapter_nat=args.adapter_nat,
+        block_direct=args.block_direct,
+    )
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ("up", "demo"):
+        try:  # a layout that cannot be built: one line, exit status 2, nothing touched
+            resolve_nat_modes({"mn": args.mn_nat, "cn": args.cn_nat, "adapter": args.adapter_nat})
+        except LabError as exc:
+            print(f"ntma lab {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command]
+    try:
+        return handler(args)
+    except (LabError, OSError) as exc:
+        print(f"ntma lab: error: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ntma lab: interrupted", file=sys.stderr)
+        return 130

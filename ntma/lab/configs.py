@@ -1,0 +1,135 @@
+"""The daemons' configs, built as `ntma.config`'s dataclasses and written by its writer.
+
+One schema: what the lab writes is exactly what `load_*_config` reads (the round trip is
+tested). Keys are made first (`keys.py`); each config then reads its daemon's key file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from ..config import (
+    AdapterConfig,
+    DcConfig,
+    LogConfig,
+    NodeConfig,
+    RelayConfig,
+    RoleConfig,
+    write_config,
+)
+from ..proto.crypto import StaticKey, decode_key, load_key_file
+from .keys import new_key
+from .settings import (
+    ADAPTER_LEASE_TIME,
+    DC_KEEPALIVE_INTERVAL,
+    DC_KEEPALIVE_MISSES,
+    LOG_LEVEL,
+    NODE_TUN,
+    PASSTHROUGH_TUN,
+    RS_IDLE_TIMEOUT,
+    STATS_INTERVAL,
+    TUNNEL_MTU,
+    VIP_POOL,
+    WEB_IP,
+    ZONE,
+)
+from .state import KeyRecord, LabState
+
+LAB_LOG = LogConfig(LOG_LEVEL, float(STATS_INTERVAL))
+DNS_PORT = 53
+
+
+def _key(state: LabState, name: str) -> StaticKey:
+    return load_key_file(state.keys[name].private_key_file)
+
+
+def _public(state: LabState, name: str) -> bytes:
+    return decode_key(state.keys[name].public_key)
+
+
+def dc_config(state: LabState) -> DcConfig:
+    dc, relay = state.dc, state.relay
+    return DcConfig(
+        listen=(dc.address, dc.port),
+        probe_listen=(dc.address, dc.probe_port),
+        key=_key(state, "dc"),
+        database=state.run_dir / "dc.sqlite",
+        zone=ZONE,
+        vip_pool=ipaddress.IPv4Network(VIP_POOL),
+        dns_listen=(dc.address, DNS_PORT),
+        keepalive_interval=DC_KEEPALIVE_INTERVAL,
+        keepalive_misses=DC_KEEPALIVE_MISSES,
+        admission={host.fqdn: _public(state, name) for name, host in state.hosts().items()},
+        relays=[((relay.address, relay.port), _public(state, relay.key))],
+        log=LAB_LOG,
+    )
+
+
+def relay_config(state: LabState) -> RelayConfig:
+    relay = state.relay
+    return RelayConfig(
+        listen=(relay.address, relay.port),
+        key=_key(state, relay.key),
+        dc_public_key=_public(state, "dc"),
+        idle_timeout=float(RS_IDLE_TIMEOUT),
+        log=LAB_LOG,
+    )
+
+
+def node_config(state: LabState, name: str) -> NodeConfig:
+    node = state.nodes[name]
+    return NodeConfig(
+        fqdn=node.fqdn,
+        key=_key(state, name),
+        listen=("0.0.0.0", node.port),
+        tun_name=NODE_TUN,
+        mtu=TUNNEL_MTU,
+        dc_address=(state.dc.address, state.dc.port),
+        dc_public_key=_public(state, "dc"),
+        dns_listen=("127.0.0.1", DNS_PORT),
+        dns_upstream=(WEB_IP, DNS_PORT),
+        ntm_suffixes=[ZONE],
+        log=LAB_LOG,
+    )
+
+
+def adapter_config(state: LabState) -> AdapterConfig:
+    adapter = state.adapter
+    return AdapterConfig(
+        fqdn=adapter.fqdn,
+        key=_key(state, adapter.name),
+        gn_interface=adapter.gn_interface,
+        listen=("0.0.0.0", adapter.port),
+        passthrough_tun=PASSTHROUGH_TUN,
+        mtu=TUNNEL_MTU,
+        lease_time=ADAPTER_LEASE_TIME,
+        dc_address=(state.dc.address, state.dc.port),
+        dc_public_key=_public(state, "dc"),
+        dns_upstream=(WEB_IP, DNS_PORT),
+        ntm_suffixes=[ZONE],
+        log=LAB_LOG,
+    )
+
+
+def lab_configs(state: LabState) -> dict[str, tuple[RoleConfig, str]]:
+    """daemon name -> (its config, the name of its key), in start order."""
+    configs: dict[str, tuple[RoleConfig, str]] = {
+        "dc": (dc_config(state), "dc"),
+        "relay": (relay_config(state), state.relay.key),
+    }
+    configs |= {name: (node_config(state, name), name) for name in state.nodes}
+    configs[state.adapter.name] = (adapter_config(state), state.adapter.name)
+    return configs
+
+
+def write_keys_and_configs(state: LabState) -> None:
+    """keys/<name>.key for every daemon, then configs/<daemon>.toml; both recorded in state."""
+    keys, configs = state.run_dir / "keys", state.run_dir / "configs"
+    for name in ("dc", state.relay.key, *state.nodes, state.adapter.name):
+        path = keys / f"{name}.key"
+        state.keys[name] = KeyRecord(path, new_key(path).public_base64())
+    for name, (config, key_name) in lab_configs(state).items():
+        path: Path = configs / f"{name}.toml"
+        write_config(path, config, state.keys[key_name].private_key_file)
+        state.configs[name] = path

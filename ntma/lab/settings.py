@@ -1,0 +1,121 @@
+"""The lab's fixed facts: addresses, ports, names, the hosts that run NTMobile, and errors.
+
+Everything here is data; `topology.py` turns the host rows into namespaces and links. A
+further NTM host (a third node, a second adapter) is one more `NodeDef` row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+NS_PREFIX = "ntma-"
+INET_NS = "ntma-inet"
+BRIDGE = "br0"
+INET_PREFIXLEN = 24
+DC_NS = "ntma-dc"
+DC_IP = "198.51.100.10"
+WEB_NS = "ntma-web"
+WEB_IP = "198.51.100.20"
+RS_IP = "198.51.100.60"
+RS_NS = "ntma-rs"
+RS_KEY = "rs"  # the Relay Server's key name (keys/rs.key)
+DC_PORT = 7400
+DC_PROBE_PORT = 7401  # a second DC port: nodes compare mappings to learn their NAT type
+RS_PORT = 7500
+RS_IDLE_TIMEOUT = 60
+NODE_PORT = 7401
+ZONE = "ntm.example"
+VIP_POOL = "10.99.0.0/16"
+DEFAULT_RUN_DIR = Path("/run/ntma-lab")
+ETC_NETNS = Path("/etc/netns")
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+REQUIRED_TOOLS = ("ip", "nft", "dnsmasq", "ethtool")
+
+#: NAT type -> nftables statement used on the NAT router's WAN interface.
+NAT_RULES: dict[str, str] = {
+    "cone": "masquerade",
+    "symmetric": "masquerade fully-random",
+}
+NAT_MODES = ("none", *NAT_RULES)
+#: A node whose NAT mode is "same" sits behind another node's NAT (NodeDef.same_nat_as).
+SAME_NAT = "same"
+CN_NAT_MODES = (*NAT_MODES, SAME_NAT)
+#: nftables table (bridge family, in ntma-inet) made by --block-direct.
+BLOCK_DIRECT_TABLE = "ntma_block_direct"
+NAT_LAN = "lan0"  # a NAT router's LAN side: a veth, or a bridge when nodes share the NAT
+
+GN_NS = "ntma-gn"
+GN_IFACE = "eth0"  # the general node's only interface
+ADAPTER_GN_IFACE = "gn0"  # the adapter's side of the GN link
+PASSTHROUGH_TUN = "ntmpt0"
+ADAPTER_LEASE_TIME = 600
+#: /etc/netns/ntma-gn/resolv.conf before anything runs in ntma-gn (`ip netns exec` bind-mounts
+#: it over /etc/resolv.conf, so dhclient-script writes this file, not the machine's).
+GN_RESOLV_CONF = "# written by dhclient in the ntma lab\n"
+
+TUNNEL_MTU = 1400
+NODE_TUN = "ntm0"
+LOG_LEVEL = "info"
+STATS_INTERVAL = 2  # seconds between the daemons' stats lines (short: tests wait for them)
+DC_KEEPALIVE_INTERVAL = 5
+DC_KEEPALIVE_MISSES = 3
+
+STOP_TIMEOUT_S = 5.0
+LISTEN_TIMEOUT_S = 10.0
+POLL_S = 0.05
+
+
+class LabError(RuntimeError):
+    """Building or tearing down the lab failed (message is one line)."""
+
+
+class LabNotReady(LabError):
+    """A daemon did not report readiness in time; the lab is left up for inspection."""
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@dataclass(frozen=True)
+class NodeDef:
+    """An NTM host (node or adapter) and where it attaches (directly or behind its own NAT)."""
+
+    name: str  # "mn"
+    direct_ip: str  # eth0 address on the Internet segment when nat == "none"
+    wan_ip: str  # the NAT router's wan0 address
+    lan_net: str  # first three octets of the private /24: router .1, node .2
+    default_nat: str
+    port: int = NODE_PORT
+    role: str = "node"  # node | adapter
+    label: str | None = None  # DNS label registered with the DC, when not `name`
+    same_nat_as: str | None = None  # nat "same": behind this node's NAT router...
+    same_nat_host: int = 3  # ...at <its lan_net>.<same_nat_host>
+
+    @property
+    def ns(self) -> str:
+        return NS_PREFIX + self.name
+
+    @property
+    def nat_ns(self) -> str:
+        return f"{NS_PREFIX}{self.name}-nat"
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.label or self.name}.{ZONE}"
+
+
+NODE_DEFS: tuple[NodeDef, ...] = (
+    NodeDef("mn", "198.51.100.40", "198.51.100.41", "10.10.1", default_nat="cone"),
+    NodeDef(
+        "cn", "198.51.100.30", "198.51.100.31", "10.10.2", default_nat="none", same_nat_as="mn"
+    ),
+)
+#: The adapter registers the general node behind it as gn.ntm.example.
+ADAPTER_DEF = NodeDef(
+    "adapter", "198.51.100.50", "198.51.100.51", "10.10.3", "cone", role="adapter", label="gn"
+)
+#: Every NTM end, by name: the nodes, then the adapter.
+NTM_DEFS: dict[str, NodeDef] = {d.name: d for d in (*NODE_DEFS, ADAPTER_DEF)}

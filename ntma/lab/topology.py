@@ -1,0 +1,211 @@
+"""The lab's topology as data: namespaces, veth links, addresses, built from `settings`.
+
+`build_topology` is pure (no root, no commands): `netns.build_network` applies it. A host
+behind its own NAT gets a router namespace; hosts sharing a NAT ("same") become ports of
+that router's LAN bridge; the adapter attaches like a node and the GN hangs off its gn0.
+
+Where coming features go: another node or a second adapter is a row in `settings` (and, for
+an adapter, its own GN namespace from `adapter_topology`); more GNs on one adapter make its
+gn0 a bridge the way `node_topology` makes a shared NAT LAN; an IPv6-only network is a
+`Namespace`/`Iface` with v6 cidrs (`Iface.ipv6` already says whether a link has IPv6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .settings import (
+    ADAPTER_DEF,
+    ADAPTER_GN_IFACE,
+    BRIDGE,
+    CN_NAT_MODES,
+    DC_IP,
+    DC_NS,
+    GN_IFACE,
+    GN_NS,
+    INET_NS,
+    INET_PREFIXLEN,
+    NAT_LAN,
+    NAT_MODES,
+    NAT_RULES,
+    NODE_DEFS,
+    NS_PREFIX,
+    NTM_DEFS,
+    RS_IP,
+    RS_NS,
+    SAME_NAT,
+    WEB_IP,
+    WEB_NS,
+    LabError,
+    NodeDef,
+)
+
+
+@dataclass(frozen=True)
+class Iface:
+    ns: str
+    name: str
+    cidr: str | None = None  # "198.51.100.10/24"
+    ipv6: bool = True  # False: net.ipv6.conf.<name>.disable_ipv6=1 before the link goes up
+
+
+@dataclass(frozen=True)
+class Link:
+    """A veth pair; `a` is enslaved to `bridge` (in a.ns) when given."""
+
+    a: Iface
+    b: Iface
+    bridge: str | None = None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    role: str  # inet | dc | web | node | nat | adapter | general-node
+    node: str | None = None  # the node (or adapter) this namespace belongs to
+    fqdn: str | None = None
+    nat: str | None = None  # nodes: how they attach; NAT routers: their type
+    default_via: str | None = None
+    masquerade_oif: str | None = None  # NAT routers: the WAN interface
+    bridge: str | None = None  # the inet segment, a shared NAT LAN: its bridge
+    bridge_cidr: str | None = None  # an address on that bridge (a shared NAT LAN's router)
+    ip_forward: bool = False  # net.ipv4.ip_forward=1 (NAT routers, the adapter)
+    block_udp_between: tuple[str, ...] | None = None  # inet: --block-direct's address set
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, False) and k != "name"}
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespaces: tuple[Namespace, ...]
+    links: tuple[Link, ...]
+
+    def addresses(self) -> dict[str, dict[str, str]]:
+        """namespace -> interface -> cidr, as planned."""
+        out: dict[str, dict[str, str]] = {ns.name: {} for ns in self.namespaces}
+        for ns in self.namespaces:
+            if ns.bridge and ns.bridge_cidr:
+                out[ns.name][ns.bridge] = ns.bridge_cidr
+        for link in self.links:
+            for end in (link.a, link.b):
+                if end.cidr:
+                    out[end.ns][end.name] = end.cidr
+        return out
+
+
+def _inet_cidr(ip: str) -> str:
+    return f"{ip}/{INET_PREFIXLEN}"
+
+
+def _bridge_port_name(ns: str) -> str:
+    return ("p-" + ns.removeprefix(NS_PREFIX))[:15]
+
+
+def inet_link(ns: str, ip: str, ifname: str = "eth0") -> Link:
+    """A host interface on the Internet segment (veth port on br0 in ntma-inet)."""
+    return Link(Iface(INET_NS, _bridge_port_name(ns)), Iface(ns, ifname, _inet_cidr(ip)), BRIDGE)
+
+
+def node_topology(
+    node: NodeDef, nat: str, guests: Sequence[NodeDef] = ()
+) -> tuple[list[Namespace], list[Link]]:
+    """`node` on the Internet directly, or behind its own NAT router; `guests` (nat "same")
+    share that router: its lan0 is then a bridge with one port per host behind it."""
+    if nat == "none":
+        if guests:
+            raise LabError(f"{guests[0].name} cannot share {node.name}'s NAT: it has none")
+        host = Namespace(node.ns, node.role, node=node.name, fqdn=node.fqdn, nat="none")
+        return [host], [inet_link(node.ns, node.direct_ip)]
+    gw, host_ip = f"{node.lan_net}.1", f"{node.lan_net}.2"
+    router = Namespace(
+        node.nat_ns, "nat", node=node.name, nat=nat, masquerade_oif="wan0", ip_forward=True
+    )
+    host = Namespace(node.ns, node.role, node=node.name, fqdn=node.fqdn, nat=nat, default_via=gw)
+    wan = inet_link(node.nat_ns, node.wan_ip, "wan0")
+    if not guests:
+        lan = Link(Iface(node.nat_ns, NAT_LAN, f"{gw}/24"), Iface(node.ns, "eth0", f"{host_ip}/24"))
+        return [router, host], [wan, lan]
+    router = replace(router, bridge=NAT_LAN, bridge_cidr=f"{gw}/24")
+    namespaces, links = [router, host], [wan, _lan_port(node, node, host_ip)]
+    for guest in guests:
+        namespaces.append(
+            Namespace(
+                guest.ns, guest.role, node=guest.name, fqdn=guest.fqdn, nat=SAME_NAT, default_via=gw
+            )
+        )
+        links.append(_lan_port(node, guest, f"{node.lan_net}.{guest.same_nat_host}"))
+    return namespaces, links
+
+
+def _lan_port(owner: NodeDef, host: NodeDef, ip: str) -> Link:
+    """A port of `owner`'s NAT LAN bridge, its peer `host`'s eth0 at `ip`."""
+    return Link(
+        Iface(owner.nat_ns, f"lan-{host.name}"[:15]), Iface(host.ns, "eth0", f"{ip}/24"), NAT_LAN
+    )
+
+
+def ntm_public_addresses() -> tuple[str, ...]:
+    """Every address an NTM end (node or adapter) can have on the Internet segment: its own
+    when it is public, its NAT router's wan0 otherwise."""
+    return tuple(sorted({ip for d in NTM_DEFS.values() for ip in (d.direct_ip, d.wan_ip)}))
+
+
+def resolve_nat_modes(nat_by_node: dict[str, str]) -> dict[str, str]:
+    """name -> NAT mode for every node and the adapter (defaults filled in), validated."""
+    defs = NTM_DEFS
+    unknown = sorted(set(nat_by_node) - set(defs))
+    if unknown:
+        raise LabError(f"unknown lab host {unknown[0]!r} (choose {tuple(defs)})")
+    nat_of = {name: nat_by_node.get(name, d.default_nat) for name, d in defs.items()}
+    for name, nat in nat_of.items():
+        modes = CN_NAT_MODES if defs[name].same_nat_as else NAT_MODES
+        if nat not in modes:
+            raise LabError(f"unknown NAT mode for {name}: {nat!r} (choose {modes})")
+        owner = defs[name].same_nat_as
+        if nat == SAME_NAT and owner and nat_of[owner] not in NAT_RULES:
+            raise LabError(
+                f"--{name}-nat {SAME_NAT} puts {name} behind {owner}'s NAT, but {owner} has "
+                f"none: add --{owner}-nat cone or --{owner}-nat symmetric"
+            )
+    return nat_of
+
+
+def adapter_topology(adapter: NodeDef, nat: str) -> tuple[list[Namespace], list[Link]]:
+    """The adapter attaches like a node and forwards; the GN hangs off its gn0, unaddressed."""
+    namespaces, links = node_topology(adapter, nat)
+    namespaces = [
+        replace(ns, ip_forward=True) if ns.name == adapter.ns else ns for ns in namespaces
+    ]
+    gn = Namespace(GN_NS, "general-node", node=adapter.name, fqdn=adapter.fqdn)
+    gn_link = Link(
+        Iface(adapter.ns, ADAPTER_GN_IFACE, ipv6=False), Iface(GN_NS, GN_IFACE, ipv6=False)
+    )
+    return [*namespaces, gn], [*links, gn_link]
+
+
+def build_topology(nat_by_node: dict[str, str], *, block_direct: bool = False) -> Topology:
+    nat_of = resolve_nat_modes(nat_by_node)
+    namespaces = [
+        Namespace(
+            INET_NS,
+            "inet",
+            bridge=BRIDGE,
+            block_udp_between=ntm_public_addresses() if block_direct else None,
+        ),
+        Namespace(DC_NS, "dc"),
+        Namespace(RS_NS, "relay"),
+        Namespace(WEB_NS, "web"),
+    ]
+    links = [inet_link(DC_NS, DC_IP), inet_link(RS_NS, RS_IP), inet_link(WEB_NS, WEB_IP)]
+    for node in NODE_DEFS:
+        if nat_of[node.name] == SAME_NAT:
+            continue  # built with the node whose NAT it shares
+        guests = [g for g in NODE_DEFS if g.same_nat_as == node.name and nat_of[g.name] == SAME_NAT]
+        nss, lks = node_topology(node, nat_of[node.name], guests)
+        namespaces += nss
+        links += lks
+    nss, lks = adapter_topology(ADAPTER_DEF, nat_of[ADAPTER_DEF.name])
+    return Topology(tuple(namespaces + nss), tuple(links + lks))
