@@ -10,7 +10,7 @@ import trio
 
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
-from ..proto.dhcp import Declined, DhcpServer, Ignored, Informed, Leased, Released
+from ..proto.dhcp import Declined, DhcpServer, Event, Ignored, Informed, Leased, Released
 from ..proto.ether import (
     BROADCAST_MAC,
     ETH_HEADER,
@@ -55,7 +55,9 @@ async def run_dhcp_responder(
                 reply = _answer_dhcp(frame, server, link, stats)
                 if reply is not None:
                     replies.append(reply)
-            _log_dhcp_events(server, link, log, stats)
+            events = server.events()
+            _learn_from_leases(events, link)
+            _log_dhcp_events(events, log, stats)
             stats.record(len(replies), sum(map(len, replies)), started)
             if replies:
                 await inject.send(replies)
@@ -77,10 +79,16 @@ def _answer_dhcp(frame: bytes, server: DhcpServer, link: GnLink, stats: StageSta
     return eth_header(dst_mac, link.adapter_mac, ETH_P_IP) + packet
 
 
-def _log_dhcp_events(server: DhcpServer, link: GnLink, log, stats: StageStats) -> None:
-    for event in server.events():
+def _learn_from_leases(events: list[Event], link: GnLink) -> None:
+    """A lease names the GN's MAC: inject frames packets for the VIP to it."""
+    for event in events:
         if isinstance(event, Leased):
-            link.gn_mac = event.mac
+            link.learn_gn_mac(event.mac, leased=True)
+
+
+def _log_dhcp_events(events: list[Event], log, stats: StageStats) -> None:
+    for event in events:
+        if isinstance(event, Leased):
             log.info(
                 "dhcp_lease",
                 mac=mac_text(event.mac),
