@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import trio
 
-from ..observe.spans import StageStats
+from ..observe.spans import PathStats, StageStats
 
 DATA_QUEUE_BATCHES = 16
 SIGNAL_QUEUE_BATCHES = 64
@@ -25,15 +25,50 @@ DIRECTION_QUEUE = 64
 
 
 class Batch(list):
-    """A batch that carries when its first stage received it, and the path whose
-    latency the last stage records (see spans.PathStats)."""
+    """Every channel's item: a list of packets, datagrams or (tunnel, packet) pairs that
+    carries when its first stage received it (perf_counter_ns; 0 if nobody stamped it)
+    and the path whose latency the last stage records (spans.PathStats; None: not
+    measured). Stages read both directly, so every producer sends a Batch."""
 
     __slots__ = ("arrived", "span")
+    framed = False  # a class attribute (free to create): see Frames
 
-    def __init__(self, items=(), arrived: int = 0, span=None) -> None:
+    def __init__(self, items=(), arrived: int = 0, span: PathStats | None = None) -> None:
         super().__init__(items)
         self.arrived = arrived
         self.span = span
+
+
+class Frames(Batch):
+    """A batch of complete Ethernet frames for the GN (ARP and DHCP replies); on the
+    inject channel every other batch holds IPv4 packets that inject frames for the GN."""
+
+    __slots__ = ()
+    framed = True
+
+
+class BatchingSend(trio.abc.SendChannel):
+    """A send end that wraps each plain list it is given in a Batch (no stamp, no
+    path), for the producers on the UDP send channel that build plain lists
+    (signalling, keep-alive), so the channel still carries one item type."""
+
+    def __init__(self, inner: trio.abc.SendChannel) -> None:
+        self._inner = inner
+
+    def send_nowait(self, items: list) -> None:
+        self._inner.send_nowait(Batch(items))
+
+    async def send(self, items: list) -> None:
+        await self._inner.send(Batch(items))
+
+    def clone(self) -> BatchingSend:
+        return BatchingSend(self._inner.clone())
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def send_or_drop(

@@ -17,7 +17,7 @@ from ..io.packetio import DatagramIO
 from ..observe.spans import Spans
 from ..proto.node_sm import NodeSignalling
 from ..proto.tunnel import TunnelTable
-from .channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
+from .channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES, BatchingSend
 from .hop import open_hop_channel
 from .keepalive import run_tunnel_keepalive
 from .receive import run_decapsulate, run_udp_receive
@@ -71,13 +71,17 @@ async def start_core(
         spans.path("response_relay"),
     )
     await nursery.start(
-        run_tunnel_keepalive, pipe.table, pipe.sm, to_udp_send[0].clone(), spans.stage("keepalive")
+        run_tunnel_keepalive,
+        pipe.table,
+        pipe.sm,
+        BatchingSend(to_udp_send[0].clone()),
+        spans.stage("keepalive"),
     )
     await nursery.start(
         run_signalling,
         pipe.sm,
         udp_to_signalling[1],
-        to_udp_send[0],
+        BatchingSend(to_udp_send[0]),
         pipe.broker,
         pipe.table,
         spans.stage("signalling"),

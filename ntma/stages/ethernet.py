@@ -12,7 +12,12 @@ Back to the GN:
     decapsulate (core) -> inject
     passthrough_in (kernel replies) -> inject
 inject is the raw socket's only writer: it frames IPv4 packets for the GN's MAC and
-sends prebuilt frames (ARP, DHCP) as they are.
+sends prebuilt frames (ARP, DHCP) as they are. Its channel carries one item type,
+channels.Batch, whose `framed` says which the batch holds (Frames sets it). That is
+the cheapest way on the hot path: one attribute read per batch and no extra task.
+Two channels into inject would need a second task writing the raw socket (Trio has
+no select), and framing at every producer would put the adapter's framing into the
+core's decapsulate, which the node shares.
 
 Overload: the tunnel and passthrough channels block (backpressure to capture); the
 ARP, DHCP and DNS channels drop the newest batch when full, so a flood of control
@@ -41,13 +46,8 @@ from ..proto.ether import (
 )
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.tunnel import Tunnel, TunnelTable
-from .channels import Batch, send_or_drop
+from .channels import Batch, Frames, send_or_drop
 from .writer import write_batches
-
-
-class Frames(Batch):
-    """A batch of complete Ethernet frames (inject sends them as they are); a plain
-    list on the inject channel holds IPv4 packets to frame for the GN."""
 
 
 async def run_capture(
@@ -137,20 +137,23 @@ async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -
     if Kind.DHCP in sorted_frames:
         dhcp = Frames(sorted_frames[Kind.DHCP], batch.arrived)
         send_or_drop(routes.dhcp, dhcp, stats, "dhcp_queue_full")
+    arrived = batch.arrived
     if Kind.DNS in sorted_frames:
-        packets = [frame[ETH_HEADER:] for frame in sorted_frames[Kind.DNS]]
+        packets = Batch([frame[ETH_HEADER:] for frame in sorted_frames[Kind.DNS]], arrived)
         send_or_drop(routes.dns, packets, stats, "dns_queue_full", len(packets))
     if Kind.TUNNEL in sorted_frames:
         packets = [frame[ETH_HEADER:] for frame in sorted_frames[Kind.TUNNEL]]
         routed, errors = route_to_tunnels(packets, table, link, mtu, stats)
         if errors:
+            errors = Batch(errors, arrived)
             send_or_drop(routes.inject, errors, stats, "inject_queue_full", len(errors))
         if routed:
             if routes.relay_span is not None:
-                routes.relay_span.record(time.perf_counter_ns() - batch.arrived, len(routed))
-            await routes.tunnel.send(routed)
+                routes.relay_span.record(time.perf_counter_ns() - arrived, len(routed))
+            await routes.tunnel.send(Batch(routed, arrived))
     if Kind.PASSTHROUGH in sorted_frames:
-        await routes.passthrough.send([f[ETH_HEADER:] for f in sorted_frames[Kind.PASSTHROUGH]])
+        packets = Batch([f[ETH_HEADER:] for f in sorted_frames[Kind.PASSTHROUGH]], arrived)
+        await routes.passthrough.send(packets)
 
 
 async def run_arp_responder(
@@ -213,7 +216,7 @@ async def run_passthrough_in(
                 stats.drop("not_ipv4", len(packets) - len(ipv4))
             stats.record(len(ipv4), sum(map(len, ipv4)), started)
             if ipv4:
-                await inject.send(ipv4)
+                await inject.send(Batch(ipv4, started))
             else:
                 await trio.lowlevel.checkpoint()
 
@@ -244,8 +247,8 @@ async def run_inject(
 ) -> None:
     """The raw socket's only writer: frames as they are, packets framed for the GN."""
 
-    def frames_of(batch: list[bytes]) -> list[bytes]:
-        return batch if isinstance(batch, Frames) else frame_packets(batch, link, stats)
+    def frames_of(batch: Batch) -> list[bytes]:
+        return batch if batch.framed else frame_packets(batch, link, stats)
 
     async with inbox:
         task_status.started()

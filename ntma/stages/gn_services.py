@@ -22,8 +22,8 @@ from ..proto.ether import (
     parse_udp,
 )
 from ..proto.gnlink import GnLink
+from .channels import Batch, Frames
 from .dns import CONCURRENT_QUERIES, DnsResolver
-from .ethernet import Frames
 
 
 class DhcpSlot:
@@ -50,7 +50,7 @@ async def run_dhcp_responder(
                 stats.drop("not_registered", len(frames))
                 continue
             started = time.perf_counter_ns()
-            replies = Frames()
+            replies = Frames((), frames.arrived)
             for frame in frames:
                 reply = _answer_dhcp(frame, server, link, stats)
                 if reply is not None:
@@ -129,6 +129,7 @@ async def run_dns_frames(
                     continue
                 nursery.start_soon(
                     _answer_dns,
+                    packets.arrived,
                     payload,
                     packet[12:16],
                     sport,
@@ -141,6 +142,7 @@ async def run_dns_frames(
 
 
 async def _answer_dns(
+    arrived: int,
     query: bytes,
     client_ip: bytes,
     client_port: int,
@@ -157,4 +159,4 @@ async def _answer_dns(
             return
         packet = build_udp(link.router_ip, client_ip, 53, client_port, reply)
         stats.record(1, len(packet), started)
-        await inject.send([packet])
+        await inject.send(Batch([packet], arrived))

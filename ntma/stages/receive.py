@@ -40,9 +40,8 @@ async def run_udp_receive(
             for item in batch:  # one pass; data is by far the common case
                 (data if is_data(item[0]) else signalling).append(item)
             if signalling:
-                send_or_drop(
-                    signal_out, signalling, stats, "signalling_queue_full", len(signalling)
-                )
+                signals = Batch(signalling, started)
+                send_or_drop(signal_out, signals, stats, "signalling_queue_full", len(signals))
             ended = time.perf_counter_ns()
             if data:
                 await data_out.send(Batch(data, started))

@@ -32,7 +32,7 @@ async def run_tun_read(
         while True:
             batch = await tun.read_batch(BATCH_MAX)
             arrived = time.perf_counter_ns()
-            await out.send(batch)
+            await out.send(Batch(batch, arrived))
             stats.record(len(batch), sum(map(len, batch)), arrived, arrived)
 
 
@@ -66,7 +66,7 @@ async def run_classify(
         task_status.started()
         async for batch in inbox:
             started = time.perf_counter_ns()
-            routed = classify_packets(batch, table, stats)
+            routed = Batch(classify_packets(batch, table, stats), batch.arrived)
             ended = time.perf_counter_ns()
             if routed:
                 await out.send(routed)
