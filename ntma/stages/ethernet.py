@@ -32,7 +32,7 @@ import time
 import trio
 
 from ..io.packetio import BATCH_MAX, PacketIO
-from ..observe.spans import StageStats
+from ..observe.spans import PathStats, StageStats
 from ..proto.buffer import CodecError
 from ..proto.ether import (
     ETH_HEADER,
@@ -70,12 +70,9 @@ async def run_capture(
 class FrameRoutes:
     """Where classify sends each kind of frame (one send channel per destination)."""
 
-    def __init__(self, *, arp, dhcp, dns, tunnel, passthrough, inject, spans=None) -> None:
+    def __init__(self, *, arp, dhcp, dns, tunnel, passthrough, inject) -> None:
         self.arp, self.dhcp, self.dns = arp, dhcp, dns
         self.tunnel, self.passthrough, self.inject = tunnel, passthrough, inject
-        # The paper's Table 2 paths that start here (None: not measured).
-        self.arp_span = spans.path("arp_processing") if spans else None
-        self.relay_span = spans.path("packet_relay") if spans else None
 
     def channels(self) -> list[trio.abc.SendChannel]:
         return [self.arp, self.dhcp, self.dns, self.tunnel, self.passthrough, self.inject]
@@ -111,19 +108,32 @@ async def run_classify_frames(
     table: TunnelTable,
     mtu: int,
     stats: StageStats,
+    arp_span: PathStats | None = None,
+    relay_span: PathStats | None = None,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """arp_span, if given, rides on ARP batches to inject (frame in -> reply sent);
+    relay_span, if given, measures frame in -> handed to encapsulate (packet relay)."""
     async with inbox, contextlib.AsyncExitStack() as outputs:
         for channel in routes.channels():
             await outputs.enter_async_context(channel)
         task_status.started()
         async for batch in inbox:
-            await _classify_batch(batch, routes, link, table, mtu, stats)
+            await _classify_batch(batch, routes, link, table, mtu, stats, arp_span, relay_span)
             stats.record(len(batch), sum(map(len, batch)), batch.arrived)
 
 
-async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -> None:
+async def _classify_batch(
+    batch: Batch,
+    routes: FrameRoutes,
+    link: GnLink,
+    table: TunnelTable,
+    mtu: int,
+    stats: StageStats,
+    arp_span: PathStats | None,
+    relay_span: PathStats | None,
+) -> None:
     sorted_frames: dict[Kind, list[bytes]] = {}
     for frame in batch:
         kind, reason = classify_frame(frame, link)
@@ -132,7 +142,7 @@ async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -
         else:
             sorted_frames.setdefault(kind, []).append(frame)
     if Kind.ARP in sorted_frames:
-        arp = Frames(sorted_frames[Kind.ARP], batch.arrived, routes.arp_span)
+        arp = Frames(sorted_frames[Kind.ARP], batch.arrived, arp_span)
         send_or_drop(routes.arp, arp, stats, "arp_queue_full")
     if Kind.DHCP in sorted_frames:
         dhcp = Frames(sorted_frames[Kind.DHCP], batch.arrived)
@@ -148,8 +158,8 @@ async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -
             errors = Batch(errors, arrived)
             send_or_drop(routes.inject, errors, stats, "inject_queue_full", len(errors))
         if routed:
-            if routes.relay_span is not None:
-                routes.relay_span.record(time.perf_counter_ns() - arrived, len(routed))
+            if relay_span is not None:
+                relay_span.record(time.perf_counter_ns() - arrived, len(routed))
             await routes.tunnel.send(Batch(routed, arrived))
     if Kind.PASSTHROUGH in sorted_frames:
         packets = Batch([f[ETH_HEADER:] for f in sorted_frames[Kind.PASSTHROUGH]], arrived)
