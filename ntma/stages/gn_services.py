@@ -10,7 +10,16 @@ import trio
 
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
-from ..proto.dhcp import Declined, DhcpServer, Event, Ignored, Informed, Leased, Released
+from ..proto.dhcp import (
+    Declined,
+    DhcpConfig,
+    DhcpServer,
+    Event,
+    Ignored,
+    Informed,
+    Leased,
+    Released,
+)
 from ..proto.ether import (
     BROADCAST_MAC,
     ETH_HEADER,
@@ -18,6 +27,7 @@ from ..proto.ether import (
     build_udp,
     eth_header,
     ip_packed,
+    ip_text,
     mac_text,
     parse_udp,
 )
@@ -30,6 +40,23 @@ class DhcpSlot:
     """Holds the DHCP server once the VIP (and so the router address) is known."""
 
     server: DhcpServer | None = None
+
+
+def serve_gn_vip(
+    link: GnLink, slot: DhcpSlot, vip: str, prefix_len: int, *, lease_time: int, mtu: int
+) -> bool:
+    """The DC gave the GN its VIP: the link answers for the pool and DHCP hands the VIP
+    out (router and DNS = the pool's first address). False if the GN had it already."""
+    if link.gn_ip is not None and ip_text(link.gn_ip) == vip:
+        return False
+    link.set_vip(vip, prefix_len)
+    config = DhcpConfig(
+        server_ip=ip_text(link.router_ip), prefix_len=prefix_len, lease_time=lease_time, mtu=mtu
+    )
+    server = DhcpServer(config)
+    server.set_address(vip)
+    slot.server = server
+    return True
 
 
 async def run_dhcp_responder(
