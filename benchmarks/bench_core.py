@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from ntma.bench.stages import GN_VIP, PEER_VIP, tunnel_pair, udp_packet
 from ntma.observe.spans import StageStats
 from ntma.proto.messages import DirectionRequest, decode_body, encode_body
 from ntma.proto.packet import unpack_data_header
 from ntma.proto.tunnel import Tunnel, TunnelTable
 from ntma.stages.receive import decapsulate_datagrams
 from ntma.stages.send import classify_packets, encapsulate_packets
+from ntma.testing.traffic import GN_VIP, PEER_VIP, udp_packet
+from ntma.testing.tunnels import tunnel_pair
 
 A_VIP, B_VIP = GN_VIP, PEER_VIP
 

@@ -10,34 +10,40 @@ from __future__ import annotations
 
 import socket
 import statistics
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dnslib import QTYPE, RR, A, DNSRecord
 
 from ..observe.spans import StageStats
-from ..proto.crypto import SignalBox, StaticKey, derive_tunnel_keys, ephemeral_public
+from ..proto.crypto import SignalBox, StaticKey
 from ..proto.dhcp import DhcpConfig, DhcpServer, build_dhcp
-from ..proto.ether import ETH_P_ARP, ETH_P_IP, build_udp, eth_header, ip_packed
-from ..proto.gnlink import GnLink, answer_arp, classify_frame
+from ..proto.ether import ETH_P_IP, build_udp, eth_header, ip_packed
+from ..proto.gnlink import answer_arp, classify_frame
 from ..proto.messages import DirectionRequest, Status
 from ..proto.node_sm import DirectionResolved
 from ..proto.packet import open_message, seal_message
-from ..proto.tunnel import Tunnel, TunnelTable
+from ..proto.tunnel import TunnelTable
 from ..stages.dns import DnsResolver
 from ..stages.ethernet import frame_packets, route_to_tunnels
 from ..stages.receive import decapsulate_datagrams
 from ..stages.send import encapsulate_packets
 from ..stages.signalling import DirectionBroker
-
-BATCH = 64
-ADAPTER_MAC = bytes.fromhex("02aa00000001")
-GN_MAC = bytes.fromhex("02bb00000002")
-GN_VIP, ROUTER, PEER_VIP = "10.99.0.3", "10.99.0.1", "10.99.0.2"
+from ..testing.traffic import (
+    ADAPTER_MAC,
+    BATCH,
+    GN_MAC,
+    GN_VIP,
+    PEER_VIP,
+    ROUTER,
+    arp_request_frame,
+    data_frames,
+    gn_link,
+    udp_packet,
+)
+from ..testing.tunnels import tunnel_pair
 
 
 @dataclass
@@ -75,79 +81,6 @@ def _time_batches(
         samples.append((time.perf_counter_ns() - started) // max(n, 1))
         packets += n
     return StageResult(stage, what, packets, samples)
-
-
-# --- realistic traffic -----------------------------------------------------------------
-
-
-def gn_link() -> GnLink:
-    link = GnLink(ADAPTER_MAC)
-    link.set_vip(GN_VIP, 16)
-    link.gn_mac = GN_MAC
-    return link
-
-
-def mirrored_keys(
-    a: StaticKey,
-    b: StaticKey,
-    tunnel_id: int = 7,
-    eph_a: X25519PrivateKey | None = None,
-    eph_b: X25519PrivateKey | None = None,
-):
-    """Both ends' TunnelKeys for one tunnel, as the handshake would give them."""
-    eph_a = eph_a or X25519PrivateKey.generate()
-    eph_b = eph_b or X25519PrivateKey.generate()
-    initiator = derive_tunnel_keys(
-        tunnel_id=tunnel_id,
-        initiator=True,
-        static=a,
-        peer_static=b.public,
-        ephemeral=eph_a,
-        peer_ephemeral=ephemeral_public(eph_b),
-    )
-    responder = derive_tunnel_keys(
-        tunnel_id=tunnel_id,
-        initiator=False,
-        static=b,
-        peer_static=a.public,
-        ephemeral=eph_b,
-        peer_ephemeral=ephemeral_public(eph_a),
-    )
-    return initiator, responder
-
-
-def tunnel_pair(tunnel_id: int = 7) -> tuple[Tunnel, Tunnel]:
-    ka, kb = mirrored_keys(StaticKey.generate(), StaticKey.generate(), tunnel_id)
-    return (
-        Tunnel(tunnel_id, "cn.ntm.example", PEER_VIP, ("198.51.100.30", 7401), ka, 0.0),
-        Tunnel(tunnel_id, "gn.ntm.example", GN_VIP, ("198.51.100.51", 7401), kb, 0.0),
-    )
-
-
-def udp_packet(src: str, dst: str, payload_len: int) -> bytes:
-    return build_udp(ip_packed(src), ip_packed(dst), 40000, 5201, bytes(payload_len))
-
-
-def data_frames(payload_len: int = 1372) -> list[bytes]:
-    """A batch of GN frames to a peer VIP (1400-byte IPv4 packets by default)."""
-    header = eth_header(ADAPTER_MAC, GN_MAC, ETH_P_IP)
-    return [header + udp_packet(GN_VIP, PEER_VIP, payload_len)] * BATCH
-
-
-def arp_request_frame(target: str = PEER_VIP) -> bytes:
-    body = struct.pack(
-        "!HHBBH6s4s6s4s",
-        1,
-        ETH_P_IP,
-        6,
-        4,
-        1,
-        GN_MAC,
-        ip_packed(GN_VIP),
-        bytes(6),
-        ip_packed(target),
-    )
-    return eth_header(b"\xff" * 6, GN_MAC, ETH_P_ARP) + body
 
 
 # --- the benchmarks -------------------------------------------------------------------
