@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 import trio
 
@@ -101,8 +102,47 @@ def route_to_tunnels(
     return routed, errors
 
 
+@dataclass(slots=True)
+class SortedFrames:
+    """One batch from the GN, sorted by where each frame goes next."""
+
+    arp: list[bytes]  # frames, for the ARP responder
+    dhcp: list[bytes]  # frames, for the DHCP responder
+    dns: list[bytes]  # IPv4 packets to the router's port 53
+    routed: list[tuple[Tunnel, bytes]]  # IPv4 packets for encapsulate (MSS clamped)
+    errors: list[bytes]  # ICMP errors back to the GN (no tunnel, too big with DF)
+    passthrough: list[bytes]  # IPv4 packets for the kernel
+
+
+def sort_frames(
+    frames: list[bytes], link: GnLink, table: TunnelTable, mtu: int, stats: StageStats
+) -> SortedFrames:
+    """classify_frames' work on one batch (drops counted), without the sends."""
+    by_kind: dict[Kind, list[bytes]] = {}
+    for frame in frames:
+        kind, reason = classify_frame(frame, link)
+        if kind is Kind.DROP:
+            stats.drop(reason)
+        else:
+            by_kind.setdefault(kind, []).append(frame)
+    to_tunnels = by_kind.get(Kind.TUNNEL)
+    if to_tunnels:
+        packets = [frame[ETH_HEADER:] for frame in to_tunnels]
+        routed, errors = route_to_tunnels(packets, table, link, mtu, stats)
+    else:
+        routed, errors = [], []
+    return SortedFrames(
+        arp=by_kind.get(Kind.ARP, []),
+        dhcp=by_kind.get(Kind.DHCP, []),
+        dns=[frame[ETH_HEADER:] for frame in by_kind.get(Kind.DNS, ())],
+        routed=routed,
+        errors=errors,
+        passthrough=[frame[ETH_HEADER:] for frame in by_kind.get(Kind.PASSTHROUGH, ())],
+    )
+
+
 async def run_classify_frames(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     routes: FrameRoutes,
     link: GnLink,
     table: TunnelTable,
@@ -120,55 +160,58 @@ async def run_classify_frames(
             await outputs.enter_async_context(channel)
         task_status.started()
         async for batch in inbox:
-            await _classify_batch(batch, routes, link, table, mtu, stats, arp_span, relay_span)
+            frames = sort_frames(batch, link, table, mtu, stats)
+            await _send_sorted(frames, batch.arrived, routes, stats, arp_span, relay_span)
             stats.record(len(batch), sum(map(len, batch)), batch.arrived)
 
 
-async def _classify_batch(
-    batch: Batch,
+async def _send_sorted(
+    frames: SortedFrames,
+    arrived: int,
     routes: FrameRoutes,
-    link: GnLink,
-    table: TunnelTable,
-    mtu: int,
     stats: StageStats,
     arp_span: PathStats | None,
     relay_span: PathStats | None,
 ) -> None:
-    sorted_frames: dict[Kind, list[bytes]] = {}
-    for frame in batch:
-        kind, reason = classify_frame(frame, link)
-        if kind is Kind.DROP:
-            stats.drop(reason)
-        else:
-            sorted_frames.setdefault(kind, []).append(frame)
-    if Kind.ARP in sorted_frames:
-        arp = Frames(sorted_frames[Kind.ARP], batch.arrived, arp_span)
+    """Control traffic first and without waiting (drop newest), then the data."""
+    if frames.arp:
+        arp = Frames(frames.arp, arrived, arp_span)
         send_or_drop(routes.arp, arp, stats, "arp_queue_full")
-    if Kind.DHCP in sorted_frames:
-        dhcp = Frames(sorted_frames[Kind.DHCP], batch.arrived)
-        send_or_drop(routes.dhcp, dhcp, stats, "dhcp_queue_full")
-    arrived = batch.arrived
-    if Kind.DNS in sorted_frames:
-        packets = Batch([frame[ETH_HEADER:] for frame in sorted_frames[Kind.DNS]], arrived)
-        send_or_drop(routes.dns, packets, stats, "dns_queue_full", len(packets))
-    if Kind.TUNNEL in sorted_frames:
-        packets = [frame[ETH_HEADER:] for frame in sorted_frames[Kind.TUNNEL]]
-        routed, errors = route_to_tunnels(packets, table, link, mtu, stats)
-        if errors:
-            errors = Batch(errors, arrived)
-            send_or_drop(routes.inject, errors, stats, "inject_queue_full", len(errors))
-        if routed:
-            if relay_span is not None:
-                relay_span.record(time.perf_counter_ns() - arrived, len(routed))
-            await routes.tunnel.send(Batch(routed, arrived))
-    if Kind.PASSTHROUGH in sorted_frames:
-        packets = Batch([f[ETH_HEADER:] for f in sorted_frames[Kind.PASSTHROUGH]], arrived)
-        await routes.passthrough.send(packets)
+    if frames.dhcp:
+        send_or_drop(routes.dhcp, Frames(frames.dhcp, arrived), stats, "dhcp_queue_full")
+    if frames.dns:
+        dns = Batch(frames.dns, arrived)
+        send_or_drop(routes.dns, dns, stats, "dns_queue_full", len(dns))
+    if frames.errors:
+        errors = Batch(frames.errors, arrived)
+        send_or_drop(routes.inject, errors, stats, "inject_queue_full", len(errors))
+    if frames.routed:
+        if relay_span is not None:
+            relay_span.record(time.perf_counter_ns() - arrived, len(frames.routed))
+        await routes.tunnel.send(Batch(frames.routed, arrived))
+    if frames.passthrough:
+        await routes.passthrough.send(Batch(frames.passthrough, arrived))
+
+
+def answer_arps(frames: list[bytes], link: GnLink, stats: StageStats) -> list[bytes]:
+    """The ARP responder's work on one batch: the replies (refusals counted)."""
+    replies = []
+    for frame in frames:
+        try:
+            reply = answer_arp(frame, link)
+        except CodecError:
+            stats.drop("malformed")
+            continue
+        if reply is None:
+            stats.drop("not_answered")
+        else:
+            replies.append(reply)
+    return replies
 
 
 async def run_arp_responder(
-    inbox: trio.abc.ReceiveChannel,
-    inject: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Frames],
+    inject: trio.abc.SendChannel[Batch],
     link: GnLink,
     stats: StageStats,
     *,
@@ -178,17 +221,7 @@ async def run_arp_responder(
         task_status.started()
         async for frames in inbox:
             started = time.perf_counter_ns()
-            replies = Frames((), frames.arrived, frames.span)
-            for frame in frames:
-                try:
-                    reply = answer_arp(frame, link)
-                except CodecError:
-                    stats.drop("malformed")
-                    continue
-                if reply is None:
-                    stats.drop("not_answered")
-                else:
-                    replies.append(reply)
+            replies = Frames(answer_arps(frames, link, stats), frames.arrived, frames.span)
             ended = time.perf_counter_ns()
             if replies:
                 await inject.send(replies)

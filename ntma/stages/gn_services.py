@@ -60,8 +60,8 @@ def serve_gn_vip(
 
 
 async def run_dhcp_responder(
-    inbox: trio.abc.ReceiveChannel,
-    inject: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Frames],
+    inject: trio.abc.SendChannel[Batch],
     slot: DhcpSlot,
     link: GnLink,
     stats: StageStats,
@@ -77,23 +77,34 @@ async def run_dhcp_responder(
                 stats.drop("not_registered", len(frames))
                 continue
             started = time.perf_counter_ns()
-            replies = Frames((), frames.arrived)
-            for frame in frames:
-                reply = _answer_dhcp(frame, server, link, stats)
-                if reply is not None:
-                    replies.append(reply)
-            events = server.events()
-            _learn_from_leases(events, link)
+            replies, events = answer_dhcp(frames, server, link, stats, trio.current_time())
             _log_dhcp_events(events, log, stats)
             stats.record(len(replies), sum(map(len, replies)), started)
             if replies:
-                await inject.send(replies)
+                await inject.send(Frames(replies, frames.arrived))
 
 
-def _answer_dhcp(frame: bytes, server: DhcpServer, link: GnLink, stats: StageStats):
+def answer_dhcp(
+    frames: list[bytes], server: DhcpServer, link: GnLink, stats: StageStats, now: float
+) -> tuple[list[bytes], list[Event]]:
+    """The DHCP responder's work on one batch: (reply frames, the server's events to
+    log); a lease also tells the link the GN's MAC."""
+    replies = []
+    for frame in frames:
+        reply = _answer_one(frame, server, link, stats, now)
+        if reply is not None:
+            replies.append(reply)
+    events = server.events()
+    _learn_from_leases(events, link)
+    return replies, events
+
+
+def _answer_one(
+    frame: bytes, server: DhcpServer, link: GnLink, stats: StageStats, now: float
+) -> bytes | None:
     try:
         _, _, payload = parse_udp(frame[ETH_HEADER:])
-        reply = server.handle(payload, trio.current_time())
+        reply = server.handle(payload, now)
     except CodecError:
         stats.drop("malformed")
         return None
