@@ -1,6 +1,8 @@
 """Queue sizes and overload policies for the pipeline's memory channels.
 
-Items are batches (lists), so one channel hop is paid per batch, not per packet. The
+Every channel between stages carries one item type, Batch (a list with an arrival
+stamp and the path it is measured on), so one hop is paid per batch, not per packet
+(the DNS responder's direction requests, names, go through signalling.DirectionBroker). The
 channels themselves are `hop.open_hop_channel`: bounded Trio-style memory channels whose
 hand-off to a waiting stage costs one scheduler pass, not two.
 - Data channels (tun -> classify -> encapsulate -> udp send; udp receive ->

@@ -53,7 +53,7 @@ from .writer import write_batches
 
 async def run_capture(
     raw: PacketIO,
-    out: trio.abc.SendChannel,
+    out: trio.abc.SendChannel[Batch],
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -229,7 +229,7 @@ async def run_arp_responder(
 
 
 async def run_passthrough_out(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     tun: PacketIO,
     stats: StageStats,
     *,
@@ -243,7 +243,7 @@ async def run_passthrough_out(
 
 async def run_passthrough_in(
     tun: PacketIO,
-    inject: trio.abc.SendChannel,
+    inject: trio.abc.SendChannel[Batch],
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -281,7 +281,7 @@ def frame_packets(packets: list[bytes], link: GnLink, stats: StageStats) -> list
 
 
 async def run_inject(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     raw: PacketIO,
     link: GnLink,
     stats: StageStats,

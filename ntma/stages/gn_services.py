@@ -143,8 +143,8 @@ def _log_dhcp_events(events: list[Event], log, stats: StageStats) -> None:
 
 
 async def run_dns_frames(
-    inbox: trio.abc.ReceiveChannel,
-    inject: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
+    inject: trio.abc.SendChannel[Batch],
     resolver: DnsResolver,
     link: GnLink,
     stats: StageStats,
@@ -185,7 +185,7 @@ async def _answer_dns(
     client_ip: bytes,
     client_port: int,
     resolver: DnsResolver,
-    inject: trio.abc.SendChannel,
+    inject: trio.abc.SendChannel[Batch],
     link: GnLink,
     limiter,
     stats,

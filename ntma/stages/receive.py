@@ -24,8 +24,8 @@ from .writer import write_batches
 
 async def run_udp_receive(
     udp: DatagramIO,
-    data_out: trio.abc.SendChannel,
-    signal_out: trio.abc.SendChannel,
+    data_out: trio.abc.SendChannel[Batch],
+    signal_out: trio.abc.SendChannel[Batch],
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -88,8 +88,8 @@ def decapsulate_datagrams(
 
 
 async def run_decapsulate(
-    inbox: trio.abc.ReceiveChannel,
-    out: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
+    out: trio.abc.SendChannel[Batch],
     table: TunnelTable,
     stats: StageStats,
     relay_span: PathStats | None = None,
@@ -113,7 +113,7 @@ async def run_decapsulate(
 
 
 async def run_tun_write(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     tun: PacketIO,
     stats: StageStats,
     *,

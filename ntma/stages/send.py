@@ -21,7 +21,7 @@ from .writer import write_batches
 
 async def run_tun_read(
     tun: PacketIO,
-    out: trio.abc.SendChannel,
+    out: trio.abc.SendChannel[Batch],
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -55,8 +55,8 @@ def classify_packets(
 
 
 async def run_classify(
-    inbox: trio.abc.ReceiveChannel,
-    out: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
+    out: trio.abc.SendChannel[Batch],
     table: TunnelTable,
     stats: StageStats,
     *,
@@ -86,8 +86,8 @@ def encapsulate_packets(
 
 
 async def run_encapsulate(
-    inbox: trio.abc.ReceiveChannel,
-    out: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
+    out: trio.abc.SendChannel[Batch],
     stats: StageStats,
     send_span: PathStats | None = None,
     *,
@@ -105,7 +105,7 @@ async def run_encapsulate(
 
 
 async def run_udp_send(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     udp: DatagramIO,
     stats: StageStats,
     *,
