@@ -36,7 +36,7 @@ class Batch(list):
     framed = False  # a class attribute (free to create): see Frames
 
     def __init__(self, items=(), arrived: int = 0, span: PathStats | None = None) -> None:
-        super().__init__(items)
+        list.__init__(self, items)  # not super(): one lookup less, per batch on every hop
         self.arrived = arrived
         self.span = span
 
