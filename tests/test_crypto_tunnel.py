@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ntma.bench.stages import mirrored_keys
 from ntma.proto.buffer import CodecError
 from ntma.proto.crypto import (
     AuthError,
@@ -47,6 +46,7 @@ from ntma.proto.packet import (
 )
 from ntma.proto.replay import WINDOW_BITS, ReplayWindow
 from ntma.proto.tunnel import MAX_COUNTER, ReplayError, Tunnel, TunnelTable
+from ntma.testing.tunnels import mirrored_keys
 
 NONCE = bytes.fromhex("0102030405060708090a0b0c")
 

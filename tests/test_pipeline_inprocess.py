@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from ntma.bench.pipeline import DC as DC_EP
-from ntma.bench.pipeline import start_fake_world
 from ntma.proto.ether import build_udp, ip_packed
 from ntma.proto.messages import Status
+from ntma.testing.world import DC as DC_EP
+from ntma.testing.world import start_fake_world
 
 
 def ipv4_udp(src: str, dst: str, payload: bytes) -> bytes:

@@ -28,13 +28,12 @@ from ..io.rawsock import RawSocket
 from ..io.tun import TunDevice, run_ip
 from ..node.lifecycle import log_final, make_signalling, wait_then_deregister
 from ..observe.spans import run_stats_logger
-from ..proto.dhcp import DhcpConfig, DhcpServer
 from ..proto.ether import ip_text
 from ..proto.gnlink import GnLink
 from ..proto.node import Registered
 from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver, run_dns_tcp
-from ..stages.gn_services import DhcpSlot
+from ..stages.gn_services import DhcpSlot, serve_gn_vip
 from ..stages.pipeline import AdapterParts, start_adapter_pipeline
 
 PASSTHROUGH_MTU = 1500
@@ -116,20 +115,12 @@ async def run_adapter(config: AdapterConfig) -> None:
             async with trio.open_nursery() as nursery:
 
                 async def on_registered(event: Registered) -> None:
-                    if link.gn_ip is not None and ip_text(link.gn_ip) == event.vip:
+                    lease_time, mtu = config.lease_time, config.mtu
+                    if not serve_gn_vip(
+                        link, slot, event.vip, event.prefix_len, lease_time=lease_time, mtu=mtu
+                    ):
                         return
-                    link.set_vip(event.vip, event.prefix_len)
                     router = ip_text(link.router_ip)
-                    server = DhcpServer(
-                        DhcpConfig(
-                            server_ip=router,
-                            prefix_len=event.prefix_len,
-                            lease_time=config.lease_time,
-                            mtu=config.mtu,
-                        )
-                    )
-                    server.set_address(event.vip)
-                    slot.server = server
                     await _configure_passthrough(passthrough, link, event.vip)
                     await nursery.start(_serve_tcp_dns, router, resolver, pipe)
                     log.info(

@@ -9,87 +9,18 @@ memory-channel hop costs, so the hops can be told apart from the stages' work.
 
 from __future__ import annotations
 
-import ipaddress
 import statistics
 import time
 
 import trio
 
-from ..dc.coordinator import Coordinator
-from ..dc.server import run_signalling_server
-from ..dc.store import NodeStore
-from ..io.fake import FakeNetwork, FakePackets
 from ..io.packetio import BATCH_MAX
-from ..observe.spans import Spans
-from ..proto.crypto import StaticKey
-from ..proto.node import NodeSignalling
 from ..stages.channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
-from ..stages.core import NodePipeline
 from ..stages.hop import open_hop_channel
-from ..stages.pipeline import start_node_pipeline
-from .stages import udp_packet
+from ..testing.traffic import udp_packet
+from ..testing.world import FakeNode, start_fake_world
 
-DC = ("198.51.100.10", 7400)
 HOPS_ON_DATA_PATH = 6  # tun_read>classify>encap>udp_send ... udp_receive>decap>tun_write
-
-
-class FakeNode:
-    """An NTM node whose TUN and UDP socket are in-memory fakes."""
-
-    def __init__(
-        self,
-        net: FakeNetwork,
-        name: str,
-        endpoint,
-        dc_key: StaticKey,
-        key: StaticKey,
-        tun_depth: int,
-    ) -> None:
-        self.udp = net.attach(endpoint)
-        self.tun = FakePackets(depth=tun_depth)
-        self.sm = NodeSignalling(
-            fqdn=f"{name}.ntm.example",
-            static=key,
-            dc_public=dc_key.public,
-            dc_endpoint=DC,
-            local_endpoints=lambda: [endpoint],
-            epoch_offset=1.7e9,
-        )
-        self.pipe = NodePipeline(self.sm)
-        self.vip = ""
-
-    async def on_registered(self, event) -> None:
-        self.vip = event.vip
-
-
-async def start_fake_world(
-    nursery: trio.Nursery, *, depth: int = 64, keepalive_s: int = 15
-) -> tuple[FakeNetwork, dict[str, FakeNode]]:
-    """A DC and two registered nodes, mn and cn (both public), on a FakeNetwork."""
-    net = FakeNetwork(depth=depth)
-    dc_key = StaticKey.generate()
-    keys = {n: StaticKey.generate() for n in ("mn", "cn")}
-    store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
-    dc = Coordinator(
-        static=dc_key,
-        store=store,
-        zone="ntm.example",
-        admission={f"{n}.ntm.example": k.public for n, k in keys.items()},
-        keepalive_s=keepalive_s,
-        keepalive_misses=3,
-        epoch_offset=1.7e9,
-    )
-    await nursery.start(run_signalling_server, dc, net.attach(DC), Spans())
-    nodes = {
-        "mn": FakeNode(net, "mn", ("198.51.100.41", 7401), dc_key, keys["mn"], depth),
-        "cn": FakeNode(net, "cn", ("198.51.100.30", 7401), dc_key, keys["cn"], depth),
-    }
-    for node in nodes.values():
-        await start_node_pipeline(nursery, node.pipe, node.tun, node.udp, node.on_registered)
-    with trio.fail_after(10):
-        while not all(node.vip for node in nodes.values()):
-            await trio.sleep(0.01)
-    return net, nodes
 
 
 async def _light_load(mn: FakeNode, cn: FakeNode, count: int) -> list[int]:

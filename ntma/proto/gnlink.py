@@ -4,6 +4,9 @@ Rules:
 - GnLink holds everything known about the link: our MAC, the router address
   (the first address of the VIP pool, where the adapter answers), the GN's VIP
   once registered, and the GN's MAC once it has shown itself.
+- The GN's MAC is learnt in one method, learn_gn_mac(), from three sources: a DHCP
+  lease (always wins: the server keeps to one client), and, while the MAC is still
+  unknown, the first IPv4 frame or ARP from the GN's VIP (a GN with a static VIP).
 - classify_frame() sorts one frame into a Kind; frames that are not the GN's
   (another source MAC, or a source IP other than its VIP) are refused with a
   reason, so they can be counted.
@@ -64,6 +67,11 @@ class GnLink:
     def in_pool(self, packed: bytes) -> bool:
         return int.from_bytes(packed, "big") & self.pool_mask == self.pool_net
 
+    def learn_gn_mac(self, mac: bytes, *, leased: bool = False) -> None:
+        """The GN showed itself with this MAC; a lease replaces what was learnt."""
+        if leased or self.gn_mac is None:
+            self.gn_mac = mac
+
     def foreign_mac(self, frame: bytes) -> bool:
         return self.gn_mac is not None and frame[6:12] != self.gn_mac
 
@@ -102,8 +110,8 @@ def classify_frame(frame: bytes, link: GnLink) -> tuple[Kind, str]:
         return Kind.DROP, "not_registered"
     if frame[26:30] != link.gn_ip:
         return Kind.DROP, "foreign_ip"
-    if link.gn_mac is None:
-        link.gn_mac = frame[6:12]  # a GN with a static VIP shows itself here
+    if link.gn_mac is None:  # tested here so the hot path pays no call
+        link.learn_gn_mac(frame[6:12])  # a GN with a static VIP shows itself here
     elif frame[6:12] != link.gn_mac:
         return Kind.DROP, "foreign_mac"
     dst = frame[30:34]
@@ -128,8 +136,8 @@ def answer_arp(frame: bytes, link: GnLink) -> bytes | None:
     if sender_mac != frame[6:12]:
         raise CodecError("ARP sender MAC differs from the frame's source")
     probe_or_gratuitous = sender_ip in (_ZERO_IP, target_ip)
-    if link.gn_ip is not None and sender_ip == link.gn_ip and link.gn_mac is None:
-        link.gn_mac = sender_mac
+    if link.gn_ip is not None and sender_ip == link.gn_ip:
+        link.learn_gn_mac(sender_mac)
     if op != ARP_REQUEST or probe_or_gratuitous or link.router_ip is None:
         return None
     if target_ip == link.gn_ip or not (target_ip == link.router_ip or link.in_pool(target_ip)):

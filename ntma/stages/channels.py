@@ -1,6 +1,8 @@
 """Queue sizes and overload policies for the pipeline's memory channels.
 
-Items are batches (lists), so one channel hop is paid per batch, not per packet. The
+Every channel between stages carries one item type, Batch (a list with an arrival
+stamp and the path it is measured on), so one hop is paid per batch, not per packet
+(the DNS responder's direction requests, names, go through signalling.DirectionBroker). The
 channels themselves are `hop.open_hop_channel`: bounded Trio-style memory channels whose
 hand-off to a waiting stage costs one scheduler pass, not two.
 - Data channels (tun -> classify -> encapsulate -> udp send; udp receive ->
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import trio
 
-from ..observe.spans import StageStats
+from ..observe.spans import PathStats, StageStats
 
 DATA_QUEUE_BATCHES = 16
 SIGNAL_QUEUE_BATCHES = 64
@@ -25,15 +27,26 @@ DIRECTION_QUEUE = 64
 
 
 class Batch(list):
-    """A batch that carries when its first stage received it, and the path whose
-    latency the last stage records (see spans.PathStats)."""
+    """Every channel's item: a list of packets, datagrams or (tunnel, packet) pairs that
+    carries when its first stage received it (perf_counter_ns; 0 if nobody stamped it)
+    and the path whose latency the last stage records (spans.PathStats; None: not
+    measured). Stages read both directly, so every producer sends a Batch."""
 
     __slots__ = ("arrived", "span")
+    framed = False  # a class attribute (free to create): see Frames
 
-    def __init__(self, items=(), arrived: int = 0, span=None) -> None:
-        super().__init__(items)
+    def __init__(self, items=(), arrived: int = 0, span: PathStats | None = None) -> None:
+        list.__init__(self, items)  # not super(): one lookup less, per batch on every hop
         self.arrived = arrived
         self.span = span
+
+
+class Frames(Batch):
+    """A batch of complete Ethernet frames for the GN (ARP and DHCP replies); on the
+    inject channel every other batch holds IPv4 packets that inject frames for the GN."""
+
+    __slots__ = ()
+    framed = True
 
 
 def send_or_drop(

@@ -17,7 +17,7 @@ from ..io.packetio import DatagramIO
 from ..observe.spans import Spans
 from ..proto.node import NodeSignalling
 from ..proto.tunnel import TunnelTable
-from .channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES
+from .channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES, Batch
 from .hop import open_hop_channel
 from .keepalive import run_tunnel_keepalive
 from .receive import run_decapsulate, run_udp_receive
@@ -42,9 +42,9 @@ async def start_core(
     nursery: trio.Nursery,
     pipe: NodePipeline,
     udp: DatagramIO,
-    decap_out: trio.abc.SendChannel,
+    decap_out: trio.abc.SendChannel[Batch],
     on_registered,
-) -> trio.abc.SendChannel:
+) -> trio.abc.SendChannel[Batch]:
     """Start encapsulate, udp_send, udp_receive, decapsulate and signalling.
 
     Decapsulated packet batches go to decap_out (the front end's writer). Returns the
@@ -72,7 +72,10 @@ async def start_core(
         spans.path("response_relay"),
     )
     await nursery.start(
-        run_tunnel_keepalive, pipe.table, to_udp_send[0].clone(), spans.stage("keepalive")
+        run_tunnel_keepalive,
+        pipe.table,
+        to_udp_send[0].clone(),
+        spans.stage("keepalive"),
     )
     await nursery.start(
         run_signalling,

@@ -12,7 +12,12 @@ Back to the GN:
     decapsulate (core) -> inject
     passthrough_in (kernel replies) -> inject
 inject is the raw socket's only writer: it frames IPv4 packets for the GN's MAC and
-sends prebuilt frames (ARP, DHCP) as they are.
+sends prebuilt frames (ARP, DHCP) as they are. Its channel carries one item type,
+channels.Batch, whose `framed` says which the batch holds (Frames sets it). That is
+the cheapest way on the hot path: one attribute read per batch and no extra task.
+Two channels into inject would need a second task writing the raw socket (Trio has
+no select), and framing at every producer would put the adapter's framing into the
+core's decapsulate, which the node shares.
 
 Overload: the tunnel and passthrough channels block (backpressure to capture); the
 ARP, DHCP and DNS channels drop the newest batch when full, so a flood of control
@@ -23,11 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 import trio
 
 from ..io.packetio import BATCH_MAX, PacketIO
-from ..observe.spans import StageStats
+from ..observe.spans import PathStats, StageStats
 from ..proto.buffer import CodecError
 from ..proto.ether import (
     ETH_HEADER,
@@ -41,18 +47,13 @@ from ..proto.ether import (
 )
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.tunnel import Tunnel, TunnelTable
-from .channels import Batch, send_or_drop
+from .channels import Batch, Frames, send_or_drop
 from .writer import write_batches
-
-
-class Frames(Batch):
-    """A batch of complete Ethernet frames (inject sends them as they are); a plain
-    list on the inject channel holds IPv4 packets to frame for the GN."""
 
 
 async def run_capture(
     raw: PacketIO,
-    out: trio.abc.SendChannel,
+    out: trio.abc.SendChannel[Batch],
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -70,12 +71,9 @@ async def run_capture(
 class FrameRoutes:
     """Where classify sends each kind of frame (one send channel per destination)."""
 
-    def __init__(self, *, arp, dhcp, dns, tunnel, passthrough, inject, spans=None) -> None:
+    def __init__(self, *, arp, dhcp, dns, tunnel, passthrough, inject) -> None:
         self.arp, self.dhcp, self.dns = arp, dhcp, dns
         self.tunnel, self.passthrough, self.inject = tunnel, passthrough, inject
-        # The paper's Table 2 paths that start here (None: not measured).
-        self.arp_span = spans.path("arp_processing") if spans else None
-        self.relay_span = spans.path("packet_relay") if spans else None
 
     def channels(self) -> list[trio.abc.SendChannel]:
         return [self.arp, self.dhcp, self.dns, self.tunnel, self.passthrough, self.inject]
@@ -104,58 +102,124 @@ def route_to_tunnels(
     return routed, errors
 
 
+@dataclass(slots=True)
+class SortedFrames:
+    """One batch from the GN, sorted by where each frame goes next."""
+
+    arp: list[bytes]  # frames, for the ARP responder
+    dhcp: list[bytes]  # frames, for the DHCP responder
+    dns: list[bytes]  # IPv4 packets to the router's port 53
+    routed: list[tuple[Tunnel, bytes]]  # IPv4 packets for encapsulate (MSS clamped)
+    errors: list[bytes]  # ICMP errors back to the GN (no tunnel, too big with DF)
+    passthrough: list[bytes]  # IPv4 packets for the kernel
+
+
+def sort_frames(
+    frames: list[bytes], link: GnLink, table: TunnelTable, mtu: int, stats: StageStats
+) -> SortedFrames:
+    """classify_frames' work on one batch (drops counted), without the sends."""
+    arp, dhcp, dns, tunnel, passthrough = [], [], [], [], []
+    # One dict lookup and call per frame: cheaper than setdefault(kind, []).append.
+    append = {
+        Kind.ARP: arp.append,
+        Kind.DHCP: dhcp.append,
+        Kind.DNS: dns.append,
+        Kind.TUNNEL: tunnel.append,
+        Kind.PASSTHROUGH: passthrough.append,
+    }
+    drop = Kind.DROP
+    for frame in frames:
+        kind, reason = classify_frame(frame, link)
+        if kind is drop:
+            stats.drop(reason)
+        else:
+            append[kind](frame)
+    if tunnel:
+        packets = [frame[ETH_HEADER:] for frame in tunnel]
+        routed, errors = route_to_tunnels(packets, table, link, mtu, stats)
+    else:
+        routed, errors = [], []
+    return SortedFrames(
+        arp=arp,
+        dhcp=dhcp,
+        dns=[frame[ETH_HEADER:] for frame in dns] if dns else dns,
+        routed=routed,
+        errors=errors,
+        passthrough=[frame[ETH_HEADER:] for frame in passthrough] if passthrough else passthrough,
+    )
+
+
 async def run_classify_frames(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     routes: FrameRoutes,
     link: GnLink,
     table: TunnelTable,
     mtu: int,
     stats: StageStats,
+    arp_span: PathStats | None = None,
+    relay_span: PathStats | None = None,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """arp_span, if given, rides on ARP batches to inject (frame in -> reply sent);
+    relay_span, if given, measures frame in -> handed to encapsulate (packet relay)."""
     async with inbox, contextlib.AsyncExitStack() as outputs:
         for channel in routes.channels():
             await outputs.enter_async_context(channel)
         task_status.started()
         async for batch in inbox:
-            await _classify_batch(batch, routes, link, table, mtu, stats)
+            frames = sort_frames(batch, link, table, mtu, stats)
+            await _send_sorted(frames, batch.arrived, routes, stats, arp_span, relay_span)
             stats.record(len(batch), sum(map(len, batch)), batch.arrived)
 
 
-async def _classify_batch(batch, routes: FrameRoutes, link, table, mtu, stats) -> None:
-    sorted_frames: dict[Kind, list[bytes]] = {}
-    for frame in batch:
-        kind, reason = classify_frame(frame, link)
-        if kind is Kind.DROP:
-            stats.drop(reason)
-        else:
-            sorted_frames.setdefault(kind, []).append(frame)
-    if Kind.ARP in sorted_frames:
-        arp = Frames(sorted_frames[Kind.ARP], batch.arrived, routes.arp_span)
+async def _send_sorted(
+    frames: SortedFrames,
+    arrived: int,
+    routes: FrameRoutes,
+    stats: StageStats,
+    arp_span: PathStats | None,
+    relay_span: PathStats | None,
+) -> None:
+    """Control traffic first and without waiting (drop newest), then the data."""
+    if frames.arp:
+        arp = Frames(frames.arp, arrived, arp_span)
         send_or_drop(routes.arp, arp, stats, "arp_queue_full")
-    if Kind.DHCP in sorted_frames:
-        dhcp = Frames(sorted_frames[Kind.DHCP], batch.arrived)
-        send_or_drop(routes.dhcp, dhcp, stats, "dhcp_queue_full")
-    if Kind.DNS in sorted_frames:
-        packets = [frame[ETH_HEADER:] for frame in sorted_frames[Kind.DNS]]
-        send_or_drop(routes.dns, packets, stats, "dns_queue_full", len(packets))
-    if Kind.TUNNEL in sorted_frames:
-        packets = [frame[ETH_HEADER:] for frame in sorted_frames[Kind.TUNNEL]]
-        routed, errors = route_to_tunnels(packets, table, link, mtu, stats)
-        if errors:
-            send_or_drop(routes.inject, errors, stats, "inject_queue_full", len(errors))
-        if routed:
-            if routes.relay_span is not None:
-                routes.relay_span.record(time.perf_counter_ns() - batch.arrived, len(routed))
-            await routes.tunnel.send(routed)
-    if Kind.PASSTHROUGH in sorted_frames:
-        await routes.passthrough.send([f[ETH_HEADER:] for f in sorted_frames[Kind.PASSTHROUGH]])
+    if frames.dhcp:
+        send_or_drop(routes.dhcp, Frames(frames.dhcp, arrived), stats, "dhcp_queue_full")
+    if frames.dns:
+        dns = Batch(frames.dns, arrived)
+        send_or_drop(routes.dns, dns, stats, "dns_queue_full", len(dns))
+    if frames.errors:
+        errors = Batch(frames.errors, arrived)
+        send_or_drop(routes.inject, errors, stats, "inject_queue_full", len(errors))
+    if frames.routed:
+        if relay_span is not None:
+            relay_span.record(time.perf_counter_ns() - arrived, len(frames.routed))
+        await routes.tunnel.send(Batch(frames.routed, arrived))
+    if frames.passthrough:
+        await routes.passthrough.send(Batch(frames.passthrough, arrived))
+
+
+def answer_arps(frames: list[bytes], link: GnLink, stats: StageStats) -> list[bytes]:
+    """The ARP responder's work on one batch: the replies (refusals counted)."""
+    replies = []
+    for frame in frames:
+        try:
+            reply = answer_arp(frame, link)
+        except CodecError:
+            stats.drop("malformed")
+            continue
+        if reply is None:
+            stats.drop("not_answered")
+        else:
+            replies.append(reply)
+    return replies
 
 
 async def run_arp_responder(
-    inbox: trio.abc.ReceiveChannel,
-    inject: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Frames],
+    inject: trio.abc.SendChannel[Batch],
     link: GnLink,
     stats: StageStats,
     *,
@@ -165,17 +229,7 @@ async def run_arp_responder(
         task_status.started()
         async for frames in inbox:
             started = time.perf_counter_ns()
-            replies = Frames((), frames.arrived, frames.span)
-            for frame in frames:
-                try:
-                    reply = answer_arp(frame, link)
-                except CodecError:
-                    stats.drop("malformed")
-                    continue
-                if reply is None:
-                    stats.drop("not_answered")
-                else:
-                    replies.append(reply)
+            replies = Frames(answer_arps(frames, link, stats), frames.arrived, frames.span)
             ended = time.perf_counter_ns()
             if replies:
                 await inject.send(replies)
@@ -183,7 +237,7 @@ async def run_arp_responder(
 
 
 async def run_passthrough_out(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     tun: PacketIO,
     stats: StageStats,
     *,
@@ -197,7 +251,7 @@ async def run_passthrough_out(
 
 async def run_passthrough_in(
     tun: PacketIO,
-    inject: trio.abc.SendChannel,
+    inject: trio.abc.SendChannel[Batch],
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -213,7 +267,7 @@ async def run_passthrough_in(
                 stats.drop("not_ipv4", len(packets) - len(ipv4))
             stats.record(len(ipv4), sum(map(len, ipv4)), started)
             if ipv4:
-                await inject.send(ipv4)
+                await inject.send(Batch(ipv4, started))
             else:
                 await trio.lowlevel.checkpoint()
 
@@ -235,7 +289,7 @@ def frame_packets(packets: list[bytes], link: GnLink, stats: StageStats) -> list
 
 
 async def run_inject(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     raw: PacketIO,
     link: GnLink,
     stats: StageStats,
@@ -244,8 +298,8 @@ async def run_inject(
 ) -> None:
     """The raw socket's only writer: frames as they are, packets framed for the GN."""
 
-    def frames_of(batch: list[bytes]) -> list[bytes]:
-        return batch if isinstance(batch, Frames) else frame_packets(batch, link, stats)
+    def frames_of(batch: Batch) -> list[bytes]:
+        return batch if batch.framed else frame_packets(batch, link, stats)
 
     async with inbox:
         task_status.started()

@@ -10,7 +10,16 @@ import trio
 
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
-from ..proto.dhcp import Declined, DhcpServer, Ignored, Informed, Leased, Released
+from ..proto.dhcp import (
+    Declined,
+    DhcpConfig,
+    DhcpServer,
+    Event,
+    Ignored,
+    Informed,
+    Leased,
+    Released,
+)
 from ..proto.ether import (
     BROADCAST_MAC,
     ETH_HEADER,
@@ -18,12 +27,13 @@ from ..proto.ether import (
     build_udp,
     eth_header,
     ip_packed,
+    ip_text,
     mac_text,
     parse_udp,
 )
 from ..proto.gnlink import GnLink
+from .channels import Batch, Frames
 from .dns import CONCURRENT_QUERIES, DnsResolver
-from .ethernet import Frames
 
 
 class DhcpSlot:
@@ -32,9 +42,26 @@ class DhcpSlot:
     server: DhcpServer | None = None
 
 
+def serve_gn_vip(
+    link: GnLink, slot: DhcpSlot, vip: str, prefix_len: int, *, lease_time: int, mtu: int
+) -> bool:
+    """The DC gave the GN its VIP: the link answers for the pool and DHCP hands the VIP
+    out (router and DNS = the pool's first address). False if the GN had it already."""
+    if link.gn_ip is not None and ip_text(link.gn_ip) == vip:
+        return False
+    link.set_vip(vip, prefix_len)
+    config = DhcpConfig(
+        server_ip=ip_text(link.router_ip), prefix_len=prefix_len, lease_time=lease_time, mtu=mtu
+    )
+    server = DhcpServer(config)
+    server.set_address(vip)
+    slot.server = server
+    return True
+
+
 async def run_dhcp_responder(
-    inbox: trio.abc.ReceiveChannel,
-    inject: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Frames],
+    inject: trio.abc.SendChannel[Batch],
     slot: DhcpSlot,
     link: GnLink,
     stats: StageStats,
@@ -50,21 +77,34 @@ async def run_dhcp_responder(
                 stats.drop("not_registered", len(frames))
                 continue
             started = time.perf_counter_ns()
-            replies = Frames()
-            for frame in frames:
-                reply = _answer_dhcp(frame, server, link, stats)
-                if reply is not None:
-                    replies.append(reply)
-            _log_dhcp_events(server, link, log, stats)
+            replies, events = answer_dhcp(frames, server, link, stats, trio.current_time())
+            _log_dhcp_events(events, log, stats)
             stats.record(len(replies), sum(map(len, replies)), started)
             if replies:
-                await inject.send(replies)
+                await inject.send(Frames(replies, frames.arrived))
 
 
-def _answer_dhcp(frame: bytes, server: DhcpServer, link: GnLink, stats: StageStats):
+def answer_dhcp(
+    frames: list[bytes], server: DhcpServer, link: GnLink, stats: StageStats, now: float
+) -> tuple[list[bytes], list[Event]]:
+    """The DHCP responder's work on one batch: (reply frames, the server's events to
+    log); a lease also tells the link the GN's MAC."""
+    replies = []
+    for frame in frames:
+        reply = _answer_one(frame, server, link, stats, now)
+        if reply is not None:
+            replies.append(reply)
+    events = server.events()
+    _learn_from_leases(events, link)
+    return replies, events
+
+
+def _answer_one(
+    frame: bytes, server: DhcpServer, link: GnLink, stats: StageStats, now: float
+) -> bytes | None:
     try:
         _, _, payload = parse_udp(frame[ETH_HEADER:])
-        reply = server.handle(payload, trio.current_time())
+        reply = server.handle(payload, now)
     except CodecError:
         stats.drop("malformed")
         return None
@@ -77,10 +117,16 @@ def _answer_dhcp(frame: bytes, server: DhcpServer, link: GnLink, stats: StageSta
     return eth_header(dst_mac, link.adapter_mac, ETH_P_IP) + packet
 
 
-def _log_dhcp_events(server: DhcpServer, link: GnLink, log, stats: StageStats) -> None:
-    for event in server.events():
+def _learn_from_leases(events: list[Event], link: GnLink) -> None:
+    """A lease names the GN's MAC: inject frames packets for the VIP to it."""
+    for event in events:
         if isinstance(event, Leased):
-            link.gn_mac = event.mac
+            link.learn_gn_mac(event.mac, leased=True)
+
+
+def _log_dhcp_events(events: list[Event], log, stats: StageStats) -> None:
+    for event in events:
+        if isinstance(event, Leased):
             log.info(
                 "dhcp_lease",
                 mac=mac_text(event.mac),
@@ -97,8 +143,8 @@ def _log_dhcp_events(server: DhcpServer, link: GnLink, log, stats: StageStats) -
 
 
 async def run_dns_frames(
-    inbox: trio.abc.ReceiveChannel,
-    inject: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
+    inject: trio.abc.SendChannel[Batch],
     resolver: DnsResolver,
     link: GnLink,
     stats: StageStats,
@@ -121,6 +167,7 @@ async def run_dns_frames(
                     continue
                 nursery.start_soon(
                     _answer_dns,
+                    packets.arrived,
                     payload,
                     packet[12:16],
                     sport,
@@ -133,11 +180,12 @@ async def run_dns_frames(
 
 
 async def _answer_dns(
+    arrived: int,
     query: bytes,
     client_ip: bytes,
     client_port: int,
     resolver: DnsResolver,
-    inject: trio.abc.SendChannel,
+    inject: trio.abc.SendChannel[Batch],
     link: GnLink,
     limiter,
     stats,
@@ -149,4 +197,4 @@ async def _answer_dns(
             return
         packet = build_udp(link.router_ip, client_ip, 53, client_port, reply)
         stats.record(1, len(packet), started)
-        await inject.send([packet])
+        await inject.send(Batch([packet], arrived))

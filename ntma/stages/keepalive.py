@@ -15,6 +15,7 @@ import trio
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
 from ..proto.tunnel import TunnelTable
+from .channels import Batch
 
 KEEPALIVE_S = 10.0
 EXPIRE_S = 180.0
@@ -63,4 +64,4 @@ async def run_tunnel_keepalive(
             await trio.sleep(KEEPALIVE_S)
             datagrams = keepalive_round(table, sent_before, trio.current_time(), stats, log)
             if datagrams:
-                await udp_out.send(datagrams)
+                await udp_out.send(Batch(datagrams))

@@ -7,7 +7,9 @@ Adapter front end (GN link, see ethernet.py):
     passthrough_in -> inject;  (core) decapsulate -> inject
 
 Channel items are batches; see channels.py for sizes and overload policies. Stages
-are started from the sinks backwards, so no producer runs before its consumer.
+are started from the sinks backwards, so no producer runs before its consumer. The
+paper's Table 2 paths (spans.path) are handed, here and in core.py, to the stage where
+each path starts, as an argument beside its StageStats; the batch carries it on.
 """
 
 from __future__ import annotations
@@ -95,7 +97,6 @@ async def start_adapter_pipeline(
         tunnel=to_encap,
         passthrough=to_passthrough[0],
         inject=inject,
-        spans=spans,
     )
     await nursery.start(
         run_classify_frames,
@@ -105,5 +106,7 @@ async def start_adapter_pipeline(
         pipe.table,
         parts.mtu,
         spans.stage("classify"),
+        spans.path("arp_processing"),
+        spans.path("packet_relay"),
     )
     await nursery.start(run_capture, parts.raw, to_classify[0], spans.stage("capture"))

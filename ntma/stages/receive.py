@@ -24,8 +24,8 @@ from .writer import write_batches
 
 async def run_udp_receive(
     udp: DatagramIO,
-    data_out: trio.abc.SendChannel,
-    signal_out: trio.abc.SendChannel,
+    data_out: trio.abc.SendChannel[Batch],
+    signal_out: trio.abc.SendChannel[Batch],
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -40,9 +40,8 @@ async def run_udp_receive(
             for item in batch:  # one pass; data is by far the common case
                 (data if is_data(item[0]) else signalling).append(item)
             if signalling:
-                send_or_drop(
-                    signal_out, signalling, stats, "signalling_queue_full", len(signalling)
-                )
+                signals = Batch(signalling, started)
+                send_or_drop(signal_out, signals, stats, "signalling_queue_full", len(signals))
             ended = time.perf_counter_ns()
             if data:
                 await data_out.send(Batch(data, started))
@@ -89,8 +88,8 @@ def decapsulate_datagrams(
 
 
 async def run_decapsulate(
-    inbox: trio.abc.ReceiveChannel,
-    out: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
+    out: trio.abc.SendChannel[Batch],
     table: TunnelTable,
     stats: StageStats,
     relay_span: PathStats | None = None,
@@ -114,7 +113,7 @@ async def run_decapsulate(
 
 
 async def run_tun_write(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     tun: PacketIO,
     stats: StageStats,
     *,

@@ -21,7 +21,7 @@ from .writer import write_batches
 
 async def run_tun_read(
     tun: PacketIO,
-    out: trio.abc.SendChannel,
+    out: trio.abc.SendChannel[Batch],
     stats: StageStats,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
@@ -32,7 +32,7 @@ async def run_tun_read(
         while True:
             batch = await tun.read_batch(BATCH_MAX)
             arrived = time.perf_counter_ns()
-            await out.send(batch)
+            await out.send(Batch(batch, arrived))
             stats.record(len(batch), sum(map(len, batch)), arrived, arrived)
 
 
@@ -55,8 +55,8 @@ def classify_packets(
 
 
 async def run_classify(
-    inbox: trio.abc.ReceiveChannel,
-    out: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
+    out: trio.abc.SendChannel[Batch],
     table: TunnelTable,
     stats: StageStats,
     *,
@@ -66,7 +66,7 @@ async def run_classify(
         task_status.started()
         async for batch in inbox:
             started = time.perf_counter_ns()
-            routed = classify_packets(batch, table, stats)
+            routed = Batch(classify_packets(batch, table, stats), batch.arrived)
             ended = time.perf_counter_ns()
             if routed:
                 await out.send(routed)
@@ -86,8 +86,8 @@ def encapsulate_packets(
 
 
 async def run_encapsulate(
-    inbox: trio.abc.ReceiveChannel,
-    out: trio.abc.SendChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
+    out: trio.abc.SendChannel[Batch],
     stats: StageStats,
     send_span: PathStats | None = None,
     *,
@@ -105,7 +105,7 @@ async def run_encapsulate(
 
 
 async def run_udp_send(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     udp: DatagramIO,
     stats: StageStats,
     *,

@@ -19,7 +19,7 @@ from ..proto.machine import Drops
 from ..proto.messages import Status
 from ..proto.names import normalize_fqdn
 from ..proto.node import DirectionResolved, NodeSignalling, Registered
-from .channels import DIRECTION_QUEUE
+from .channels import DIRECTION_QUEUE, Batch
 
 
 class DirectionBroker:
@@ -114,7 +114,7 @@ async def _flush(sm, udp_out, broker, log, on_registered) -> None:
             await on_registered(event)
     datagrams = sm.datagrams_to_send()
     if datagrams:
-        await udp_out.send(datagrams)
+        await udp_out.send(Batch(datagrams))
 
 
 def _count_drops(drops: Drops, counted: Counter[str], stats: StageStats) -> None:

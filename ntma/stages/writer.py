@@ -8,14 +8,15 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ..observe.spans import StageStats
+from .channels import Batch
 
 
 async def write_batches(
-    inbox: trio.abc.ReceiveChannel,
+    inbox: trio.abc.ReceiveChannel[Batch],
     write: Callable[[list], Awaitable[int]],
     stats: StageStats,
     refused: str,
-    prepare: Callable[[list], list] | None = None,
+    prepare: Callable[[Batch], list] | None = None,
 ) -> None:
     """For each batch: prepare it (optional), write it, record the time per item and
     count items the writer did not take under `refused`. A batch on a measured path
@@ -34,6 +35,6 @@ async def write_batches(
         first = items[0]
         nbytes = sum(len(i[0]) for i in items) if isinstance(first, tuple) else sum(map(len, items))
         stats.record(written, nbytes, started, sent)
-        span = getattr(batch, "span", None)
+        span = batch.span
         if span is not None and written:
             span.record(sent - batch.arrived, written, sent - sending)
