@@ -16,6 +16,7 @@ cookie (a fresh key per reply, derived from its random nonce, since there is no 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -141,10 +142,11 @@ class Initiator:
         return e_pub + encrypted_static + sym.encrypt_and_hash(payload)
 
     def read_response(self, message: bytes) -> tuple[bytes, SessionKeys]:
-        """Message 2: e, ee, se, then the payload. Raises NoiseError."""
+        """Message 2: e, ee, se, then the payload. Raises NoiseError, leaving this handshake
+        as it was (a forged response must not spoil the real one that may follow)."""
         if len(message) < MSG2_OVERHEAD:
             raise NoiseError("handshake response too short")
-        sym, re = self._sym, message[:KEY_LEN]
+        sym, re = copy.copy(self._sym), message[:KEY_LEN]
         sym.mix_hash(re)
         sym.mix_key(_dh(self._e, re))
         sym.mix_key(_dh(self._static.private, re))
