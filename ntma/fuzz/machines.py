@@ -239,7 +239,7 @@ def _feed_node(node: NodeSignalling, datagram: bytes, addr: Endpoint) -> None:
 def _node_seeds() -> list[bytes]:
     msgs = seeds.messages()
     out = [seeds.sealed(m, "dc", "mn") for m in msgs] + [seeds.sealed(m, "cn", "mn") for m in msgs]
-    return out + [wrap_envelope(0x11223344, seeds.sealed(msgs[20], "cn", "mn"))]
+    return out + [wrap_envelope(0x11223344, seeds.sealed(seeds.tunnel_request(), "cn", "mn"))]
 
 
 def _node_sealed_seeds() -> list[bytes]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import Mutator
-from .registry import Target
+from .registry import PropertyFailure, Target
 
 _PACKAGE = str(Path(__file__).resolve().parents[1])  # .../ntma
 
@@ -34,9 +34,13 @@ class Result:
 
 
 def crash_location(exc: BaseException) -> str:
-    """The innermost frame inside ntma/ outside the fuzz harness, else the innermost frame."""
+    """For an exception, the innermost frame in ntma/ outside the fuzz harness; for a
+    property that failed, the line of the target that checked it."""
     frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if f.filename.startswith(_PACKAGE) and "/fuzz/" not in f.filename]
+    if isinstance(exc, PropertyFailure):
+        ours = [f for f in frames if not f.filename.endswith("registry.py")]
+    else:
+        ours = [f for f in frames if f.filename.startswith(_PACKAGE) and "/fuzz/" not in f.filename]
     frame = (ours or frames)[-1]
     return f"{Path(frame.filename).name}:{frame.lineno}"
 

@@ -8,6 +8,7 @@ bytes. The lab's addresses are used throughout: VIP pool 10.99.0.0/16, router
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from functools import cache
 from hashlib import sha256
 from pathlib import Path
@@ -157,6 +158,14 @@ def messages() -> list[Message]:
         DirectionResponse(5, Status.NOT_NTM),
         RouteDirection(6, plain),
         RouteDirection(6, relay_route),
+        RouteDirection(
+            12,
+            replace(
+                with_relay,
+                tunnel_id=0x55667788,
+                peer_endpoints=[CN_ENDPOINT, ("2001:db8:1::30", 7401)],
+            ),
+        ),
         RouteDirectionAck(6, 0x11223344),
         Deregister(8, ts),
         DeregisterAck(8),
@@ -168,6 +177,10 @@ def messages() -> list[Message]:
         RelayBind(11, ts, grant()),
         RelayBound(11, 0x11223344, MN_ENDPOINT),
     ]
+
+
+def tunnel_request() -> TunnelRequest:
+    return next(m for m in messages() if isinstance(m, TunnelRequest))
 
 
 def bodies_of(msg_type: int) -> list[bytes]:
@@ -196,7 +209,7 @@ def data_packets() -> list[bytes]:
 
 
 def envelopes() -> list[bytes]:
-    request = messages()[20]
+    request = tunnel_request()
     return [wrap_envelope(0x11223344, sealed(request, "mn", "cn"))]
 
 
