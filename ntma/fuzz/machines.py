@@ -37,6 +37,7 @@ from ..proto.messages import (
     encode_body,
     message_type,
     sendable_endpoint,
+    sendable_endpoints,
 )
 from ..proto.node_sm import NodeSignalling
 from ..proto.packet import SIG_HEADER, VERSION, open_message, wrap_envelope
@@ -152,8 +153,27 @@ _DC_SENDERS = [
 def _feed_dc(dc: Coordinator, datagram: bytes, addr: Endpoint, via_probe: bool) -> None:
     dc.receive(datagram, addr, 1.0, via_probe=via_probe)
     dc.handle_timer(1.0)
-    _check_out(dc.datagrams_to_send() + dc.probe_datagrams_to_send())
+    out = dc.datagrams_to_send() + dc.probe_datagrams_to_send()
+    _check_out(out)
+    for sent, to in out:
+        _check_directions(sent, to)
     dc.events()
+
+
+_RECIPIENTS = {seeds.MN_ENDPOINT: "mn", seeds.CN_ENDPOINT: "cn"}
+
+
+def _check_directions(datagram: bytes, to: Endpoint) -> None:
+    """A Direction the DC sends names only endpoints its receiver may send to (issue 10:
+    Register endpoints were copied into Directions unchecked)."""
+    name = _RECIPIENTS.get(to)
+    if name is None:
+        return
+    _, msg = open_message(datagram, lambda _: _box(name, "dc"))
+    direction = getattr(msg, "direction", None)
+    if direction is not None:
+        endpoints = direction.peer_endpoints
+        check(sendable_endpoints(endpoints) == endpoints, f"directs to {endpoints}")
 
 
 def _dc_seeds() -> list[bytes]:
