@@ -242,8 +242,9 @@ def test_longest_name_parses_and_every_reply_fits():
 
 
 def test_label_with_a_dot_inside_answers_with_the_question_labels():
-    """The text form of b"a.b" is two labels; a 63-byte label full of escapes does not
-    pack back from text. The answer then names the question's own labels, lower-cased."""
+    """The text form of the label b"a.b" reads back as two labels (as before issue 10); a
+    63-byte label of escaped bytes does not pack back from text at all, so the answer then
+    names the question's own labels."""
     query = dns.parse_query(bytes.fromhex(HEADER + " 03 612e62 03 636f6d 00" + QTAIL))
     reply = DNSRecord.parse(dns.answer_for_status(query, Status.OK, "10.99.0.6"))
     assert reply.rr[0].rname.label == (b"a", b"b", b"com")  # IDNA splits on the dot
