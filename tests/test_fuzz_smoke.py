@@ -107,3 +107,32 @@ def test_cli_table_and_repro(capsys):
     assert "packet.peek_sender" in out and " 200 " in out
     assert main(["--repro", "dns.parse_query", "00"]) == 0
     assert main(["--list"]) == 0
+
+
+class _Armed:
+    """A stateful fake target: b"go" crashes only after b"arm" (noise in between)."""
+
+    def __init__(self) -> None:
+        self.history: list[bytes] = []
+        self.armed = False
+
+    def run(self, data: bytes) -> None:
+        self.history.append(data)
+        if data == b"arm":
+            self.armed = True
+        elif data == b"go" and self.armed:
+            exc = RuntimeError("went off")
+            exc.fuzz_history = tuple(self.history[:-1])  # as machines._guarded does
+            raise exc
+
+    def reset(self) -> None:
+        self.history, self.armed = [], False
+
+
+def test_a_stateful_crash_is_reported_with_the_inputs_it_needs():
+    armed = _Armed()
+    target = Target("test.armed", armed.run, lambda: [b"x", b"arm", b"y", b"go"], reset=armed.reset)
+    result = run_target(target, inputs=4)
+    (crash,) = result.crashes.values()
+    assert crash.before == (b"arm",) and crash.first_input == b"go"
+    assert "--repro test.armed 61726d 676f" in format_crashes([result])

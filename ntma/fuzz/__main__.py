@@ -11,7 +11,7 @@ import sys
 import traceback
 
 from .catalog import all_targets, smoke_targets
-from .runner import format_crashes, format_table, run_one, run_target
+from .runner import format_crashes, format_table, replay, run_target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="time limit per target")
     parser.add_argument("--smoke", action="store_true", help="only the targets CI runs")
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
-    parser.add_argument("--repro", nargs=2, metavar=("TARGET", "HEX"), help="run one input")
+    parser.add_argument(
+        "--repro", nargs="+", metavar="TARGET HEX", help="feed inputs (hex) to a fresh target"
+    )
     args = parser.parse_args(argv)
     targets = smoke_targets() if args.smoke else all_targets()
     if args.list:
@@ -30,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{t.name:32} {'smoke' if t.smoke else '     '}  {t.doc}")
         return 0
     if args.repro:
-        exc = run_one(all_targets()[args.repro[0]], bytes.fromhex(args.repro[1]))
+        if len(args.repro) < 2:
+            parser.error("--repro takes a target and at least one hex input")
+        inputs = [bytes.fromhex(text) for text in args.repro[1:]]
+        exc = replay(all_targets()[args.repro[0]], inputs)
         if exc is None:
             print("no crash")
             return 0

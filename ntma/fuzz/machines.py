@@ -3,7 +3,8 @@
 Each machine is set up as in a running network (the DC with mn and cn registered, the
 node registered and directed to expect cn's Tunnel Request, the RS with both ends of a
 tunnel bound) and reused for RESET_EVERY inputs, so inputs also meet the state earlier
-ones left; a crash's input is re-run on a fresh machine by `--repro`.
+ones left. A crash is reported with the earlier inputs it needs (the runner drops the
+others), and `--repro` feeds them all to a fresh machine.
 
 Two kinds of input per machine: `*.receive` takes the datagram as it arrives (mostly
 exercising the header checks, since a mutated sealed packet fails authentication), and
@@ -63,18 +64,21 @@ def _counter_random() -> Callable[[int], bytes]:
 
 
 class _Fixture:
-    """Builds a machine with `make`, hands it out RESET_EVERY times, then builds anew."""
+    """Builds a machine with `make`, hands it out RESET_EVERY times, then builds anew; keeps
+    the inputs fed since, so a crash that needs the state they left can be reproduced."""
 
     def __init__(self, make: Callable[[], object]) -> None:
         self._make, self._machine, self._uses = make, None, 0
+        self.history: list[bytes] = []
 
-    def get(self) -> object:
+    def get(self, data: bytes) -> object:
         if self._machine is None or self._uses >= RESET_EVERY:
-            self._machine, self._uses = self._make(), 0
+            self._machine, self._uses, self.history = self._make(), 0, []
         self._uses += 1
+        self.history.append(data)
         return self._machine
 
-    def discard(self) -> None:  # after a crash the state is suspect
+    def reset(self) -> None:  # after a crash the state is suspect
         self._machine = None
 
 
@@ -101,11 +105,12 @@ def _check_out(out: list[tuple[bytes, Endpoint]]) -> None:
 
 def _guarded(fixture: _Fixture, feed: Callable[[object, bytes], None]) -> Callable[[bytes], None]:
     def run(data: bytes) -> None:
-        machine = fixture.get()
+        machine = fixture.get(data)
         try:
             feed(machine, data)
-        except BaseException:
-            fixture.discard()
+        except BaseException as exc:
+            exc.fuzz_history = tuple(fixture.history[:-1])  # type: ignore[attr-defined]
+            fixture.reset()
             raise
 
     return run
@@ -143,7 +148,7 @@ def _make_dc() -> Coordinator:
     return dc
 
 
-_DC = _Fixture(_make_dc)
+_DC_RAW, _DC_SEALED = _Fixture(_make_dc), _Fixture(_make_dc)
 _DC_SENDERS = [
     ("mn", seeds.MN_ENDPOINT),
     ("cn", seeds.CN_ENDPOINT),
@@ -190,13 +195,22 @@ def _dc_sealed_seeds() -> list[bytes]:
     ]
 
 
-@target("dc.receive", _dc_seeds, rejects=(), smoke=False, max_input=MAX_DATAGRAM)
+@target(
+    "dc.receive", _dc_seeds, rejects=(), smoke=False, max_input=MAX_DATAGRAM, reset=_DC_RAW.reset
+)
 def fuzz_dc_receive(data: bytes) -> None:
     """Coordinator.receive on raw datagrams from mn's endpoint; also on the probe port."""
-    _guarded(_DC, lambda dc, d: _feed_dc(dc, d, seeds.MN_ENDPOINT, bool(d[-1:] == b"\0")))(data)
+    _guarded(_DC_RAW, lambda dc, d: _feed_dc(dc, d, seeds.MN_ENDPOINT, bool(d[-1:] == b"\0")))(data)
 
 
-@target("dc.sealed", _dc_sealed_seeds, rejects=(), smoke=False, max_input=MAX_DATAGRAM)
+@target(
+    "dc.sealed",
+    _dc_sealed_seeds,
+    rejects=(),
+    smoke=False,
+    max_input=MAX_DATAGRAM,
+    reset=_DC_SEALED.reset,
+)
 def fuzz_dc_sealed(data: bytes) -> None:
     """[selector][type][body] sealed by mn, cn or a stranger (selector & 3), probe port if & 4."""
 
@@ -206,7 +220,7 @@ def fuzz_dc_sealed(data: bytes) -> None:
         name, addr = _DC_SENDERS[d[0] % 3]
         _feed_dc(dc, _seal(d[2:], d[1], name, "dc"), addr, bool(d[0] & 4))
 
-    _guarded(_DC, feed)(data)
+    _guarded(_DC_SEALED, feed)(data)
 
 
 # --- the node ----------------------------------------------------------------------------
@@ -245,7 +259,7 @@ def _make_node() -> NodeSignalling:
     return node
 
 
-_NODE = _Fixture(_make_node)
+_NODE_RAW, _NODE_SEALED = _Fixture(_make_node), _Fixture(_make_node)
 _NODE_SENDERS = [("dc", seeds.DC_ENDPOINT), ("cn", seeds.CN_ENDPOINT), ("rs", seeds.RS_ENDPOINT)]
 
 
@@ -268,13 +282,27 @@ def _node_sealed_seeds() -> list[bytes]:
     return [_sealed_input(s, m) for m in seeds.messages() for s in (0, 1, 2, 5)]
 
 
-@target("node.receive", _node_seeds, rejects=(), smoke=False, max_input=MAX_DATAGRAM)
+@target(
+    "node.receive",
+    _node_seeds,
+    rejects=(),
+    smoke=False,
+    max_input=MAX_DATAGRAM,
+    reset=_NODE_RAW.reset,
+)
 def fuzz_node_receive(data: bytes) -> None:
     """NodeSignalling.receive on raw datagrams (from the DC's endpoint)."""
-    _guarded(_NODE, lambda node, d: _feed_node(node, d, seeds.DC_ENDPOINT))(data)
+    _guarded(_NODE_RAW, lambda node, d: _feed_node(node, d, seeds.DC_ENDPOINT))(data)
 
 
-@target("node.sealed", _node_sealed_seeds, rejects=(), smoke=False, max_input=MAX_DATAGRAM)
+@target(
+    "node.sealed",
+    _node_sealed_seeds,
+    rejects=(),
+    smoke=False,
+    max_input=MAX_DATAGRAM,
+    reset=_NODE_SEALED.reset,
+)
 def fuzz_node_sealed(data: bytes) -> None:
     """[selector][type][body] sealed by the DC, cn or the RS (selector % 3); & 4: via the relay."""
 
@@ -287,7 +315,7 @@ def fuzz_node_sealed(data: bytes) -> None:
             datagram = wrap_envelope(0x11223344, datagram)
         _feed_node(node, datagram, addr)
 
-    _guarded(_NODE, feed)(data)
+    _guarded(_NODE_SEALED, feed)(data)
 
 
 # --- the RS ------------------------------------------------------------------------------
@@ -309,7 +337,7 @@ def _make_relay() -> Relay:
     return relay
 
 
-_RELAY = _Fixture(_make_relay)
+_RELAY_RAW, _RELAY_SEALED = _Fixture(_make_relay), _Fixture(_make_relay)
 _RELAY_SENDERS = [
     ("mn", seeds.MN_ENDPOINT),
     ("cn", seeds.CN_ENDPOINT),
@@ -329,10 +357,17 @@ def _relay_seeds() -> list[bytes]:
     return binds + seeds.data_packets() + seeds.envelopes()
 
 
-@target("rs.receive", _relay_seeds, rejects=(), smoke=False, max_input=MAX_DATAGRAM)
+@target(
+    "rs.receive",
+    _relay_seeds,
+    rejects=(),
+    smoke=False,
+    max_input=MAX_DATAGRAM,
+    reset=_RELAY_RAW.reset,
+)
 def fuzz_relay_receive(data: bytes) -> None:
     """Relay.receive on raw datagrams from mn's bound endpoint."""
-    _guarded(_RELAY, lambda relay, d: _feed_relay(relay, d, seeds.MN_ENDPOINT))(data)
+    _guarded(_RELAY_RAW, lambda relay, d: _feed_relay(relay, d, seeds.MN_ENDPOINT))(data)
 
 
 @target(
@@ -343,6 +378,7 @@ def fuzz_relay_receive(data: bytes) -> None:
     rejects=(),
     smoke=False,
     max_input=MAX_DATAGRAM,
+    reset=_RELAY_SEALED.reset,
 )
 def fuzz_relay_sealed(data: bytes) -> None:
     """[selector][type][body] sealed by mn, cn or a stranger (selector % 3)."""
@@ -353,4 +389,4 @@ def fuzz_relay_sealed(data: bytes) -> None:
         name, addr = _RELAY_SENDERS[d[0] % 3]
         _feed_relay(relay, _seal(d[2:], d[1], name, "rs"), addr)
 
-    _guarded(_RELAY, feed)(data)
+    _guarded(_RELAY_SEALED, feed)(data)

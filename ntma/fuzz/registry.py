@@ -32,6 +32,7 @@ class Target:
     smoke: bool = True  # part of the CI smoke test (machine targets wait for their fixes)
     doc: str = ""
     max_input: int = 4096  # the longest input the engine makes for it
+    reset: Callable[[], object] | None = None  # a stateful target: start from a fresh state
 
 
 TARGETS: dict[str, Target] = {}
@@ -44,6 +45,7 @@ def target(
     rejects: tuple[type[BaseException], ...] = (CodecError,),
     smoke: bool = True,
     max_input: int = 4096,
+    reset: Callable[[], object] | None = None,
 ) -> Callable[[Callable[[bytes], object]], Callable[[bytes], object]]:
     """Register the decorated function as target `name`."""
 
@@ -51,7 +53,9 @@ def target(
         if name in TARGETS:
             raise ValueError(f"fuzz target {name} registered twice")
         doc = (run.__doc__ or "").strip().splitlines()
-        TARGETS[name] = Target(name, run, seeds, rejects, smoke, doc[0] if doc else "", max_input)
+        TARGETS[name] = Target(
+            name, run, seeds, rejects, smoke, doc[0] if doc else "", max_input, reset
+        )
         return run
 
     return register

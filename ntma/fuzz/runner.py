@@ -21,6 +21,7 @@ class Crash:
     message: str
     first_input: bytes
     count: int = 0
+    before: tuple[bytes, ...] = ()  # earlier inputs the crash needs (stateful targets)
 
 
 @dataclass
@@ -43,6 +44,10 @@ def crash_location(exc: BaseException) -> str:
         ours = [f for f in frames if f.filename.startswith(_PACKAGE) and "/fuzz/" not in f.filename]
     frame = (ours or frames)[-1]
     return f"{Path(frame.filename).name}:{frame.lineno}"
+
+
+def crash_key(exc: BaseException) -> tuple[str, str]:
+    return type(exc).__name__, crash_location(exc)
 
 
 def run_one(target: Target, data: bytes) -> BaseException | None:
@@ -75,15 +80,44 @@ def run_target(
         if elapsed_us > result.slowest_us:
             result.slowest_us, result.slowest_input = elapsed_us, data
         if exc is not None:
-            key = (type(exc).__name__, crash_location(exc))
+            key = crash_key(exc)
             crash = result.crashes.get(key)
             if crash is None:
-                crash = result.crashes[key] = Crash(*key, str(exc)[:200], data)
+                before = minimal_history(target, getattr(exc, "fuzz_history", ()), data, key)
+                crash = result.crashes[key] = Crash(*key, str(exc)[:200], data, before=before)
             crash.count += 1
         if deadline is not None and index % 256 == 0 and time.perf_counter() > deadline:
             break
     result.seconds = time.perf_counter() - started
     return result
+
+
+def replay(target: Target, inputs: list[bytes]) -> BaseException | None:
+    """Feed inputs to a fresh state in order; the crash the last one causes, or None."""
+    if target.reset is not None:
+        target.reset()
+    for data in inputs[:-1]:
+        run_one(target, data)
+    exc = run_one(target, inputs[-1])
+    if target.reset is not None:
+        target.reset()
+    return exc
+
+
+def minimal_history(
+    target: Target, history: tuple[bytes, ...], data: bytes, key: tuple[str, str]
+) -> tuple[bytes, ...]:
+    """The earlier inputs a stateful crash needs, each dropped that it does not need (one
+    greedy pass; history is at most one fixture's lifetime, so this stays cheap)."""
+    if target.reset is None:
+        return ()
+    kept = list(history)
+    for i in reversed(range(len(kept))):
+        trial = kept[:i] + kept[i + 1 :]
+        exc = replay(target, [*trial, data])
+        if exc is not None and crash_key(exc) == key:
+            kept = trial
+    return tuple(kept)
 
 
 def format_table(results: list[Result]) -> str:
@@ -109,8 +143,9 @@ def format_crashes(results: list[Result]) -> str:
     lines = []
     for r in results:
         for crash in r.crashes.values():
+            inputs = " ".join(d.hex() for d in (*crash.before, crash.first_input))
             lines.append(
                 f"{r.target}: {crash.kind} at {crash.location} x{crash.count}: {crash.message}\n"
-                f"    python -m ntma.fuzz --repro {r.target} {crash.first_input.hex()}"
+                f"    python -m ntma.fuzz --repro {r.target} {inputs}"
             )
     return "\n".join(lines)
