@@ -15,7 +15,9 @@ from .runner import format_crashes, format_table, replay, run_target
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ntma.fuzz", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ntma.fuzz", description="Fuzz ntma's decoders and machines in process."
+    )
     parser.add_argument("--target", action="append", help="a target name or prefix (repeatable)")
     parser.add_argument("--inputs", type=int, default=10_000, help="inputs per target")
     parser.add_argument("--seed", type=int, default=0, help="mutation engine seed")
@@ -23,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="only the targets CI runs")
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
     parser.add_argument(
-        "--repro", nargs="+", metavar="TARGET HEX", help="feed inputs (hex) to a fresh target"
+        "--repro",
+        nargs="+",
+        metavar="ARG",
+        help="TARGET HEX [HEX ...]: feed the inputs, in order, to a fresh target",
     )
     args = parser.parse_args(argv)
     targets = smoke_targets() if args.smoke else all_targets()
