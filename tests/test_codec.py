@@ -747,3 +747,21 @@ def test_endpoint_round_trip_matches_layout(address, port):
     r = Reader(raw)
     assert r.endpoint() == (str(address), port)
     r.expect_end()
+
+
+# --- issue 10: limits where fields enter ----------------------------------------------
+
+
+@given(size=st.integers(0, 600), count=st.integers(0, 40))
+def test_register_decodes_exactly_within_the_name_and_endpoint_limits(size, count):
+    from ntma.proto.messages import MAX_LOCAL_ENDPOINTS, MAX_NAME_BYTES
+
+    body = (
+        Writer().u32(1).u64(0).blob(b"a" * size).u8(count).getvalue()
+        + Writer().endpoint(("192.0.2.1", 7401)).getvalue() * count
+    )
+    if size <= MAX_NAME_BYTES and count <= MAX_LOCAL_ENDPOINTS:
+        assert encode_body(decode_body(MsgType.REGISTER, body)) == body
+    else:
+        with pytest.raises(CodecError, match="limit"):
+            decode_body(MsgType.REGISTER, body)

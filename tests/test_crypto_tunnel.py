@@ -329,11 +329,11 @@ def test_tunnel_out_of_order_within_window(keys):
 def test_tunnel_counter_older_than_the_window_is_refused(keys):
     mn, cn = _tunnel_pair(keys)
     datagrams = [mn.seal(PACKET) for _ in range(WINDOW_BITS + 1)]
-    assert WINDOW_BITS == 2048
-    _open(cn, datagrams[WINDOW_BITS])  # counter 2048 is now the highest
+    assert WINDOW_BITS == 8192  # issue 10: at least 8,000
+    _open(cn, datagrams[WINDOW_BITS])  # counter 8192 is now the highest
     with pytest.raises(ReplayError, match="too old"):
-        _open(cn, datagrams[0])  # 2048 behind: outside the window
-    assert _open(cn, datagrams[1]) == PACKET  # 2047 behind: the oldest still accepted
+        _open(cn, datagrams[0])  # 8192 behind: outside the window
+    assert _open(cn, datagrams[1]) == PACKET  # 8191 behind: the oldest still accepted
     assert _open(cn, datagrams[WINDOW_BITS - 1]) == PACKET
 
 
@@ -389,9 +389,10 @@ def test_replay_window_basics():
 
 def test_replay_window_edge():
     w = ReplayWindow()
-    assert w.accept(5000)
-    assert not w.check(5000 - WINDOW_BITS) and not w.accept(5000 - WINDOW_BITS)
-    assert w.check(5000 - WINDOW_BITS + 1) and w.accept(5000 - WINDOW_BITS + 1)
+    top = WINDOW_BITS + 5000  # any highest counter more than a window above 0
+    assert w.accept(top)
+    assert not w.check(top - WINDOW_BITS) and not w.accept(top - WINDOW_BITS)
+    assert w.check(top - WINDOW_BITS + 1) and w.accept(top - WINDOW_BITS + 1)
     assert not w.accept(0)
 
 

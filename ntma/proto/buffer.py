@@ -53,13 +53,17 @@ class Reader:
     def raw(self, n: int) -> bytes:
         return self._take(n)
 
-    def blob(self) -> bytes:
-        """A u16-length-prefixed byte string."""
-        return self._take(self.u16())
+    def blob(self, max_len: int = 0xFFFF) -> bytes:
+        """A u16-length-prefixed byte string of at most max_len bytes."""
+        size = self.u16()
+        if size > max_len:
+            raise CodecError(f"field of {size} bytes is over its limit of {max_len}")
+        return self._take(size)
 
-    def text(self) -> str:
+    def text(self, max_len: int = 0xFFFF) -> str:
+        """UTF-8 text of at most max_len bytes (the limit is on the encoded length)."""
         try:
-            return self.blob().decode("utf-8")
+            return self.blob(max_len).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CodecError("text field is not UTF-8") from exc
 
@@ -76,8 +80,11 @@ class Reader:
     def ipv4(self) -> str:
         return str(ipaddress.IPv4Address(self._take(4)))
 
-    def endpoints(self) -> list[Endpoint]:
-        return [self.endpoint() for _ in range(self.u8())]
+    def endpoints(self, max_count: int = 0xFF) -> list[Endpoint]:
+        count = self.u8()
+        if count > max_count:
+            raise CodecError(f"{count} endpoints, more than the limit of {max_count}")
+        return [self.endpoint() for _ in range(count)]
 
     def rest(self) -> bytes:
         return self._take(len(self._data) - self._pos)
@@ -118,13 +125,13 @@ class Writer:
         self._parts.append(value)
         return self
 
-    def blob(self, value: bytes) -> Writer:
-        if len(value) > 0xFFFF:
-            raise CodecError("blob longer than 65535 bytes")
+    def blob(self, value: bytes, max_len: int = 0xFFFF) -> Writer:
+        if len(value) > min(max_len, 0xFFFF):
+            raise CodecError(f"field of {len(value)} bytes is over its limit of {max_len}")
         return self.u16(len(value)).raw(value)
 
-    def text(self, value: str) -> Writer:
-        return self.blob(value.encode("utf-8"))
+    def text(self, value: str, max_len: int = 0xFFFF) -> Writer:
+        return self.blob(value.encode("utf-8"), max_len)
 
     def endpoint(self, endpoint: Endpoint) -> Writer:
         ip = ipaddress.ip_address(endpoint[0])
@@ -134,9 +141,9 @@ class Writer:
     def ipv4(self, address: str) -> Writer:
         return self.raw(ipaddress.IPv4Address(address).packed)
 
-    def endpoints(self, endpoints: list[Endpoint]) -> Writer:
-        if len(endpoints) > 0xFF:
-            raise CodecError("more than 255 endpoints")
+    def endpoints(self, endpoints: list[Endpoint], max_count: int = 0xFF) -> Writer:
+        if len(endpoints) > min(max_count, 0xFF):
+            raise CodecError(f"more than {min(max_count, 0xFF)} endpoints")
         self.u8(len(endpoints))
         for endpoint in endpoints:
             self.endpoint(endpoint)

@@ -2,13 +2,22 @@
 
 Parsing and building use dnslib; what to answer lives here as pure functions so
 the I/O stages stay thin.
+
+Hostile queries: dnslib parses names it cannot pack (labels over 63 bytes, names
+over 255) and follows compression pointers by recursion, so a chain of them in any
+section exhausts the stack. parse_query() therefore walks the message itself first,
+bounded and without following pointers: one question whose name is plain labels
+within RFC 1035's limits, then the other sections' records skipped by their lengths.
+dnslib then sees only the header and that question, which is all a reply copies.
+Every reply builder is then total, and its output at most MAX_REPLY bytes.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
-from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
+from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSLabel, DNSRecord
 
 from .buffer import CodecError
 from .messages import Status
@@ -16,6 +25,13 @@ from .names import normalize_fqdn
 
 NTM_TTL = 30
 MAX_QUERY = 4096
+MAX_LABEL = 63  # RFC 1035 2.3.4
+MAX_NAME_WIRE = 255  # RFC 1035 2.3.4: a name's wire form, length octets and root included
+_HEADER = struct.Struct("!HHHHHH")
+_QR = 0x8000
+_RR_FIXED = 10  # type, class, TTL, RDLENGTH
+# Header, the question (name + type + class), one A record whose owner is not compressed.
+MAX_REPLY = _HEADER.size + (MAX_NAME_WIRE + 4) + (MAX_NAME_WIRE + _RR_FIXED + 4)
 
 
 @dataclass(frozen=True)
@@ -29,14 +45,80 @@ def parse_query(data: bytes) -> Query:
     """One question, QR clear; CodecError for anything else."""
     if len(data) > MAX_QUERY:
         raise CodecError("DNS query too large")
+    if len(data) < _HEADER.size:
+        raise CodecError("malformed DNS query: shorter than the header")
+    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if flags & _QR or qdcount != 1:
+        raise CodecError("not a single-question DNS query")
+    question_end = _question_name_end(data, _HEADER.size) + 4
+    if question_end > len(data):
+        raise CodecError("malformed DNS query: truncated question")
+    _skip_records(data, question_end, ancount + nscount + arcount)
+    # dnslib sees the header and the question only (see the module docstring).
+    head = data[:4] + _HEADER.pack(0, 0, 1, 0, 0, 0)[4:]
     try:
-        record = DNSRecord.parse(data)
+        record = DNSRecord.parse(head + data[_HEADER.size : question_end])
     except (DNSError, ValueError, IndexError, KeyError, UnicodeError) as exc:
         raise CodecError(f"malformed DNS query: {exc}") from exc
-    if record.header.qr or len(record.questions) != 1:
-        raise CodecError("not a single-question DNS query")
     question = record.questions[0]
     return Query(record, normalize_fqdn(str(question.qname)), question.qtype)
+
+
+def _question_name_end(data: bytes, pos: int) -> int:
+    """The offset after a question name made of plain labels (a query's first name has
+    nothing earlier to point to, so no compression), within RFC 1035's limits."""
+    start = pos
+    while True:
+        if pos >= len(data):
+            raise CodecError("malformed DNS query: truncated name")
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length > MAX_LABEL:  # a pointer (0xC0) or a reserved label type (0x40, 0x80)
+            raise CodecError(f"DNS question name has a label type or length {length:#x}")
+        pos += 1 + length
+        if pos + 1 - start > MAX_NAME_WIRE:  # + 1: the root label still to come
+            raise CodecError("DNS question name longer than 255 bytes")
+
+
+def _skip_records(data: bytes, pos: int, count: int) -> None:
+    """Check that count resource records follow; their names end at a pointer or root."""
+    for _ in range(count):
+        while True:
+            if pos >= len(data):
+                raise CodecError("malformed DNS query: truncated record")
+            length = data[pos]
+            if length >= 0xC0:
+                pos += 2
+                break
+            if length > MAX_LABEL:
+                raise CodecError(f"DNS record name has a label type {length:#x}")
+            pos += 1 + length
+            if length == 0:
+                break
+        if pos + _RR_FIXED > len(data):
+            raise CodecError("malformed DNS query: truncated record")
+        pos += _RR_FIXED + int.from_bytes(data[pos + 8 : pos + 10], "big")
+        if pos > len(data):
+            raise CodecError("malformed DNS query: truncated record data")
+
+
+def _owner(query: Query) -> DNSLabel:
+    """The answer's owner name: the normalized name, or the question's own labels when the
+    text form does not pack back within the limits (escaped bytes, dots inside a label)."""
+    try:
+        label = DNSLabel(query.name + ".")
+    except (UnicodeError, ValueError):  # IDNA refuses it (an empty or oversized label)
+        return query.record.questions[0].qname
+    if all(len(part) <= MAX_LABEL for part in label.label) and (
+        sum(len(part) + 1 for part in label.label) + 1 <= MAX_NAME_WIRE
+    ):
+        return label
+    return query.record.questions[0].qname
+
+
+def _a_record(query: Query, vip: str, ttl: int) -> RR:
+    return RR(_owner(query), QTYPE.A, rdata=A(vip), ttl=ttl)
 
 
 def answer_for_status(query: Query, status: Status, vip: str | None, ttl: int = NTM_TTL) -> bytes:
@@ -44,7 +126,7 @@ def answer_for_status(query: Query, status: Status, vip: str | None, ttl: int = 
     reply = query.record.reply()
     if status == Status.OK and vip is not None:
         if query.qtype in (QTYPE.A, QTYPE.ANY):
-            reply.add_answer(RR(query.name + ".", QTYPE.A, rdata=A(vip), ttl=ttl))
+            reply.add_answer(_a_record(query, vip, ttl))
         # AAAA and other types: NOERROR with no answer until the VIPs have IPv6.
     elif status == Status.UNKNOWN:
         reply.header.rcode = RCODE.NXDOMAIN
@@ -64,7 +146,7 @@ def zone_answer(query: Query, vip: str | None, known: bool, ttl: int = NTM_TTL) 
     reply = query.record.reply()
     reply.header.aa = 1
     if vip is not None and query.qtype in (QTYPE.A, QTYPE.ANY):
-        reply.add_answer(RR(query.name + ".", QTYPE.A, rdata=A(vip), ttl=ttl))
+        reply.add_answer(_a_record(query, vip, ttl))
     elif not known:
         reply.header.rcode = RCODE.NXDOMAIN
     return reply.pack()

@@ -189,12 +189,30 @@ def clamp_mss(packet: bytes, max_mss: int) -> bytes:
                 return packet
             out = bytearray(packet)
             out[pos + 2 : pos + 4] = max_mss.to_bytes(2, "big")
-            old_sum = (packet[ihl + 16] << 8) | packet[ihl + 17]
-            new_sum = _fold(~old_sum & 0xFFFF, ~mss & 0xFFFF, max_mss)
-            out[ihl + 16 : ihl + 18] = new_sum.to_bytes(2, "big")
+            _update_tcp_checksum(packet, out, ihl, pos + 2)
             return bytes(out)
         pos += packet[pos + 1]
     return packet
+
+
+def _update_tcp_checksum(old: bytes, new: bytearray, ihl: int, at: int) -> None:
+    """Fix the TCP checksum after new[at:at+2] changed (RFC 1624 eqn. 3). The checksum
+    sums 16-bit words from the TCP header's start, so a field at an odd offset spans
+    two words: update both, with old and new bytes taken word by word."""
+    first = ihl + ((at - ihl) & ~1)
+    last = at + 2 + ((at - ihl) & 1)  # end of the word holding the field's last byte
+    old_words = _words(old[first:last])
+    new_words = _words(bytes(new[first:last]))
+    old_sum = (old[ihl + 16] << 8) | old[ihl + 17]
+    terms = [~old_sum & 0xFFFF]
+    terms += [~w & 0xFFFF for w in old_words] + new_words
+    new[ihl + 16 : ihl + 18] = _fold(*terms).to_bytes(2, "big")
+
+
+def _words(data: bytes) -> list[int]:
+    if len(data) % 2:  # the packet ends inside the word: the checksum pads with zero
+        data += b"\0"
+    return [(data[i] << 8) | data[i + 1] for i in range(0, len(data), 2)]
 
 
 def _fold(*words: int) -> int:

@@ -9,12 +9,20 @@ message is one entry.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import struct
 from dataclasses import dataclass, field
 
 from .buffer import CodecError, Endpoint, Reader, Writer
 
 PUBLIC_KEY_LEN = 32
+
+# Limits on fields a remote sets, checked where they enter (both ways, so whatever
+# decodes re-encodes). Generous for real traffic, small enough that nothing built
+# from them (a Direction, a refusal's reason, a DNS answer) can overflow its own field.
+MAX_NAME_BYTES = 253  # a domain name in text form (RFC 1035: 255 octets on the wire)
+MAX_LOCAL_ENDPOINTS = 16  # a node's own addresses in a Register (one per interface); a
+#                           Direction adds the mapped one and stays far below 255
 
 
 class MsgType(enum.IntEnum):
@@ -98,7 +106,7 @@ class Direction:
     relay: RelayInfo | None = None  # for RELAY, and as PUNCH's fallback
 
     def write(self, w: Writer) -> None:
-        w.u32(self.tunnel_id).u8(self.route).u8(self.role).text(self.peer_fqdn)
+        w.u32(self.tunnel_id).u8(self.route).u8(self.role).text(self.peer_fqdn, MAX_NAME_BYTES)
         w.ipv4(self.peer_vip).raw(_check_key(self.peer_public_key)).endpoints(self.peer_endpoints)
         if self.relay is not None:  # optional trailing field
             w.u8(1)
@@ -107,7 +115,8 @@ class Direction:
     @classmethod
     def read(cls, r: Reader) -> Direction:
         tunnel_id, route, role = r.u32(), _enum(Route, r.u8()), _enum(Role, r.u8())
-        fqdn, vip, key, endpoints = r.text(), r.ipv4(), r.raw(PUBLIC_KEY_LEN), r.endpoints()
+        fqdn, vip = r.text(MAX_NAME_BYTES), r.ipv4()
+        key, endpoints = r.raw(PUBLIC_KEY_LEN), r.endpoints()
         relay = None
         if not r.at_end():
             if r.u8() != 1:
@@ -285,11 +294,12 @@ def _enum(kind: type[enum.IntEnum], value: int):
 
 
 def _w_register(w: Writer, m: Register) -> None:
-    w.u32(m.txid).u64(m.timestamp_ms).text(m.fqdn).endpoints(m.local_endpoints)
+    w.u32(m.txid).u64(m.timestamp_ms).text(m.fqdn, MAX_NAME_BYTES)
+    w.endpoints(m.local_endpoints, MAX_LOCAL_ENDPOINTS)
 
 
 def _r_register(r: Reader) -> Register:
-    return Register(r.u32(), r.u64(), r.text(), r.endpoints())
+    return Register(r.u32(), r.u64(), r.text(MAX_NAME_BYTES), r.endpoints(MAX_LOCAL_ENDPOINTS))
 
 
 def _w_register_ack(w: Writer, m: RegisterAck) -> None:
@@ -330,7 +340,7 @@ def _r_keepalive_ack(r: Reader) -> KeepaliveAck:
 
 
 def _w_direction_request(w: Writer, m: DirectionRequest) -> None:
-    w.u32(m.txid).u64(m.timestamp_ms).text(m.fqdn)
+    w.u32(m.txid).u64(m.timestamp_ms).text(m.fqdn, MAX_NAME_BYTES)
 
 
 def _w_direction_response(w: Writer, m: DirectionResponse) -> None:
@@ -372,7 +382,7 @@ MESSAGE_TYPES: dict[MsgType, tuple[type, object, object]] = {
     MsgType.DIRECTION_REQUEST: (
         DirectionRequest,
         _w_direction_request,
-        lambda r: DirectionRequest(r.u32(), r.u64(), r.text()),
+        lambda r: DirectionRequest(r.u32(), r.u64(), r.text(MAX_NAME_BYTES)),
     ),
     MsgType.DIRECTION_RESPONSE: (DirectionResponse, _w_direction_response, _r_direction_response),
     MsgType.ROUTE_DIRECTION: (
@@ -424,6 +434,32 @@ MESSAGE_TYPES.update(
     }
 )
 _TYPE_OF_CLASS = {cls: msg_type for msg_type, (cls, _, _) in MESSAGE_TYPES.items()}
+
+
+# --- semantic checks, for the machines where these fields enter ------------------------
+
+VIP_PREFIX_RANGE = range(1, 33)  # an IPv4 pool's prefix; 0 would make every address a VIP
+
+
+def sendable_endpoint(endpoint: Endpoint) -> bool:
+    """An endpoint a node may be told to send to: IPv4 (the family our sockets use), a
+    port, and a unicast address (not unspecified, multicast, or in 240/4, which holds the
+    limited broadcast). Loopback stays allowed: a lab or a test may run every role on one host."""
+    try:
+        ip = ipaddress.ip_address(endpoint[0])
+    except ValueError:
+        return False
+    return (
+        ip.version == 4
+        and 0 < endpoint[1] <= 0xFFFF
+        and not (ip.is_unspecified or ip.is_multicast or ip.is_reserved)
+    )
+
+
+def sendable_endpoints(endpoints: list[Endpoint]) -> list[Endpoint]:
+    """The endpoints of a Register or a Direction that are worth a datagram, in order,
+    without duplicates."""
+    return list(dict.fromkeys(ep for ep in endpoints if sendable_endpoint(ep)))
 
 
 def message_type(msg: Message) -> MsgType:

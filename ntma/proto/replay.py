@@ -7,7 +7,7 @@ rejected. The window is a Python int used as a bitmap.
 
 from __future__ import annotations
 
-WINDOW_BITS = 2048
+WINDOW_BITS = 8192  # issue 10: at least 8,000 packets may be reordered in flight
 
 
 class ReplayWindow:

@@ -1,0 +1,11 @@
+"""In-process fuzz harness: every decoder and machine of ntma fed mutated valid inputs.
+
+registry.py  Target and the registry (name -> a function taking bytes)
+catalog.py   every target (importing it registers them)
+engine.py    the seeded mutation engine
+seeds.py     valid inputs built with the project's own builders, plus real captures
+codecs.py    targets for the pure codecs of ntma/proto (the CI smoke runs these)
+machines.py  targets for the receive() of the DC, the node and the RS
+runner.py    runs targets and collects distinct crashes and the slowest input
+__main__.py  python -m ntma.fuzz [--target NAME ...] [--inputs N] [--seed S] [--seconds T]
+"""
