@@ -40,7 +40,7 @@ from ..proto.messages import (
     sendable_endpoint,
     sendable_endpoints,
 )
-from ..proto.node_sm import NodeSignalling
+from ..proto.node import NodeSignalling
 from ..proto.packet import SIG_HEADER, VERSION, open_message, wrap_envelope
 from ..relay.relay import Relay
 from . import seeds
@@ -157,7 +157,10 @@ _DC_SENDERS = [
 
 
 def _feed_dc(dc: Coordinator, datagram: bytes, addr: Endpoint, via_probe: bool) -> None:
-    dc.receive(datagram, addr, 1.0, via_probe=via_probe)
+    if via_probe:
+        dc.receive_probe(datagram, addr, 1.0)
+    else:
+        dc.receive(datagram, addr, 1.0)
     dc.handle_timer(1.0)
     out = dc.datagrams_to_send() + dc.probe_datagrams_to_send()
     _check_out(out)
