@@ -47,6 +47,7 @@ from ..proto.messages import (
     RouteDirection,
     RouteDirectionAck,
     Status,
+    sendable_endpoints,
 )
 from ..proto.names import is_ntm_name, normalize_fqdn
 from ..proto.packet import open_message, seal_message
@@ -281,14 +282,13 @@ class Coordinator:
         if refusal:
             self._events.append(RegistrationRefused(fqdn, _ep(addr), refusal))
             return RegisterAck(msg.txid, Status.REFUSED, reason=refusal)
+        local = sendable_endpoints(msg.local_endpoints)  # only these ever reach a Direction
         try:
-            record = self.store.register(
-                fqdn, sender, addr, msg.local_endpoints, self._epoch_ms(now)
-            )
+            record = self.store.register(fqdn, sender, addr, local, self._epoch_ms(now))
         except PoolExhausted:
             return RegisterAck(msg.txid, Status.POOL_EXHAUSTED, reason="VIP pool exhausted")
         old = self.sessions.get(sender)
-        session = Session(fqdn, sender, addr, list(msg.local_endpoints), now)
+        session = Session(fqdn, sender, addr, local, now)
         if old is not None:
             session.recent = old.recent
             if old.endpoint == addr:

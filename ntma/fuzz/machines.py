@@ -351,7 +351,7 @@ _RELAY_SENDERS = [
 def _feed_relay(relay: Relay, datagram: bytes, addr: Endpoint) -> None:
     relay.receive(datagram, addr, 1.0)
     _check_out(relay.datagrams_to_send())
-    relay.expire(100.0 if datagram[-1:] == b"\xff" else 1.0)
+    relay.handle_timer(100.0 if datagram[-1:] == b"\xff" else 1.0)
     relay.events()
 
 

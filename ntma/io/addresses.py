@@ -7,6 +7,7 @@ import socket
 import struct
 
 from ..proto.buffer import Endpoint
+from ..proto.messages import MAX_LOCAL_ENDPOINTS
 
 SIOCGIFADDR = 0x8915
 
@@ -25,7 +26,7 @@ def interface_endpoints(port: int, exclude: set[str]) -> list[Endpoint]:
             except OSError:
                 continue  # no IPv4 address on this interface
             found.append((socket.inet_ntoa(ifreq[20:24]), port))
-    return found
+    return found[:MAX_LOCAL_ENDPOINTS]  # a Register carries no more (proto/messages.py)
 
 
 def local_endpoints_for_listen(listen: Endpoint, exclude: set[str]):

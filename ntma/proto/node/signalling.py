@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import OrderedDict
@@ -44,6 +45,7 @@ from ..messages import (
     Status,
     TunnelRequest,
     TunnelResponse,
+    sendable_endpoints,
 )
 from ..names import normalize_fqdn
 from ..packet import UnknownPeer, is_envelope, open_message, peek_sender, unwrap_envelope
@@ -55,6 +57,7 @@ from .session import DcSession
 from .wire import AskedName, NodeTransaction, NodeTx, TunnelBeingBuilt, Wire
 
 DIRECTION_TIMEOUT_S = 5.0
+_FROM_DC = (RouteDirection, RegisterAck, KeepaliveAck, DirectionResponse, ProbeAck, DeregisterAck)
 EARLY_REQUESTS_MAX = 16
 TUNNEL_STALE_S = 30.0
 
@@ -183,6 +186,9 @@ class NodeSignalling:
 
     def _from_dc(self, msg: Message, addr: Endpoint, now: float) -> None:
         wire = self._wire
+        if not isinstance(msg, _FROM_DC):  # e.g. a PUNCH sealed by the DC: not its to send
+            self.drops.drop(f"unexpected {type(msg).__name__} from DC")
+            return
         if isinstance(msg, RouteDirection):
             ack = RouteDirectionAck(msg.txid, msg.direction.tunnel_id)
             wire.send(ack, wire.dc_public, wire.dc_endpoint)
@@ -248,6 +254,12 @@ class NodeSignalling:
             self._on_direction(msg.direction, now)
 
     def _on_direction(self, direction: Direction, now: float) -> None:
+        endpoints = sendable_endpoints(direction.peer_endpoints)
+        if len(endpoints) != len(direction.peer_endpoints):  # IPv6, broadcast, ... (issue 10)
+            self.drops.drop(
+                "unsendable endpoint in a direction", len(direction.peer_endpoints) - len(endpoints)
+            )
+            direction = dataclasses.replace(direction, peer_endpoints=endpoints)
         tunnel_id = direction.tunnel_id
         if tunnel_id in self.handshakes or tunnel_id in self.tunnels.by_id:
             return  # retransmitted Route Direction, or our own request's answer twice
