@@ -36,6 +36,7 @@ from ntma.proto.dhcp import (
     Informed,
     Leased,
     Released,
+    Spoofed,
     build_dhcp,
     parse_dhcp,
     subnet_mask,
@@ -823,3 +824,30 @@ def test_build_parse_roundtrip(options: dict[int, bytes]) -> None:
     except CodecError:
         return  # a length the parser checks (e.g. a 3-byte option 50)
     assert msg.options == {53: bytes([INFORM]), **{c: v for c, v in options.items()}}
+
+
+# --- the GN's identity on its link (issue 10) ----------------------------------------------
+
+
+def test_a_release_in_the_gns_name_from_another_mac_is_ignored() -> None:
+    srv = server()
+    bind(srv, mac=MAC_A)
+    release = client(RELEASE, MAC_A, ciaddr=_ip(VIP), options={54: _ip(SERVER_IP)})
+    assert srv.handle(release, 1.0, src_mac=MAC_B) is None
+    assert srv.events() == [Spoofed(MAC_A, MAC_B)]
+    assert srv.bound and srv.client_mac == MAC_A
+    # ... and the intruder cannot take the lease with its own MAC either while it is bound.
+    discover = client(DISCOVER, MAC_B)
+    assert srv.handle(discover, 2.0, src_mac=MAC_B) is None
+    assert srv.events() == [Ignored("other client")]
+    # The GN itself still renews.
+    renew = client(REQUEST, MAC_A, ciaddr=_ip(VIP))
+    reply = srv.handle(renew, 3.0, src_mac=MAC_A)
+    assert reply is not None and reply.kind == "ACK"
+
+
+def test_a_request_taking_the_gns_vip_in_its_name_is_ignored() -> None:
+    srv = server()
+    request = client(REQUEST, MAC_A, options={50: _ip(VIP), 54: _ip(SERVER_IP)})
+    assert srv.handle(request, 0.0, src_mac=MAC_B) is None
+    assert isinstance(srv.events()[0], Spoofed) and srv.client_mac is None

@@ -6,9 +6,13 @@ from __future__ import annotations
 import struct
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
+from ntma.observe.log import RateLimitedDebug
 from ntma.observe.spans import StageStats
 from ntma.proto.buffer import CodecError
+from ntma.proto.dhcp import RELEASE, DhcpConfig, DhcpServer, build_dhcp
 from ntma.proto.ether import (
     ETH_P_ARP,
     ETH_P_IP,
@@ -24,6 +28,7 @@ from ntma.proto.ether import (
     parse_udp,
 )
 from ntma.proto.gnlink import GnLink, Kind, answer_arp, classify_frame
+from ntma.stages import gn_services
 from ntma.stages.ethernet import route_to_tunnels
 
 ADAPTER_MAC = bytes.fromhex("02aa00000001")
@@ -228,3 +233,25 @@ def test_icmp_error_quotes_header_and_eight_bytes():
     original = build_udp(ip_packed(GN_VIP), ip_packed(PEER), 1, 2, bytes(100))
     error = build_icmp_error(ip_packed(ROUTER), original, 1)
     assert error[28:] == original[:28]
+
+
+def test_the_dhcp_stage_counts_and_logs_a_spoofed_chaddr():
+    """A frame from one MAC whose DHCP message speaks for another gets no answer, is counted
+    and logged (rate-limited) by the DHCP stage's per-batch functions."""
+    intruder = bytes.fromhex("02bb000000ee")
+    server = DhcpServer(DhcpConfig(server_ip="10.99.0.1", prefix_len=16))
+    server.set_address("10.99.0.23")
+    payload = build_dhcp(message_type=RELEASE, xid=7, chaddr=GN_MAC, ciaddr=ip_packed("10.99.0.23"))
+    udp = build_udp(ip_packed("10.99.0.23"), ip_packed("10.99.0.1"), 68, 67, payload)
+    frame = eth_header(b"\xff" * 6, intruder, ETH_P_IP) + udp
+    link = GnLink(ADAPTER_MAC)
+    link.set_vip("10.99.0.23", 16)
+    stats = StageStats("dhcp")
+    replies, events = gn_services.answer_dhcp([frame, frame], server, link, stats, 0.0)
+    assert replies == []
+    with capture_logs() as logs:
+        spoof_log = RateLimitedDebug(structlog.get_logger(), level="warning")
+        gn_services._log_dhcp_events(events, None, stats, spoof_log, 0.0)
+    assert stats.drops["chaddr not the frame's source"] == 2
+    assert [e["log_level"] for e in logs] == ["warning"]  # once, not per frame
+    assert logs[0]["chaddr"] == "02:bb:00:00:00:02" and logs[0]["src_mac"] == "02:bb:00:00:00:ee"

@@ -36,12 +36,19 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
 
 
 class RateLimitedDebug:
-    """Logs a dropped-input detail at debug level at most once per interval per reason."""
+    """Logs a dropped-input detail at most once per interval per reason: at debug level,
+    or at `level` for drops an operator should see (someone speaking for another device)."""
 
-    def __init__(self, log: structlog.typing.FilteringBoundLogger, interval_s: float = 5.0):
+    def __init__(
+        self,
+        log: structlog.typing.FilteringBoundLogger,
+        interval_s: float = 5.0,
+        level: str = "debug",
+    ):
         self._log, self._interval, self._last = log, interval_s, {}
+        self._emit = getattr(log, level)
 
     def __call__(self, now: float, reason: str, **fields) -> None:
         if now - self._last.get(reason, -1e9) >= self._interval:
             self._last[reason] = now
-            self._log.debug("input_dropped", reason=reason, **fields)
+            self._emit("input_dropped", reason=reason, **fields)

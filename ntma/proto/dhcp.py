@@ -17,6 +17,8 @@ Rules:
   broadcast; ciaddr set -> unicast to ciaddr and chaddr; broadcast flag -> broadcast;
   otherwise unicast to yiaddr and chaddr (the caller must not ARP for it).
 - Relay agents are not supported: giaddr is copied but not used for addressing.
+- A message whose chaddr is not the frame's source MAC (when the caller gives it) speaks
+  for another device: ignored, with a `Spoofed` event.
 - Malformed input raises CodecError and nothing else; well-formed messages that
   are not for us produce None and an `Ignored` event.
 """
@@ -393,6 +395,14 @@ class Informed:
 
 
 @dataclass(frozen=True)
+class Spoofed:
+    """A message whose chaddr is not the MAC that sent the frame: ignored."""
+
+    chaddr: bytes
+    src_mac: bytes
+
+
+@dataclass(frozen=True)
 class Ignored:
     """A well-formed message got no reply."""
 
@@ -400,7 +410,7 @@ class Ignored:
     """Why, for the log: "other client", "no address yet", "other server", ..."""
 
 
-Event = Leased | Released | Declined | Informed | Ignored
+Event = Leased | Released | Declined | Informed | Spoofed | Ignored
 
 
 def subnet_mask(prefix_len: int) -> bytes:
@@ -467,12 +477,17 @@ class DhcpServer:
         events, self._events = self._events, []
         return events
 
-    def handle(self, payload: bytes, now: float) -> DhcpReply | None:
-        """One message from the client port; CodecError if malformed."""
+    def handle(self, payload: bytes, now: float, src_mac: bytes | None = None) -> DhcpReply | None:
+        """One message from the client port; CodecError if malformed. `src_mac` is the
+        frame's source: a message whose chaddr differs speaks for another device, so it
+        is ignored (it could release or take that device's lease, issue 10)."""
         self._observe(now)
         msg = parse_dhcp(payload)
         if msg.op != BOOTREQUEST:
             raise CodecError("BOOTREPLY sent to the server port")
+        if src_mac is not None and msg.chaddr != src_mac:
+            self._events.append(Spoofed(msg.chaddr, src_mac))
+            return None
         handler = self._handlers.get(msg.message_type)
         if handler is None:
             return self._ignore(f"unsupported message type {msg.message_type}")

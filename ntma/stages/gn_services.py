@@ -8,6 +8,7 @@ import time
 import structlog
 import trio
 
+from ..observe.log import RateLimitedDebug
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
 from ..proto.dhcp import (
@@ -19,6 +20,7 @@ from ..proto.dhcp import (
     Informed,
     Leased,
     Released,
+    Spoofed,
 )
 from ..proto.ether import (
     BROADCAST_MAC,
@@ -69,6 +71,7 @@ async def run_dhcp_responder(
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     log = structlog.get_logger().bind(stage="dhcp")
+    spoof_log = RateLimitedDebug(log, level="warning")
     async with inbox, inject:
         task_status.started()
         async for frames in inbox:
@@ -77,8 +80,9 @@ async def run_dhcp_responder(
                 stats.drop("not_registered", len(frames))
                 continue
             started = time.perf_counter_ns()
-            replies, events = answer_dhcp(frames, server, link, stats, trio.current_time())
-            _log_dhcp_events(events, log, stats)
+            now = trio.current_time()
+            replies, events = answer_dhcp(frames, server, link, stats, now)
+            _log_dhcp_events(events, log, stats, spoof_log, now)
             stats.record(len(replies), sum(map(len, replies)), started)
             if replies:
                 await inject.send(Frames(replies, frames.arrived))
@@ -104,7 +108,7 @@ def _answer_one(
 ) -> bytes | None:
     try:
         _, _, payload = parse_udp(frame[ETH_HEADER:])
-        reply = server.handle(payload, now)
+        reply = server.handle(payload, now, src_mac=frame[6:12])
     except CodecError:
         stats.drop("malformed")
         return None
@@ -124,7 +128,9 @@ def _learn_from_leases(events: list[Event], link: GnLink) -> None:
             link.learn_gn_mac(event.mac, leased=True)
 
 
-def _log_dhcp_events(events: list[Event], log, stats: StageStats) -> None:
+def _log_dhcp_events(
+    events: list[Event], log, stats: StageStats, spoof_log: RateLimitedDebug, now: float
+) -> None:
     for event in events:
         if isinstance(event, Leased):
             log.info(
@@ -138,6 +144,14 @@ def _log_dhcp_events(events: list[Event], log, stats: StageStats) -> None:
             log.info(f"dhcp_{type(event).__name__.lower()}", mac=mac_text(event.mac), ip=event.ip)
         elif isinstance(event, Informed):
             log.info("dhcp_inform", mac=mac_text(event.mac), ip=event.ip)
+        elif isinstance(event, Spoofed):
+            stats.drop("chaddr not the frame's source")
+            spoof_log(
+                now,
+                "dhcp_spoofed",
+                chaddr=mac_text(event.chaddr),
+                src_mac=mac_text(event.src_mac),
+            )
         elif isinstance(event, Ignored):
             stats.drop(f"ignored: {event.reason}")
 
