@@ -12,7 +12,13 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from ntma.observe.spans import StageStats
 from ntma.proto.messages import Status
 from ntma.proto.node import DirectionResolved
-from ntma.stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
+from ntma.stages.dns import (
+    TCP_PER_SOURCE,
+    DnsResolver,
+    TcpConnections,
+    run_dns_tcp,
+    run_dns_udp,
+)
 from ntma.stages.signalling import DirectionBroker
 
 ANSWERS = {
@@ -130,3 +136,71 @@ async def test_malformed_queries_are_counted_and_service_goes_on(dns):
     await trio.sleep(0.2)
     assert stats.drops["malformed_query"] == 4
     assert (await ask_udp(server, "cn.ntm.example")).rr
+
+
+# --- hostile clients and a broken upstream (issue 10) --------------------------------------
+
+
+async def _query_tcp(stream: trio.SocketStream, name: str) -> DNSRecord:
+    query = DNSRecord.question(name).pack()
+    await stream.send_all(len(query).to_bytes(2, "big") + query)
+    buf = b""
+    with trio.fail_after(10):
+        while len(buf) < 2 or len(buf) < 2 + int.from_bytes(buf[:2], "big"):
+            chunk = await stream.receive_some(4096)
+            assert chunk, "connection closed"
+            buf += chunk
+    return DNSRecord.parse(buf[2:])
+
+
+async def test_idle_tcp_connections_from_one_source_are_evicted_for_a_new_one(dns):
+    _, tcp_server, _, stats = dns
+    idle = [await trio.open_tcp_stream(*tcp_server) for _ in range(TCP_PER_SOURCE)]
+    await trio.sleep(0.1)
+    fresh = await trio.open_tcp_stream(*tcp_server)
+    async with fresh:
+        assert str((await _query_tcp(fresh, "cn.ntm.example")).rr[0].rdata) == "10.99.0.3"
+    assert stats.drops["tcp_evicted_idle"] >= 1
+    with trio.fail_after(5):  # the oldest idle connection was closed by the resolver
+        assert await idle[0].receive_some(10) == b""
+    for stream in idle:
+        await stream.aclose()
+
+
+async def test_a_reset_in_the_middle_of_a_reply_ends_only_that_connection(dns):
+    _, tcp_server, _, _ = dns
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.connect(tcp_server)
+    query = DNSRecord.question("www.example.org").pack()
+    raw.sendall(len(query).to_bytes(2, "big") + query)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    raw.close()  # RST: the resolver's send fails
+    await trio.sleep(0.3)
+    stream = await trio.open_tcp_stream(*tcp_server)
+    async with stream:
+        assert (await _query_tcp(stream, "cn.ntm.example")).rr
+
+
+async def test_an_upstream_that_refuses_gives_servfail_not_a_crash():
+    stats = StageStats("dns")
+    closed = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens: the kernel answers ICMP port unreachable
+    resolver = DnsResolver(DirectionBroker(stats), ("127.0.0.1", port), ["ntm.example"], stats)
+    reply = await resolver.answer(DNSRecord.question("www.example.org").pack())
+    assert DNSRecord.parse(reply).header.rcode == RCODE.SERVFAIL
+    assert stats.drops["upstream_error"] == 1
+
+
+def test_tcp_connection_limits_refuse_when_nobody_is_idle():
+    stats = StageStats("dns")
+    conns = TcpConnections(stats)
+    keys = [object() for _ in range(TCP_PER_SOURCE + 1)]
+    for key in keys[:-1]:
+        assert conns.admit(key, "192.0.2.1", trio.CancelScope())
+        conns.idle.discard(key)  # all busy answering
+    assert not conns.admit(keys[-1], "192.0.2.1", trio.CancelScope())
+    assert stats.drops["tcp_connection_limit"] == 1
+    assert conns.admit(object(), "192.0.2.2", trio.CancelScope())  # another source is fine
+    assert len(conns) == TCP_PER_SOURCE + 1

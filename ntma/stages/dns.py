@@ -24,6 +24,9 @@ from .signalling import DirectionBroker
 DIRECTION_WAIT_S = 12.0  # > the signalling deadlines (5 s + 6 s), so they decide
 UPSTREAM_WAIT_S = 4.0
 CONCURRENT_QUERIES = 128
+TCP_MAX = 64  # connections per resolver
+TCP_PER_SOURCE = 4
+TCP_IDLE_S = 10.0  # between queries on one connection
 
 
 class DnsResolver:
@@ -58,13 +61,17 @@ class DnsResolver:
         if self.upstream is None:
             return servfail(query)
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with sock, trio.move_on_after(UPSTREAM_WAIT_S):
-            await sock.connect(self.upstream)
-            await sock.send(data)
-            while True:
-                reply = await sock.recv(65535)
-                if reply[:2] == data[:2]:  # same DNS id
-                    return reply
+        try:
+            with sock, trio.move_on_after(UPSTREAM_WAIT_S):
+                await sock.connect(self.upstream)
+                await sock.send(data)
+                while True:
+                    reply = await sock.recv(65535)
+                    if reply[:2] == data[:2]:  # same DNS id
+                        return reply
+        except OSError:  # e.g. the upstream's ICMP port unreachable, reported on recv
+            self.stats.drop("upstream_error")
+            return servfail(query)
         self.stats.drop("upstream_timeout")
         return servfail(query)
 
@@ -80,7 +87,11 @@ async def run_dns_udp(
     async with trio.open_nursery() as nursery:
         task_status.started()
         while True:
-            data, addr = await sock.recvfrom(65535)
+            try:
+                data, addr = await sock.recvfrom(65535)
+            except OSError:
+                stats.drop("receive_error")
+                continue
             if limiter.available_tokens == 0:
                 stats.drop("too_many_queries")
                 continue
@@ -92,8 +103,50 @@ async def _answer_udp(sock, resolver: DnsResolver, data: bytes, addr, limiter, s
         started = time.perf_counter_ns()
         reply = await resolver.answer(data)
         if reply is not None:
-            await sock.sendto(reply, addr)
+            try:
+                await sock.sendto(reply, addr)
+            except OSError:
+                stats.drop("send_error")
+                return
             stats.record(1, len(reply), started)
+
+
+class TcpConnections:
+    """The TCP connections a resolver serves, bounded (docs/protocol-v2.md section 8): at
+    most TCP_MAX in all and TCP_PER_SOURCE from one address. A connection over a limit
+    evicts the oldest idle one (so slow connections cannot deny TCP DNS to others), or is
+    refused when none is idle."""
+
+    def __init__(self, stats: StageStats) -> None:
+        self._stats = stats
+        self._open: dict[object, tuple[str, trio.CancelScope]] = {}  # insertion = age
+        self.idle: set[object] = set()
+
+    def admit(self, key: object, source: str, scope: trio.CancelScope) -> bool:
+        same = [k for k, (src, _) in self._open.items() if src == source]
+        for pool, limit in ((same, TCP_PER_SOURCE), (list(self._open), TCP_MAX)):
+            if len(pool) >= limit and not self._evict_idle(pool):
+                self._stats.drop("tcp_connection_limit")
+                return False
+        self._open[key] = (source, scope)
+        self.idle.add(key)
+        return True
+
+    def _evict_idle(self, pool: list[object]) -> bool:
+        victim = next((k for k in pool if k in self.idle), None)
+        if victim is None:
+            return False
+        self._open.pop(victim)[1].cancel()
+        self.idle.discard(victim)
+        self._stats.drop("tcp_evicted_idle")
+        return True
+
+    def close(self, key: object) -> None:
+        self._open.pop(key, None)
+        self.idle.discard(key)
+
+    def __len__(self) -> int:
+        return len(self._open)
 
 
 async def run_dns_tcp(
@@ -103,26 +156,49 @@ async def run_dns_tcp(
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """DNS over TCP (RFC 7766): two-byte length prefix, several queries per connection."""
+    """DNS over TCP (RFC 7766): two-byte length prefix, several queries per connection.
+    Connections are bounded (TcpConnections) and idle ones end after TCP_IDLE_S; whatever
+    a client does to its connection ends that connection, never the listener."""
     log = structlog.get_logger().bind(stage="dns_tcp")
+    connections = TcpConnections(stats)
 
     async def serve(stream: trio.SocketStream) -> None:
-        buf = b""
-        async with stream:
-            with trio.move_on_after(30):
-                while True:
-                    chunk = await stream.receive_some(65535)
-                    if not chunk:
-                        return
-                    buf += chunk
-                    while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
-                        size = int.from_bytes(buf[:2], "big")
-                        query, buf = buf[2 : 2 + size], buf[2 + size :]
-                        reply = await resolver.answer(query)
-                        if reply is None:
-                            return
-                        await stream.send_all(len(reply).to_bytes(2, "big") + reply)
+        key = object()
+        try:
+            source = str(stream.socket.getpeername()[0])
+        except OSError:
+            source = "?"
+        with trio.CancelScope() as scope:
+            if not connections.admit(key, source, scope):
+                await stream.aclose()
+                return
+            try:
+                async with stream:
+                    await _serve_tcp(stream, resolver, connections, key)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                stats.drop("tcp_connection_error")
+            finally:
+                connections.close(key)
 
     task_status.started()
     log.debug("listening")
     await trio.serve_listeners(serve, [listener])
+
+
+async def _serve_tcp(stream, resolver: DnsResolver, connections: TcpConnections, key) -> None:
+    buf = b""
+    while True:
+        connections.idle.add(key)
+        with trio.move_on_after(TCP_IDLE_S) as idle:
+            chunk = await stream.receive_some(65535)
+        if idle.cancelled_caught or not chunk:
+            return
+        connections.idle.discard(key)
+        buf += chunk  # bounded: less than one query is ever left over, plus one chunk
+        while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
+            size = int.from_bytes(buf[:2], "big")
+            query, buf = buf[2 : 2 + size], buf[2 + size :]
+            reply = await resolver.answer(query)
+            if reply is None:
+                return
+            await stream.send_all(len(reply).to_bytes(2, "big") + reply)
