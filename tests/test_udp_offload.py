@@ -97,3 +97,25 @@ async def test_reader_waits_after_emptying_the_fd_and_reads_at_once_after_a_full
     finally:
         ours.close()
         theirs.close()
+
+
+async def test_no_destination_ends_the_sender():
+    """An IPv6 endpoint on an IPv4 socket, the limited broadcast without SO_BROADCAST, port 0:
+    each is counted as not sent, and the next datagram still goes out (issue 10)."""
+    receiver = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await receiver.bind(("127.0.0.1", 0))
+    sender = UdpSocket.bind(("127.0.0.1", 0))
+    try:
+        bad = [
+            (b"a", ("2001:db8::1", 7401)),
+            (b"b", ("255.255.255.255", 7401)),
+            (b"c", ("127.0.0.1", 0)),
+        ]
+        good = [(b"ok", receiver.getsockname())]
+        assert await sender.send_batch(bad + good) == 1
+        assert sender.send_errors == 3
+        with trio.fail_after(5):
+            assert await receiver.recv(10) == b"ok"
+    finally:
+        sender.close()
+        receiver.close()

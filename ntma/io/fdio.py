@@ -11,17 +11,6 @@ import trio
 
 from ..proto.buffer import Endpoint
 
-_UNREACHABLE = {
-    errno.ENETUNREACH,
-    errno.EHOSTUNREACH,
-    errno.ECONNREFUSED,
-    errno.EINVAL,
-    errno.EADDRNOTAVAIL,
-    errno.EPERM,
-    errno.EMSGSIZE,
-}
-
-
 SOL_UDP = 17
 UDP_SEGMENT = 103  # send: one buffer, many equal-size datagrams (UDP GSO)
 UDP_GRO = 104  # receive: datagrams of one flow coalesced into one buffer
@@ -181,8 +170,12 @@ class UdpSocket(BatchReader):
                     for datagram in group:
                         sent += await self._send_group([datagram], addr, 0)
                     return sent
-                if exc.errno not in _UNREACHABLE:
-                    raise
+                # Unreachable, refused, a family this socket cannot send to (an IPv6
+                # endpoint on an IPv4 socket), EPERM from a firewall...: the caller counts
+                # what was not sent; no destination may end the sender (issue 10).
+                self.send_errors += len(group)
+                return 0
+            except OverflowError:  # a port out of range
                 self.send_errors += len(group)
                 return 0
 
