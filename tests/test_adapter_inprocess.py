@@ -11,7 +11,7 @@ import trio
 from dnslib import DNSRecord
 from trio.testing import wait_all_tasks_blocked
 
-from ntma.proto.dhcp import OPT_MTU, OPT_ROUTER, parse_dhcp
+from ntma.proto.dhcp_codec import OPT_MTU, OPT_ROUTER, parse_dhcp
 from ntma.proto.ether import (
     ETH_HEADER,
     ETH_P_IP,

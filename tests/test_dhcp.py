@@ -17,6 +17,18 @@ from hypothesis import strategies as st
 
 from ntma.proto.buffer import CodecError
 from ntma.proto.dhcp import (
+    Declined,
+    DhcpConfig,
+    DhcpReply,
+    DhcpServer,
+    Ignored,
+    Informed,
+    Leased,
+    Released,
+    Spoofed,
+    subnet_mask,
+)
+from ntma.proto.dhcp_codec import (
     ACK,
     BOOTREPLY,
     DECLINE,
@@ -27,19 +39,9 @@ from ntma.proto.dhcp import (
     OFFER,
     RELEASE,
     REQUEST,
-    Declined,
-    DhcpConfig,
     DhcpMessage,
-    DhcpReply,
-    DhcpServer,
-    Ignored,
-    Informed,
-    Leased,
-    Released,
-    Spoofed,
     build_dhcp,
     parse_dhcp,
-    subnet_mask,
 )
 
 VECTORS = Path(__file__).parent / "vectors" / "dhcp"

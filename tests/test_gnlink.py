@@ -12,7 +12,8 @@ from structlog.testing import capture_logs
 from ntma.observe.log import RateLimitedDebug
 from ntma.observe.spans import StageStats
 from ntma.proto.buffer import CodecError
-from ntma.proto.dhcp import RELEASE, DhcpConfig, DhcpServer, build_dhcp
+from ntma.proto.dhcp import DhcpConfig, DhcpServer
+from ntma.proto.dhcp_codec import RELEASE, build_dhcp
 from ntma.proto.ether import (
     ETH_P_ARP,
     ETH_P_IP,

@@ -13,7 +13,8 @@ from dnslib import DNSRecord
 from ..proto import dns, ether
 from ..proto.buffer import CodecError, Reader, Writer
 from ..proto.crypto import SignalBox, x25519
-from ..proto.dhcp import BOOTP_MIN_LEN, DhcpConfig, DhcpServer, build_dhcp, parse_dhcp
+from ..proto.dhcp import DhcpConfig, DhcpServer
+from ..proto.dhcp_codec import BOOTP_MIN_LEN, build_dhcp, parse_dhcp
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.grant import check_grant, make_grant
 from ..proto.messages import (

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dnslib import EDNS0, DNSQuestion, DNSRecord
 
-from ..proto import dhcp
+from ..proto import dhcp_codec as dhcp
 from ..proto.crypto import SignalBox, StaticKey
 from ..proto.ether import (
     ETH_P_ARP,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from ..proto.dhcp import OPT_PARAM_REQUEST, OPT_REQUESTED_IP, OPT_SERVER_ID, build_dhcp
+from ..proto.dhcp_codec import OPT_PARAM_REQUEST, OPT_REQUESTED_IP, OPT_SERVER_ID, build_dhcp
 from ..proto.ether import (
     BROADCAST_MAC,
     ETH_P_ARP,
