@@ -11,6 +11,7 @@ from collections import Counter
 
 import structlog
 import trio
+from trio_util import periodic
 
 RING = 4096
 
@@ -150,6 +151,8 @@ async def run_stats_logger(
 ) -> None:
     log = structlog.get_logger().bind(task="stats")
     task_status.started()
-    while True:
-        await trio.sleep(interval_s)
-        spans.log_summaries(log, "stage_stats")
+    # periodic() keeps a fixed rate (the time spent logging does not stretch the interval)
+    # and yields once at the start, when there is nothing to summarise yet.
+    async for elapsed, _ in periodic(interval_s):
+        if elapsed:
+            spans.log_summaries(log, "stage_stats")
