@@ -15,8 +15,9 @@ Rules:
   Requests are answered once per txid; a retransmission gets the cached answer,
   re-encrypted, to the session's current endpoint. ROUTE_DIRECTION is resent re-encrypted
   until the target acks it.
-- Probe port: SIGNAL(PROBE) of a committed session only; it moves nothing but the probe
-  view, and PROBE_ACK goes to the PROBE's source from the probe port.
+- Probe port: SIGNAL(PROBE) only (it may be the packet that confirms a new session); it
+  moves nothing but the probe view, and PROBE_ACK goes to the PROBE's source from the
+  probe port.
 - The DC never initiates and sends nothing to a source it has no session with, except
   handshake responses (never larger than their init) and cookie replies.
 - Durable facts (name -> key, VIP, greatest timestamp per key) go to the NodeStore;
@@ -226,12 +227,13 @@ class Coordinator:
         if opened is None:
             return
         owner, _, _, msg = opened
-        if not isinstance(owner, NodeSession):
-            self.drops.drop("probe_before_confirmation")
-        elif not isinstance(msg, Probe):
+        if not isinstance(msg, Probe):
             self.drops.drop("probe_port_message")
-        else:
-            self._on_probe(owner, msg, addr, now)
+            return
+        # An authentic packet of the new session confirms its keys wherever it arrives;
+        # the session's endpoint stays the one the main port saw.
+        session = self._commit(owner, now) if isinstance(owner, Pending) else owner
+        self._on_probe(session, msg, addr, now)
 
     # --- handshakes -------------------------------------------------------------------
 
