@@ -54,7 +54,7 @@ from ..proto.bodies_v2 import (
     UpdateAck,
 )
 from ..proto.buffer import CodecError, Endpoint
-from ..proto.crypto import AuthError, StaticKey
+from ..proto.crypto import StaticKey
 from ..proto.fields_v2 import Role, Route, Status, dc_id_of, normalize_endpoint
 from ..proto.gate import Admitted, HandshakeGate, SendCookie
 from ..proto.grant import grant_key
@@ -62,16 +62,16 @@ from ..proto.handshake import T_INIT, T_SIGNAL, VERSION, build_resp, open_init
 from ..proto.initiate import Indexes
 from ..proto.machine import Drops
 from ..proto.messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
-from ..proto.names import is_ntm_name, normalize_fqdn
-from ..proto.session import Keypair, ReplayError, parse_transport
+from ..proto.names import normalize_fqdn
+from ..proto.session import Keypair
 from ..proto.transactions import Transactions
+from .admission import Admission
 from .directions import (
     DirectedTunnels,
     RelayChoice,
-    choose_relay,
     direction_for,
     other,
-    relay_info,
+    relay_for,
 )
 from .events import (
     DcEvent,
@@ -88,7 +88,7 @@ from .events import (
     RouteDirectionUnacked,
 )
 from .route import Reach, decide_route
-from .sessions import DC_REJECT_AFTER_S, NodeSession, Pending, SessionTable, family_of
+from .sessions import NodeSession, Opened, Pending, SessionTable, family_of, open_signal
 from .store import NodeRecord, NodeStore, PoolExhausted
 
 ROUTE_DIRECTION_TIMEOUT_S = 8.0
@@ -125,9 +125,8 @@ class Coordinator:
         self.relays = [RelayChoice(ep, key, grant_key(static, key)) for ep, key in relays]
         self._grant_lifetime_ms = int(grant_lifetime_s * 1000)
         self.store = store
-        self.zone = normalize_fqdn(zone)
-        self._admission = {normalize_fqdn(name): key for name, key in admission.items()}
-        self._admitted_keys = set(self._admission.values())
+        self.admission = Admission(zone, admission)
+        self.zone = self.admission.zone
         self.keepalive_s = keepalive_s
         self._offline_after = keepalive_s * keepalive_misses
         self._random = random_bytes
@@ -135,7 +134,7 @@ class Coordinator:
         if epoch_offset is None:  # wall clock minus the clock `now` comes from
             epoch_offset = time.time() - time.monotonic()
         self._epoch_offset = epoch_offset
-        budget = budget_per_s or max(DC_BUDGET_MIN, len(self._admitted_keys) / 60)
+        budget = budget_per_s or max(DC_BUDGET_MIN, len(self.admission.keys) / 60)
         self.gate = HandshakeGate(static, 0.0, random_bytes, budget_per_s=budget)
         self.indexes = Indexes(random_bytes)
         self.table = SessionTable()
@@ -183,7 +182,7 @@ class Coordinator:
         return record
 
     def in_zone(self, fqdn: str) -> bool:
-        return is_ntm_name(normalize_fqdn(fqdn), [self.zone])
+        return self.admission.in_zone(fqdn)
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -215,8 +214,8 @@ class Coordinator:
             self.drops.drop("unexpected_type")
 
     def receive_probe(self, datagram: bytes, addr: Endpoint, now: float) -> None:
-        """A datagram on the probe port: only SIGNAL(PROBE) of a committed session. The
-        PROBE_ACK goes out from the probe port (probe_datagrams_to_send)."""
+        """A datagram on the probe port: only SIGNAL(PROBE). The PROBE_ACK goes out from
+        the probe port (probe_datagrams_to_send)."""
         addr = self._source(datagram, addr)
         if addr is None:
             return
@@ -264,7 +263,7 @@ class Coordinator:
             self.drops.drop("bad_init")
             return
         key = opened.initiator_public
-        if key not in self._admitted_keys:
+        if key not in self.admission.keys:
             self.drops.drop("unadmitted_key")  # no reply: a refusal goes to admitted keys only
             return
         try:
@@ -310,7 +309,7 @@ class Coordinator:
         self, key: bytes, msg: Register, addr: Endpoint
     ) -> tuple[RegisterAck, str | None]:
         """The REGISTER_ACK and the VIP promised (None for a refusal). Stores nothing."""
-        refusal = self._admission_refusal(msg.fqdn, key)
+        refusal = self.admission.refusal(msg.fqdn, key)
         if refusal:
             self._events.append(RegistrationRefused(msg.fqdn, _ep(addr), refusal))
             return RegisterAck(msg.txid, Status.REFUSED), None
@@ -333,16 +332,6 @@ class Coordinator:
             probe=self.probe_endpoint,
         )
         return ack, vip
-
-    def _admission_refusal(self, fqdn: str, sender: bytes) -> str:
-        if not self.in_zone(fqdn):
-            return f"name {fqdn} is outside this DC's zone {self.zone}"
-        admitted = self._admission.get(fqdn)
-        if admitted is None:
-            return f"name {fqdn} is not on the DC's admission list"
-        if admitted != sender:
-            return f"this node's public key is not the one admitted for {fqdn}"
-        return ""
 
     def _commit(self, pending: Pending, now: float) -> NodeSession:
         """Key confirmation: the registration takes effect."""
@@ -370,37 +359,8 @@ class Coordinator:
 
     # --- session messages -------------------------------------------------------------
 
-    def _open_signal(
-        self, datagram: bytes, now: float
-    ) -> tuple[Pending | NodeSession, Keypair, int, Message] | None:
-        """(owner, keypair, counter, message) of an authentic, fresh SIGNAL."""
-        try:
-            _, index, counter = parse_transport(datagram)
-        except CodecError:
-            self.drops.drop("malformed_transport")
-            return None
-        found = self.table.by_index.get(index)
-        if found is None or datagram[1] != T_SIGNAL:
-            self.drops.drop("unknown_index")
-            return None
-        owner, keypair = found
-        if keypair.expired(now, DC_REJECT_AFTER_S):
-            self.drops.drop("expired_keys")
-            return None
-        try:
-            payload = keypair.open(datagram, counter)
-        except ReplayError:
-            self.drops.drop("replayed")
-            return None
-        except AuthError:
-            self.drops.drop("bad_signal")
-            return None
-        try:
-            msg = decode(payload, where=BodyKind.SESSION)
-        except CodecError:
-            self.drops.drop("malformed_message")
-            return None
-        return owner, keypair, counter, msg
+    def _open_signal(self, datagram: bytes, now: float) -> Opened | None:
+        return open_signal(self.table, datagram, now, self.drops)
 
     def _on_signal(
         self,
@@ -517,11 +477,10 @@ class Coordinator:
             self.drops.drop("too_many_tunnels")
             return DirectionResponse(msg.txid, Status.NO_ROUTE)
         tunnel_id = tunnel.tunnel_id
-        relay = (
-            self._relay_for(tunnel_id, requester, target, now)
-            if plan.route != Route.DIRECT
-            else None
-        )
+        relay = None
+        if plan.route != Route.DIRECT:
+            expires_ms = self._epoch_ms(now) + self._grant_lifetime_ms
+            relay = relay_for(self.relays, self.dc_id, tunnel_id, expires_ms, requester, target)
         role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
         for_target = direction_for(
             self.dc_id, tunnel_id, plan, other(role), msg.fqdn, requester, msg.from_name, relay
@@ -558,14 +517,6 @@ class Coordinator:
         if target is requester:
             return Status.BAD_REQUEST
         return target
-
-    def _relay_for(self, tunnel_id: int, a: NodeSession, b: NodeSession, now: float):
-        """The relay this tunnel uses, with its grant for both ends (None: no relays)."""
-        relay = choose_relay(self.relays, tunnel_id)
-        if relay is None:
-            return None
-        expires_ms = self._epoch_ms(now) + self._grant_lifetime_ms
-        return relay_info(relay, self.dc_id, tunnel_id, expires_ms, a.public_key, b.public_key)
 
     def _direct(self, target: NodeSession, direction: Direction, now: float) -> None:
         msg = RouteDirection(self._txid(), direction)

@@ -130,6 +130,21 @@ def relay_info(
     return RelayInfo(relay.endpoint, relay.public_key, grant)
 
 
+def relay_for(
+    relays: list[RelayChoice],
+    dc_id: bytes,
+    tunnel_id: int,
+    expires_ms: int,
+    a: NodeSession,
+    b: NodeSession,
+) -> RelayInfo | None:
+    """The relay this tunnel uses, with its grant for both ends (None: no relays)."""
+    relay = choose_relay(relays, tunnel_id)
+    if relay is None:
+        return None
+    return relay_info(relay, dc_id, tunnel_id, expires_ms, a.public_key, b.public_key)
+
+
 def peer_endpoints(peer: NodeSession, private: bool) -> tuple[Endpoint, ...]:
     """Observed per family first; local ones only for a same-NAT route (section 3)."""
     observed = [peer.endpoints[f] for f in (4, 6) if f in peer.endpoints]

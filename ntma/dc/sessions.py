@@ -18,8 +18,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ..proto.bodies_v2 import Message
-from ..proto.buffer import Endpoint
-from ..proto.session import Keypair
+from ..proto.buffer import CodecError, Endpoint
+from ..proto.crypto import AuthError
+from ..proto.handshake import T_SIGNAL
+from ..proto.machine import Drops
+from ..proto.messages_v2 import BodyKind, decode
+from ..proto.session import Keypair, ReplayError, parse_transport
 from .route import Reach, reach_of
 
 DC_REKEY_AFTER_S = 1800.0  # the node's job: it initiates (4.4)
@@ -175,3 +179,36 @@ class SessionTable:
     def _forget(self, keypair: Keypair) -> int:
         self.by_index.pop(keypair.local_index, None)
         return keypair.local_index
+
+
+Opened = tuple[Owner, Keypair, int, Message]
+
+
+def open_signal(table: SessionTable, datagram: bytes, now: float, drops: Drops) -> Opened | None:
+    """(owner, keypair, counter, message) of an authentic, fresh SIGNAL to one of the DC's
+    indexes; None, counted, for anything else. No DH: a table lookup and one AEAD."""
+    try:
+        _, index, counter = parse_transport(datagram)
+    except CodecError:
+        drops.drop("malformed_transport")
+        return None
+    found = table.by_index.get(index)
+    if found is None or datagram[1] != T_SIGNAL:
+        drops.drop("unknown_index")
+        return None
+    owner, keypair = found
+    if keypair.expired(now, DC_REJECT_AFTER_S):
+        drops.drop("expired_keys")
+        return None
+    try:
+        msg = decode(keypair.open(datagram, counter), where=BodyKind.SESSION)
+    except ReplayError:
+        drops.drop("replayed")
+        return None
+    except AuthError:
+        drops.drop("bad_signal")
+        return None
+    except CodecError:
+        drops.drop("malformed_message")
+        return None
+    return owner, keypair, counter, msg
