@@ -61,7 +61,7 @@ from ..session import ReplayError, parse_transport
 from ..tunnel import TunnelTable
 from .events import DirectionResolved, NodeEvent, Registered
 from .handshake import Handshakes
-from .relay import RelayBindings, RsSession
+from .relay import RELAY_KEEPALIVE_S, RelayBindings, RsSession
 from .session import DcSession, DcTx
 from .wire import DcContext, RsContext, TunnelContext, Wire
 
@@ -111,6 +111,7 @@ class NodeSignalling:
         self._waiting_names: list[str] = []  # asked before registration finished
         self._asking: dict[str, int] = {}  # fqdn -> direction txid in flight
         self._dc_txids: OrderedDict[int, None] = OrderedDict()
+        self._prune_at = 0.0
 
     @property
     def fqdn(self) -> str:
@@ -187,7 +188,19 @@ class NodeSignalling:
                 self._asking.pop(tx.context, None)
                 self.wire.events.append(DirectionResolved(tx.context, Status.NO_ROUTE))
         self.relays.handle_timer(now)
+        if now >= self._prune_at:
+            self._prune_at = now + RELAY_KEEPALIVE_S
+            self._prune_bindings(now)
         self.handshakes.handle_timer(now)
+
+    def _prune_bindings(self, now: float) -> None:
+        relayed, live = set(), set()
+        for tunnel, _ in getattr(self.tunnels, "by_index", {}).values():
+            key = (tunnel.dc_id, tunnel.tunnel_id)
+            live.add(key)
+            if tunnel.route == "relay":
+                relayed.add(key)
+        self.relays.prune(now, relayed, live)
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
         if len(datagram) < 4 or datagram[0] != VERSION:
