@@ -1,17 +1,29 @@
 """A DC, a Relay Server and nodes wired over an in-memory 'network' (sans-IO tests,
-aioquic style). NATs are modelled by each node's outside endpoint (what others see)
-and, for a symmetric NAT, a different outside endpoint toward the DC's probe port."""
+aioquic style), protocol v2. NATs are modelled by each node's outside endpoint (what others
+see) and, for a symmetric NAT, a different outside endpoint toward the DC's probe port.
+
+`Net(fake_tunnels=True)` gives every node a RecordingHandshakes instead of part B's
+Handshakes: Directions, relay confirmations and tunnel inits are recorded, no tunnel is
+built, so the DC/RS/session scenarios run on their own. Scenarios that need real tunnels
+are marked `needs_tunnels` (skipped while proto/node/handshake.py is the stand-in).
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import random
 from collections.abc import Callable
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntma.dc.coordinator import Coordinator
 from ntma.dc.store import NodeStore
 from ntma.proto.buffer import Endpoint
 from ntma.proto.crypto import StaticKey
 from ntma.proto.node import NodeSignalling
+from ntma.proto.node import handshake as handshake_module
 from ntma.relay.relay import Relay
 
 DC_EP: Endpoint = ("198.51.100.10", 7400)
@@ -20,18 +32,81 @@ RS_EP: Endpoint = ("198.51.100.60", 7500)
 ZONE = "ntm.example"
 EPOCH = 1_700_000_000.0
 
+REAL_TUNNELS = "STAND-IN" not in (handshake_module.__doc__ or "")
+needs_tunnels = pytest.mark.skipif(not REAL_TUNNELS, reason="needs part B's Handshakes")
+
+
+def seeded(seed: int) -> Callable[[int], bytes]:
+    rng = random.Random(seed)
+    return lambda n: rng.randbytes(n)
+
+
+def keys_from(seed: int) -> Callable[[], X25519PrivateKey]:
+    """Deterministic ephemeral keys: X25519 takes any 32 bytes as a private key."""
+    counter = itertools.count(seed)
+    return lambda: X25519PrivateKey.from_private_bytes(next(counter).to_bytes(32, "big"))
+
+
+class RecordingHandshakes:
+    """Part B's interface, recording what the node's signalling hands it."""
+
+    def __init__(self, wire, tunnels, generate_key) -> None:
+        self.wire, self.tunnels = wire, tunnels
+        self.directions: list = []
+        self.relay_bound: list[tuple[bytes, int]] = []
+        self.inits: list = []
+        self.closed: list[tuple[bytes, int]] = []
+
+    def on_direction(self, direction, now):
+        self.directions.append(direction)
+
+    def on_init(self, datagram, addr, now, relay):
+        self.inits.append((datagram, addr, relay))
+
+    def on_established(self, pending, remote_index, body, keys, addr, now, relay):
+        self.wire.release(pending.sender_index)
+
+    def on_resend(self, pending, now):
+        pass
+
+    def on_expired(self, pending, now):
+        pass
+
+    def on_relay_bound(self, dc_id, tunnel_id, now):
+        self.relay_bound.append((dc_id, tunnel_id))
+
+    def on_signal(self, tunnel, payload, addr, now):
+        pass
+
+    def close(self, dc_id, tunnel_id, now):
+        self.closed.append((dc_id, tunnel_id))
+
+    def get_timer(self):
+        return None
+
+    def handle_timer(self, now):
+        pass
+
 
 class Net:
-    """Delivers datagrams between endpoints; `drop(datagram, src, dst)` can discard them."""
+    """Delivers datagrams between endpoints; `drop(datagram, src, dst)` can discard them.
+    `sent` records every datagram as (source, destination, bytes)."""
 
-    def __init__(self, *, relays: bool = True) -> None:
+    def __init__(self, *, relays: bool = True, fake_tunnels: bool = False, seed: int = 1) -> None:
         self.dc_key = StaticKey.generate()
         self.rs_key = StaticKey.generate()
         self.keys = {name: StaticKey.generate() for name in ("mn", "cn", "xn")}
         self.store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
-        self.dc = self.make_dc(relays=relays)
+        self._seed = seed
+        self.relays = relays
+        self.fake_tunnels = fake_tunnels
+        self.dc = self.make_dc()
         self.relay = Relay(
-            static=self.rs_key, dc_public=self.dc_key.public, idle_timeout=60, epoch_offset=EPOCH
+            static=self.rs_key,
+            dc_public=self.dc_key.public,
+            idle_timeout=60,
+            random_bytes=seeded(seed + 1000),
+            epoch_offset=EPOCH,
         )
         self.nodes: dict[str, NodeSignalling] = {}
         self.inside: dict[str, Endpoint] = {}
@@ -40,8 +115,11 @@ class Net:
         self.drop: Callable[[bytes, Endpoint, Endpoint], bool] = lambda d, s, t: False
         self.now = 0.0
         self.events: dict[str, list] = {}
+        self.dc_events: list = []
+        self.sent: list[tuple[Endpoint, Endpoint, bytes]] = []
 
-    def make_dc(self, *, relays: bool = True) -> Coordinator:
+    def make_dc(self) -> Coordinator:
+        self._seed += 1
         return Coordinator(
             static=self.dc_key,
             store=self.store,
@@ -49,9 +127,10 @@ class Net:
             admission={f"{n}.{ZONE}": self.keys[n].public for n in ("mn", "cn")},
             keepalive_s=5,
             keepalive_misses=3,
+            random_bytes=seeded(self._seed),
             epoch_offset=EPOCH,
             probe_endpoint=DC_PROBE,
-            relays=[(RS_EP, self.rs_key.public)] if relays else [],
+            relays=[(RS_EP, self.rs_key.public)] if self.relays else [],
         )
 
     def add_node(
@@ -60,64 +139,84 @@ class Net:
         inside: Endpoint,
         outside: Endpoint | None = None,
         probe_outside: Endpoint | None = None,
-    ) -> None:
+        fqdn: str | None = None,
+    ) -> NodeSignalling:
         self.inside[name] = inside
         self.outside[name] = outside or inside
         if probe_outside is not None:
             self.probe_outside[name] = probe_outside
-        self.nodes[name] = NodeSignalling(
-            fqdn=f"{name}.{ZONE}",
+        node = NodeSignalling(
+            fqdn=fqdn or f"{name}.{ZONE}",
             static=self.keys[name],
             dc_public=self.dc_key.public,
             dc_endpoint=DC_EP,
             local_endpoints=lambda ep=inside: [ep],
             epoch_offset=EPOCH,
+            make_handshakes=RecordingHandshakes if self.fake_tunnels else None,
         )
+        self.nodes[name] = node
         self.events[name] = []
+        return node
+
+    def handshakes(self, name: str) -> RecordingHandshakes:
+        return self.nodes[name].handshakes  # type: ignore[return-value]
 
     def _to_node(self, datagram: bytes, src: Endpoint, target: Endpoint) -> None:
+        self.sent.append((src, target, datagram))
         if self.drop(datagram, src, target):
             return
         for name in self.nodes:
             if target in (self.outside[name], self.probe_outside.get(name)):
                 self.nodes[name].receive(datagram, src, self.now)
 
-    def _deliver(self, datagrams, source_name: str) -> None:
+    def deliver(self, datagrams, source_name: str) -> None:
         for datagram, target in datagrams:
             src = self.outside[source_name]
             if target == DC_PROBE:
                 src = self.probe_outside.get(source_name, src)
-            if self.drop(datagram, src, target):
-                continue
-            if target == DC_EP:
-                self.dc.receive(datagram, src, self.now)
-            elif target == DC_PROBE:
-                self.dc.receive_probe(datagram, src, self.now)
-                for reply, to in self.dc.probe_datagrams_to_send():
-                    self._to_node(reply, DC_PROBE, to)
-            elif target == RS_EP:
-                self.relay.receive(datagram, src, self.now)
-                for forwarded, to in self.relay.datagrams_to_send():
-                    self._to_node(forwarded, RS_EP, to)
-            else:
-                self._to_node(datagram, src, target)
+            self.inject(datagram, src, target)
+
+    def inject(self, datagram: bytes, src: Endpoint, target: Endpoint) -> None:
+        """One datagram from `src` (anyone's, or a stranger's) into the network."""
+        self.sent.append((src, target, datagram))
+        if self.drop(datagram, src, target):
+            return
+        if target == DC_EP:
+            self.dc.receive(datagram, src, self.now)
+        elif target == DC_PROBE:
+            self.dc.receive_probe(datagram, src, self.now)
+            for reply, to in self.dc.probe_datagrams_to_send():
+                self._to_node(reply, DC_PROBE, to)
+        elif target == RS_EP:
+            self.relay.receive(datagram, src, self.now)
+            for forwarded, to in self.relay.datagrams_to_send():
+                self._to_node(forwarded, RS_EP, to)
+        else:
+            self._to_node(datagram, src, target)
+
+    def step(self) -> bool:
+        moved = False
+        for name, node in self.nodes.items():
+            node.handle_timer(self.now)
+            out = node.datagrams_to_send()
+            self.events[name].extend(node.events())
+            moved |= bool(out)
+            self.deliver(out, name)
+        self.dc.handle_timer(self.now)
+        self.relay.handle_timer(self.now)
+        for datagram, to in self.relay.datagrams_to_send():
+            self._to_node(datagram, RS_EP, to)
+        out = self.dc.datagrams_to_send()
+        self.dc_events.extend(self.dc.events())
+        moved |= bool(out)
+        for datagram, target in out:
+            self._to_node(datagram, DC_EP, target)
+        return moved
 
     def run(self, seconds: float, step: float = 0.05) -> None:
         end = self.now + seconds
         while self.now < end:
             for _ in range(20):
-                moved = False
-                for name, node in self.nodes.items():
-                    node.handle_timer(self.now)
-                    out = node.datagrams_to_send()
-                    self.events[name].extend(node.events())
-                    moved |= bool(out)
-                    self._deliver(out, name)
-                self.dc.handle_timer(self.now)
-                out = self.dc.datagrams_to_send()
-                moved |= bool(out)
-                for datagram, target in out:
-                    self._to_node(datagram, DC_EP, target)
-                if not moved:
+                if not self.step():
                     break
             self.now += step

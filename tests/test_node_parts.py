@@ -1,270 +1,251 @@
-"""The node's signalling parts on their own: the DC session's states, one tunnel's
-Handshake, relay bindings, and the machine's purity (injected randomness and keys)."""
+"""The node's signalling parts (v2) on their own: the DC session's states, RS sessions and
+relay bindings, the dispatch to part B's Handshakes, and the machine's purity (injected
+randomness and keys)."""
 
 from __future__ import annotations
 
-import itertools
-import random
 from collections import Counter
-from dataclasses import replace
 
 import structlog
 import trio
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from structlog.testing import capture_logs
 
+from ntma.dc.coordinator import Coordinator
 from ntma.observe.spans import StageStats
-from ntma.proto.crypto import SignalBox, StaticKey
-from ntma.proto.messages import (
-    GRANT_LEN,
-    Direction,
-    KeepaliveAck,
-    RegisterAck,
-    RelayBound,
-    RelayInfo,
-    Role,
-    Route,
-    RouteDirection,
-    Status,
-)
+from ntma.proto.bodies_v2 import RelayInfo, TunnelGone
+from ntma.proto.crypto import StaticKey
+from ntma.proto.fields_v2 import GoneReason, Status
+from ntma.proto.handshake import T_INIT, T_SIGNAL
+from ntma.proto.messages_v2 import REPLY_MAX, MsgType
 from ntma.proto.node import (
+    DcTx,
     DcUnreachable,
     DirectionResolved,
     NodeSignalling,
-    NodeTx,
     Registered,
     RegistrationFailed,
     SessionState,
     TunnelUp,
 )
-from ntma.proto.node.handshake import PUNCH_FALLBACK_S, Handshake
-from ntma.proto.node.relay import RELAY_REBIND_S, RelayBindings
-from ntma.proto.node.session import REFUSED_RETRY_S, REGISTER_TIMEOUT_S, DcSession
-from ntma.proto.node.wire import TunnelBeingBuilt, Wire
-from ntma.proto.packet import open_message, seal_message, unpack_data_header
-from ntma.stages.keepalive import EXPIRE_S, keepalive_round
+from ntma.proto.node.relay import BIND_GRACE_S, RELAY_KEEPALIVE_S
+from ntma.proto.node.session import DC_REKEY_AFTER_S, REFUSED_RETRY_S, REGISTER_TIMEOUT_S
+from ntma.proto.node.wire import DcContext
 from ntma.stages.signalling import DirectionBroker, _count_drops, run_signalling
 
-from .sim import Net
+from .sim import DC_EP, EPOCH, RS_EP, Net, keys_from, needs_tunnels, seeded
 
-DC_EP = ("198.51.100.10", 7400)
 HOME = ("10.10.1.2", 7401)
 
 
-def _seeded(seed: int):
-    rng = random.Random(seed)
-    return lambda n: rng.randbytes(n)
+def _of(events, kind):
+    return [e for e in events if isinstance(e, kind)]
 
 
-def _keys(seed: int):
-    """Deterministic ephemeral keys: X25519 takes any 32 bytes as a private key."""
-    counter = itertools.count(seed)
-    return lambda: X25519PrivateKey.from_private_bytes(next(counter).to_bytes(32, "big"))
-
-
-def _wire(seed: int = 1) -> Wire:
-    return Wire(
-        static=StaticKey.generate(),
-        dc_public=StaticKey.generate().public,
-        dc_endpoint=DC_EP,
-        random_bytes=_seeded(seed),
-        epoch_offset=1.7e9,
-    )
-
-
-def _session() -> tuple[Wire, DcSession]:
-    wire = _wire()
-    return wire, DcSession(wire, "mn.ntm.example", lambda: [HOME])
-
-
-def _txid(wire: Wire, kind: NodeTx) -> int:
-    (tx,) = wire.tx.find(kind)
-    return tx.txid
-
-
-def _ok(txid: int, keepalive_s: int = 5) -> RegisterAck:
-    return RegisterAck(txid, Status.OK, "10.99.0.2", 16, ("198.51.100.41", 7401), keepalive_s)
+def _one(name: str = "mn", fqdn: str | None = None) -> Net:
+    net = Net(fake_tunnels=True)
+    net.add_node(name, HOME, ("198.51.100.41", 7401), fqdn=fqdn)
+    return net
 
 
 # --- the DC session ---------------------------------------------------------------------
 
 
-def test_session_registers_then_keeps_alive():
-    wire, session = _session()
+def test_session_registers_confirms_and_keeps_alive():
+    net = _one()
+    node = net.nodes["mn"]
+    session = node.session
     assert session.state == SessionState.UNREGISTERED and session.vip == "0.0.0.0"
-    session.register(0.0)
-    assert session.state == SessionState.REGISTERING and len(wire.out) == 1
-    assert session.on_register_ack(_ok(_txid(wire, NodeTx.REGISTER)), 0.1)
-    wire.tx.finish(_txid(wire, NodeTx.REGISTER))
-    assert session.state == SessionState.REGISTERED and session.vip == "10.99.0.2"
-    (event,) = wire.events
-    assert isinstance(event, Registered) and event.behind_nat  # the DC saw another endpoint
-    assert session.keepalive_at == 5.1
-    session.handle_timer(5.1)
-    assert wire.tx.find(NodeTx.KEEPALIVE) and session.keepalive_at is None
-    session.on_keepalive_ack(KeepaliveAck(_txid(wire, NodeTx.KEEPALIVE), Status.OK), 5.2)
-    assert session.state == SessionState.REGISTERED and session.keepalive_at == 10.2
-
-
-def test_session_reregisters_on_request_and_keeps_its_vip_meanwhile():
-    wire, session = _session()
-    session.register(0.0)
-    session.on_register_ack(_ok(_txid(wire, NodeTx.REGISTER)), 0.1)
-    wire.tx.finish(_txid(wire, NodeTx.REGISTER))
-    session.handle_timer(5.1)
-    session.on_keepalive_ack(KeepaliveAck(_txid(wire, NodeTx.KEEPALIVE), Status.REREGISTER), 5.2)
+    node.start(net.now)
     assert session.state == SessionState.REGISTERING
-    assert session.vip == "10.99.0.2"  # tunnels keep their VIP while we register again
-    assert not wire.tx.find(NodeTx.KEEPALIVE) and len(wire.tx.find(NodeTx.REGISTER)) == 1
+    ((init, to),) = node.datagrams_to_send()
+    assert to == DC_EP and init[1] == T_INIT and len(init) >= REPLY_MAX[MsgType.REGISTER]
+    assert session.pending is not None and session.pending.context == DcContext()
+    net.deliver([(init, to)], "mn")
+    net.run(0.1)
+    assert session.state == SessionState.REGISTERED and session.vip.startswith("10.99.")
+    (event,) = _of(net.events["mn"], Registered)
+    assert event.behind_nat  # the DC saw another endpoint
+    assert node.wire.names["mn.ntm.example"].vip4 == session.vip
+    assert node.wire.by_index[session.ring.current.local_index] is session
+    assert net.dc.sessions[net.keys["mn"].public].local_endpoints == [HOME]  # UPDATE arrived
+    assert session.keepalive_at is not None and not session.tx.find(DcTx.KEEPALIVE)
+    net.run(session.keepalive_at - net.now + 0.2)
+    assert session.state == SessionState.REGISTERED and not node.drops
 
 
 def test_session_refused_waits_then_asks_again():
-    wire, session = _session()
-    session.register(0.0)
-    refusal = RegisterAck(_txid(wire, NodeTx.REGISTER), Status.REFUSED, reason="no")
-    wire.tx.finish(refusal.txid)
-    assert not session.on_register_ack(refusal, 0.1)
-    assert session.state == SessionState.REFUSED
-    assert isinstance(wire.events[-1], RegistrationFailed)
-    session.handle_timer(0.1 + REFUSED_RETRY_S - 0.01)
-    assert session.state == SessionState.REFUSED
-    session.handle_timer(0.1 + REFUSED_RETRY_S)
-    assert session.state == SessionState.REGISTERING and session.retry_at is None
+    net = Net(fake_tunnels=True)
+    net.keys["xn"] = net.keys["mn"]  # mn's key, admitted for mn only, asks for cn
+    node = net.add_node("xn", ("198.51.100.50", 7401), fqdn="cn.ntm.example")
+    node.start(net.now)
+    net.run(0.5)
+    assert node.session.state == SessionState.REFUSED
+    assert _of(net.events["xn"], RegistrationFailed)[-1].status == Status.REFUSED
+    net.run(REFUSED_RETRY_S - 1.0)
+    assert len(_of(net.events["xn"], RegistrationFailed)) == 1
+    net.run(1.5)
+    assert len(_of(net.events["xn"], RegistrationFailed)) == 2  # asked again, refused again
 
 
-def test_session_unanswered_loses_the_vip_and_registers_again():
-    wire, session = _session()
-    session.register(0.0)
-    session.on_register_ack(_ok(_txid(wire, NodeTx.REGISTER)), 0.1)
-    session.on_unanswered(NodeTx.KEEPALIVE, 12.0)
-    assert wire.events[-1] == DcUnreachable("keepalive")
+def test_session_unreachable_dc_is_reported_and_registration_goes_on():
+    net = _one()
+    net.drop = lambda d, s, t: t == DC_EP
+    net.nodes["mn"].start(net.now)
+    net.run(REGISTER_TIMEOUT_S + 0.5)
+    assert _of(net.events["mn"], DcUnreachable) == [DcUnreachable("register")]
+    inits = [d for s, t, d in net.sent if t == DC_EP and d[1] == T_INIT]
+    assert len(set(inits)) >= 2  # fresh inits (new timestamps) after REKEY_TIMEOUT
+    net.drop = lambda d, s, t: False
+    net.run(6.0)
+    assert _of(net.events["mn"], Registered)
+
+
+def test_session_unanswered_keepalive_loses_the_vip_and_registers_again():
+    net = _one()
+    net.nodes["mn"].start(net.now)
+    net.run(1.0)
+    session = net.nodes["mn"].session
+    net.drop = lambda d, s, t: s == DC_EP  # the DC's answers are lost
+    net.run(12.0)
+    assert DcUnreachable("keepalive") in net.events["mn"]
     assert session.registration is None and session.state == SessionState.REGISTERING
 
 
-def test_session_deregister_only_when_holding_a_vip():
-    wire, session = _session()
-    session.deregister(0.0)
-    assert not wire.out
-    session.register(0.0)
-    session.on_register_ack(_ok(_txid(wire, NodeTx.REGISTER)), 0.1)
-    session.deregister(1.0)
-    assert session.state == SessionState.UNREGISTERED and session.registration is None
-    assert wire.tx.find(NodeTx.DEREGISTER) and session.keepalive_at is None
+def test_session_rekeys_in_place_after_30_minutes():
+    net = _one()
+    net.nodes["mn"].start(net.now)
+    net.run(1.0)
+    session = net.nodes["mn"].session
+    first = session.ring.current
+    net.run(DC_REKEY_AFTER_S + 2.0, step=1.0)
+    assert session.ring.current is not first and session.ring.previous is first
+    assert len(_of(net.events["mn"], Registered)) == 1
 
 
-# --- one handshake ----------------------------------------------------------------------
+def test_session_deregister_only_when_registered():
+    net = _one()
+    node = net.nodes["mn"]
+    node.deregister(net.now)
+    assert not node.datagrams_to_send()
+    node.start(net.now)
+    net.run(1.0)
+    node.deregister(net.now)
+    assert node.session.state == SessionState.UNREGISTERED and node.registered is None
+    net.run(0.5)
+    assert not net.dc.sessions  # the DC let it go
 
 
-def _pair(route: Route) -> tuple[StaticKey, Handshake, StaticKey, Handshake]:
-    a, b = StaticKey.generate(), StaticKey.generate()
-    keys = _keys(7)
-
-    def direction(role: Role, peer: StaticKey, fqdn: str, vip: str) -> Direction:
-        return Direction(42, route, role, fqdn, vip, peer.public, [("198.51.100.9", 7401)])
-
-    initiator = Handshake(direction(Role.INITIATE, b, "cn", "10.99.0.3"), keys(), 1)
-    responder = Handshake(direction(Role.RESPOND, a, "mn", "10.99.0.2"), keys(), 2)
-    return a, initiator, b, responder
+# --- dispatch to the handshakes ------------------------------------------------------------
 
 
-def test_handshake_both_ends_derive_matching_keys():
-    a, initiator, b, responder = _pair(Route.DIRECT)
-    request = initiator.request("10.99.0.2", 1_700_000_000_000)
-    assert request.txid == 1 and request.tunnel_id == 42
-    response = responder.response(request, "10.99.0.3")
-    assert response.txid == request.txid  # the answer names the request it answers
-    mn = initiator.tunnel(a, response.ephemeral, ("198.51.100.9", 7401), 1.0, via_relay=False)
-    cn = responder.tunnel(b, request.ephemeral, ("198.51.100.8", 7401), 1.0, via_relay=False)
-    datagram = mn.seal(b"hello")
-    assert cn.open(datagram, unpack_data_header(datagram)[1]) == b"hello"
-    assert mn.route == cn.route == "direct" and mn.peer_fqdn == "cn"
+def test_tunnel_gone_is_acked_and_closes_the_tunnel_once():
+    net = Net(fake_tunnels=True)
+    net.add_node("mn", HOME, ("198.51.100.41", 7401))
+    net.nodes["mn"].start(net.now)
+    net.run(1.0)
+    dc_session = net.dc.sessions[net.keys["mn"].public]
+    gone = TunnelGone(77, 1234, GoneReason.OFFLINE)
+    for _ in range(2):  # a copy, as after a lost ACK
+        net.dc._send(dc_session, gone, net.now)
+    net.run(0.1)
+    assert net.handshakes("mn").closed == [(net.dc.dc_id, 1234)]
+    assert net.dc.drops["unexpected_ack"] == 2  # the DC had no request in flight: counted
 
 
-def test_handshake_route_is_the_one_taken():
-    a, initiator, _, responder = _pair(Route.PUNCH)
-    direct = Handshake(replace(initiator.direction, route=Route.DIRECT), initiator.ephemeral, 1)
-    assert initiator.timeout() == direct.timeout() + PUNCH_FALLBACK_S  # room to fall back
-    peer_ephemeral = responder.response(initiator.request("x", 0), "y").ephemeral
-    fell_back = initiator.tunnel(a, peer_ephemeral, ("198.51.100.60", 7500), 0.0, via_relay=True)
-    assert fell_back.route == "relay"  # a PUNCH that fell back is a relay tunnel
-    punched = initiator.tunnel(a, peer_ephemeral, ("198.51.100.9", 7401), 0.0, via_relay=False)
-    assert punched.route == "punch"
+def test_signal_to_an_unknown_index_and_junk_are_counted():
+    net = _one()
+    node = net.nodes["mn"]
+    node.receive(b"\x07junk", ("198.51.100.66", 1), 0.0)
+    node.receive(bytes([2, T_SIGNAL, 0, 0]) + bytes(40), ("198.51.100.66", 1), 0.0)
+    node.receive(bytes([2, 4, 0, 0]) + bytes(40), ("198.51.100.66", 1), 0.0)  # DATA: not ours
+    assert node.drops == {"not_v2": 1, "unknown_index": 1, "unexpected_type": 1}
 
 
-# --- relay bindings ---------------------------------------------------------------------
-
-RELAY = RelayInfo(("198.51.100.60", 7500), StaticKey.generate().public, bytes(GRANT_LEN))
+# --- RS sessions and bindings ------------------------------------------------------------
 
 
-def test_relay_binding_rebinds_while_needed_and_is_dropped_after():
-    wire = _wire()
-    relays = RelayBindings(wire)
-    relays.bind(42, RELAY, 0.0)
-    ((_, to),) = wire.out
-    (tx,) = wire.tx.find(NodeTx.RELAY_BIND)
-    assert to == RELAY.endpoint and tx.context == TunnelBeingBuilt(42)
-    assert relays.timers() == [RELAY_REBIND_S]
-    relays.rebind_due(RELAY_REBIND_S - 1, still_needed=lambda tid: True)
-    assert len(wire.out) == 1  # not due yet
-    relays.rebind_due(RELAY_REBIND_S, still_needed=lambda tid: True)
-    assert len(wire.out) == 2 and relays.timers() == [2 * RELAY_REBIND_S]
-    relays.rebind_due(RELAY_REBIND_S + 1, still_needed=lambda tid: False)
-    assert 42 not in relays and relays.timers() == []
+def _relay_info(net: Net, tunnel_id: int) -> RelayInfo:
+    relay = net.dc.relays[0]
+    from ntma.dc.directions import relay_info
+
+    return relay_info(
+        relay,
+        net.dc.dc_id,
+        tunnel_id,
+        int(EPOCH * 1000) + 3_600_000,
+        net.keys["mn"].public,
+        net.keys["cn"].public,
+    )
 
 
-def test_relay_bound_answers_once():
-    wire = _wire()
-    relays = RelayBindings(wire)
-    relays.bind(42, RELAY, 0.0)
-    (tx,) = wire.tx.find(NodeTx.RELAY_BIND)
-    bound = RelayBound(tx.txid, 42, ("198.51.100.41", 7401))
-    assert relays.on_bound(bound)
-    assert not relays.on_bound(bound)  # a duplicate
+def test_binding_opens_an_rs_session_binds_and_keeps_alive():
+    net = _one()
+    node = net.nodes["mn"]
+    node.start(net.now)
+    net.run(1.0)
+    relays = node.relays
+    relays.bind(_relay_info(net, 42), net.dc.dc_id, 42, net.now)
+    relays.bind(_relay_info(net, 42), net.dc.dc_id, 42, net.now)  # idempotent
+    net.run(0.5)
+    assert net.handshakes("mn").relay_bound == [(net.dc.dc_id, 42)]
+    (entry,) = net.relay.entries.values()
+    assert entry.bound[0] == net.outside["mn"]
+    active = entry.last_active
+    net.run(RELAY_KEEPALIVE_S + 0.1)
+    assert entry.last_active > active  # RELAY_KEEPALIVE listed it
+    net.run(BIND_GRACE_S)
+    assert not relays.bindings and not relays.sessions  # no tunnel came up: unbound
+    assert node.drops == {}
+
+
+def test_an_envelope_is_accepted_only_from_the_bound_relay():
+    net = _one()
+    node = net.nodes["mn"]
+    node.start(net.now)
+    net.run(1.0)
+    node.relays.bind(_relay_info(net, 42), net.dc.dc_id, 42, net.now)
+    net.run(0.5)
+    from ntma.proto.envelope import wrap
+
+    inner = bytes([2, T_INIT, 0, 0]) + bytes(200)
+    node.receive(wrap(net.dc.dc_id, 42, inner), ("203.0.113.9", 7500), net.now)
+    assert node.drops["envelope_not_from_our_relay"] == 1
+    node.receive(wrap(net.dc.dc_id, 42, inner), RS_EP, net.now)
+    ((datagram, addr, relay),) = net.handshakes("mn").inits
+    assert datagram == inner and addr == RS_EP and relay.endpoint == RS_EP
 
 
 # --- the whole machine ------------------------------------------------------------------
 
 
-def _static(n: int) -> StaticKey:
-    return StaticKey.from_private(X25519PrivateKey.from_private_bytes(n.to_bytes(32, "big")))
-
-
-def _machine(seed: int) -> NodeSignalling:
+def _machine(seed: int, dc: StaticKey) -> NodeSignalling:
     return NodeSignalling(
         fqdn="mn.ntm.example",
-        static=_static(1),
-        dc_public=_static(2).public,
+        static=StaticKey.from_private(keys_from(1)()),
+        dc_public=dc.public,
         dc_endpoint=DC_EP,
         local_endpoints=lambda: [HOME],
-        random_bytes=_seeded(seed),
-        generate_key=_keys(seed),
-        epoch_offset=1.7e9,
+        random_bytes=seeded(seed),
+        generate_key=keys_from(seed * 100),
+        epoch_offset=EPOCH,
     )
 
 
 def test_machine_is_pure_given_its_randomness_and_keys():
-    peer = _static(3)
-    direction = Direction(
-        9, Route.DIRECT, Role.INITIATE, "cn.ntm.example", "10.99.0.3", peer.public, [HOME]
-    )
-    route = seal_message(
-        RouteDirection(5, direction),
-        SignalBox(_static(2), _static(1).public),
-        _static(2).public,
-        bytes(12),
-    )
+    dc = StaticKey.from_private(keys_from(2)())
     runs = []
     for seed in (3, 3, 4):
-        sm = _machine(seed)
+        sm = _machine(seed, dc)
         sm.start(0.0)
-        sm.receive(route, DC_EP, 0.1)  # a Tunnel Request: an ephemeral key, a txid, nonces
+        sm.handle_timer(0.6)  # the same init again
         runs.append(sm.datagrams_to_send())
-    assert len(runs[0]) == 3 and runs[0] == runs[1]
+    assert len(runs[0]) == 2 and runs[0] == runs[1]
+    assert runs[0][0] == runs[0][1]
     assert runs[0] != runs[2]
 
 
 def test_drops_are_counted_by_reason_and_reach_the_stage_once():
-    sm = _machine(1)
+    sm = _machine(1, StaticKey.generate())
     sm.receive(b"\x07junk", ("198.51.100.66", 1), 0.0)
     sm.receive(b"\x07junk", ("198.51.100.66", 1), 0.0)
     assert sum(sm.drops.values()) == 2 and not sm.events()
@@ -275,7 +256,10 @@ def test_drops_are_counted_by_reason_and_reach_the_stage_once():
     assert stats.drops == sm.drops
 
 
+@needs_tunnels
 def test_the_tunnel_table_is_the_one_owner():
+    from ntma.stages.keepalive import EXPIRE_S, keepalive_round
+
     net = Net()
     net.add_node("mn", ("198.51.100.41", 7401))
     net.add_node("cn", ("198.51.100.30", 7401))
@@ -311,8 +295,21 @@ def _nowait(channel):
 
 
 async def test_signalling_stage_logs_and_counts_what_the_machine_reports(autojump_clock):
-    sm = _machine(1)
-    dc_box = SignalBox(_static(2), _static(1).public)
+    import ipaddress
+
+    from ntma.dc.store import NodeStore
+
+    dc_key = StaticKey.generate()
+    sm = _machine(1, dc_key)
+    dc = Coordinator(
+        static=dc_key,
+        store=NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16")),
+        zone="ntm.example",
+        admission={"mn.ntm.example": StaticKey.from_private(keys_from(1)()).public},
+        keepalive_s=5,
+        keepalive_misses=3,
+        epoch_offset=EPOCH - trio.current_time(),
+    )
     inbox_send, inbox = trio.open_memory_channel(4)
     udp_out, udp_sent = trio.open_memory_channel(16)
     stats = StageStats("signalling")
@@ -330,11 +327,8 @@ async def test_signalling_stage_logs_and_counts_what_the_machine_reports(autojum
             sent = []
             while (batch := _nowait(udp_sent)) is not None:
                 sent.extend(batch)
-            _, register = open_message(sent[-1][0], lambda key: dc_box)  # the latest Register
-            ack = RegisterAck(register.txid, Status.OK, "10.99.0.2", 16, HOME, 5)
-            await inbox_send.send(
-                [(seal_message(ack, dc_box, _static(2).public, bytes(12)), DC_EP)]
-            )
+            dc.receive(sent[-1][0], HOME, trio.current_time())  # the latest REGISTER init
+            await inbox_send.send(dc.datagrams_to_send())
             await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
     assert stats.drops == sm.drops and sum(stats.drops.values()) == 1

@@ -1,31 +1,38 @@
-"""Node and DC state machines talking over an in-memory network (no sockets)."""
+"""Node, DC and RS state machines talking protocol v2 over an in-memory network (no
+sockets). Scenarios marked `needs_tunnels` build real tunnels with part B's Handshakes; the
+others run with RecordingHandshakes (tests/sim.py) and assert what the DC directed."""
 
 import ipaddress
 import random
 from collections import Counter
 
 from ntma.dc.coordinator import Coordinator
-from ntma.dc.events import NodeNat, RouteDecided
+from ntma.dc.directions import RelayChoice, choose_relay
+from ntma.dc.events import NodeNat, RegistrationRefused, RouteDecided, RouteDirectionUnacked
 from ntma.dc.store import NodeStore
+from ntma.proto.bodies_v2 import RouteDirectionAck
 from ntma.proto.crypto import StaticKey
-from ntma.proto.messages import Status
+from ntma.proto.fields_v2 import Role, Route, Status
+from ntma.proto.handshake import T_DATA, T_INIT
 from ntma.proto.node import (
+    DcUnreachable,
     DirectionResolved,
     Registered,
     RegistrationFailed,
     RouteFallback,
     TunnelUp,
 )
+from ntma.proto.session import parse_transport
 
-from .sim import Net
+from .sim import DC_EP, RS_EP, Net, needs_tunnels
 
 
 def _of(events, kind):
     return [e for e in events if isinstance(e, kind)]
 
 
-def _net(mn_nat: bool = True, cn_nat: bool = False) -> Net:
-    net = Net()
+def _net(mn_nat: bool = True, cn_nat: bool = False, fake_tunnels: bool = False) -> Net:
+    net = Net(fake_tunnels=fake_tunnels)
     net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401) if mn_nat else None)
     net.add_node(
         "cn",
@@ -38,120 +45,10 @@ def _net(mn_nat: bool = True, cn_nat: bool = False) -> Net:
     return net
 
 
-def test_registration_gives_vips_and_nat_view():
-    net = _net()
-    mn = _of(net.events["mn"], Registered)[0]
-    cn = _of(net.events["cn"], Registered)[0]
-    assert mn.vip != cn.vip and mn.vip.startswith("10.99.")
-    assert mn.behind_nat and not cn.behind_nat
-    assert mn.observed == ("198.51.100.41", 7401)
-
-
-def _tunnel_between(net: Net):
-    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
-    net.run(2.0)
-    resolved = _of(net.events["mn"], DirectionResolved)
-    assert resolved and resolved[-1].status == Status.OK
-    mn_tunnel = _of(net.events["mn"], TunnelUp)[-1].tunnel
-    cn_tunnel = _of(net.events["cn"], TunnelUp)[-1].tunnel
-    return resolved[-1], mn_tunnel, cn_tunnel
-
-
-def test_initiator_behind_nat_builds_tunnel_and_keys_match():
-    net = _net(mn_nat=True, cn_nat=False)
-    resolved, mn_t, cn_t = _tunnel_between(net)
-    assert resolved.vip == _of(net.events["cn"], Registered)[0].vip
-    assert mn_t.tunnel_id == cn_t.tunnel_id
-    assert cn_t.peer_endpoint == ("198.51.100.41", 7401)  # learnt from the request
-    datagram = mn_t.seal(b"hello")
-    from ntma.proto.packet import unpack_data_header
-
-    _, counter = unpack_data_header(datagram)
-    assert cn_t.open(datagram, counter) == b"hello"
-    back = cn_t.seal(b"world")
-    assert mn_t.open(back, unpack_data_header(back)[1]) == b"world"
-
-
-def test_peer_behind_nat_is_directed_to_open_the_tunnel():
-    net = _net(mn_nat=False, cn_nat=True)
-    _, mn_t, cn_t = _tunnel_between(net)
-    assert mn_t.peer_endpoint == ("198.51.100.31", 7401)  # cn's NAT mapping
-    assert mn_t.tunnel_id == cn_t.tunnel_id
-
-
-def test_both_symmetric_without_relay_has_no_route():
-    net = Net(relays=False)
-    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401), ("198.51.100.41", 40001))
-    net.add_node("cn", ("10.10.2.2", 7401), ("198.51.100.31", 7401), ("198.51.100.31", 40002))
-    for node in net.nodes.values():
-        node.start(net.now)
-    net.run(1.0)
-    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
-    net.run(1.0)
-    assert _of(net.events["mn"], DirectionResolved)[-1].status == Status.NO_ROUTE
-
-
-def test_names_outside_zone_and_unknown_names():
-    net = _net()
-    mn = net.nodes["mn"]
-    mn.request_direction("www.example.org", net.now)
-    mn.request_direction("nobody.ntm.example", net.now)
-    net.run(1.0)
-    got = {e.fqdn: e.status for e in _of(net.events["mn"], DirectionResolved)}
-    assert got == {"www.example.org": Status.NOT_NTM, "nobody.ntm.example": Status.UNKNOWN}
-
-
-def test_unadmitted_key_is_refused_with_a_reason():
-    net = _net()
-    net.add_node("xn", ("198.51.100.50", 7401))
-    net.nodes["xn"].fqdn = "cn.ntm.example"  # tries to take cn's name with another key
-    net.nodes["xn"].start(net.now)
-    net.run(1.0)
-    failed = _of(net.events["xn"], RegistrationFailed)
-    assert failed and failed[0].status == Status.REFUSED
-    assert "public key is not the one admitted" in failed[0].reason
-
-
-def test_lossy_link_retransmits_and_stays_idempotent():
-    net = Net()
-    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401))
-    net.add_node("cn", ("198.51.100.30", 7401))
-    rng = random.Random(7)
-    net.drop = lambda datagram, src, dst: rng.random() < 0.4
-    for node in net.nodes.values():
-        node.start(net.now)
-    net.run(25.0)  # registration retries through a 40% loss in each direction
-    assert _of(net.events["mn"], Registered) and _of(net.events["cn"], Registered)
-    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
-    net.run(6.0)
-    assert _of(net.events["mn"], DirectionResolved)[-1].status == Status.OK
-    assert len(_of(net.events["cn"], TunnelUp)) == 1  # one tunnel despite retransmits
-
-
-def test_dc_restart_makes_nodes_register_again_with_same_vip():
-    net = _net()
-    vip = _of(net.events["mn"], Registered)[0].vip
-
-    net.dc = net.make_dc()  # a restarted DC: same key and database, no sessions
-    net.run(8.0)
-    again = _of(net.events["mn"], Registered)
-    assert len(again) >= 2 and again[-1].vip == vip
-
-
-def test_dc_silence_leads_to_reregistration():
-    net = _net()
-    net.drop = lambda d, s, t: t == ("198.51.100.10", 7400)
-    net.run(15.0)
-    from ntma.proto.node import DcUnreachable
-
-    assert _of(net.events["mn"], DcUnreachable)
-    net.drop = lambda d, s, t: False
-    net.run(10.0)
-    assert len(_of(net.events["mn"], Registered)) >= 2
-
-
-def _nat_net(mn_symmetric: bool = False, cn_symmetric: bool = False) -> Net:
-    net = Net()
+def _nat_net(
+    mn_symmetric: bool = False, cn_symmetric: bool = False, fake_tunnels: bool = False
+) -> Net:
+    net = Net(fake_tunnels=fake_tunnels)
     net.add_node(
         "mn",
         ("10.10.1.2", 7401),
@@ -170,50 +67,268 @@ def _nat_net(mn_symmetric: bool = False, cn_symmetric: bool = False) -> Net:
     return net
 
 
-def _decided(net: Net):
-    return [e for e in net.dc.events() if isinstance(e, RouteDecided)]
+def _decided(net: Net) -> list[RouteDecided]:
+    return _of(net.dc_events, RouteDecided)
+
+
+def _directed(net: Net) -> tuple:
+    """Ask mn -> cn with recording handshakes; (mn's Direction, cn's Direction)."""
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(1.0)
+    (mine,) = net.handshakes("mn").directions
+    (theirs,) = net.handshakes("cn").directions
+    assert mine.tunnel_id == theirs.tunnel_id and mine.dc_id == theirs.dc_id == net.dc.dc_id
+    return mine, theirs
+
+
+def _endpoint(tunnel):
+    """A tunnel's peer endpoint (part B keeps one per family)."""
+    endpoint = tunnel.endpoint
+    return endpoint.get(4) if isinstance(endpoint, dict) else endpoint
+
+
+def _data_flows(a, b_table, now, payload=b"hello"):
+    datagram = a.ring.sending(now).seal(T_DATA, payload)
+    _, index, counter = parse_transport(datagram)
+    _, keypair = b_table.by_index[index]
+    assert keypair.open(datagram, counter) == payload
+    return datagram
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def test_registration_gives_vips_and_nat_view():
+    net = _net(fake_tunnels=True)
+    mn = _of(net.events["mn"], Registered)[0]
+    cn = _of(net.events["cn"], Registered)[0]
+    assert mn.vip != cn.vip and mn.vip.startswith("10.99.")
+    assert mn.behind_nat and not cn.behind_nat
+    assert mn.observed == ("198.51.100.41", 7401)
+    assert set(net.dc.sessions) == {net.keys["mn"].public, net.keys["cn"].public}
+
+
+def test_unadmitted_key_gets_no_reply_at_all():
+    net = _net(fake_tunnels=True)
+    net.add_node("xn", ("198.51.100.50", 7401), fqdn="cn.ntm.example")  # cn's name, other key
+    net.nodes["xn"].start(net.now)
+    net.run(3.0)
+    assert not _of(net.events["xn"], Registered) and not _of(net.events["xn"], RegistrationFailed)
+    assert net.dc.drops["unadmitted_key"] >= 1
+    assert not [d for src, to, d in net.sent if src == DC_EP and to == net.outside["xn"]]
+
+
+def test_admitted_key_asking_for_another_name_is_refused_with_a_status_only():
+    net = _net(fake_tunnels=True)
+    net.keys["xn"] = net.keys["mn"]  # mn's key, admitted for mn only
+    node = net.add_node("xn", ("198.51.100.50", 7401), fqdn="cn.ntm.example")
+    node.start(net.now)
+    net.run(1.0)
+    (failed,) = _of(net.events["xn"], RegistrationFailed)
+    assert failed.status == Status.REFUSED and failed.reason == "REFUSED"
+    refused = _of(net.dc_events, RegistrationRefused)[-1]
+    assert "public key is not the one admitted" in refused.reason  # the DC logs the detail
+
+
+def test_dc_restart_makes_nodes_register_again_with_same_vip():
+    net = _net(fake_tunnels=True)
+    vip = _of(net.events["mn"], Registered)[0].vip
+    net.dc = net.make_dc()  # a restarted DC: same key and database, no sessions
+    net.run(12.0)
+    again = _of(net.events["mn"], Registered)
+    assert len(again) >= 2 and again[-1].vip == vip
+    assert _of(net.events["mn"], DcUnreachable)  # its KEEPALIVE went unanswered
+    assert net.dc.drops["unknown_index"] >= 1  # the old session's SIGNAL, dropped silently
+
+
+def test_dc_silence_leads_to_reregistration():
+    net = _net(fake_tunnels=True)
+    net.drop = lambda d, s, t: t == DC_EP
+    net.run(15.0)
+    assert _of(net.events["mn"], DcUnreachable)
+    net.drop = lambda d, s, t: False
+    net.run(10.0)
+    assert len(_of(net.events["mn"], Registered)) >= 2
+
+
+def test_lossy_link_registers_and_directs_once():
+    net = Net(fake_tunnels=True)
+    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401))
+    net.add_node("cn", ("198.51.100.30", 7401))
+    rng = random.Random(7)
+    net.drop = lambda datagram, src, dst: rng.random() < 0.4
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(25.0)  # registration retries through a 40% loss in each direction
+    assert _of(net.events["mn"], Registered) and _of(net.events["cn"], Registered)
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(6.0)
+    assert len(_decided(net)) == 1  # retransmissions got the cached answer
+    assert len(net.handshakes("mn").directions) == 1
+    assert len(net.handshakes("cn").directions) == 1  # every ROUTE_DIRECTION copy acked, one used
+
+
+@needs_tunnels
+def test_lossy_link_builds_one_tunnel():
+    net = Net()
+    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401))
+    net.add_node("cn", ("198.51.100.30", 7401))
+    rng = random.Random(7)
+    net.drop = lambda datagram, src, dst: rng.random() < 0.4
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(25.0)
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(6.0)
+    assert _of(net.events["mn"], DirectionResolved)[-1].status == Status.OK
+    assert len(_of(net.events["cn"], TunnelUp)) == 1  # one tunnel despite retransmits
+
+
+# --- directions ---------------------------------------------------------------------------
+
+
+def test_names_outside_zone_and_unknown_names():
+    net = _net(fake_tunnels=True)
+    mn = net.nodes["mn"]
+    mn.request_direction("www.example.org", net.now)
+    mn.request_direction("nobody.ntm.example", net.now)
+    mn.request_direction("bad_name.ntm.example", net.now)  # cannot be a v2 name
+    net.run(1.0)
+    got = {e.fqdn: e.status for e in _of(net.events["mn"], DirectionResolved)}
+    assert got == {
+        "www.example.org": Status.NOT_NTM,
+        "nobody.ntm.example": Status.UNKNOWN,
+        "bad_name.ntm.example": Status.UNKNOWN,
+    }
+
+
+def test_initiator_behind_nat_is_directed_to_the_public_peer():
+    net = _net(mn_nat=True, cn_nat=False, fake_tunnels=True)
+    mine, theirs = _directed(net)
+    assert (mine.route, mine.role, theirs.role) == (Route.DIRECT, Role.INITIATE, Role.RESPOND)
+    assert mine.peer_endpoints == (("198.51.100.30", 7401),)
+    assert theirs.peer_endpoints == (("198.51.100.41", 7401),)  # observed only: no locals
+    assert mine.self_name == "mn.ntm.example" and mine.peer_name == "cn.ntm.example"
+    assert mine.peer_key == net.keys["cn"].public and theirs.peer_key == net.keys["mn"].public
+    assert mine.peer_vip4 == _of(net.events["cn"], Registered)[0].vip
+
+
+@needs_tunnels
+def test_initiator_behind_nat_builds_tunnel_and_keys_match():
+    net = _net(mn_nat=True, cn_nat=False)
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(2.0)
+    resolved = _of(net.events["mn"], DirectionResolved)[-1]
+    assert resolved.status == Status.OK
+    assert resolved.vip == _of(net.events["cn"], Registered)[0].vip
+    mn_t = _of(net.events["mn"], TunnelUp)[-1].tunnel
+    cn_t = _of(net.events["cn"], TunnelUp)[-1].tunnel
+    assert mn_t.tunnel_id == cn_t.tunnel_id
+    assert _endpoint(cn_t) == ("198.51.100.41", 7401)  # learnt from the init
+    _data_flows(mn_t, net.nodes["cn"].tunnels, net.now)
+    _data_flows(cn_t, net.nodes["mn"].tunnels, net.now, b"world")
+
+
+def test_peer_behind_nat_is_directed_to_open_the_tunnel():
+    net = _net(mn_nat=False, cn_nat=True, fake_tunnels=True)
+    mine, theirs = _directed(net)
+    assert (mine.role, theirs.role) == (Role.RESPOND, Role.INITIATE)
+    assert theirs.peer_endpoints == (("10.10.1.2", 7401),)  # mn is public on its own address
+
+
+@needs_tunnels
+def test_peer_behind_nat_opens_the_tunnel():
+    net = _net(mn_nat=False, cn_nat=True)
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(2.0)
+    mn_t = _of(net.events["mn"], TunnelUp)[-1].tunnel
+    cn_t = _of(net.events["cn"], TunnelUp)[-1].tunnel
+    assert _endpoint(mn_t) == ("198.51.100.31", 7401)  # cn's NAT mapping
+    assert mn_t.tunnel_id == cn_t.tunnel_id
+
+
+def test_both_symmetric_without_relay_has_no_route():
+    net = Net(relays=False, fake_tunnels=True)
+    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401), ("198.51.100.41", 40001))
+    net.add_node("cn", ("10.10.2.2", 7401), ("198.51.100.31", 7401), ("198.51.100.31", 40002))
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(1.0)
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(1.0)
+    assert _of(net.events["mn"], DirectionResolved)[-1].status == Status.NO_ROUTE
 
 
 def test_probe_tells_cone_from_symmetric():
-    net = _nat_net(mn_symmetric=True)
-    nat = {e.fqdn: e.reach for e in net.dc.events() if isinstance(e, NodeNat)}
+    net = _nat_net(mn_symmetric=True, fake_tunnels=True)
+    nat = {e.fqdn: e.reach for e in _of(net.dc_events, NodeNat)}
     assert nat == {"mn.ntm.example": "symmetric", "cn.ntm.example": "cone"}
+    assert net.nodes["mn"].nat_probe_observed == ("198.51.100.41", 40001)
 
 
+def test_both_cone_punch_and_bind_at_the_relay_for_the_fallback():
+    net = _nat_net(fake_tunnels=True)
+    mine, theirs = _directed(net)
+    assert _decided(net)[-1].route == "punch" and mine.route == Route.PUNCH
+    assert mine.relay is not None and mine.relay == theirs.relay
+    assert mine.peer_endpoints == (("198.51.100.31", 7401),)
+    key = (net.dc.dc_id, mine.tunnel_id)
+    assert net.handshakes("mn").relay_bound == [key] and net.handshakes("cn").relay_bound == [key]
+    entry = net.relay.entries[key]
+    assert entry.bound == [net.outside["mn"], net.outside["cn"]] or entry.bound == [
+        net.outside["cn"],
+        net.outside["mn"],
+    ]
+
+
+@needs_tunnels
 def test_both_cone_punch_directly():
     net = _nat_net()
-    net.dc.events()
-    _, mn_t, cn_t = _tunnel_between(net)
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(2.0)
     assert _decided(net)[-1].route == "punch"
+    mn_t = _of(net.events["mn"], TunnelUp)[-1].tunnel
+    cn_t = _of(net.events["cn"], TunnelUp)[-1].tunnel
     assert mn_t.route == cn_t.route == "punch"
-    assert mn_t.peer_endpoint == ("198.51.100.31", 7401)
+    assert _endpoint(mn_t) == ("198.51.100.31", 7401)
     assert not _of(net.events["mn"], RouteFallback)
 
 
-def _relayed_data_works(net: Net, mn_t, cn_t) -> None:
-    from ntma.proto.packet import unpack_data_header
-
-    assert mn_t.peer_endpoint == cn_t.peer_endpoint == ("198.51.100.60", 7500)
-    forwarded_before = net.relay.forwarded
-    datagram = mn_t.seal(b"via the relay")
-    net.relay.receive(datagram, net.outside["mn"], net.now)
-    ((out, to),) = net.relay.datagrams_to_send()
-    assert to == net.outside["cn"] and out == datagram  # opaque: forwarded as it came
-    assert cn_t.open(out, unpack_data_header(out)[1]) == b"via the relay"
-    assert net.relay.forwarded == forwarded_before + 1
-
-
-def test_symmetric_nat_goes_through_the_relay():
-    net = _nat_net(cn_symmetric=True)
-    net.dc.events()
-    _, mn_t, cn_t = _tunnel_between(net)
+def test_symmetric_nat_is_directed_through_the_relay():
+    net = _nat_net(cn_symmetric=True, fake_tunnels=True)
+    mine, _ = _directed(net)
     decided = _decided(net)[-1].log_fields()
     assert decided["route"] == "relay" and "symmetric" in decided["why"]
     assert decided["relay"] == "198.51.100.60:7500"
+    assert mine.route == Route.RELAY and mine.relay.endpoint == RS_EP
+    assert (net.dc.dc_id, mine.tunnel_id) in net.relay.entries
+    assert len(net.handshakes("mn").relay_bound) == 1
+
+
+def _relayed_data_works(net: Net, mn_t, cn_t) -> None:
+    forwarded_before = net.relay.forwarded
+    datagram = mn_t.ring.sending(net.now).seal(T_DATA, b"via the relay")
+    net.relay.receive(datagram, net.outside["mn"], net.now)
+    ((out, to),) = net.relay.datagrams_to_send()
+    assert to == net.outside["cn"] and out == datagram  # opaque: forwarded as it came
+    _, index, counter = parse_transport(out)
+    _, keypair = net.nodes["cn"].tunnels.by_index[index]
+    assert keypair.open(out, counter) == b"via the relay"
+    assert net.relay.forwarded == forwarded_before + 1
+
+
+@needs_tunnels
+def test_symmetric_nat_goes_through_the_relay():
+    net = _nat_net(cn_symmetric=True)
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(2.0)
+    mn_t = _of(net.events["mn"], TunnelUp)[-1].tunnel
+    cn_t = _of(net.events["cn"], TunnelUp)[-1].tunnel
     assert mn_t.route == cn_t.route == "relay"
     _relayed_data_works(net, mn_t, cn_t)
 
 
+@needs_tunnels
 def test_blocked_punching_falls_back_to_the_relay_in_bounded_time():
     net = _nat_net()
     ends = {net.outside["mn"], net.outside["cn"]}
@@ -230,83 +345,69 @@ def test_blocked_punching_falls_back_to_the_relay_in_bounded_time():
     _relayed_data_works(net, up.tunnel, _of(net.events["cn"], TunnelUp)[-1].tunnel)
 
 
-def test_same_nat_goes_direct_to_private_addresses():
-    net = Net()
+def _same_nat_net(fake_tunnels: bool) -> Net:
+    net = Net(fake_tunnels=fake_tunnels)
     net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401))
     net.add_node("cn", ("10.10.1.3", 7401), ("198.51.100.41", 7402))
     for node in net.nodes.values():
         node.start(net.now)
     net.run(1.0)
-    net.dc.events()
-    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
-    sent = []
-    original = net._deliver
+    return net
 
-    def record(datagrams, source_name):
-        sent.extend((source_name, target) for _, target in datagrams)
-        original(datagrams, source_name)
 
-    net._deliver = record
-    net.run(1.0)
+def test_same_nat_is_directed_to_private_addresses():
+    net = _same_nat_net(fake_tunnels=True)
+    mine, theirs = _directed(net)
     decided = _decided(net)[-1].log_fields()
     assert decided["route"] == "direct" and "same NAT" in decided["why"]
-    assert ("mn", ("10.10.1.3", 7401)) in sent  # the private address is tried first
+    assert mine.peer_endpoints == (("198.51.100.41", 7402), ("10.10.1.3", 7401))
+    assert theirs.peer_endpoints == (("198.51.100.41", 7401), ("10.10.1.2", 7401))
+
+
+@needs_tunnels
+def test_same_nat_goes_direct_to_private_addresses():
+    net = _same_nat_net(fake_tunnels=False)
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(1.0)
+    inits = [to for src, to, d in net.sent if src == net.outside["mn"] and d[1] == T_INIT]
+    assert ("10.10.1.3", 7401) in inits  # the private address is tried
 
 
 def test_several_relays_spread_tunnels_and_each_tunnel_sticks_to_one():
-    relays = [((f"198.51.100.{60 + i}", 7500), StaticKey.generate().public) for i in range(3)]
-    store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
+    relays = [
+        RelayChoice((f"198.51.100.{60 + i}", 7500), StaticKey.generate().public, b"k")
+        for i in range(3)
+    ]
+    picks = Counter(choose_relay(relays, tid).endpoint for tid in range(1, 601))
+    assert set(picks) == {r.endpoint for r in relays}
+    assert min(picks.values()) > 150  # about a third each (rendezvous hashing)
+    assert choose_relay(relays, 42) == choose_relay(relays, 42)
     dc = Coordinator(
         static=StaticKey.generate(),
-        store=store,
+        store=NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16")),
         zone="ntm.example",
         admission={},
         keepalive_s=5,
         keepalive_misses=3,
-        relays=relays,
+        relays=[(r.endpoint, r.public_key) for r in relays],
     )
-
-    class End:
-        public_key = b"\x01" * 32
-
-    picks = Counter(dc._relay_for(tid, End, End, 0.0).endpoint for tid in range(1, 601))
-    assert set(picks) == {ep for ep, _ in relays}
-    assert min(picks.values()) > 150  # about a third each (rendezvous hashing)
-    assert dc._relay_for(42, End, End, 0.0).endpoint == dc._relay_for(42, End, End, 9.0).endpoint
+    assert [r.endpoint for r in dc.relays] == [r.endpoint for r in relays]
 
 
 def test_route_direction_ack_only_from_the_directed_node_ends_retransmits():
-    from ntma.proto.crypto import SignalBox
-    from ntma.proto.messages import RouteDirectionAck
-    from ntma.proto.packet import seal_message
-
-    net = _net(mn_nat=False, cn_nat=True)  # the DC directs cn, which must ack
-    cn = net.nodes["cn"]
-    original = cn._from_dc
-
-    def swallow_acks(msg, addr, now):  # cn handles the direction but its acks get lost
-        original(msg, addr, now)
-        cn._wire.out[:] = [d for d in cn._wire.out if d[0][1] != 0x08]
-
-    cn._from_dc = swallow_acks
+    net = _net(mn_nat=False, cn_nat=True, fake_tunnels=True)  # the DC directs cn, which acks
+    cn_out = net.outside["cn"]
+    net.drop = lambda d, src, dst: src == cn_out and dst == DC_EP  # cn's acks get lost
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)
     net.run(0.2)
     (tx,) = net.dc._tx.find("route_direction")
     tunnel_id, _ = tx.context
-    forged = seal_message(
-        RouteDirectionAck(tx.txid, tunnel_id),
-        SignalBox(net.keys["mn"], net.dc_key.public),
-        net.keys["mn"].public,
-        bytes(12),
-    )
-    net.dc.receive(forged, net.outside["mn"], net.now)  # mn knows the txid? still not cn
-    assert net.dc._tx.get(tx.txid) is not None
-    assert net.dc.drops["unexpected route direction ack"] == 1
-    genuine = seal_message(
-        RouteDirectionAck(tx.txid, tunnel_id),
-        SignalBox(net.keys["cn"], net.dc_key.public),
-        net.keys["cn"].public,
-        bytes(12),
-    )
-    net.dc.receive(genuine, net.outside["cn"], net.now)
+    mn = net.nodes["mn"]
+    mn.session.send(RouteDirectionAck(tx.txid, tunnel_id), net.now)  # mn knows the txid...
+    net.deliver(mn.datagrams_to_send(), "mn")
+    assert net.dc._tx.get(tx.txid) is not None  # ... but is not the directed node
+    assert net.dc.drops["unexpected_ack"] == 1
+    net.drop = lambda d, s, t: False
+    net.run(2.0)  # the DC resends ROUTE_DIRECTION, cn acks the copy
     assert net.dc._tx.get(tx.txid) is None
+    assert not _of(net.dc_events, RouteDirectionUnacked)

@@ -1,17 +1,28 @@
-"""Direction Coordinator state machine (sans-IO).
+"""Direction Coordinator state machine, protocol v2 (sans-IO).
 
 Rules:
-- It follows the contract in proto/machine.py. Inputs: receive(datagram, addr, now)
-  for the signalling port, receive_probe(...) for the probe port, handle_timer(now).
-  Outputs, drained by the driver: datagrams_to_send(), probe_datagrams_to_send() (they
-  leave from the probe port), events() (typed, in dc/events.py) and drops.
-- Durable facts (name -> key, VIP, endpoints) go to the NodeStore; sessions
-  (who is online, at which endpoint, which requests were answered) are in
-  memory. After a DC restart nobody has a session, so nodes are told to
-  register again and get their old VIPs from the store.
-- Every request is answered idempotently: a retransmitted txid gets the cached
-  reply and changes nothing. A new txid must carry a timestamp within
-  CLOCK_SKEW_MS of ours, so a recorded message cannot be replayed later.
+- It follows the contract in proto/machine.py. Inputs: receive(datagram, addr, now) for
+  the main port, receive_probe(...) for the probe port, handle_timer(now). Outputs, drained
+  by the driver: datagrams_to_send(), probe_datagrams_to_send() (they leave from the probe
+  port), events() (typed, in dc/events.py) and drops.
+- Main port: HANDSHAKE_INIT(REGISTER) goes through the HandshakeGate (mac1, cookie under
+  load, budgets), then two X25519, then: an admitted key or no reply at all; a timestamp
+  newer than any seen for the key (in memory, and durably in the store) or dropped; then
+  HANDSHAKE_RESP(REGISTER_ACK) with the VIP looked up or reserved, and **nothing
+  committed**. The first SIGNAL of that session commits it (dc/sessions.py).
+- SIGNAL: found by the DC's own index, opened, and only then looked at. A session's
+  endpoint moves only on a packet whose counter is above the highest seen (roaming).
+  Requests are answered once per txid; a retransmission gets the cached answer,
+  re-encrypted, to the session's current endpoint. ROUTE_DIRECTION is resent re-encrypted
+  until the target acks it.
+- Probe port: SIGNAL(PROBE) only (it may be the packet that confirms a new session); it
+  moves nothing but the probe view, and PROBE_ACK goes to the PROBE's source from the
+  probe port.
+- The DC never initiates and sends nothing to a source it has no session with, except
+  handshake responses (never larger than their init) and cookie replies.
+- Durable facts (name -> key, VIP, greatest timestamp per key) go to the NodeStore;
+  sessions live in memory. After a DC restart nobody has a session: nodes miss their
+  KEEPALIVE_ACK, register again, and get their old VIPs from the store.
 """
 
 from __future__ import annotations
@@ -19,18 +30,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from hashlib import sha256
 
-from ..proto.buffer import CodecError, Endpoint
-from ..proto.crypto import SignalBox, StaticKey
-from ..proto.grant import Grant, grant_key, make_grant
-from ..proto.machine import Drops
-from ..proto.messages import (
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ..proto.bodies_v2 import (
+    Ack,
     Deregister,
-    DeregisterAck,
     Direction,
     DirectionRequest,
     DirectionResponse,
@@ -41,17 +47,32 @@ from ..proto.messages import (
     ProbeAck,
     Register,
     RegisterAck,
-    RelayInfo,
-    Role,
-    Route,
     RouteDirection,
     RouteDirectionAck,
-    Status,
-    sendable_endpoints,
+    TunnelClosed,
+    Update,
+    UpdateAck,
 )
-from ..proto.names import is_ntm_name, normalize_fqdn
-from ..proto.packet import open_message, seal_message
+from ..proto.buffer import CodecError, Endpoint
+from ..proto.crypto import StaticKey
+from ..proto.fields_v2 import Role, Route, Status, dc_id_of, normalize_endpoint
+from ..proto.gate import Admitted, HandshakeGate, SendCookie
+from ..proto.grant import grant_key
+from ..proto.handshake import T_INIT, T_SIGNAL, VERSION, build_resp, open_init
+from ..proto.initiate import Indexes
+from ..proto.machine import Drops
+from ..proto.messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
+from ..proto.names import normalize_fqdn
+from ..proto.session import Keypair
 from ..proto.transactions import Transactions
+from .admission import Admission
+from .directions import (
+    DirectedTunnels,
+    RelayChoice,
+    direction_for,
+    other,
+    relay_for,
+)
 from .events import (
     DcEvent,
     NodeDeregistered,
@@ -60,37 +81,24 @@ from .events import (
     NodeOffline,
     NodeOnline,
     NodeRegistered,
+    NodeRestarted,
     NoRoute,
     RegistrationRefused,
     RouteDecided,
     RouteDirectionUnacked,
 )
-from .route import Reach, RoutePlan, decide_route, reach_of
+from .route import Reach, decide_route
+from .sessions import NodeSession, Opened, Pending, SessionTable, family_of, open_signal
 from .store import NodeRecord, NodeStore, PoolExhausted
 
-CLOCK_SKEW_MS = 120_000
-RECENT_TXIDS_MAX = 256
 ROUTE_DIRECTION_TIMEOUT_S = 8.0
 SWEEP_INTERVAL_S = 1.0
 GRANT_LIFETIME_S = 3600.0  # a relay accepts binds for a tunnel this long
+DC_BUDGET_MIN = 500.0  # handshakes per second before "under load" (4.5)
+OUTGOING_MAX = 65536  # ROUTE_DIRECTIONs in flight (each names a live directed tunnel)
+REGISTER_INIT_MIN = REPLY_MAX[MsgType.REGISTER]
 
-Request = Register | Keepalive | DirectionRequest | Deregister  # answered once per txid
-
-
-@dataclass
-class Session:
-    fqdn: str
-    public_key: bytes
-    endpoint: Endpoint
-    local_endpoints: list[Endpoint]
-    last_seen: float
-    online: bool = True
-    recent: OrderedDict[int, bytes] = field(default_factory=OrderedDict)  # txid -> sealed reply
-    probe_observed: Endpoint | None = None  # as the probe port saw it
-    nat_reported: Reach | None = None  # the NAT type last logged for this node
-
-    def reach(self) -> Reach:
-        return reach_of(self.endpoint, self.local_endpoints, self.probe_observed)
+Request = Keepalive | Update | DirectionRequest | Deregister | TunnelClosed
 
 
 class Coordinator:
@@ -104,34 +112,44 @@ class Coordinator:
         keepalive_s: int,
         keepalive_misses: int,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        generate_key: Callable[[], X25519PrivateKey] = X25519PrivateKey.generate,
         epoch_offset: float | None = None,
         probe_endpoint: Endpoint | None = None,
-        relays: list[tuple[Endpoint, bytes]] = (),
+        relays: list[tuple[Endpoint, bytes]] = (),  # type: ignore[assignment]
         grant_lifetime_s: float = GRANT_LIFETIME_S,
+        budget_per_s: float | None = None,
     ) -> None:
         self._static = static
+        self.dc_id = dc_id_of(static.public)
         self.probe_endpoint = probe_endpoint
-        # Relay Servers with the key this DC shares with each, for their grants.
-        self.relays = [(ep, key, grant_key(static, key)) for ep, key in relays]
+        self.relays = [RelayChoice(ep, key, grant_key(static, key)) for ep, key in relays]
         self._grant_lifetime_ms = int(grant_lifetime_s * 1000)
         self.store = store
-        self.zone = normalize_fqdn(zone)
-        self._admission = {normalize_fqdn(name): key for name, key in admission.items()}
-        self._admitted_keys = set(self._admission.values())
+        self.admission = Admission(zone, admission)
+        self.zone = self.admission.zone
         self.keepalive_s = keepalive_s
         self._offline_after = keepalive_s * keepalive_misses
         self._random = random_bytes
+        self._generate = generate_key
         if epoch_offset is None:  # wall clock minus the clock `now` comes from
             epoch_offset = time.time() - time.monotonic()
         self._epoch_offset = epoch_offset
-        self._boxes: dict[bytes, SignalBox] = {}
-        self.sessions: dict[bytes, Session] = {}  # by public key
-        self._tx = Transactions()
+        budget = budget_per_s or max(DC_BUDGET_MIN, len(self.admission.keys) / 60)
+        self.gate = HandshakeGate(static, 0.0, random_bytes, budget_per_s=budget)
+        self.indexes = Indexes(random_bytes)
+        self.table = SessionTable()
+        self.tunnels = DirectedTunnels(random_bytes)
+        self._tx: Transactions[str, tuple[int, bytes]] = Transactions(OUTGOING_MAX)
         self._out: list[tuple[bytes, Endpoint]] = []
         self._probe_out: list[tuple[bytes, Endpoint]] = []
         self._events: list[DcEvent] = []
         self._sweep_at = 0.0
         self.drops = Drops()
+
+    @property
+    def sessions(self) -> dict[bytes, NodeSession]:
+        """Committed sessions by the node's public key."""
+        return self.table.by_key
 
     # --- outputs ----------------------------------------------------------------------
 
@@ -154,177 +172,295 @@ class Coordinator:
 
     def online_record(self, fqdn: str) -> NodeRecord | None:
         """The node's record if it is registered and keeping alive (for DNS)."""
-        record = self.store.get(normalize_fqdn(fqdn))
+        fqdn = normalize_fqdn(fqdn)
+        record = self.store.get(fqdn)
         if record is None:
             return None
         session = self.sessions.get(record.public_key)
-        return record if session is not None and session.online else None
+        if session is None or not session.online or fqdn not in session.names:
+            return None
+        return record
 
     def in_zone(self, fqdn: str) -> bool:
-        return is_ntm_name(normalize_fqdn(fqdn), [self.zone])
+        return self.admission.in_zone(fqdn)
 
     # --- inputs -----------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
         resend, expired = self._tx.due(now)
-        self._out.extend(resend)
+        for tx in resend:
+            session = self.sessions.get(tx.context[1])
+            if session is not None:
+                self._send(session, tx.message, now)
         for tx in expired:
             self._events.append(RouteDirectionUnacked(tunnel_id=tx.context[0]))
         if now >= self._sweep_at:
             self._sweep_at = now + SWEEP_INTERVAL_S
             self._mark_offline(now)
+            self._release(self.table.expire(now))
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
-        """A datagram on the signalling port."""
-        opened = self._open(datagram)
-        if opened is None:
+        """A datagram on the main port."""
+        addr = self._source(datagram, addr)
+        if addr is None:
             return
-        sender, msg = opened
-        if isinstance(msg, Probe):
-            self._drop_probe(sender)
-        elif isinstance(msg, RouteDirectionAck):
-            self._on_route_direction_ack(sender, msg)
-        elif isinstance(msg, Request):
-            self._on_request(sender, msg, addr, now)
+        if datagram[1] == T_INIT:
+            self._on_init(datagram, addr, now)
+        elif datagram[1] == T_SIGNAL:
+            opened = self._open_signal(datagram, now)
+            if opened is not None:
+                self._on_signal(*opened, addr, now)
         else:
-            self.drops.drop("unexpected message type")
+            self.drops.drop("unexpected_type")
 
     def receive_probe(self, datagram: bytes, addr: Endpoint, now: float) -> None:
-        """A datagram on the probe port: only PROBE, from a node with a session. The
-        PROBE_ACK goes out from the probe port (probe_datagrams_to_send)."""
-        opened = self._open(datagram)
+        """A datagram on the probe port: only SIGNAL(PROBE). The PROBE_ACK goes out from
+        the probe port (probe_datagrams_to_send)."""
+        addr = self._source(datagram, addr)
+        if addr is None:
+            return
+        if datagram[1] != T_SIGNAL:
+            self.drops.drop("probe_not_signal")
+            return
+        opened = self._open_signal(datagram, now)
         if opened is None:
             return
-        sender, msg = opened
-        session = self.sessions.get(sender)
-        if not isinstance(msg, Probe) or session is None:
-            self._drop_probe(sender)
-        elif self._fresh(msg.timestamp_ms, now):
-            self._on_probe(session, msg, addr)
+        owner, _, _, msg = opened
+        if not isinstance(msg, Probe):
+            self.drops.drop("probe_port_message")
+            return
+        # An authentic packet of the new session confirms its keys wherever it arrives;
+        # the session's endpoint stays the one the main port saw.
+        session = self._commit(owner, now) if isinstance(owner, Pending) else owner
+        self._on_probe(session, msg, addr, now)
 
-    # --- handlers ---------------------------------------------------------------------
+    # --- handshakes -------------------------------------------------------------------
 
-    def _open(self, datagram: bytes) -> tuple[bytes, Message] | None:
+    def _source(self, datagram: bytes, addr: Endpoint) -> Endpoint | None:
+        if len(datagram) < 4 or datagram[0] != VERSION:
+            self.drops.drop("not_v2")
+            return None
         try:
-            return open_message(datagram, self._box_for)
-        except CodecError as exc:
-            self.drops.drop(type(exc).__name__)
+            return normalize_endpoint(addr)
+        except CodecError:
+            self.drops.drop("bad_source")
             return None
 
-    def _fresh(self, timestamp_ms: int, now: float) -> bool:
-        """A new request must be timed within CLOCK_SKEW_MS of us (no replays from a recording)."""
-        if abs(timestamp_ms - self._epoch_ms(now)) > CLOCK_SKEW_MS:
-            self.drops.drop("stale timestamp")
-            return False
-        return True
-
-    def _drop_probe(self, sender: bytes) -> None:
-        no_session = sender not in self.sessions
-        self.drops.drop("probe from no session" if no_session else "probe on the wrong port")
-
-    def _on_probe(self, session: Session, msg: Probe, addr: Endpoint) -> None:
-        session.probe_observed = addr
-        reach = session.reach()
-        if reach is not session.nat_reported:
-            session.nat_reported = reach
-            self._events.append(
-                NodeNat(session.fqdn, reach.value, main=_ep(session.endpoint), probe=_ep(addr))
-            )
-        box = self._box_for(session.public_key)
-        nonce = self._random(SignalBox.NONCE_LEN)
-        self._probe_out.append(
-            (seal_message(ProbeAck(msg.txid, addr), box, self._static.public, nonce), addr)
-        )
-
-    def _on_route_direction_ack(self, sender: bytes, msg: RouteDirectionAck) -> None:
-        tx = self._tx.get(msg.txid)
-        if (
-            tx is not None
-            and tx.kind == "route_direction"
-            and tx.context == (msg.tunnel_id, sender)
-        ):  # only the directed node can end its retransmits
-            self._tx.finish(msg.txid)
-        else:
-            self.drops.drop("unexpected route direction ack")
-
-    def _on_request(self, sender: bytes, msg: Request, addr: Endpoint, now: float) -> None:
-        session = self.sessions.get(sender)
-        if session is not None and msg.txid in session.recent:
-            self._out.append((session.recent[msg.txid], addr))  # retransmit: same answer
+    def _on_init(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        if len(datagram) < REGISTER_INIT_MIN:
+            self.drops.drop("init_too_small")
             return
-        if not self._fresh(msg.timestamp_ms, now):
+        decision = self.gate.admit(datagram, addr, now)
+        if isinstance(decision, SendCookie):
+            self._out.append((decision.datagram, addr))
             return
-        sealed = self._seal(self._dispatch(sender, msg, addr, now), sender, addr)
-        self._out.append(sealed)
-        self._remember(sender, msg.txid, sealed[0])
-
-    def _dispatch(self, sender: bytes, msg: Request, addr: Endpoint, now: float) -> Message:
-        if isinstance(msg, Register):
-            return self._on_register(sender, msg, addr, now)
-        session = self.sessions.get(sender)
-        if isinstance(msg, Deregister):
-            if session is not None:
-                del self.sessions[sender]
-                self._events.append(NodeDeregistered(session.fqdn))
-            return DeregisterAck(msg.txid)
-        if session is None:  # no session (the DC restarted, say): the node registers again
-            if isinstance(msg, Keepalive):
-                return KeepaliveAck(msg.txid, Status.REREGISTER, addr)
-            return DirectionResponse(msg.txid, Status.REREGISTER)
-        self._seen(session, addr, now)
-        if isinstance(msg, Keepalive):
-            return KeepaliveAck(msg.txid, Status.OK, addr)
-        return self._on_direction_request(session, msg, now)
-
-    def _on_register(self, sender: bytes, msg: Register, addr: Endpoint, now: float) -> Message:
-        fqdn = normalize_fqdn(msg.fqdn)
-        refusal = self._admission_refusal(fqdn, sender)
-        if refusal:
-            self._events.append(RegistrationRefused(fqdn, _ep(addr), refusal))
-            return RegisterAck(msg.txid, Status.REFUSED, reason=refusal)
-        local = sendable_endpoints(msg.local_endpoints)  # only these ever reach a Direction
+        if not isinstance(decision, Admitted):
+            self.drops.drop(decision.reason)
+            return
         try:
-            record = self.store.register(fqdn, sender, addr, local, self._epoch_ms(now))
+            opened = open_init(decision.frame, self._static)
+        except CodecError:
+            self.drops.drop("bad_init")
+            return
+        key = opened.initiator_public
+        if key not in self.admission.keys:
+            self.drops.drop("unadmitted_key")  # no reply: a refusal goes to admitted keys only
+            return
+        try:
+            body = decode(opened.body, where=BodyKind.INIT)
+        except CodecError:
+            self.drops.drop("malformed_body")
+            return
+        if not isinstance(body, Register):
+            self.drops.drop("unexpected_init_body")
+            return
+        fresh = self.gate.fresh(key, opened.timestamp, datagram, addr, now)
+        if isinstance(fresh, bytes):
+            self._out.append((fresh, addr))  # our response was lost: the same one again
+            return
+        if not fresh:
+            self.drops.drop("replayed_init")
+            return
+        stored = self.store.last_timestamp(key)
+        if stored is not None and opened.timestamp <= stored:
+            self.drops.drop("init_ts_behind")
+            return
+        answer, vip = self._register_answer(key, body, addr)
+        index = self.indexes.new()
+        response, keys = build_resp(
+            opened,
+            self._generate(),
+            sender_index=index,
+            receiver_index=decision.frame.sender_index,
+            body=encode(answer),
+        )
+        self.gate.answered(key, datagram, response, addr, now)
+        self._out.append((response, addr))
+        if vip is None:
+            self.indexes.release(index)
+            return
+        keypair = Keypair(
+            keys.send, keys.receive, index, decision.frame.sender_index, now, initiator=False
+        )
+        pending = Pending(key, body.fqdn, body.boot_id, vip, keypair, addr, opened.timestamp, now)
+        self._release(self.table.add_pending(pending))
+
+    def _register_answer(
+        self, key: bytes, msg: Register, addr: Endpoint
+    ) -> tuple[RegisterAck, str | None]:
+        """The REGISTER_ACK and the VIP promised (None for a refusal). Stores nothing."""
+        refusal = self.admission.refusal(msg.fqdn, key)
+        if refusal:
+            self._events.append(RegistrationRefused(msg.fqdn, _ep(addr), refusal))
+            return RegisterAck(msg.txid, Status.REFUSED), None
+        record = self.store.get(msg.fqdn)
+        try:
+            if record is not None:
+                vip = record.vip
+            else:
+                others = {p.vip for p in self.table.pending.values() if p.public_key != key}
+                vip = self.store.free_vip(others)
         except PoolExhausted:
-            return RegisterAck(msg.txid, Status.POOL_EXHAUSTED, reason="VIP pool exhausted")
-        old = self.sessions.get(sender)
-        session = Session(fqdn, sender, addr, local, now)
-        if old is not None:
-            session.recent = old.recent
-            if old.endpoint == addr:
-                session.probe_observed = old.probe_observed  # same mapping: the NAT type holds
-        self.sessions[sender] = session
-        self._events.append(NodeRegistered(fqdn, record.vip, _ep(addr), session.reach().value))
-        return RegisterAck(
+            return RegisterAck(msg.txid, Status.POOL_EXHAUSTED), None
+        ack = RegisterAck(
             msg.txid,
             Status.OK,
-            record.vip,
-            self.store.pool.prefixlen,
-            addr,
-            self.keepalive_s,
+            vip4=vip,
+            prefix4=self.store.pool.prefixlen,
+            observed=addr,
+            keepalive_s=self.keepalive_s,
             probe=self.probe_endpoint,
         )
+        return ack, vip
 
-    def _admission_refusal(self, fqdn: str, sender: bytes) -> str:
-        if not self.in_zone(fqdn):
-            return f"name {fqdn} is outside this DC's zone {self.zone}"
-        admitted = self._admission.get(fqdn)
-        if admitted is None:
-            return f"name {fqdn} is not on the DC's admission list"
-        if admitted != sender:
-            return f"this node's public key is not the one admitted for {fqdn}"
-        return ""
+    def _commit(self, pending: Pending, now: float) -> NodeSession:
+        """Key confirmation: the registration takes effect."""
+        session, replaced, freed = self.table.commit(pending, now)
+        self._release(freed)
+        self.store.record_timestamp(pending.public_key, pending.timestamp)
+        self.gate.pin(pending.public_key)
+        if replaced is None and session.previous is not None:
+            return session  # a rekey of a live session: nothing else changes
+        self.store.register(
+            session.fqdn,
+            session.public_key,
+            session.endpoint,
+            session.local_endpoints,
+            self._epoch_ms(now),
+            vip=pending.vip,
+        )
+        if replaced is not None and replaced.boot_id != session.boot_id:
+            count = len(self.tunnels.of_key(session.public_key))
+            self._events.append(NodeRestarted(session.fqdn, count))
+        self._events.append(
+            NodeRegistered(session.fqdn, session.vip, _ep(session.endpoint), session.reach().value)
+        )
+        return session
+
+    # --- session messages -------------------------------------------------------------
+
+    def _open_signal(self, datagram: bytes, now: float) -> Opened | None:
+        return open_signal(self.table, datagram, now, self.drops)
+
+    def _on_signal(
+        self,
+        owner: Pending | NodeSession,
+        keypair: Keypair,
+        counter: int,
+        msg: Message,
+        addr: Endpoint,
+        now: float,
+    ) -> None:
+        session = self._commit(owner, now) if isinstance(owner, Pending) else owner
+        index = keypair.local_index
+        fresh = counter > session.highest.get(index, -1)
+        if fresh:
+            session.highest[index] = counter
+        self._seen(session, addr, now, fresh)
+        if isinstance(msg, RouteDirectionAck):
+            self._finish(session, msg.txid, msg.tunnel_id)
+        elif isinstance(msg, Ack):
+            self._finish(session, msg.txid, None)
+        elif isinstance(msg, Request):
+            self._on_request(session, msg, now)
+        elif isinstance(msg, Probe):
+            self.drops.drop("probe_on_main_port")
+        else:
+            self.drops.drop("unexpected_message")
+
+    def _on_request(self, session: NodeSession, msg: Request, now: float) -> None:
+        cached = session.answers.get(msg.txid)
+        if cached is not None:  # a retransmission: the same answer, under a new counter
+            self._send(session, cached, now)
+            return
+        answer = self._answer(session, msg, now)
+        session.remember(msg.txid, answer)
+        self._send(session, answer, now)
+        if isinstance(msg, Deregister):
+            self._end(session)
+            self._events.append(NodeDeregistered(session.fqdn))
+
+    def _answer(self, session: NodeSession, msg: Request, now: float) -> Message:
+        if isinstance(msg, Keepalive):
+            return KeepaliveAck(msg.txid, Status.OK, session.endpoint)
+        if isinstance(msg, Update):
+            session.local_endpoints = list(dict.fromkeys(msg.local_endpoints))
+            self._report_nat(session)
+            return UpdateAck(msg.txid, Status.OK, session.endpoint)
+        if isinstance(msg, DirectionRequest):
+            return self._on_direction_request(session, msg, now)
+        if isinstance(msg, TunnelClosed):
+            tunnel = self.tunnels.by_id.get(msg.tunnel_id)
+            if tunnel is not None and session.public_key in (
+                tunnel.requester_key,
+                tunnel.target_key,
+            ):
+                self.tunnels.remove(msg.tunnel_id)
+            return Ack(msg.txid)
+        return Ack(msg.txid)  # DEREGISTER
+
+    def _finish(self, session: NodeSession, txid: int, tunnel_id: int | None) -> None:
+        """An ack ends our retransmissions only from the node they went to."""
+        tx = self._tx.get(txid)
+        if (
+            tx is not None
+            and tx.context[1] == session.public_key
+            and (tunnel_id is None or tx.context[0] == tunnel_id)
+        ):
+            self._tx.finish(txid)
+        else:
+            self.drops.drop("unexpected_ack")
+
+    def _on_probe(self, session: NodeSession, msg: Probe, addr: Endpoint, now: float) -> None:
+        session.probe_observed = addr
+        self._report_nat(session)
+        keypair = session.sending(now)
+        if keypair is None:
+            self.drops.drop("expired_keys")
+            return
+        ack = keypair.seal(T_SIGNAL, encode(ProbeAck(msg.txid, addr)))
+        self._probe_out.append((ack, addr))
+
+    def _report_nat(self, session: NodeSession) -> None:
+        reach = session.reach()
+        if reach is session.nat_reported or (reach is Reach.NAT and not session.probe_observed):
+            return
+        session.nat_reported = reach
+        probe = _ep(session.probe_observed) if session.probe_observed else ""
+        self._events.append(NodeNat(session.fqdn, reach.value, _ep(session.endpoint), probe))
 
     # --- directions -------------------------------------------------------------------
 
     def _on_direction_request(
-        self, requester: Session, msg: DirectionRequest, now: float
+        self, requester: NodeSession, msg: DirectionRequest, now: float
     ) -> DirectionResponse:
-        fqdn = normalize_fqdn(msg.fqdn)
-        found = self._target(requester, fqdn)
+        if msg.from_name not in requester.names:
+            self.drops.drop("direction_from_another_name")
+            return DirectionResponse(msg.txid, Status.BAD_REQUEST)
+        found = self._target(requester, msg.fqdn)
         if isinstance(found, Status):
             return DirectionResponse(msg.txid, found)
-        target, target_vip = found
+        target = found
         req_reach, tgt_reach = requester.reach(), target.reach()
         same_nat = (
             Reach.PUBLIC not in (req_reach, tgt_reach)
@@ -334,104 +470,94 @@ class Coordinator:
             req_reach, tgt_reach, same_nat=same_nat, relay_available=bool(self.relays)
         )
         if plan is None:
-            self._events.append(NoRoute(requester.fqdn, fqdn, req_reach.value, tgt_reach.value))
+            self._events.append(NoRoute(requester.fqdn, msg.fqdn, req_reach.value, tgt_reach.value))
             return DirectionResponse(msg.txid, Status.NO_ROUTE)
-        tunnel_id = self._tunnel_id()
-        relay = (
-            self._relay_for(tunnel_id, requester, target, now)
-            if plan.route in (Route.PUNCH, Route.RELAY)
-            else None
+        tunnel = self.tunnels.add(requester, target, msg.from_name, msg.fqdn)
+        if tunnel is None:
+            self.drops.drop("too_many_tunnels")
+            return DirectionResponse(msg.txid, Status.NO_ROUTE)
+        tunnel_id = tunnel.tunnel_id
+        relay = None
+        if plan.route != Route.DIRECT:
+            expires_ms = self._epoch_ms(now) + self._grant_lifetime_ms
+            relay = relay_for(self.relays, self.dc_id, tunnel_id, expires_ms, requester, target)
+        role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
+        for_target = direction_for(
+            self.dc_id, tunnel_id, plan, other(role), msg.fqdn, requester, msg.from_name, relay
         )
-        for_requester = self._direct_both(
-            tunnel_id, plan, relay, requester, target, target_vip, now
-        )
+        self._direct(target, for_target, now)
         self._events.append(
             RouteDecided(
                 tunnel_id=tunnel_id,
                 requester=requester.fqdn,
-                target=fqdn,
+                target=msg.fqdn,
                 route=plan.route.name.lower(),
                 why=plan.why,
-                initiator=requester.fqdn if plan.requester_initiates else fqdn,
+                initiator=requester.fqdn if plan.requester_initiates else msg.fqdn,
                 requester_reach=req_reach.value,
                 target_reach=tgt_reach.value,
                 relay=_ep(relay.endpoint) if relay else None,
             )
         )
+        for_requester = direction_for(
+            self.dc_id, tunnel_id, plan, role, msg.from_name, target, msg.fqdn, relay
+        )
         return DirectionResponse(msg.txid, Status.OK, for_requester)
 
-    def _target(self, requester: Session, fqdn: str) -> tuple[Session, str] | Status:
-        """The session and VIP a DIRECTION_REQUEST names, or the status that refuses it."""
+    def _target(self, requester: NodeSession, fqdn: str) -> NodeSession | Status:
+        """The session a DIRECTION_REQUEST names, or the status that refuses it."""
         if not self.in_zone(fqdn):
             return Status.NOT_NTM
         record = self.store.get(fqdn)
         if record is None:
             return Status.UNKNOWN
         target = self.sessions.get(record.public_key)
-        if target is None or not target.online:
+        if target is None or not target.online or fqdn not in target.names:
             return Status.OFFLINE
         if target is requester:
             return Status.BAD_REQUEST
-        return target, record.vip
+        return target
 
-    def _direct_both(
-        self,
-        tunnel_id: int,
-        plan: RoutePlan,
-        relay: RelayInfo | None,
-        requester: Session,
-        target: Session,
-        target_vip: str,
-        now: float,
-    ) -> Direction:
-        """Sends the target its ROUTE_DIRECTION (retransmitted until acked) and returns
-        the requester's half, which rides on its DIRECTION_RESPONSE."""
-        requester_record = self.store.get(requester.fqdn)
-        assert requester_record is not None
-        role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
-        for_target = _direction(
-            tunnel_id, plan, _other(role), requester, requester_record.vip, relay
-        )
-        self._direct(target, for_target, now)
-        return _direction(tunnel_id, plan, role, target, target_vip, relay)
-
-    def _relay_for(self, tunnel_id: int, a: Session, b: Session, now: float) -> RelayInfo | None:
-        """Rendezvous hashing over the configured relays: each tunnel id picks the relay
-        with the highest hash(tunnel id, relay key), so tunnels spread evenly and the
-        choice needs no shared state; the grant binds the tunnel id and both ends."""
-        if not self.relays:
-            return None
-        tid = tunnel_id.to_bytes(4, "big")
-        endpoint, key, secret = max(self.relays, key=lambda r: sha256(tid + r[1]).digest())
-        grant = Grant(
-            tunnel_id, self._epoch_ms(now) + self._grant_lifetime_ms, a.public_key, b.public_key
-        )
-        return RelayInfo(endpoint, key, make_grant(secret, grant))
-
-    def _direct(self, target: Session, direction: Direction, now: float) -> None:
+    def _direct(self, target: NodeSession, direction: Direction, now: float) -> None:
         msg = RouteDirection(self._txid(), direction)
-        datagram = self._seal(msg, target.public_key, target.endpoint)
-        self._out.append(datagram)
+        self._send(target, msg, now)
+        context = (direction.tunnel_id, target.public_key)
         self._tx.start(
-            msg.txid,
-            "route_direction",
-            [datagram],
-            now,
-            ROUTE_DIRECTION_TIMEOUT_S,
-            context=(direction.tunnel_id, target.public_key),
+            msg.txid, "route_direction", msg, now, ROUTE_DIRECTION_TIMEOUT_S, context=context
         )
 
     # --- sessions ---------------------------------------------------------------------
 
-    def _seen(self, session: Session, addr: Endpoint, now: float) -> None:
+    def _send(self, session: NodeSession, msg: Message, now: float) -> None:
+        keypair = session.sending(now)
+        if keypair is None:
+            self.drops.drop("expired_keys")
+            return
+        try:
+            payload = encode(msg)
+        except CodecError:
+            self.drops.drop("unencodable_answer")
+            return
+        self._out.append((keypair.seal(T_SIGNAL, payload), session.endpoint))
+
+    def _seen(self, session: NodeSession, addr: Endpoint, now: float, fresh: bool) -> None:
         session.last_seen = now
         if not session.online:
             session.online = True
             self._events.append(NodeOnline(session.fqdn))
-        if session.endpoint != addr:  # NAT rebinding or the node moved
-            self._events.append(NodeMoved(session.fqdn, _ep(session.endpoint), _ep(addr)))
-            session.endpoint = addr
-            self.store.update_observed(session.fqdn, addr, self._epoch_ms(now))
+        family = family_of(addr)
+        old = session.endpoints.get(family)
+        if fresh and old != addr:  # NAT rebinding or the node moved: roaming
+            session.endpoints[family] = addr
+            if old is not None:
+                self._events.append(NodeMoved(session.fqdn, _ep(old), _ep(addr)))
+            self.store.update_observed(session.fqdn, session.endpoint, self._epoch_ms(now))
+
+    def _end(self, session: NodeSession) -> None:
+        self._release(self.table.remove(session))
+        self.gate.unpin(session.public_key)
+        for tunnel in self.tunnels.of_key(session.public_key):
+            self.tunnels.remove(tunnel.tunnel_id)
 
     def _mark_offline(self, now: float) -> None:
         for session in self.sessions.values():
@@ -440,58 +566,17 @@ class Coordinator:
                 silent_s = round(now - session.last_seen, 1)
                 self._events.append(NodeOffline(session.fqdn, silent_s))
 
-    def _remember(self, sender: bytes, txid: int, sealed: bytes) -> None:
-        session = self.sessions.get(sender)
-        if session is None:
-            return
-        session.recent[txid] = sealed
-        while len(session.recent) > RECENT_TXIDS_MAX:
-            session.recent.popitem(last=False)
+    def _release(self, indexes: list[int]) -> None:
+        for index in indexes:
+            self.indexes.release(index)
 
     # --- helpers ----------------------------------------------------------------------
-
-    def _box_for(self, sender: bytes) -> SignalBox | None:
-        box = self._boxes.get(sender)
-        if box is None:
-            box = SignalBox(self._static, sender)
-            if sender in self._admitted_keys:  # cache only keys that may register
-                self._boxes[sender] = box
-        return box
-
-    def _seal(self, msg: Message, peer: bytes, addr: Endpoint) -> tuple[bytes, Endpoint]:
-        box = self._box_for(peer)
-        assert box is not None
-        nonce = self._random(SignalBox.NONCE_LEN)
-        return seal_message(msg, box, self._static.public, nonce), addr
 
     def _txid(self) -> int:
         return int.from_bytes(self._random(4), "big")
 
-    def _tunnel_id(self) -> int:
-        return int.from_bytes(self._random(4), "big") or 1
-
     def _epoch_ms(self, now: float) -> int:
         return int((self._epoch_offset + now) * 1000)
-
-
-def _direction(
-    tunnel_id: int,
-    plan: RoutePlan,
-    role: Role,
-    peer: Session,
-    peer_vip: str,
-    relay: RelayInfo | None,
-) -> Direction:
-    mapped = [peer.endpoint]
-    private = [ep for ep in peer.local_endpoints if ep != peer.endpoint]
-    endpoints = private + mapped if plan.private_endpoints else mapped + private
-    return Direction(
-        tunnel_id, plan.route, role, peer.fqdn, peer_vip, peer.public_key, endpoints, relay
-    )
-
-
-def _other(role: Role) -> Role:
-    return Role.RESPOND if role == Role.INITIATE else Role.INITIATE
 
 
 def _ep(endpoint: Endpoint) -> str:

@@ -98,3 +98,12 @@ class RouteDirectionUnacked(DcEvent):
     """The target of a ROUTE_DIRECTION never acknowledged it."""
 
     tunnel_id: int
+
+
+@dataclass(frozen=True)
+class NodeRestarted(DcEvent):
+    """A node registered with a new boot_id: it restarted and lost its tunnels (7.3;
+    re-directing them is issue 11's)."""
+
+    fqdn: str
+    tunnels: int  # live tunnels this DC had directed to or from it

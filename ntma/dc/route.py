@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass
 
 from ..proto.buffer import Endpoint
-from ..proto.messages import Route
+from ..proto.fields_v2 import Route
 
 
 class Reach(enum.Enum):

@@ -1,7 +1,8 @@
 """The DC's node table in SQLite, so a name keeps its VIP across DC restarts.
 
-Only durable facts live here (name, key, VIP, last endpoints). Liveness is the
-signalling state machine's business and lives in memory.
+Only durable facts live here (name, key, VIP, last endpoints, and the greatest handshake
+timestamp seen per admitted key, written when a registration commits: docs/protocol-v2.md
+4.3). Liveness is the signalling state machine's business and lives in memory.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     observed TEXT NOT NULL DEFAULT '[]',
     local_endpoints TEXT NOT NULL DEFAULT '[]',
     updated_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS freshness (
+    public_key BLOB PRIMARY KEY,
+    timestamp BLOB NOT NULL
 )
 """
 
@@ -45,7 +50,7 @@ class NodeStore:
     def __init__(self, path: Path | str, pool: ipaddress.IPv4Network) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         self.pool = pool
 
     def close(self) -> None:
@@ -73,10 +78,12 @@ class NodeStore:
         observed: Endpoint,
         local_endpoints: list[Endpoint],
         now_ms: int,
+        vip: str | None = None,
     ) -> NodeRecord:
-        """Upsert; an existing name keeps its VIP, a new one gets the lowest free VIP."""
+        """Upsert; an existing name keeps its VIP, a new one gets `vip` (reserved by the
+        caller) or the lowest free VIP."""
         existing = self.get(fqdn)
-        vip = existing.vip if existing else self._free_vip()
+        vip = existing.vip if existing else (vip or self.free_vip())
         self._db.execute(
             "INSERT INTO nodes (fqdn, public_key, vip, observed, local_endpoints, updated_ms) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(fqdn) DO UPDATE SET "
@@ -99,11 +106,36 @@ class NodeStore:
             (json.dumps(list(observed)), now_ms, fqdn),
         )
 
-    def _free_vip(self) -> str:
-        used = {row[0] for row in self._db.execute("SELECT vip FROM nodes")}
+    def free_vip(self, reserved: set[str] | frozenset[str] = frozenset()) -> str:
+        """The lowest VIP neither stored nor in `reserved` (VIPs promised to registrations
+        not yet committed); PoolExhausted when there is none."""
+        used = {row[0] for row in self._db.execute("SELECT vip FROM nodes")} | set(reserved)
         for host in self.pool.hosts():
             if host == next(self.pool.hosts()):
                 continue  # the first host address is the pool's router address
             if str(host) not in used:
                 return str(host)
         raise PoolExhausted(str(self.pool))
+
+    # --- the greatest handshake timestamp per admitted key (4.3) -------------------------
+
+    def last_timestamp(self, public_key: bytes) -> bytes | None:
+        row = self._db.execute(
+            "SELECT timestamp FROM freshness WHERE public_key = ?", (public_key,)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def record_timestamp(self, public_key: bytes, timestamp: bytes) -> None:
+        """Keep the greatest (TAI64N compares bytewise)."""
+        old = self.last_timestamp(public_key)
+        if old is not None and old >= timestamp:
+            return
+        self._db.execute(
+            "INSERT INTO freshness (public_key, timestamp) VALUES (?, ?) "
+            "ON CONFLICT(public_key) DO UPDATE SET timestamp = excluded.timestamp",
+            (public_key, timestamp),
+        )
+
+    def reset_timestamp(self, public_key: bytes) -> None:
+        """For an operator: a node whose clock ran far ahead can register again."""
+        self._db.execute("DELETE FROM freshness WHERE public_key = ?", (public_key,))

@@ -1,23 +1,24 @@
-"""Retransmission of signalling requests with backoff and a deadline (sans-IO).
+"""Requests in flight inside a v2 session, with backoff and a deadline (sans-IO).
 
-Each request in flight is one Transaction holding the sealed datagram(s) to
-resend. Retransmits resend the same bytes, so receivers see the same txid and
-can answer idempotently. due(now) yields what to resend and what has expired.
+v2 retransmits a request re-encrypted under the session's next counter (the same message,
+the same txid; docs/protocol-v2.md 4.4), so a Transaction holds the message, not sealed
+bytes: `due(now)` says which to send again, and the owner seals them anew. Schedule as v1:
+0.5 s doubling to 4 s, each request with its own deadline.
 
-A table is generic in its kind K and its context C: the node uses an enum of kinds and
-one typed context class per kind (proto/node/wire.py); the DC uses plain strings.
+A table is generic in its kind K and its context C, and bounded: at most `limit` requests
+(section 10: 256 per session), the oldest dropped beyond.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
-
-from .buffer import Endpoint
+from typing import Any, Generic, TypeVar
 
 FIRST_RETRANSMIT_S = 0.5
 MAX_RETRANSMIT_S = 4.0
+TRANSACTIONS_MAX = 256
 
 K = TypeVar("K", bound=Hashable)
 C = TypeVar("C")
@@ -27,7 +28,7 @@ C = TypeVar("C")
 class Transaction(Generic[K, C]):
     txid: int
     kind: K
-    datagrams: list[tuple[bytes, Endpoint]]
+    message: Any  # the v2 message, sealed again at every send
     deadline: float
     next_send: float
     interval: float = FIRST_RETRANSMIT_S
@@ -36,22 +37,25 @@ class Transaction(Generic[K, C]):
 
 
 class Transactions(Generic[K, C]):
-    def __init__(self) -> None:
-        self._pending: dict[int, Transaction[K, C]] = {}
+    def __init__(self, limit: int = TRANSACTIONS_MAX) -> None:
+        self._pending: OrderedDict[int, Transaction[K, C]] = OrderedDict()
+        self._limit = limit
 
     def start(
         self,
         txid: int,
         kind: K,
-        datagrams: list[tuple[bytes, Endpoint]],
+        message: Any,
         now: float,
         timeout: float,
         context: C = None,  # type: ignore[assignment]
     ) -> Transaction[K, C]:
         tx = Transaction(
-            txid, kind, datagrams, now + timeout, now + FIRST_RETRANSMIT_S, context=context
+            txid, kind, message, now + timeout, now + FIRST_RETRANSMIT_S, context=context
         )
         self._pending[txid] = tx
+        while len(self._pending) > self._limit:
+            self._pending.popitem(last=False)
         return tx
 
     def finish(self, txid: int) -> Transaction[K, C] | None:
@@ -63,15 +67,18 @@ class Transactions(Generic[K, C]):
     def find(self, kind: K) -> list[Transaction[K, C]]:
         return [tx for tx in self._pending.values() if tx.kind == kind]
 
-    def due(self, now: float) -> tuple[list[tuple[bytes, Endpoint]], list[Transaction[K, C]]]:
-        """(datagrams to resend now, transactions that passed their deadline)."""
-        resend: list[tuple[bytes, Endpoint]] = []
+    def all(self) -> list[Transaction[K, C]]:
+        return list(self._pending.values())
+
+    def due(self, now: float) -> tuple[list[Transaction[K, C]], list[Transaction[K, C]]]:
+        """(transactions to send again now, transactions that passed their deadline)."""
+        resend: list[Transaction[K, C]] = []
         expired: list[Transaction[K, C]] = []
         for tx in list(self._pending.values()):
             if now >= tx.deadline:
                 expired.append(self._pending.pop(tx.txid))
             elif now >= tx.next_send:
-                resend.extend(tx.datagrams)
+                resend.append(tx)
                 tx.attempts += 1
                 tx.interval = min(tx.interval * 2, MAX_RETRANSMIT_S)
                 tx.next_send = min(now + tx.interval, tx.deadline)
@@ -80,6 +87,9 @@ class Transactions(Generic[K, C]):
     def next_deadline(self) -> float | None:
         times = [min(tx.next_send, tx.deadline) for tx in self._pending.values()]
         return min(times, default=None)
+
+    def clear(self) -> None:
+        self._pending.clear()
 
     def __len__(self) -> int:
         return len(self._pending)

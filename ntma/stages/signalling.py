@@ -15,8 +15,8 @@ import structlog
 import trio
 
 from ..observe.spans import StageStats
+from ..proto.fields_v2 import Status
 from ..proto.machine import Drops
-from ..proto.messages import Status
 from ..proto.names import normalize_fqdn
 from ..proto.node import DirectionResolved, NodeSignalling, Registered
 from .channels import DIRECTION_QUEUE, Batch

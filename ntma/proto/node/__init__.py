@@ -1,10 +1,11 @@
-"""The node's signalling as explicit parts (sans-IO); NodeSignalling composes them.
+"""The node's signalling (protocol v2) as explicit parts (sans-IO); NodeSignalling
+composes them.
 
-signalling.py  NodeSignalling: the machine the stages drive (rules in its docstring)
-session.py     DcSession: registration and keep-alive with the DC, explicit states
-handshake.py   Handshake: one per tunnel being built; Handshakes: those in flight
-relay.py       RelayBindings: bindings at Relay Servers, with rebind timers
-wire.py        Wire: keys, requests in flight (NodeTx kinds, typed contexts), outputs
+signalling.py  NodeSignalling: the machine the stages drive (rules and dispatch in its docstring)
+session.py     DcSession: the session with the DC (register, keep-alive, rekey), explicit states
+handshake.py   Handshakes: tunnels' handshakes (TUNNEL_INIT both ways, rekeys, punch, fallback)
+relay.py       RelayBindings: sessions with Relay Servers and the bindings there
+wire.py        Wire: static key, the one Initiations, the gate, index owners, names, outputs
 events.py      the events it reports
 """
 
@@ -17,16 +18,15 @@ from .events import (
     RouteFallback,
     TunnelUp,
 )
-from .session import SessionState
+from .session import DcTx, SessionState
 from .signalling import NodeSignalling
-from .wire import NodeTx
 
 __all__ = [
+    "DcTx",
     "DcUnreachable",
     "DirectionResolved",
     "NodeEvent",
     "NodeSignalling",
-    "NodeTx",
     "Registered",
     "RegistrationFailed",
     "RouteFallback",

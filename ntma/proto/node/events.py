@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..buffer import Endpoint
+from ..fields_v2 import Status
 from ..machine import Event
-from ..messages import Status
 from ..tunnel import Tunnel
 
 

@@ -1,16 +1,21 @@
-"""The node's session with the DC: registration, keep-alive, re-registration (sans-IO).
+"""The node's session with its DC, protocol v2 (sans-IO; docs/protocol-v2.md 7.1).
 
-    start()                                  UNREGISTERED -> REGISTERING
-    RegisterAck OK                           REGISTERING  -> REGISTERED (keep-alives run)
-    RegisterAck refused                      REGISTERING  -> REFUSED (retry at retry_at)
-    retry_at passes                          REFUSED      -> REGISTERING
-    REREGISTER from the DC, or a Register
-      or Keepalive unanswered                any          -> REGISTERING
-    deregister() while holding a VIP         any          -> UNREGISTERED
+    start() / register()                       UNREGISTERED -> REGISTERING: HANDSHAKE_INIT
+                                               (REGISTER, padded to its reply_max)
+    REGISTER_ACK OK                            REGISTERING  -> REGISTERED: KEEPALIVE at once
+                                               (key confirmation), UPDATE(local endpoints),
+                                               PROBE through the probe port when behind NAT
+    REGISTER_ACK refused                       REGISTERING  -> REFUSED (retry at retry_at)
+    retry_at passes                            REFUSED      -> REGISTERING
+    KEEPALIVE_ACK missing (after resends),
+      or no REGISTER_ACK by REGISTER_TIMEOUT_S any         -> REGISTERING (DcUnreachable)
+    DC_REKEY_AFTER_S since the keypair         REGISTERED: a new REGISTER, same boot_id
+    deregister() while registered              any          -> UNREGISTERED
 
-`registration` is what the last accepted Register gave us (the VIP). It is kept while
-registering again after REREGISTER, so tunnels keep their VIP, and dropped when the DC
-stops answering or we deregister; names asked while there is none wait for it.
+Session messages travel in SIGNAL under the session's keypair; requests (KEEPALIVE, UPDATE,
+PROBE, DIRECTION_REQUEST, DEREGISTER, TUNNEL_CLOSED) are resent re-encrypted under the
+next counter until answered or their deadline passes (proto/transactions.py). The node
+never roams its DC session: the DC's endpoint is configured.
 """
 
 from __future__ import annotations
@@ -18,47 +23,84 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from ..buffer import Endpoint
-from ..messages import (
+from ..bodies_v2 import (
     Deregister,
     Keepalive,
     KeepaliveAck,
+    Message,
     Probe,
     ProbeAck,
     Register,
     RegisterAck,
-    Status,
+    Update,
 )
+from ..buffer import CodecError, Endpoint
+from ..crypto import AuthError
+from ..fields_v2 import UPDATE_ENDPOINTS_MAX, Status, check_endpoint
+from ..handshake import T_SIGNAL
+from ..initiate import PendingInit
+from ..messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
+from ..noise import SessionKeys
+from ..session import Keypair, KeyRing, ReplayError
+from ..transactions import Transaction, Transactions
 from .events import DcUnreachable, Registered, RegistrationFailed
-from .wire import NodeTx, Wire
+from .wire import DcContext, NameVips, Wire
 
 REGISTER_TIMEOUT_S = 8.0
 REFUSED_RETRY_S = 30.0
 PROBE_TIMEOUT_S = 4.0
+UPDATE_TIMEOUT_S = 8.0
 DEREGISTER_TIMEOUT_S = 2.0
-NO_VIP = "0.0.0.0"  # what Tunnel Requests carry before we have a VIP
+DC_REKEY_AFTER_S = 1800.0  # node<->DC sessions (4.4)
+DC_REJECT_AFTER_S = 1860.0
+NO_VIP = "0.0.0.0"
 
 
 class SessionState(enum.Enum):
     UNREGISTERED = "unregistered"  # not started, or deregistered
-    REGISTERING = "registering"  # a Register is in flight
+    REGISTERING = "registering"  # a REGISTER handshake is in flight
     REGISTERED = "registered"  # keep-alives run
     REFUSED = "refused"  # the DC said no; we ask again at retry_at
 
 
+class DcTx(enum.Enum):
+    """The node's requests to its DC; DIRECTION's context is the name asked for."""
+
+    KEEPALIVE = "keepalive"
+    UPDATE = "update"
+    PROBE = "probe"
+    DIRECTION = "direction"
+    DEREGISTER = "deregister"
+    TUNNEL_CLOSED = "tunnel_closed"
+
+
+DcTransaction = Transaction[DcTx, object]
+
+
 class DcSession:
     def __init__(
-        self, wire: Wire, fqdn: str, local_endpoints: Callable[[], list[Endpoint]]
+        self,
+        wire: Wire,
+        fqdn: str,
+        local_endpoints: Callable[[], list[Endpoint]],
+        boot_id: int,
     ) -> None:
         self._wire = wire
         self.fqdn = fqdn
         self._local_endpoints = local_endpoints
+        self.boot_id = boot_id
         self.state = SessionState.UNREGISTERED
         self.registration: Registered | None = None
-        self.keepalive_at: float | None = None  # when the next Keepalive goes out
-        # After a refusal: when to ask again. Independent of the state on purpose: a
-        # registration started meanwhile (the DC said REREGISTER) does not cancel it.
+        self.ring = KeyRing()
+        self.tx: Transactions[DcTx, object] = Transactions()
+        self.pending: PendingInit | None = None
+        self._register_txid = 0
+        self.register_deadline: float | None = None  # no REGISTER_ACK by then: unreachable
+        self.keepalive_at: float | None = None  # when the next KEEPALIVE goes out
+        self.rekey_at: float | None = None
+        # After a refusal: when to ask again.
         self.retry_at: float | None = None
+        self.probe_endpoint: Endpoint | None = None
         self.nat_probe_observed: Endpoint | None = None  # our endpoint as the probe port saw it
 
     @property
@@ -66,75 +108,243 @@ class DcSession:
         return self.registration.vip if self.registration else NO_VIP
 
     def timers(self) -> list[float | None]:
-        return [self.keepalive_at, self.retry_at]
+        return [
+            self.tx.next_deadline(),
+            self.register_deadline,
+            self.keepalive_at,
+            self.rekey_at,
+            self.retry_at,
+        ]
 
-    # --- inputs -----------------------------------------------------------------------
+    # --- registration -----------------------------------------------------------------
 
     def register(self, now: float) -> None:
-        """(Re)start registration, abandoning any Register or Keepalive in flight."""
-        tx = self._wire.tx
-        for pending in tx.find(NodeTx.REGISTER) + tx.find(NodeTx.KEEPALIVE):
-            tx.finish(pending.txid)
-        self.keepalive_at = None
+        """(Re)start the REGISTER handshake; a registered session stays usable meanwhile
+        (a rekey), any other state becomes REGISTERING."""
         wire = self._wire
-        msg = Register(wire.txid(), wire.epoch_ms(now), self.fqdn, self._local_endpoints())
-        wire.request_dc(msg, NodeTx.REGISTER, now, REGISTER_TIMEOUT_S)
-        self.state = SessionState.REGISTERING
+        if self.pending is not None:
+            wire.initiations.forget(self.pending)
+            self.pending = None
+        self._register_txid = wire.txid()
+        body = encode(Register(self._register_txid, self.boot_id, self.fqdn))
+        try:
+            self.pending = wire.initiations.start(
+                wire.dc_public,
+                body,
+                REPLY_MAX[MsgType.REGISTER],
+                now,
+                wire.clock_epoch(now),
+                context=DcContext(),
+            )
+        except CodecError:
+            wire.drops.drop("too_many_handshakes")
+            return
+        wire.out.append((self.pending.datagram, wire.dc_endpoint))
+        if self.state != SessionState.REGISTERED:
+            self.state = SessionState.REGISTERING
+            if self.register_deadline is None:
+                self.register_deadline = now + REGISTER_TIMEOUT_S
+
+    def on_expired(self, pending: PendingInit, now: float) -> None:
+        """Our REGISTER got no answer within REKEY_TIMEOUT: a fresh one (new timestamp)."""
+        if pending is self.pending:
+            self.pending = None
+            self.register(now)
+
+    def on_established(
+        self, pending: PendingInit, remote_index: int, body: bytes, keys: SessionKeys, now: float
+    ) -> bool:
+        """The DC's REGISTER_ACK; True when it made us registered anew (not a rekey)."""
+        wire = self._wire
+        if pending is not self.pending:
+            wire.release(pending.sender_index)
+            return False
+        self.pending = None
+        try:
+            msg = decode(body, where=BodyKind.RESPONSE)
+        except CodecError:
+            msg = None
+        if not isinstance(msg, RegisterAck) or msg.txid != self._register_txid:
+            wire.drops.drop("bad_register_ack")
+            wire.release(pending.sender_index)
+            return False
+        if msg.status != Status.OK:
+            wire.release(pending.sender_index)
+            self._refused(msg, now)
+            return False
+        keypair = Keypair(keys.send, keys.receive, pending.sender_index, remote_index, now, True)
+        for dropped in self.ring.install(keypair):
+            wire.release(dropped.local_index)
+        wire.by_index[keypair.local_index] = self
+        return self._registered(msg, now)
+
+    def _refused(self, msg: RegisterAck, now: float) -> None:
+        self._wire.events.append(RegistrationFailed(msg.status, msg.status.name))
+        self.retry_at = now + REFUSED_RETRY_S
+        self.register_deadline = None
+        self.state = SessionState.REFUSED
+
+    def _registered(self, msg: RegisterAck, now: float) -> bool:
+        wire = self._wire
+        assert msg.observed is not None  # an OK REGISTER_ACK has one
+        behind_nat = msg.observed not in self._local_endpoints()
+        registration = Registered(msg.vip4, msg.prefix4, msg.observed, behind_nat, msg.keepalive_s)
+        anew = self.registration != registration
+        self.registration = registration
+        self.state = SessionState.REGISTERED
+        self.register_deadline = self.retry_at = None
+        self.rekey_at = now + DC_REKEY_AFTER_S
+        wire.names = {self.fqdn: NameVips(msg.vip4, msg.vip6)}
+        self.keepalive_at = None
+        self._keepalive(now)  # key confirmation at once
+        if anew:
+            wire.events.append(registration)
+            self.update(now)
+            self.probe_endpoint = msg.probe
+            if msg.probe is not None and behind_nat:
+                self.probe(now)
+        return anew
 
     def deregister(self, now: float) -> None:
         if self.registration is None:
             return
-        msg = Deregister(self._wire.txid(), self._wire.epoch_ms(now))
-        self._wire.request_dc(msg, NodeTx.DEREGISTER, now, DEREGISTER_TIMEOUT_S)
+        self.request(Deregister(self._wire.txid()), DcTx.DEREGISTER, now, DEREGISTER_TIMEOUT_S)
         self.registration = None
-        self.keepalive_at = None
+        self.keepalive_at = self.rekey_at = self.register_deadline = None
         self.state = SessionState.UNREGISTERED
 
-    def handle_timer(self, now: float) -> None:
-        if self.keepalive_at is not None and now >= self.keepalive_at:
-            self.keepalive_at = None
-            keepalive = Keepalive(self._wire.txid(), self._wire.epoch_ms(now))
-            told_s = self.registration.keepalive_s if self.registration else 6
-            timeout = max(2.0, min(6.0, told_s))
-            self._wire.request_dc(keepalive, NodeTx.KEEPALIVE, now, timeout)
-        if self.retry_at is not None and now >= self.retry_at:
-            self.retry_at = None
-            self.register(now)
+    # --- requests ---------------------------------------------------------------------
 
-    def on_register_ack(self, msg: RegisterAck, now: float) -> bool:
-        """Handle the DC's answer; True when it made us registered."""
-        wire = self._wire
-        if msg.status != Status.OK:
-            reason = msg.reason or msg.status.name
-            wire.events.append(RegistrationFailed(msg.status, reason))
-            self.retry_at = now + REFUSED_RETRY_S
-            self.state = SessionState.REFUSED
+    def send(self, msg: Message, now: float, to: Endpoint | None = None) -> bool:
+        """One session message to the DC (or to `to`, the probe port)."""
+        keypair = self.ring.current
+        if keypair is None or keypair.expired(now, DC_REJECT_AFTER_S):
+            self._wire.drops.drop("no_dc_session")
             return False
-        behind_nat = msg.observed not in self._local_endpoints()
-        self.registration = Registered(
-            msg.vip, msg.prefix_len, msg.observed, behind_nat, msg.keepalive_s
-        )
-        self.state = SessionState.REGISTERED
-        wire.events.append(self.registration)
-        self.keepalive_at = now + max(1, msg.keepalive_s)
-        if msg.probe is not None and behind_nat:  # let the DC see our NAT's mapping type
-            probe = Probe(wire.txid(), wire.epoch_ms(now))
-            datagram = wire.seal(probe, wire.dc_public, msg.probe)
-            wire.out.append(datagram)
-            wire.tx.start(probe.txid, NodeTx.PROBE, [datagram], now, PROBE_TIMEOUT_S)
+        try:
+            payload = encode(msg)
+        except CodecError:
+            self._wire.drops.drop("unencodable_message")
+            return False
+        self._wire.out.append((keypair.seal(T_SIGNAL, payload), to or self._wire.dc_endpoint))
         return True
 
+    def request(
+        self, msg: Message, kind: DcTx, now: float, timeout: float, context: object = None
+    ) -> None:
+        self.tx.start(msg.txid, kind, msg, now, timeout, context=context)  # type: ignore[union-attr]
+        self._send_request(kind, msg, now)
+
+    def _send_request(self, kind: DcTx, msg: Message, now: float) -> None:
+        to = self.probe_endpoint if kind == DcTx.PROBE else None
+        self.send(msg, now, to)
+
+    def _keepalive(self, now: float) -> None:
+        told_s = self.registration.keepalive_s if self.registration else 6
+        timeout = max(2.0, min(6.0, told_s))
+        for old in self.tx.find(DcTx.KEEPALIVE):
+            self.tx.finish(old.txid)
+        self.request(Keepalive(self._wire.txid()), DcTx.KEEPALIVE, now, timeout)
+
+    def update(self, now: float) -> None:
+        """Our local endpoints (valid ones, at most 6) to the DC."""
+        valid = []
+        for endpoint in self._local_endpoints():
+            try:
+                check_endpoint(endpoint)
+            except CodecError:
+                continue
+            valid.append(endpoint)
+        msg = Update(self._wire.txid(), tuple(dict.fromkeys(valid))[:UPDATE_ENDPOINTS_MAX])
+        self.request(msg, DcTx.UPDATE, now, UPDATE_TIMEOUT_S)
+
+    def probe(self, now: float) -> None:
+        if self.probe_endpoint is not None:
+            self.request(Probe(self._wire.txid()), DcTx.PROBE, now, PROBE_TIMEOUT_S)
+
+    # --- the DC's messages ------------------------------------------------------------
+
+    def open(self, index: int, datagram: bytes, counter: int, now: float) -> Message | None:
+        """A SIGNAL from the DC on one of our keypairs, opened and decoded."""
+        drops = self._wire.drops
+        keypair = next((k for k in self.ring.all() if k.local_index == index), None)
+        if keypair is None or keypair.expired(now, DC_REJECT_AFTER_S):
+            drops.drop("stale_dc_index")
+            return None
+        try:
+            payload = keypair.open(datagram, counter)
+            return decode(payload, where=BodyKind.SESSION)
+        except ReplayError:
+            drops.drop("replayed")
+        except AuthError:
+            drops.drop("bad_signal")
+        except CodecError:
+            drops.drop("malformed_message")
+        return None
+
     def on_keepalive_ack(self, msg: KeepaliveAck, now: float) -> None:
-        if msg.status == Status.REREGISTER or self.registration is None:
-            self.register(now)
+        if self.registration is None:
             return
         self.keepalive_at = now + max(1, self.registration.keepalive_s)
+        if msg.observed is not None and msg.observed != self.registration.observed:
+            # Our NAT mapping changed (7.3): tell the DC where we are, look at the NAT again.
+            self.registration = Registered(
+                self.registration.vip,
+                self.registration.prefix_len,
+                msg.observed,
+                self.registration.behind_nat,
+                self.registration.keepalive_s,
+            )
+            self.update(now)
+            if self.registration.behind_nat:
+                self.probe(now)
 
     def on_probe_ack(self, msg: ProbeAck) -> None:
         self.nat_probe_observed = msg.observed
 
-    def on_unanswered(self, kind: NodeTx, now: float) -> None:
-        """A Register or Keepalive went unanswered: the DC may have lost us; start again."""
-        self._wire.events.append(DcUnreachable(kind.value))
+    # --- timers -----------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> list[DcTransaction]:
+        """Resends, keep-alives, rekeys, retries; returns the requests that expired other
+        than KEEPALIVE (which this part handles itself), for the caller."""
+        resend, expired = self.tx.due(now)
+        for tx in resend:
+            self._send_request(tx.kind, tx.message, now)
+        others = []
+        for tx in expired:
+            if tx.kind == DcTx.KEEPALIVE:
+                self.on_unanswered("keepalive", now)
+            else:
+                others.append(tx)
+        if self.register_deadline is not None and now >= self.register_deadline:
+            self.register_deadline = now + REGISTER_TIMEOUT_S
+            self._wire.events.append(DcUnreachable("register"))
+        if self.keepalive_at is not None and now >= self.keepalive_at:
+            self.keepalive_at = None
+            self._keepalive(now)
+        if self.rekey_at is not None and now >= self.rekey_at:
+            self.rekey_at = now + DC_REKEY_AFTER_S
+            self.register(now)
+        if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            self.register(now)
+        self._expire_previous(now)
+        return others
+
+    def _expire_previous(self, now: float) -> None:
+        previous = self.ring.previous
+        if previous is not None and previous.expired(now, DC_REJECT_AFTER_S):
+            self.ring.previous = None
+            self._wire.release(previous.local_index)
+
+    def on_unanswered(self, kind: str, now: float) -> None:
+        """The DC did not answer a KEEPALIVE: it may have lost us; register anew."""
+        self._wire.events.append(DcUnreachable(kind))
         self.registration = None
+        self.keepalive_at = self.rekey_at = None
+        for keypair in self.ring.all():
+            self._wire.release(keypair.local_index)
+        self.ring = KeyRing()
+        self.state = SessionState.REGISTERING
+        self.register_deadline = now + REGISTER_TIMEOUT_S
         self.register(now)

@@ -1,25 +1,33 @@
-"""NodeSignalling: the node's sans-IO signalling machine, composed of its parts.
+"""NodeSignalling: the node's sans-IO signalling machine (protocol v2), composed of its parts.
 
 Rules:
 - Everything that changes the node's signalling state lives in this package. Inputs are
   receive(), request_direction(), start(), deregister() and handle_timer(), each given
   `now` (monotonic seconds). Outputs are drained by the caller: datagrams_to_send(),
-  events(), and the `drops` counter (proto/machine.py states the contract).
-- The parts: the DC session (session.py: registration and keep-alive, explicit states),
-  one Handshake per tunnel being built (handshake.py), relay bindings (relay.py). They
-  share one Wire (wire.py): keys, requests in flight, outputs.
-- Registration first; names asked for before it are queued. A Direction (from our
-  Direction Request or the DC's Route Direction) makes us either the tunnel's initiator
-  or its responder (handshake.py).
+  events(), and the `drops` counter (proto/machine.py states the contract). No input
+  raises out of receive(): what cannot be used is dropped and counted by reason.
+- The parts share one Wire (wire.py): the DC session (session.py), tunnels' handshakes
+  (handshake.py, `Handshakes`), RS sessions and bindings (relay.py).
+- Dispatch by datagram type (byte 1): HANDSHAKE_INIT -> handshakes.on_init;
+  HANDSHAKE_RESP -> wire.initiations.on_response, then by the pending init's context (DC
+  session, tunnel, RS session); COOKIE_REPLY -> wire.initiations.on_cookie and the init
+  again; SIGNAL -> by receiver index to its owner in wire.by_index; RELAY_ENVELOPE ->
+  unwrapped (only from the RS a binding names), its handshake dispatched with `relay` set.
+  DATA never reaches this machine (the stages sort by byte 1).
+- This machine is the one caller of wire.initiations.due() and .expired(): it resends
+  the DC's and RSes' inits itself and hands tunnels' to handshakes.on_resend/on_expired.
+- Registration first; names asked for before it wait (at most WAITING_NAMES_MAX). A
+  Direction (DIRECTION_RESPONSE, or the DC's ROUTE_DIRECTION / ROUTE_UPDATE, each copy
+  acked, each txid handled once) binds at its relay if it names one and goes to
+  handshakes.on_direction.
 - Tunnels have one owner, the TunnelTable given here (or made here): handshakes install
-  into it, the data stages read it, tunnel keep-alive removes from it; this machine
-  reads it to answer names that already have a tunnel.
-- Randomness (txids, nonces) and ephemeral key generation are injected.
+  into it, the data stages read it; this machine reads it to answer names that already
+  have a tunnel.
+- Randomness (txids, indexes, cookies) and key generation are injected.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections import OrderedDict
@@ -27,39 +35,42 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ..buffer import CodecError, Endpoint
-from ..crypto import StaticKey
-from ..messages import (
-    DeregisterAck,
+from ..bodies_v2 import (
+    Ack,
     Direction,
     DirectionRequest,
     DirectionResponse,
     KeepaliveAck,
     Message,
     ProbeAck,
-    Punch,
-    RegisterAck,
-    RelayBound,
+    RelayInfo,
     RouteDirection,
     RouteDirectionAck,
-    Status,
-    TunnelRequest,
-    TunnelResponse,
-    sendable_endpoints,
+    RouteUpdate,
+    TunnelGone,
+    UpdateAck,
 )
+from ..buffer import CodecError, Endpoint
+from ..crypto import StaticKey
+from ..envelope import unwrap
+from ..fields_v2 import Status, Want, check_name, normalize_endpoint
+from ..handshake import T_COOKIE, T_INIT, T_RELAY_ENVELOPE, T_RESP, T_SIGNAL, VERSION
+from ..initiate import PendingInit
 from ..names import normalize_fqdn
-from ..packet import UnknownPeer, is_envelope, open_message, peek_sender, unwrap_envelope
+from ..session import ReplayError, parse_transport
 from ..tunnel import TunnelTable
 from .events import DirectionResolved, NodeEvent, Registered
 from .handshake import Handshakes
-from .relay import RelayBindings
-from .session import DcSession
-from .wire import AskedName, NodeTransaction, NodeTx, TunnelBeingBuilt, Wire
+from .relay import RELAY_KEEPALIVE_S, RelayBindings, RsSession
+from .session import DcSession, DcTx
+from .wire import DcContext, RsContext, TunnelContext, Wire
 
 DIRECTION_TIMEOUT_S = 5.0
-_FROM_DC = (RouteDirection, RegisterAck, KeepaliveAck, DirectionResponse, ProbeAck, DeregisterAck)
-EARLY_REQUESTS_MAX = 16
 TUNNEL_STALE_S = 30.0
+WAITING_NAMES_MAX = 64  # names asked before registration (section 10): newest refused
+DC_TXIDS_SEEN_MAX = 256  # ROUTE_DIRECTION / ROUTE_UPDATE / TUNNEL_GONE handled once
+
+MakeHandshakes = Callable[[Wire, TunnelTable, Callable[[], X25519PrivateKey]], Handshakes]
 
 
 class NodeSignalling:
@@ -75,27 +86,32 @@ class NodeSignalling:
         generate_key: Callable[[], X25519PrivateKey] = X25519PrivateKey.generate,
         epoch_offset: float | None = None,
         tunnels: TunnelTable | None = None,
+        boot_id: int | None = None,
+        make_handshakes: MakeHandshakes | None = None,
     ) -> None:
         if epoch_offset is None:  # wall clock minus the clock `now` comes from
             epoch_offset = time.time() - time.monotonic()
-        self._wire = Wire(
+        self.wire = Wire(
             static=static,
             dc_public=dc_public,
             dc_endpoint=dc_endpoint,
             random_bytes=random_bytes,
+            generate_key=generate_key,
             epoch_offset=epoch_offset,
         )
-        self.drops = self._wire.drops
+        self.drops = self.wire.drops
         self.tunnels = tunnels if tunnels is not None else TunnelTable()
-        self.session = DcSession(self._wire, fqdn, local_endpoints)
-        self.relays = RelayBindings(self._wire)
-        self.handshakes = Handshakes(
-            self._wire, self.tunnels, self.relays, lambda: self.session.vip, generate_key
-        )
-        self._waiting_names: set[str] = set()  # asked before registration finished
+        if boot_id is None:
+            boot_id = int.from_bytes(random_bytes(8), "big")
+        self.session = DcSession(self.wire, fqdn, local_endpoints, boot_id)
+        self.relays = RelayBindings(self.wire)
+        self.wire.relays = self.relays
+        self.handshakes = (make_handshakes or Handshakes)(self.wire, self.tunnels, generate_key)
+        self.relays.on_bound = self.handshakes.on_relay_bound
+        self._waiting_names: list[str] = []  # asked before registration finished
         self._asking: dict[str, int] = {}  # fqdn -> direction txid in flight
-        # Peers' requests that beat the DC's Route Direction to us, by sender key.
-        self._early: OrderedDict[bytes, tuple[bytes, Endpoint]] = OrderedDict()
+        self._dc_txids: OrderedDict[int, None] = OrderedDict()
+        self._prune_at = 0.0
 
     @property
     def fqdn(self) -> str:
@@ -116,16 +132,16 @@ class NodeSignalling:
     # --- outputs ----------------------------------------------------------------------
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
-        out, self._wire.out = self._wire.out, []
+        out, self.wire.out = self.wire.out, []
         return out
 
     def events(self) -> list[NodeEvent]:
-        events, self._wire.events = self._wire.events, []
+        events, self.wire.events = self.wire.events, []
         return events
 
     def get_timer(self) -> float | None:
-        times = [self._wire.tx.next_deadline(), *self.session.timers()]
-        times += self.handshakes.timers() + self.relays.timers()
+        times = [self.wire.initiations.next_deadline(), *self.session.timers()]
+        times += [self.relays.get_timer(), self.handshakes.get_timer()]
         return min((t for t in times if t is not None), default=None)
 
     # --- inputs -----------------------------------------------------------------------
@@ -139,148 +155,224 @@ class NodeSignalling:
     def request_direction(self, fqdn: str, now: float) -> None:
         """Resolve fqdn through the DC and build a tunnel; a DirectionResolved follows."""
         fqdn = normalize_fqdn(fqdn)
+        try:
+            check_name(fqdn)
+        except CodecError:
+            self.wire.events.append(DirectionResolved(fqdn, Status.UNKNOWN))
+            return
         tunnel = self.tunnels.by_fqdn(fqdn)
         registered = self.session.registration is not None
         if tunnel is not None:
             # VIPs are stable, so answer now; ask the DC again in the background when
             # the tunnel has gone quiet (the peer may have restarted).
-            self._wire.events.append(DirectionResolved(fqdn, Status.OK, tunnel.peer_vip))
-            quiet_since = max(tunnel.created_at, tunnel.last_receive)
+            self.wire.events.append(DirectionResolved(fqdn, Status.OK, tunnel.peer_vip))
+            quiet_since = max(getattr(tunnel, "created_at", 0.0), tunnel.last_receive)
             if now - quiet_since < TUNNEL_STALE_S or not registered:
                 return
         if not registered:
-            self._waiting_names.add(fqdn)
+            self._wait_for_registration(fqdn)
             return
-        if fqdn not in self._asking and not self.handshakes.toward(fqdn):
-            wire = self._wire
-            msg = DirectionRequest(wire.txid(), wire.epoch_ms(now), fqdn)
-            wire.request_dc(msg, NodeTx.DIRECTION, now, DIRECTION_TIMEOUT_S, AskedName(fqdn))
+        if fqdn not in self._asking:
+            msg = DirectionRequest(self.wire.txid(), self.fqdn, fqdn, Want.V4)
+            self.session.request(msg, DcTx.DIRECTION, now, DIRECTION_TIMEOUT_S, context=fqdn)
             self._asking[fqdn] = msg.txid
 
     def handle_timer(self, now: float) -> None:
-        resend, expired = self._wire.tx.due(now)
-        self._wire.out.extend(resend)
-        for tx in expired:
-            self._on_unanswered(tx, now)
-        self.session.handle_timer(now)
-        self.handshakes.fall_back(now)
-        self.relays.rebind_due(now, self._needs_relay)
+        inits = self.wire.initiations
+        for pending in inits.due(now):
+            self._resend_init(pending, now)
+        for pending in inits.expired(now):
+            self._init_expired(pending, now)
+        for tx in self.session.handle_timer(now):
+            if tx.kind == DcTx.DIRECTION and isinstance(tx.context, str):
+                self._asking.pop(tx.context, None)
+                self.wire.events.append(DirectionResolved(tx.context, Status.NO_ROUTE))
+        self.relays.handle_timer(now)
+        if now >= self._prune_at:
+            self._prune_at = now + RELAY_KEEPALIVE_S
+            self._prune_bindings(now)
+        self.handshakes.handle_timer(now)
+
+    def _prune_bindings(self, now: float) -> None:
+        relayed, live = set(), set()
+        for tunnel, _ in getattr(self.tunnels, "by_index", {}).values():
+            key = (tunnel.dc_id, tunnel.tunnel_id)
+            live.add(key)
+            if tunnel.route == "relay":
+                relayed.add(key)
+        self.relays.prune(now, relayed, live)
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
-        sealed = datagram
+        if len(datagram) < 4 or datagram[0] != VERSION:
+            self.drops.drop("not_v2")
+            return
         try:
-            via_relay = is_envelope(datagram)
-            if via_relay:
-                _, sealed = unwrap_envelope(datagram)
-            sender, msg = open_message(sealed, self._wire.boxes.get)
-            if sender == self._wire.dc_public:
-                self._from_dc(msg, addr, now)
-            else:
-                self._from_peer(sender, msg, addr, now, via_relay)
-        except UnknownPeer:
-            self._stash_early(datagram, sealed, addr)
-        except CodecError as exc:  # includes invalid (low-order) keys from a peer
+            addr = normalize_endpoint(addr)
+            self._dispatch(datagram[1], datagram, addr, now)
+        except CodecError as exc:  # every part's decoders raise only this
             self.drops.drop(type(exc).__name__)
 
     # --- dispatch ---------------------------------------------------------------------
 
-    def _from_dc(self, msg: Message, addr: Endpoint, now: float) -> None:
-        wire = self._wire
-        if not isinstance(msg, _FROM_DC):  # e.g. a PUNCH sealed by the DC: not its to send
-            self.drops.drop(f"unexpected {type(msg).__name__} from DC")
+    def _dispatch(
+        self, kind: int, datagram: bytes, addr: Endpoint, now: float, relay: RelayInfo | None = None
+    ) -> None:
+        if kind == T_INIT:
+            self.handshakes.on_init(datagram, addr, now, relay)
+        elif kind == T_RESP:
+            self._on_response(datagram, addr, now, relay)
+        elif kind == T_COOKIE:
+            self._on_cookie(datagram, now)
+        elif kind == T_SIGNAL and relay is None:
+            self._on_signal(datagram, addr, now)
+        elif kind == T_RELAY_ENVELOPE and relay is None:
+            self._on_envelope(datagram, addr, now)
+        else:
+            self.drops.drop("unexpected_type")
+
+    def _on_envelope(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        dc_id, tunnel_id, inner = unwrap(datagram)
+        relay = self.relays.relay_for(dc_id, tunnel_id, addr)
+        if relay is None:
+            self.drops.drop("envelope_not_from_our_relay")
             return
-        if isinstance(msg, RouteDirection):
-            ack = RouteDirectionAck(msg.txid, msg.direction.tunnel_id)
-            wire.send(ack, wire.dc_public, wire.dc_endpoint)
-            self._on_direction(msg.direction, now)
+        self._dispatch(inner[1], inner, addr, now, relay)
+
+    def _on_response(
+        self, datagram: bytes, addr: Endpoint, now: float, relay: RelayInfo | None
+    ) -> None:
+        done = self.wire.initiations.on_response(datagram)
+        if done is None:
+            self.drops.drop("unexpected_response")
             return
-        tx = wire.tx.finish(msg.txid)
+        pending, remote_index, body, keys = done
+        context = pending.context
+        if isinstance(context, TunnelContext):
+            self.handshakes.on_established(pending, remote_index, body, keys, addr, now, relay)
+        elif isinstance(context, DcContext) and relay is None:
+            if self.session.on_established(pending, remote_index, body, keys, now):
+                self._ask_waiting_names(now)
+        elif isinstance(context, RsContext) and relay is None:
+            self.relays.on_established(pending, remote_index, body, keys, now)
+        else:
+            self.wire.release(pending.sender_index)
+            self.drops.drop("response_by_the_wrong_way")
+
+    def _on_cookie(self, datagram: bytes, now: float) -> None:
+        pending = self.wire.initiations.on_cookie(datagram, self.wire.clock_epoch(now))
+        if pending is None:
+            self.drops.drop("unexpected_cookie")
+        else:
+            self._resend_init(pending, now)
+
+    def _resend_init(self, pending: PendingInit, now: float) -> None:
+        context = pending.context
+        if isinstance(context, DcContext):
+            self.wire.out.append((pending.datagram, self.wire.dc_endpoint))
+        elif isinstance(context, RsContext):
+            self.relays.resend(pending)
+        elif isinstance(context, TunnelContext):
+            self.handshakes.on_resend(pending, now)
+
+    def _init_expired(self, pending: PendingInit, now: float) -> None:
+        context = pending.context
+        if isinstance(context, DcContext):
+            self.session.on_expired(pending, now)
+        elif isinstance(context, RsContext):
+            self.relays.on_expired(pending, now)
+        elif isinstance(context, TunnelContext):
+            self.handshakes.on_expired(pending, now)
+
+    def _on_signal(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        _, index, counter = parse_transport(datagram)
+        owner = self.wire.by_index.get(index)
+        if owner is None:
+            self.drops.drop("unknown_index")
+        elif owner is self.session:
+            msg = self.session.open(index, datagram, counter, now)
+            if msg is not None:
+                self._from_dc(msg, now)
+        elif isinstance(owner, RsSession):
+            self.relays.on_signal(owner, index, datagram, counter, now)
+        else:
+            self._tunnel_signal(index, datagram, counter, addr, now)
+
+    def _tunnel_signal(
+        self, index: int, datagram: bytes, counter: int, addr: Endpoint, now: float
+    ) -> None:
+        entry = self.tunnels.by_index.get(index)  # type: ignore[attr-defined]
+        if entry is None:
+            self.drops.drop("unknown_index")
+            return
+        tunnel, keypair = entry
+        try:
+            payload = keypair.open(datagram, counter)
+        except ReplayError:
+            self.drops.drop("replayed")
+            return
+        self.handshakes.on_signal(tunnel, payload, addr, now)
+
+    # --- the DC's messages ------------------------------------------------------------
+
+    def _from_dc(self, msg: Message, now: float) -> None:
+        if isinstance(msg, RouteDirection | RouteUpdate | TunnelGone):
+            self._from_dc_request(msg, now)
+            return
+        tx = self.session.tx.finish(msg.txid)  # type: ignore[union-attr]
         if tx is None:
             return  # a late duplicate answer
-        if isinstance(msg, RegisterAck):
-            if self.session.on_register_ack(msg, now):
-                self._ask_waiting_names(now)
-        elif isinstance(msg, KeepaliveAck):
+        if isinstance(msg, KeepaliveAck):
             self.session.on_keepalive_ack(msg, now)
         elif isinstance(msg, DirectionResponse):
-            if isinstance(tx.context, AskedName):
-                self._on_direction_response(tx.context.fqdn, msg, now)
+            if isinstance(tx.context, str):
+                self._on_direction_response(tx.context, msg, now)
         elif isinstance(msg, ProbeAck):
             self.session.on_probe_ack(msg)
-        elif isinstance(msg, DeregisterAck):
-            pass
-        else:
+        elif not isinstance(msg, UpdateAck | Ack):
             self.drops.drop(f"unexpected {type(msg).__name__} from DC")
 
-    def _from_peer(
-        self, sender: bytes, msg: Message, addr: Endpoint, now: float, via_relay: bool
-    ) -> None:
-        if isinstance(msg, TunnelRequest):
-            self.handshakes.on_request(sender, msg, addr, now, via_relay)
-        elif isinstance(msg, TunnelResponse):
-            self.handshakes.on_response(sender, msg, addr, now, via_relay)
-        elif isinstance(msg, RelayBound):
-            if self.relays.on_bound(msg):
-                self.handshakes.on_relay_bound(msg.tunnel_id, now)
-        elif isinstance(msg, Punch):
-            pass  # its only job was to open the sender's NAT toward us
+    def _from_dc_request(self, msg: RouteDirection | RouteUpdate | TunnelGone, now: float) -> None:
+        """Ack every copy; act on each txid once."""
+        if isinstance(msg, RouteDirection):
+            self.session.send(RouteDirectionAck(msg.txid, msg.direction.tunnel_id), now)
         else:
-            self.drops.drop(f"unexpected {type(msg).__name__} from a peer")
+            self.session.send(Ack(msg.txid), now)
+        if msg.txid in self._dc_txids:
+            return
+        self._dc_txids[msg.txid] = None
+        while len(self._dc_txids) > DC_TXIDS_SEEN_MAX:
+            self._dc_txids.popitem(last=False)
+        if isinstance(msg, TunnelGone):
+            self.relays.unbind(self.wire.dc_id, msg.tunnel_id)
+            self.handshakes.close(self.wire.dc_id, msg.tunnel_id, now)
+        else:
+            self._on_direction(msg.direction, now)
 
-    def _on_unanswered(self, tx: NodeTransaction, now: float) -> None:
-        if tx.kind in (NodeTx.REGISTER, NodeTx.KEEPALIVE):
-            self.session.on_unanswered(tx.kind, now)
-        elif tx.kind == NodeTx.DIRECTION and isinstance(tx.context, AskedName):
-            self._asking.pop(tx.context.fqdn, None)
-            self._wire.events.append(DirectionResolved(tx.context.fqdn, Status.NO_ROUTE))
-        elif tx.kind == NodeTx.TUNNEL and isinstance(tx.context, TunnelBeingBuilt):
-            self.handshakes.give_up(tx.context.tunnel_id)
-
-    # --- directions -------------------------------------------------------------------
+    def _wait_for_registration(self, fqdn: str) -> None:
+        if fqdn in self._waiting_names:
+            return
+        if len(self._waiting_names) >= WAITING_NAMES_MAX:
+            self.drops.drop("too_many_waiting_names")
+            self.wire.events.append(DirectionResolved(fqdn, Status.NO_ROUTE))
+            return
+        self._waiting_names.append(fqdn)
 
     def _ask_waiting_names(self, now: float) -> None:
-        for fqdn in sorted(self._waiting_names):
+        waiting, self._waiting_names = self._waiting_names, []
+        for fqdn in waiting:
             self.request_direction(fqdn, now)
-        self._waiting_names.clear()
 
     def _on_direction_response(self, fqdn: str, msg: DirectionResponse, now: float) -> None:
         self._asking.pop(fqdn, None)
-        if msg.status == Status.REREGISTER:
-            self._waiting_names.add(fqdn)
-            self.session.register(now)
-        elif msg.direction is None:
-            self._wire.events.append(DirectionResolved(fqdn, msg.status))
+        if msg.direction is None:
+            self.wire.events.append(DirectionResolved(fqdn, msg.status))
         else:
             self._on_direction(msg.direction, now)
 
     def _on_direction(self, direction: Direction, now: float) -> None:
-        endpoints = sendable_endpoints(direction.peer_endpoints)
-        if len(endpoints) != len(direction.peer_endpoints):  # IPv6, broadcast, ... (issue 10)
-            self.drops.drop(
-                "unsendable endpoint in a direction", len(direction.peer_endpoints) - len(endpoints)
-            )
-            direction = dataclasses.replace(direction, peer_endpoints=endpoints)
-        tunnel_id = direction.tunnel_id
-        if tunnel_id in self.handshakes or tunnel_id in self.tunnels.by_id:
-            return  # retransmitted Route Direction, or our own request's answer twice
-        self.handshakes.start(direction, now)
-        early = self._early.pop(direction.peer_public_key, None)
-        if early is not None:
-            self.receive(early[0], early[1], now)
-
-    def _needs_relay(self, tunnel_id: int) -> bool:
-        """A relay binding is kept while its tunnel is being built or goes through the relay."""
-        tunnel = self.tunnels.by_id.get(tunnel_id)
-        return tunnel_id in self.handshakes or (tunnel is not None and tunnel.route == "relay")
-
-    def _stash_early(self, datagram: bytes, sealed: bytes, addr: Endpoint) -> None:
-        """Keep a peer's Tunnel Request that beat the DC's Route Direction to us."""
-        try:
-            sender = peek_sender(sealed)
-        except CodecError as exc:
-            self.drops.drop(type(exc).__name__)
+        if direction.dc_id != self.wire.dc_id or direction.self_name not in self.wire.names:
+            self.drops.drop("direction_not_for_us")
             return
-        self._early[sender] = (datagram, addr)
-        while len(self._early) > EARLY_REQUESTS_MAX:
-            self._early.popitem(last=False)
-        self.drops.drop("signalling from a key not yet directed (kept)")
+        if direction.relay is not None:
+            self.relays.bind(direction.relay, direction.dc_id, direction.tunnel_id, now)
+        self.handshakes.on_direction(direction, now)

@@ -1,53 +1,65 @@
-"""What every part of the node's signalling shares: the keys it seals with, the requests
-in flight (with their kinds and typed contexts), and the outputs the driver drains.
+"""What every part of the node's signalling shares (protocol v2): its static key, the one
+table of handshakes it started, its gate as a responder, which part owns each of its
+session indexes, its registered names, and the outputs the driver drains.
 
-The parts (session.py, handshake.py, relay.py) write into one Wire; NodeSignalling
-(signalling.py) owns it and hands its outputs to the driver.
+The parts (session.py: the DC session; handshake.py: tunnels; relay.py: RS sessions) write
+into one Wire; NodeSignalling (signalling.py) owns it and hands its outputs to the driver.
+
+- `initiations`: ONE per node, for every handshake the node starts (to the DC, to peers,
+  to RSes); each PendingInit's `context` says whose it is: DcContext, TunnelContext or
+  RsContext, and NodeSignalling routes the response by it.
+- `gate`: the node as a responder (TUNNEL_INITs only).
+- `by_index`: local session index -> the owner of that session (the DcSession, an
+  RsSession, or a Tunnel). Owners register and unregister their indexes here; the
+  indexes themselves come from `indexes` (unique, never 0).
+- `names`: the node's registered names -> their VIPs (filled at registration).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..buffer import Endpoint
-from ..crypto import SignalBox, StaticKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ..bodies_v2 import RelayInfo
+from ..buffer import CodecError, Endpoint
+from ..crypto import StaticKey
+from ..envelope import wrap
+from ..fields_v2 import VIP4_NONE, VIP6_NONE, dc_id_of
+from ..gate import HandshakeGate
+from ..initiate import Indexes, Initiations
 from ..machine import Drops
-from ..messages import Message
-from ..packet import seal_message
-from ..transactions import Transaction, Transactions
 from .events import NodeEvent
 
 
-class NodeTx(enum.Enum):
-    """The node's request kinds, and the context each carries (None where the kind is enough)."""
-
-    REGISTER = "register"  # None
-    KEEPALIVE = "keepalive"  # None
-    DEREGISTER = "deregister"  # None
-    PROBE = "probe"  # None
-    DIRECTION = "direction"  # AskedName
-    TUNNEL = "tunnel"  # TunnelBeingBuilt
-    RELAY_BIND = "relay_bind"  # TunnelBeingBuilt
+@dataclass(frozen=True)
+class DcContext:
+    """A PendingInit of the node's DC session (REGISTER)."""
 
 
 @dataclass(frozen=True)
-class AskedName:
-    """A Direction Request's context: the name it asks for."""
+class TunnelContext:
+    """A PendingInit of a tunnel (TUNNEL_INIT), by the tunnel's name at its DC."""
 
-    fqdn: str
-
-
-@dataclass(frozen=True)
-class TunnelBeingBuilt:
-    """A Tunnel Request's or a Relay Bind's context: the tunnel it is for."""
-
+    dc_id: bytes
     tunnel_id: int
 
 
-TxContext = AskedName | TunnelBeingBuilt | None
-NodeTransaction = Transaction[NodeTx, TxContext]
+@dataclass(frozen=True)
+class RsContext:
+    """A PendingInit of an RS session (RS_HELLO), by the RS's static key."""
+
+    rs_public: bytes
+
+
+HandshakeContext = DcContext | TunnelContext | RsContext
+
+
+@dataclass(frozen=True)
+class NameVips:
+    vip4: str = VIP4_NONE
+    vip6: str = VIP6_NONE
 
 
 class Wire:
@@ -58,40 +70,49 @@ class Wire:
         dc_public: bytes,
         dc_endpoint: Endpoint,
         random_bytes: Callable[[int], bytes],
+        generate_key: Callable[[], X25519PrivateKey],
         epoch_offset: float,
     ) -> None:
         self.static = static
         self.dc_public = dc_public
         self.dc_endpoint = dc_endpoint
+        self.dc_id = dc_id_of(dc_public)
         self._random = random_bytes
+        self.generate_key = generate_key
         self._epoch_offset = epoch_offset  # wall clock minus the clock `now` comes from
-        self.boxes: dict[bytes, SignalBox] = {dc_public: SignalBox(static, dc_public)}
-        self.tx: Transactions[NodeTx, TxContext] = Transactions()
+        self.indexes = Indexes(random_bytes)
+        self.initiations = Initiations(static, self.indexes, generate_key)
+        self.gate = HandshakeGate(static, 0.0, random_bytes)
+        self.by_index: dict[int, object] = {}
+        self.names: dict[str, NameVips] = {}
         self.out: list[tuple[bytes, Endpoint]] = []
         self.events: list[NodeEvent] = []
         self.drops = Drops()
+        self.relays: object = None  # the RelayBindings (relay.py), set by NodeSignalling
+
+    def random_bytes(self, n: int) -> bytes:
+        return self._random(n)
 
     def txid(self) -> int:
         return int.from_bytes(self._random(4), "big")
 
+    def clock_epoch(self, now: float) -> float:
+        """The wall clock at `now`, for handshake timestamps."""
+        return self._epoch_offset + now
+
     def epoch_ms(self, now: float) -> int:
-        return int((self._epoch_offset + now) * 1000)
+        return int(self.clock_epoch(now) * 1000)
 
-    def know(self, public_key: bytes) -> None:
-        """Make a peer's (or relay's) messages openable and sealable from now on."""
-        self.boxes.setdefault(public_key, SignalBox(self.static, public_key))
-
-    def seal(self, msg: Message, peer: bytes, addr: Endpoint) -> tuple[bytes, Endpoint]:
-        nonce = self._random(SignalBox.NONCE_LEN)
-        return seal_message(msg, self.boxes[peer], self.static.public, nonce), addr
-
-    def send(self, msg: Message, peer: bytes, addr: Endpoint) -> None:
-        self.out.append(self.seal(msg, peer, addr))
-
-    def request_dc(
-        self, msg: Message, kind: NodeTx, now: float, timeout: float, context: TxContext = None
+    def send_via_relay(
+        self, relay: RelayInfo, dc_id: bytes, tunnel_id: int, datagram: bytes
     ) -> None:
-        """Send msg to the DC and retransmit it until answered or timeout passes."""
-        datagram = self.seal(msg, self.dc_public, self.dc_endpoint)
-        self.out.append(datagram)
-        self.tx.start(msg.txid, kind, [datagram], now, timeout, context=context)  # type: ignore[attr-defined]
+        """A handshake datagram to a peer through its tunnel's RS, in a RELAY_ENVELOPE."""
+        try:
+            self.out.append((wrap(dc_id, tunnel_id, datagram), relay.endpoint))
+        except CodecError:
+            self.drops.drop("unwrappable_envelope")
+
+    def release(self, index: int) -> None:
+        """An owner is done with a session index."""
+        self.by_index.pop(index, None)
+        self.indexes.release(index)
