@@ -128,7 +128,7 @@ def bench_encapsulate(seconds: float) -> StageResult:
     return _time_batches(
         "encapsulate",
         "AES-256-GCM seal, 1400 B",
-        lambda: len(encapsulate_packets(batch, stats)),
+        lambda: len(encapsulate_packets(batch, stats, 0.0)),
         seconds,
     )
 
@@ -144,7 +144,7 @@ def bench_decapsulate(seconds: float) -> StageResult:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         chunk = [
-            [(sender.seal(packet), ("198.51.100.30", 7401)) for _ in range(BATCH)]
+            [(sender.seal(packet, 0.0), ("198.51.100.30", 7401)) for _ in range(BATCH)]
             for _ in range(32)
         ]
         for batch in chunk:

@@ -95,3 +95,27 @@ class Wire:
         datagram = self.seal(msg, self.dc_public, self.dc_endpoint)
         self.out.append(datagram)
         self.tx.start(msg.txid, kind, [datagram], now, timeout, context=context)  # type: ignore[attr-defined]
+
+
+# --- v2 handshake contexts (part A defines these in its wire.py; this copy only lets
+# part B's handshake code import them before the two parts are merged) -------------------
+
+
+@dataclass(frozen=True)
+class DcContext:
+    """A pending init of the node's DC session."""
+
+
+@dataclass(frozen=True)
+class TunnelContext:
+    """A pending TUNNEL_INIT: the tunnel it is for."""
+
+    dc_id: bytes
+    tunnel_id: int
+
+
+@dataclass(frozen=True)
+class RsContext:
+    """A pending RS_HELLO: the RS it is for."""
+
+    rs_public: bytes
