@@ -26,12 +26,8 @@ def tunnel_pair(tunnel_id: int = 7, now: float = 0.0) -> tuple[Tunnel, Tunnel]:
     """(the GN side's tunnel to the peer, the peer's tunnel to the GN), both with a
     current keypair (the responder's already confirmed)."""
     ka, kb = keypair_pair(now=now)
-    a = Tunnel(
-        DC_ID, tunnel_id, "cn.ntm.example", PEER_VIP, GN_VIP, ("198.51.100.30", 7401), now
-    )
-    b = Tunnel(
-        DC_ID, tunnel_id, "gn.ntm.example", GN_VIP, PEER_VIP, ("198.51.100.51", 7401), now
-    )
+    a = Tunnel(DC_ID, tunnel_id, "cn.ntm.example", PEER_VIP, GN_VIP, ("198.51.100.30", 7401), now)
+    b = Tunnel(DC_ID, tunnel_id, "gn.ntm.example", GN_VIP, PEER_VIP, ("198.51.100.51", 7401), now)
     a.install(ka)
     b.install(kb)
     b.confirm(kb)

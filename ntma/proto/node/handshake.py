@@ -413,7 +413,7 @@ class Handshakes:
         tunnel, first = held.tunnel, held.tunnel is None
         if tunnel is None:
             tunnel = held.tunnel = self._make_tunnel(held, endpoint, relay is not None, now)
-        elif new_route:
+        else:  # the path this handshake took is the tunnel's route from now on
             tunnel.route = held.route_name(relay is not None)
             tunnel.relay = held.direction.relay
         if keypair.initiator and (first or new_route or endpoint != tunnel.endpoint):
