@@ -498,3 +498,37 @@ def test_decapsulate_drops_are_counted_by_reason():
         "auth": 1,
         "malformed": 1,
     }
+
+
+def test_under_load_a_cookie_then_the_rebuilt_init_gets_through():
+    link = Link()
+    cn = link.cn
+    cn.wire.gate = HandshakeGate(cn.key, 0.0, _random, budget_per_s=1)
+    cn.wire.gate.admit(b"", MN_EP, 0.0)  # (refused, costs nothing)
+    link.up()  # the first init takes the one token
+    assert link.mn.tunnel() is not None
+    cn.hs.close(DC_ID, TID, 0.0)
+    link.mn.hs.close(DC_ID, TID, 0.0)
+    link.up(now=0.1)  # under load now: COOKIE_REPLY, then the init again with mac2
+    assert T_COOKIE in [d[1] for _, _, d in link.log] and link.mn.tunnel() is None
+    link.tick(1.6)  # a resend with mac2 once the budget has a token again
+    assert link.mn.tunnel() is not None
+
+
+def test_mutated_inits_and_data_never_raise():
+    import random
+
+    link = Link()
+    link.cn.hs.on_direction(link.cn.direct(link.mn, Role.RESPOND), 0.0)
+    link.mn.hs.on_direction(link.mn.direct(link.cn, Role.INITIATE), 0.0)
+    ((init, _),) = link.mn.wire.out
+    rng = random.Random(10)
+    for n in range(300):
+        mutated = bytearray(init)
+        for _ in range(rng.randrange(1, 4)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            mutated = mutated[: rng.randrange(len(mutated))]
+        link.cn.hs.on_init(bytes(mutated), MN_EP, n * 0.1)
+        link.cn.wire.out.clear()
+    assert sum(link.cn.wire.drops.values()) >= 250

@@ -412,7 +412,7 @@ class Handshakes:
         new_route = held.deadline is not None
         tunnel, first = held.tunnel, held.tunnel is None
         if tunnel is None:
-            tunnel = held.tunnel = self._make_tunnel(held, endpoint, relay is not None, now)
+            tunnel = held.tunnel = held.make_tunnel(endpoint, relay is not None, now)
         else:  # the path this handshake took is the tunnel's route from now on
             tunnel.route = held.route_name(relay is not None)
             tunnel.relay = held.direction.relay
@@ -428,24 +428,6 @@ class Handshakes:
             wire.events.append(TunnelUp(tunnel, True))
         if keypair.initiator:  # confirm at once: an empty DATA on the new keypair (4.4)
             wire.out.append((tunnel.seal(b"", now), tunnel.endpoint))
-
-    def _make_tunnel(self, held: Directed, endpoint: Endpoint, relayed: bool, now: float) -> Tunnel:
-        d = held.direction
-        return Tunnel(
-            d.dc_id,
-            d.tunnel_id,
-            d.peer_name,
-            d.peer_vip4,
-            held.self_vip,
-            endpoint,
-            now,
-            peer_key=d.peer_key,
-            self_fqdn=d.self_name,
-            peer_vip6=d.peer_vip6,
-            self_vip6=held.self_vip6,
-            relay=d.relay,
-            route=held.route_name(relayed),
-        )
 
     def _install(self, tunnel: Tunnel) -> None:
         wire = self._wire

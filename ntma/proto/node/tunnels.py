@@ -83,6 +83,25 @@ class Directed:
         """The route a tunnel actually took: a PUNCH that fell back is a relay tunnel."""
         return "relay" if relayed else self.direction.route.name.lower()
 
+    def make_tunnel(self, endpoint: Endpoint, relayed: bool, now: float) -> Tunnel:
+        """The tunnel a first handshake makes, from the Direction's names and VIPs."""
+        d = self.direction
+        return Tunnel(
+            d.dc_id,
+            d.tunnel_id,
+            d.peer_name,
+            d.peer_vip4,
+            self.self_vip,
+            endpoint,
+            now,
+            peer_key=d.peer_key,
+            self_fqdn=d.self_name,
+            peer_vip6=d.peer_vip6,
+            self_vip6=self.self_vip6,
+            relay=d.relay,
+            route=self.route_name(relayed),
+        )
+
     def timers(self) -> list[float]:
         times = [t for t in (self.deadline, self.fallback_at) if t is not None]
         times += self.punch_at[:1]
