@@ -27,7 +27,7 @@ from ntma.proto.ether import (
     parse_arp,
     parse_udp,
 )
-from ntma.proto.messages import Status
+from ntma.proto.fields_v2 import Status
 from ntma.testing.traffic import (
     ADAPTER_MAC,
     GN_MAC,

@@ -4,8 +4,8 @@ Each benchmark times the work one stage does per batch by calling the same funct
 the stage's run_<stage> calls on each batch (sort_frames, answer_arps, answer_dhcp,
 encapsulate_packets, decapsulate_datagrams, frame_packets, DnsResolver.answer), in
 batches like the pipeline's, and reports the median and p99 cost per packet in ns and
-the packets/s one core sustains at the median. The signalling figure is the message
-codec (seal, open, decode), the part of signalling that is per packet. No sockets,
+the packets/s one core sustains at the median. The signalling figure is a v2 SIGNAL
+(seal, open, decode), the part of signalling that is per packet. No sockets,
 except the DNS forwarder's stub upstream on loopback.
 """
 
@@ -21,11 +21,13 @@ import trio
 from dnslib import QTYPE, RR, A, DNSRecord
 
 from ..observe.spans import StageStats
-from ..proto.crypto import SignalBox, StaticKey
+from ..proto.bodies_v2 import DirectionRequest
+from ..proto.fields_v2 import Status
 from ..proto.gnlink import GnLink
-from ..proto.messages import DirectionRequest, Status
+from ..proto.handshake import T_SIGNAL
+from ..proto.messages_v2 import BodyKind, decode, encode
 from ..proto.node import DirectionResolved
-from ..proto.packet import open_message, seal_message
+from ..proto.session import parse_transport
 from ..proto.tunnel import TunnelTable
 from ..stages.dns import DnsResolver
 from ..stages.ethernet import answer_arps, frame_packets, sort_frames
@@ -44,7 +46,7 @@ from ..testing.traffic import (
     gn_link,
     udp_packet,
 )
-from ..testing.tunnels import tunnel_pair
+from ..testing.tunnels import keypair_pair, tunnel_pair
 
 
 @dataclass
@@ -128,7 +130,7 @@ def bench_encapsulate(seconds: float) -> StageResult:
     return _time_batches(
         "encapsulate",
         "AES-256-GCM seal, 1400 B",
-        lambda: len(encapsulate_packets(batch, stats)),
+        lambda: len(encapsulate_packets(batch, stats, 0.0)),
         seconds,
     )
 
@@ -144,7 +146,7 @@ def bench_decapsulate(seconds: float) -> StageResult:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         chunk = [
-            [(sender.seal(packet), ("198.51.100.30", 7401)) for _ in range(BATCH)]
+            [(sender.seal(packet, 0.0), ("198.51.100.30", 7401)) for _ in range(BATCH)]
             for _ in range(32)
         ]
         for batch in chunk:
@@ -168,17 +170,16 @@ def bench_inject_framing(seconds: float) -> StageResult:
 
 
 def bench_signalling_codec(seconds: float) -> StageResult:
-    a, b = StaticKey.generate(), StaticKey.generate()
-    box_a, box_b = SignalBox(a, b.public), SignalBox(b, a.public)
-    msg = DirectionRequest(1, 1_700_000_000_000, "cn.ntm.example")
-    nonce = bytes(12)
+    sender, receiver = keypair_pair()
+    msg = DirectionRequest(1, "mn.ntm.example", "cn.ntm.example")
 
     def run() -> int:
         for _ in range(BATCH):
-            open_message(seal_message(msg, box_a, a.public, nonce), {a.public: box_b}.get)
+            datagram = sender.seal(T_SIGNAL, encode(msg))
+            decode(receiver.open(datagram, parse_transport(datagram)[2]), BodyKind.SESSION)
         return BATCH
 
-    return _time_batches("signalling", "Direction Request seal + open + decode", run, seconds)
+    return _time_batches("signalling", "DIRECTION_REQUEST seal + open + decode", run, seconds)
 
 
 async def _bench_dns_async(seconds: float) -> list[StageResult]:

@@ -49,7 +49,7 @@ async def wait_then_deregister(signals, pipe: NodePipeline, udp: DatagramIO, log
 
 def log_final(pipe: NodePipeline, log) -> None:
     pipe.spans.log_summaries(log, "stage_stats_final")
-    for tunnel in list(pipe.table.by_id.values()):
+    for tunnel in list(pipe.table.by_ref.values()):
         log.info(
             "tunnel_closed",
             tunnel=tunnel.tunnel_id,

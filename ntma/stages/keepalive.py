@@ -1,10 +1,10 @@
 """Tunnel keep-alive and expiry.
 
-Every KEEPALIVE_S, a tunnel that sent nothing since the last round gets an empty data
-packet (authenticated like any other), so NAT mappings on the path stay open and the
-peer sees we are alive. A tunnel that received nothing for EXPIRE_S is removed from the
-TunnelTable (its one owner; signalling reads it there), so the next DNS query for its
-peer asks the DC again.
+Every KEEPALIVE_S, a tunnel that sent nothing since the last round gets an empty DATA
+(authenticated like any other, PASSIVE_KEEPALIVE), so NAT mappings on the path stay
+open and the peer sees we are alive. A tunnel that received nothing for EXPIRE_S is
+removed from the TunnelTable (queued in its `removed`, so the handshake part frees its
+indexes and Direction), and the next DNS query for its peer asks the DC again.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import structlog
 import trio
 
 from ..observe.spans import StageStats
-from ..proto.buffer import CodecError
-from ..proto.tunnel import TunnelTable
+from ..proto.tunnel import ExpiredKeys, TunnelRef, TunnelTable
 from .channels import Batch
 
 KEEPALIVE_S = 10.0
@@ -23,28 +22,29 @@ EXPIRE_S = 180.0
 
 def keepalive_round(
     table: TunnelTable,
-    sent_before: dict[int, int],
+    sent_before: dict[TunnelRef, int],
     now: float,
     stats: StageStats,
     log,
 ) -> list[tuple[bytes, tuple[str, int]]]:
     """One round: expire silent tunnels, and return keep-alives for idle ones."""
     datagrams = []
-    for tunnel in list(table.by_id.values()):
+    for tunnel in list(table.by_ref.values()):
+        ref = tunnel.ref
         if now - max(tunnel.created_at, tunnel.last_receive) > EXPIRE_S:
             table.remove(tunnel)
-            sent_before.pop(tunnel.tunnel_id, None)
+            sent_before.pop(ref, None)
             stats.count("tunnel_expired")
             log.info("tunnel_expired", tunnel=tunnel.tunnel_id, peer=tunnel.peer_fqdn)
             continue
-        if sent_before.get(tunnel.tunnel_id) == tunnel.packets_out:
+        if sent_before.get(ref) == tunnel.packets_out:
             try:
-                datagrams.append((tunnel.seal(b""), tunnel.peer_endpoint))
-            except CodecError:
+                datagrams.append((tunnel.seal(b"", now), tunnel.endpoint))
+            except ExpiredKeys:
                 continue
             stats.count("keepalive_sent")
-        sent_before[tunnel.tunnel_id] = tunnel.packets_out
-    for gone in set(sent_before) - set(table.by_id):
+        sent_before[ref] = tunnel.packets_out
+    for gone in set(sent_before) - set(table.by_ref):
         del sent_before[gone]
     return datagrams
 
@@ -57,7 +57,7 @@ async def run_tunnel_keepalive(
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     log = structlog.get_logger().bind(stage="keepalive")
-    sent_before: dict[int, int] = {}
+    sent_before: dict[TunnelRef, int] = {}
     async with udp_out:
         task_status.started()
         while True:

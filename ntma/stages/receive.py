@@ -1,9 +1,9 @@
-"""Inbound flow: UDP receive -> (data) decapsulate -> TUN write
-                             -> (signalling) signalling task.
+"""Inbound flow: UDP receive -> (DATA, byte 1 = 0x04) decapsulate -> TUN write
+                             -> (everything else) signalling task.
 
-The receiver finds a tunnel by the id in the data header, never by source
-address; the peer endpoint follows the last authenticated, fresh packet, so a
-peer that changes address keeps its tunnel.
+The receiver finds a session by the receiver index in the DATA header (it chose the
+index), never by source address; the tunnel's endpoint follows the newest authenticated
+packet, so a peer that changes address keeps its tunnel (proto/tunnel.py open_data).
 """
 
 from __future__ import annotations
@@ -16,8 +16,15 @@ from ..io.packetio import BATCH_MAX, DatagramIO, PacketIO
 from ..observe.spans import PathStats, StageStats
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.crypto import AuthError
-from ..proto.packet import is_data, unpack_data_header
-from ..proto.tunnel import ReplayError, TunnelTable
+from ..proto.handshake import T_DATA
+from ..proto.tunnel import (
+    InnerDrop,
+    PunchDrop,
+    ReplayError,
+    TunnelTable,
+    UnknownIndex,
+    open_data,
+)
 from .channels import Batch, send_or_drop
 from .writer import write_batches
 
@@ -38,7 +45,8 @@ async def run_udp_receive(
             data: list[tuple[bytes, Endpoint]] = []
             signalling: list[tuple[bytes, Endpoint]] = []
             for item in batch:  # one pass; data is by far the common case
-                (data if is_data(item[0]) else signalling).append(item)
+                datagram = item[0]
+                (data if len(datagram) > 1 and datagram[1] == T_DATA else signalling).append(item)
             if signalling:
                 signals = Batch(signalling, started)
                 send_or_drop(signal_out, signals, stats, "signalling_queue_full", len(signals))
@@ -54,15 +62,18 @@ def decapsulate_datagrams(
     batch: list[tuple[bytes, Endpoint]], table: TunnelTable, stats: StageStats, now: float
 ) -> list[bytes]:
     packets: list[bytes] = []
-    by_id = table.by_id
     for datagram, addr in batch:
         try:
-            tunnel_id, counter = unpack_data_header(datagram)
-            tunnel = by_id.get(tunnel_id)
-            if tunnel is None:
-                stats.drop("unknown_tunnel")
-                continue
-            packet = tunnel.open(datagram, counter)
+            _, packet = open_data(table, datagram, addr, now)
+        except UnknownIndex:
+            stats.drop("unknown_index")
+            continue
+        except PunchDrop:
+            stats.drop("punch")
+            continue
+        except InnerDrop as exc:
+            stats.drop(exc.reason)
+            continue
         except ReplayError:
             stats.drop("replay")
             continue
@@ -72,14 +83,6 @@ def decapsulate_datagrams(
         except CodecError:
             stats.drop("malformed")
             continue
-        if packet and (
-            len(packet) < 20 or packet[0] >> 4 != 4 or packet[12:16] != tunnel.peer_vip_packed
-        ):
-            stats.drop("inner_source_not_peer")  # a peer may only send as its own VIP
-            continue
-        tunnel.last_receive = now
-        if addr != tunnel.peer_endpoint:
-            tunnel.peer_endpoint = addr  # roaming: follow the authenticated source
         if packet:
             packets.append(packet)
         else:

@@ -2,7 +2,8 @@
 
 Each stage is one Trio task that receives a batch from one channel and sends a
 batch to the next. Tunnel lookups happen once per packet in classify; encryption
-uses the tunnel's AEAD objects, built once per key.
+uses the current keypair of the tunnel's KeyRing (AEAD objects built once per key),
+to the tunnel's endpoint (the peer's, or the RS's when relayed).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import trio
 
 from ..io.packetio import BATCH_MAX, DatagramIO, PacketIO
 from ..observe.spans import PathStats, StageStats
-from ..proto.buffer import CodecError, Endpoint
-from ..proto.tunnel import Tunnel, TunnelTable
+from ..proto.buffer import Endpoint
+from ..proto.tunnel import ExpiredKeys, Tunnel, TunnelTable
 from .channels import Batch
 from .writer import write_batches
 
@@ -74,14 +75,14 @@ async def run_classify(
 
 
 def encapsulate_packets(
-    batch: list[tuple[Tunnel, bytes]], stats: StageStats
+    batch: list[tuple[Tunnel, bytes]], stats: StageStats, now: float
 ) -> list[tuple[bytes, Endpoint]]:
     datagrams: list[tuple[bytes, Endpoint]] = []
     for tunnel, packet in batch:
         try:
-            datagrams.append((tunnel.seal(packet), tunnel.peer_endpoint))
-        except CodecError:
-            stats.drop("counter_exhausted")
+            datagrams.append((tunnel.seal(packet, now), tunnel.endpoint))
+        except ExpiredKeys:  # the tunnel is marked for a rekey (signalling starts it)
+            stats.drop("expired_keys")
     return datagrams
 
 
@@ -98,7 +99,8 @@ async def run_encapsulate(
         task_status.started()
         async for batch in inbox:
             started = time.perf_counter_ns()
-            datagrams = Batch(encapsulate_packets(batch, stats), started, send_span)
+            now = trio.current_time()
+            datagrams = Batch(encapsulate_packets(batch, stats, now), started, send_span)
             ended = time.perf_counter_ns()
             await out.send(datagrams)
             stats.record(len(datagrams), sum(len(d) for d, _ in datagrams), started, ended)

@@ -1,47 +1,34 @@
-"""Both ends of one tunnel, keyed as the handshake would key them."""
+"""Both ends of one v2 tunnel, keyed as a completed handshake would key them."""
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+import os
 
-from ..proto.crypto import StaticKey, TunnelKeys, derive_tunnel_keys, ephemeral_public
+from ..proto.session import Keypair
 from ..proto.tunnel import Tunnel
 from .traffic import GN_VIP, PEER_VIP
 
-
-def mirrored_keys(
-    a: StaticKey,
-    b: StaticKey,
-    tunnel_id: int = 7,
-    eph_a: X25519PrivateKey | None = None,
-    eph_b: X25519PrivateKey | None = None,
-) -> tuple[TunnelKeys, TunnelKeys]:
-    """Both ends' TunnelKeys for one tunnel, as the handshake would give them."""
-    eph_a = eph_a or X25519PrivateKey.generate()
-    eph_b = eph_b or X25519PrivateKey.generate()
-    initiator = derive_tunnel_keys(
-        tunnel_id=tunnel_id,
-        initiator=True,
-        static=a,
-        peer_static=b.public,
-        ephemeral=eph_a,
-        peer_ephemeral=ephemeral_public(eph_b),
-    )
-    responder = derive_tunnel_keys(
-        tunnel_id=tunnel_id,
-        initiator=False,
-        static=b,
-        peer_static=a.public,
-        ephemeral=eph_b,
-        peer_ephemeral=ephemeral_public(eph_a),
-    )
-    return initiator, responder
+DC_ID = bytes.fromhex("0123456789abcdef")
 
 
-def tunnel_pair(tunnel_id: int = 7) -> tuple[Tunnel, Tunnel]:
-    """(the GN side's tunnel to the peer, the peer's tunnel to the GN)."""
-    ka, kb = mirrored_keys(StaticKey.generate(), StaticKey.generate(), tunnel_id)
-    return (
-        Tunnel(tunnel_id, "cn.ntm.example", PEER_VIP, ("198.51.100.30", 7401), ka, 0.0),
-        Tunnel(tunnel_id, "gn.ntm.example", GN_VIP, ("198.51.100.51", 7401), kb, 0.0),
-    )
+def keypair_pair(
+    index_a: int = 0x0A0A0A0A, index_b: int = 0x0B0B0B0B, now: float = 0.0
+) -> tuple[Keypair, Keypair]:
+    """(initiator's, responder's) keypair of one session: a's send key is b's receive
+    key and each puts the other's index in what it sends."""
+    k_i2r, k_r2i = os.urandom(32), os.urandom(32)
+    a = Keypair(k_i2r, k_r2i, index_a, index_b, now, initiator=True)
+    b = Keypair(k_r2i, k_i2r, index_b, index_a, now, initiator=False)
+    return a, b
+
+
+def tunnel_pair(tunnel_id: int = 7, now: float = 0.0) -> tuple[Tunnel, Tunnel]:
+    """(the GN side's tunnel to the peer, the peer's tunnel to the GN), both with a
+    current keypair (the responder's already confirmed)."""
+    ka, kb = keypair_pair(now=now)
+    a = Tunnel(DC_ID, tunnel_id, "cn.ntm.example", PEER_VIP, GN_VIP, ("198.51.100.30", 7401), now)
+    b = Tunnel(DC_ID, tunnel_id, "gn.ntm.example", GN_VIP, PEER_VIP, ("198.51.100.51", 7401), now)
+    a.install(ka)
+    b.install(kb)
+    b.confirm(kb)
+    return a, b
