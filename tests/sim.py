@@ -4,8 +4,9 @@ see) and, for a symmetric NAT, a different outside endpoint toward the DC's prob
 
 `Net(fake_tunnels=True)` gives every node a RecordingHandshakes instead of part B's
 Handshakes: Directions, relay confirmations and tunnel inits are recorded, no tunnel is
-built, so the DC/RS/session scenarios run on their own. Scenarios that need real tunnels
-are marked `needs_tunnels` (skipped while proto/node/handshake.py is the stand-in).
+built, so the DC/RS/session scenarios run on their own. With real Handshakes, DATA
+datagrams go to the node's data path (`open_data` on its TunnelTable, as the receive
+stage does): key confirmation and roaming happen as in a deployment.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import random
+from collections import Counter
 from collections.abc import Callable
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ntma.dc.coordinator import Coordinator
 from ntma.dc.store import NodeStore
-from ntma.proto.buffer import Endpoint
+from ntma.proto.buffer import CodecError, Endpoint
 from ntma.proto.crypto import StaticKey
+from ntma.proto.handshake import T_DATA
 from ntma.proto.node import NodeSignalling
-from ntma.proto.node import handshake as handshake_module
+from ntma.proto.tunnel import open_data
 from ntma.relay.relay import Relay
 
 DC_EP: Endpoint = ("198.51.100.10", 7400)
@@ -31,9 +33,6 @@ DC_PROBE: Endpoint = ("198.51.100.10", 7401)
 RS_EP: Endpoint = ("198.51.100.60", 7500)
 ZONE = "ntm.example"
 EPOCH = 1_700_000_000.0
-
-REAL_TUNNELS = "STAND-IN" not in (handshake_module.__doc__ or "")
-needs_tunnels = pytest.mark.skipif(not REAL_TUNNELS, reason="needs part B's Handshakes")
 
 
 def seeded(seed: int) -> Callable[[int], bytes]:
@@ -50,8 +49,8 @@ def keys_from(seed: int) -> Callable[[], X25519PrivateKey]:
 class RecordingHandshakes:
     """Part B's interface, recording what the node's signalling hands it."""
 
-    def __init__(self, wire, tunnels, generate_key) -> None:
-        self.wire, self.tunnels = wire, tunnels
+    def __init__(self, wire, tunnels, generate_key, relays=None) -> None:
+        self.wire, self.tunnels, self.relays = wire, tunnels, relays
         self.directions: list = []
         self.relay_bound: list[tuple[bytes, int]] = []
         self.inits: list = []
@@ -59,6 +58,8 @@ class RecordingHandshakes:
 
     def on_direction(self, direction, now):
         self.directions.append(direction)
+        if direction.relay is not None and self.relays is not None:  # as Handshakes binds
+            self.relays.bind(direction.relay, direction.dc_id, direction.tunnel_id, now)
 
     def on_init(self, datagram, addr, now, relay):
         self.inits.append((datagram, addr, relay))
@@ -66,7 +67,7 @@ class RecordingHandshakes:
     def on_established(self, pending, remote_index, body, keys, addr, now, relay):
         self.wire.release(pending.sender_index)
 
-    def on_resend(self, pending, now):
+    def resend(self, pending, now):
         pass
 
     def on_expired(self, pending, now):
@@ -117,6 +118,7 @@ class Net:
         self.events: dict[str, list] = {}
         self.dc_events: list = []
         self.sent: list[tuple[Endpoint, Endpoint, bytes]] = []
+        self.data_drops: dict[str, Counter] = {}
 
     def make_dc(self) -> Coordinator:
         self._seed += 1
@@ -156,6 +158,7 @@ class Net:
         )
         self.nodes[name] = node
         self.events[name] = []
+        self.data_drops[name] = Counter()
         return node
 
     def handshakes(self, name: str) -> RecordingHandshakes:
@@ -165,9 +168,21 @@ class Net:
         self.sent.append((src, target, datagram))
         if self.drop(datagram, src, target):
             return
-        for name in self.nodes:
-            if target in (self.outside[name], self.probe_outside.get(name)):
-                self.nodes[name].receive(datagram, src, self.now)
+        for name, node in self.nodes.items():
+            if target not in (self.outside[name], self.probe_outside.get(name)):
+                continue
+            if datagram[1:2] == bytes([T_DATA]):  # the data path's, as the stages sort it
+                self.data_in(name, datagram, src)
+            else:
+                node.receive(datagram, src, self.now)
+
+    def data_in(self, name: str, datagram: bytes, src: Endpoint) -> None:
+        """What the receive stage does with DATA: open it on the node's tunnel table (key
+        confirmation, roaming); what it cannot open is counted in `data_drops`."""
+        try:
+            open_data(self.nodes[name].tunnels, datagram, src, self.now)
+        except (CodecError, LookupError) as exc:
+            self.data_drops[name][type(exc).__name__] += 1
 
     def deliver(self, datagrams, source_name: str) -> None:
         for datagram, target in datagrams:

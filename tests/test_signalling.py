@@ -1,6 +1,7 @@
 """Node, DC and RS state machines talking protocol v2 over an in-memory network (no
-sockets). Scenarios marked `needs_tunnels` build real tunnels with part B's Handshakes; the
-others run with RecordingHandshakes (tests/sim.py) and assert what the DC directed."""
+sockets). Tunnel scenarios build real tunnels with the node's Handshakes (DATA goes through
+the data path's open_data, as the stages do); the others run with RecordingHandshakes
+(tests/sim.py) and assert what the DC directed."""
 
 import ipaddress
 import random
@@ -24,7 +25,7 @@ from ntma.proto.node import (
 )
 from ntma.proto.session import parse_transport
 
-from .sim import DC_EP, RS_EP, Net, needs_tunnels
+from .sim import DC_EP, RS_EP, Net
 
 
 def _of(events, kind):
@@ -168,7 +169,6 @@ def test_lossy_link_registers_and_directs_once():
     assert len(net.handshakes("cn").directions) == 1  # every ROUTE_DIRECTION copy acked, one used
 
 
-@needs_tunnels
 def test_lossy_link_builds_one_tunnel():
     net = Net()
     net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401))
@@ -213,7 +213,6 @@ def test_initiator_behind_nat_is_directed_to_the_public_peer():
     assert mine.peer_vip4 == _of(net.events["cn"], Registered)[0].vip
 
 
-@needs_tunnels
 def test_initiator_behind_nat_builds_tunnel_and_keys_match():
     net = _net(mn_nat=True, cn_nat=False)
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)
@@ -236,7 +235,6 @@ def test_peer_behind_nat_is_directed_to_open_the_tunnel():
     assert theirs.peer_endpoints == (("10.10.1.2", 7401),)  # mn is public on its own address
 
 
-@needs_tunnels
 def test_peer_behind_nat_opens_the_tunnel():
     net = _net(mn_nat=False, cn_nat=True)
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)
@@ -281,7 +279,6 @@ def test_both_cone_punch_and_bind_at_the_relay_for_the_fallback():
     ]
 
 
-@needs_tunnels
 def test_both_cone_punch_directly():
     net = _nat_net()
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)
@@ -317,7 +314,6 @@ def _relayed_data_works(net: Net, mn_t, cn_t) -> None:
     assert net.relay.forwarded == forwarded_before + 1
 
 
-@needs_tunnels
 def test_symmetric_nat_goes_through_the_relay():
     net = _nat_net(cn_symmetric=True)
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)
@@ -328,7 +324,6 @@ def test_symmetric_nat_goes_through_the_relay():
     _relayed_data_works(net, mn_t, cn_t)
 
 
-@needs_tunnels
 def test_blocked_punching_falls_back_to_the_relay_in_bounded_time():
     net = _nat_net()
     ends = {net.outside["mn"], net.outside["cn"]}
@@ -364,7 +359,6 @@ def test_same_nat_is_directed_to_private_addresses():
     assert theirs.peer_endpoints == (("198.51.100.41", 7401), ("10.10.1.2", 7401))
 
 
-@needs_tunnels
 def test_same_nat_goes_direct_to_private_addresses():
     net = _same_nat_net(fake_tunnels=False)
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)

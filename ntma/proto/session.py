@@ -112,6 +112,11 @@ class Keypair:
         direction.replay.accept(counter)
         return payload
 
+    def highest_received(self, kind: int) -> int:
+        """The highest counter accepted so far on packets of this type (T_DATA or
+        T_SIGNAL); -1 before the first. Roaming follows only the newest packet (4.4)."""
+        return self._receive[kind].replay.highest
+
 
 def parse_transport(datagram: bytes) -> tuple[int, int, int]:
     """(type, receiver_index, counter) of a DATA or SIGNAL datagram; CodecError if not one."""
@@ -125,11 +130,14 @@ def parse_transport(datagram: bytes) -> tuple[int, int, int]:
 
 @dataclass
 class KeyRing:
-    """One peer's keypairs and the rekey decisions that follow from them."""
+    """One peer's keypairs and the rekey decisions that follow from them. `reject_after`
+    is how long a keypair may send and receive: REJECT_AFTER_TIME for tunnels and RS
+    sessions, 1,860 s for the node's DC session (4.4)."""
 
     current: Keypair | None = None
     previous: Keypair | None = None
     next: Keypair | None = None
+    reject_after: float = REJECT_AFTER_TIME
 
     def install(self, keypair: Keypair) -> list[Keypair]:
         """Add a new keypair: an initiator's becomes current at once (it has the peer's
@@ -154,7 +162,7 @@ class KeyRing:
 
     def sending(self, now: float) -> Keypair:
         keypair = self.current
-        if keypair is None or keypair.expired(now):
+        if keypair is None or keypair.expired(now, self.reject_after):
             raise ExpiredKeys("no keypair to send with")
         return keypair
 
@@ -169,11 +177,11 @@ class KeyRing:
         return keypair.initiator and now - keypair.created_at >= REKEY_AFTER_TIME
 
     def expire(self, now: float) -> list[Keypair]:
-        """Drop keypairs past REJECT_AFTER_TIME; returns them."""
+        """Drop keypairs past reject_after; returns them."""
         dropped = []
         for name in ("previous", "current", "next"):
             keypair = getattr(self, name)
-            if keypair is not None and now - keypair.created_at >= REJECT_AFTER_TIME:
+            if keypair is not None and now - keypair.created_at >= self.reject_after:
                 setattr(self, name, None)
                 dropped.append(keypair)
         return dropped

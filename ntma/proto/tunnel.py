@@ -32,7 +32,6 @@ from .crypto import AuthError
 from .fields_v2 import VIP4_NONE, VIP6_NONE
 from .handshake import T_DATA, T_SIGNAL, VERSION
 from .session import (
-    REJECT_AFTER_TIME,
     TRANSPORT_OVERHEAD,
     ExpiredKeys,
     Keypair,
@@ -136,7 +135,7 @@ class Tunnel:
         if ring.needs_rekey(now):  # REKEY_AFTER_TIME (initiator) or the message limit
             self.rekey_wanted = True
         self._sending = keypair
-        self._recheck_at = min(now + SEND_RECHECK_S, keypair.created_at + REJECT_AFTER_TIME)
+        self._recheck_at = min(now + SEND_RECHECK_S, keypair.created_at + ring.reject_after)
         return keypair
 
     def seal_signal(self, payload: bytes, now: float) -> bytes:
@@ -232,9 +231,8 @@ def open_data(
 
 def _newest(keypair: Keypair, counter: int) -> bool:
     """Was counter above every DATA counter seen before on this keypair? (Asked after
-    open() recorded it, so: is it the window's highest now.) Reads the keypair's window
-    directly; proposed for proto/session.py as Keypair.highest_received(kind)."""
-    return keypair._receive[T_DATA].replay.highest == counter
+    open() recorded it, so: is it the highest now.)"""
+    return keypair.highest_received(T_DATA) == counter
 
 
 class PunchDrop(LookupError):

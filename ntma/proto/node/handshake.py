@@ -93,7 +93,7 @@ class Handshakes:
         self._wire = wire
         self._tunnels = tunnels
         self._generate_key = generate_key
-        self.relays = relays  # NodeSignalling sets it (bind/unbind at the RS)
+        self.relays = relays  # the one owner of relay bindings: bound and unbound here
         self._directed: dict[TunnelRef, Directed] = {}
         self._early = EarlyInits()
         self._last_now = 0.0
@@ -153,6 +153,8 @@ class Handshakes:
             return
         if direction == held.direction:
             return  # the same Direction again (a retransmitted ROUTE_DIRECTION)
+        if held.relay is not None and direction.relay != held.relay:
+            self._unbind(held)  # the new route names another relay, or none
         held.direction = direction
         if held.tunnel is not None:
             held.tunnel.relay = direction.relay
@@ -422,6 +424,8 @@ class Handshakes:
         wire.by_index[keypair.local_index] = tunnel
         table.add_keypair(tunnel, keypair)
         held.deadline, held.fallback_at, held.punch_at, held.rekey_since = None, None, [], None
+        if held.relay is not None and not self.needs_relay(*held.ref):
+            self._unbind(held)  # up on another route: the binding has done its job
         if first:
             self._install(tunnel)
         elif new_route:
@@ -488,12 +492,17 @@ class Handshakes:
             del self._directed[held.ref]
         self._cancel_pending(held)
         self._wire.gate.unpin(held.fresh_key)
-        if held.relay is not None and self.relays is not None:
-            self.relays.unbind(*held.ref)
+        if held.relay is not None:
+            self._unbind(held)
         tunnel = held.tunnel
         if tunnel is not None:
             self._release(tunnel.ring.all())
             self._tunnels.discard(tunnel)
+
+    def _unbind(self, held: Directed) -> None:
+        if self.relays is not None:
+            self.relays.unbind(*held.ref)
+        held.relay_bound = False
 
     # --- timers ---------------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ docs/protocol-v2.md section 9).
   tunnel_id, now)` (NodeSignalling points it at Handshakes.on_relay_bound).
 - Every RELAY_KEEPALIVE_S the session carries RELAY_KEEPALIVE listing the tunnels bound at
   that RS (64 per message), which also keeps the RS's binding on our current endpoint.
-- `unbind(dc_id, tunnel_id)`: the tunnel no longer needs the relay; an RS session with no
-  binding left is closed. `prune` (NodeSignalling, every RELAY_KEEPALIVE_S) unbinds the
-  tunnels that came up on another route or never came up.
+- `bind` and `unbind(dc_id, tunnel_id)` have one caller, the tunnels' Handshakes: it binds
+  when a Direction names a relay and unbinds when the tunnel came up on another route, is
+  re-directed elsewhere or is forgotten (never came up, closed, expired). An RS session
+  with no binding left is closed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from .wire import RsContext, Wire
 
 RELAY_KEEPALIVE_S = 10.0
 RELAY_BIND_TIMEOUT_S = 6.0
-BIND_GRACE_S = 30.0  # a binding whose tunnel is not up by then is dropped (first handshake: 12 s)
 BINDINGS_MAX = 4096  # per node: each names a tunnel the DC directed to us
 
 TunnelKey = tuple[bytes, int]  # (dc_id, tunnel_id)
@@ -124,15 +124,6 @@ class RelayBindings:
         rs = binding.relay.public_key
         if not any(b.relay.public_key == rs for b in self.bindings.values()):
             self._close(self.sessions.pop(rs, None))
-
-    def prune(self, now: float, relayed: set[TunnelKey], live: set[TunnelKey]) -> None:
-        """Unbind tunnels that no longer need the relay: up on another route, or not up
-        BIND_GRACE_S after the Direction (`relayed`, `live`: the tunnel table's keys)."""
-        for key, binding in list(self.bindings.items()):
-            if key in relayed:
-                continue
-            if key in live or now - binding.created_at >= BIND_GRACE_S:
-                self.unbind(*key)
 
     def _send_bind(self, session: RsSession, binding: Binding, now: float) -> None:
         msg = RelayBind(self._wire.txid(), binding.relay.grant)

@@ -41,7 +41,7 @@ from ..handshake import T_SIGNAL
 from ..initiate import PendingInit
 from ..messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
 from ..noise import SessionKeys
-from ..session import Keypair, KeyRing, ReplayError
+from ..session import ExpiredKeys, Keypair, KeyRing, ReplayError
 from ..transactions import Transaction, Transactions
 from .events import DcUnreachable, Registered, RegistrationFailed
 from .wire import DcContext, NameVips, Wire
@@ -91,7 +91,7 @@ class DcSession:
         self.boot_id = boot_id
         self.state = SessionState.UNREGISTERED
         self.registration: Registered | None = None
-        self.ring = KeyRing()
+        self.ring = KeyRing(reject_after=DC_REJECT_AFTER_S)
         self.tx: Transactions[DcTx, object] = Transactions()
         self.pending: PendingInit | None = None
         self._register_txid = 0
@@ -217,8 +217,9 @@ class DcSession:
 
     def send(self, msg: Message, now: float, to: Endpoint | None = None) -> bool:
         """One session message to the DC (or to `to`, the probe port)."""
-        keypair = self.ring.current
-        if keypair is None or keypair.expired(now, DC_REJECT_AFTER_S):
+        try:
+            keypair = self.ring.sending(now)
+        except ExpiredKeys:
             self._wire.drops.drop("no_dc_session")
             return False
         try:
@@ -268,7 +269,7 @@ class DcSession:
         """A SIGNAL from the DC on one of our keypairs, opened and decoded."""
         drops = self._wire.drops
         keypair = next((k for k in self.ring.all() if k.local_index == index), None)
-        if keypair is None or keypair.expired(now, DC_REJECT_AFTER_S):
+        if keypair is None or keypair.expired(now, self.ring.reject_after):
             drops.drop("stale_dc_index")
             return None
         try:
@@ -328,14 +329,9 @@ class DcSession:
         if self.retry_at is not None and now >= self.retry_at:
             self.retry_at = None
             self.register(now)
-        self._expire_previous(now)
+        for expired_keypair in self.ring.expire(now):
+            self._wire.release(expired_keypair.local_index)
         return others
-
-    def _expire_previous(self, now: float) -> None:
-        previous = self.ring.previous
-        if previous is not None and previous.expired(now, DC_REJECT_AFTER_S):
-            self.ring.previous = None
-            self._wire.release(previous.local_index)
 
     def on_unanswered(self, kind: str, now: float) -> None:
         """The DC did not answer a KEEPALIVE: it may have lost us; register anew."""
@@ -344,7 +340,7 @@ class DcSession:
         self.keepalive_at = self.rekey_at = None
         for keypair in self.ring.all():
             self._wire.release(keypair.local_index)
-        self.ring = KeyRing()
+        self.ring = KeyRing(reject_after=DC_REJECT_AFTER_S)
         self.state = SessionState.REGISTERING
         self.register_deadline = now + REGISTER_TIMEOUT_S
         self.register(now)

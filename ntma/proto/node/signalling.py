@@ -15,11 +15,15 @@ Rules:
   unwrapped (only from the RS a binding names), its handshake dispatched with `relay` set.
   DATA never reaches this machine (the stages sort by byte 1).
 - This machine is the one caller of wire.initiations.due() and .expired(): it resends
-  the DC's and RSes' inits itself and hands tunnels' to handshakes.on_resend/on_expired.
+  the DC's and RSes' inits itself and hands tunnels' to handshakes.resend/on_expired
+  (after a COOKIE_REPLY too: on_cookie, then the init again).
 - Registration first; names asked for before it wait (at most WAITING_NAMES_MAX). A
   Direction (DIRECTION_RESPONSE, or the DC's ROUTE_DIRECTION / ROUTE_UPDATE, each copy
-  acked, each txid handled once) binds at its relay if it names one and goes to
-  handshakes.on_direction.
+  acked, each txid handled once) goes to handshakes.on_direction.
+- Relay bindings have one owner: Handshakes (given `relays=`) binds when a Direction
+  names a relay and unbinds when its tunnel no longer needs it or is forgotten.
+- A SIGNAL to a tunnel's index is opened by the tunnel (tunnel.open_signal) and handed
+  to handshakes.on_signal.
 - Tunnels have one owner, the TunnelTable given here (or made here): handshakes install
   into it, the data stages read it; this machine reads it to answer names that already
   have a tunnel.
@@ -58,10 +62,10 @@ from ..handshake import T_COOKIE, T_INIT, T_RELAY_ENVELOPE, T_RESP, T_SIGNAL, VE
 from ..initiate import PendingInit
 from ..names import normalize_fqdn
 from ..session import ReplayError, parse_transport
-from ..tunnel import TunnelTable
+from ..tunnel import Tunnel, TunnelTable
 from .events import DirectionResolved, NodeEvent, Registered
 from .handshake import Handshakes
-from .relay import RELAY_KEEPALIVE_S, RelayBindings, RsSession
+from .relay import RelayBindings, RsSession
 from .session import DcSession, DcTx
 from .wire import DcContext, RsContext, TunnelContext, Wire
 
@@ -70,7 +74,7 @@ TUNNEL_STALE_S = 30.0
 WAITING_NAMES_MAX = 64  # names asked before registration (section 10): newest refused
 DC_TXIDS_SEEN_MAX = 256  # ROUTE_DIRECTION / ROUTE_UPDATE / TUNNEL_GONE handled once
 
-MakeHandshakes = Callable[[Wire, TunnelTable, Callable[[], X25519PrivateKey]], Handshakes]
+MakeHandshakes = Callable[..., Handshakes]  # (wire, tunnels, generate_key, relays=...)
 
 
 class NodeSignalling:
@@ -105,13 +109,13 @@ class NodeSignalling:
             boot_id = int.from_bytes(random_bytes(8), "big")
         self.session = DcSession(self.wire, fqdn, local_endpoints, boot_id)
         self.relays = RelayBindings(self.wire)
-        self.wire.relays = self.relays
-        self.handshakes = (make_handshakes or Handshakes)(self.wire, self.tunnels, generate_key)
+        self.handshakes = (make_handshakes or Handshakes)(
+            self.wire, self.tunnels, generate_key, relays=self.relays
+        )
         self.relays.on_bound = self.handshakes.on_relay_bound
         self._waiting_names: list[str] = []  # asked before registration finished
         self._asking: dict[str, int] = {}  # fqdn -> direction txid in flight
         self._dc_txids: OrderedDict[int, None] = OrderedDict()
-        self._prune_at = 0.0
 
     @property
     def fqdn(self) -> str:
@@ -188,19 +192,7 @@ class NodeSignalling:
                 self._asking.pop(tx.context, None)
                 self.wire.events.append(DirectionResolved(tx.context, Status.NO_ROUTE))
         self.relays.handle_timer(now)
-        if now >= self._prune_at:
-            self._prune_at = now + RELAY_KEEPALIVE_S
-            self._prune_bindings(now)
         self.handshakes.handle_timer(now)
-
-    def _prune_bindings(self, now: float) -> None:
-        relayed, live = set(), set()
-        for tunnel, _ in getattr(self.tunnels, "by_index", {}).values():
-            key = (tunnel.dc_id, tunnel.tunnel_id)
-            live.add(key)
-            if tunnel.route == "relay":
-                relayed.add(key)
-        self.relays.prune(now, relayed, live)
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
         if len(datagram) < 4 or datagram[0] != VERSION:
@@ -272,7 +264,7 @@ class NodeSignalling:
         elif isinstance(context, RsContext):
             self.relays.resend(pending)
         elif isinstance(context, TunnelContext):
-            self.handshakes.on_resend(pending, now)
+            self.handshakes.resend(pending, now)
 
     def _init_expired(self, pending: PendingInit, now: float) -> None:
         context = pending.context
@@ -294,21 +286,21 @@ class NodeSignalling:
                 self._from_dc(msg, now)
         elif isinstance(owner, RsSession):
             self.relays.on_signal(owner, index, datagram, counter, now)
+        elif isinstance(owner, Tunnel):
+            self._tunnel_signal(owner, index, datagram, counter, addr, now)
         else:
-            self._tunnel_signal(index, datagram, counter, addr, now)
+            self.drops.drop("unknown_index")
 
     def _tunnel_signal(
-        self, index: int, datagram: bytes, counter: int, addr: Endpoint, now: float
+        self, tunnel: Tunnel, index: int, datagram: bytes, counter: int, addr: Endpoint, now: float
     ) -> None:
-        entry = self.tunnels.by_index.get(index)  # type: ignore[attr-defined]
-        if entry is None:
-            self.drops.drop("unknown_index")
-            return
-        tunnel, keypair = entry
         try:
-            payload = keypair.open(datagram, counter)
+            payload = tunnel.open_signal(datagram, index, counter)
         except ReplayError:
             self.drops.drop("replayed")
+            return
+        except CodecError:  # AuthError, or no keypair for that index any more
+            self.drops.drop("bad_tunnel_signal")
             return
         self.handshakes.on_signal(tunnel, payload, addr, now)
 
@@ -343,7 +335,6 @@ class NodeSignalling:
         while len(self._dc_txids) > DC_TXIDS_SEEN_MAX:
             self._dc_txids.popitem(last=False)
         if isinstance(msg, TunnelGone):
-            self.relays.unbind(self.wire.dc_id, msg.tunnel_id)
             self.handshakes.close(self.wire.dc_id, msg.tunnel_id, now)
         else:
             self._on_direction(msg.direction, now)
@@ -373,6 +364,4 @@ class NodeSignalling:
         if direction.dc_id != self.wire.dc_id or direction.self_name not in self.wire.names:
             self.drops.drop("direction_not_for_us")
             return
-        if direction.relay is not None:
-            self.relays.bind(direction.relay, direction.dc_id, direction.tunnel_id, now)
         self.handshakes.on_direction(direction, now)
