@@ -28,7 +28,12 @@ from ntma.proto.node import (
     TunnelUp,
 )
 from ntma.proto.node.relay import RELAY_KEEPALIVE_S
-from ntma.proto.node.session import DC_REKEY_AFTER_S, REFUSED_RETRY_S, REGISTER_TIMEOUT_S
+from ntma.proto.node.session import (
+    DC_REJECT_AFTER_S,
+    DC_REKEY_AFTER_S,
+    REFUSED_RETRY_S,
+    REGISTER_TIMEOUT_S,
+)
 from ntma.proto.node.wire import DcContext
 from ntma.stages.signalling import DirectionBroker, _count_drops, run_signalling
 
@@ -120,6 +125,9 @@ def test_session_rekeys_in_place_after_30_minutes():
     net.run(DC_REKEY_AFTER_S + 2.0, step=1.0)
     assert session.ring.current is not first and session.ring.previous is first
     assert len(_of(net.events["mn"], Registered)) == 1
+    assert session.ring.reject_after == DC_REJECT_AFTER_S
+    net.run(DC_REJECT_AFTER_S - DC_REKEY_AFTER_S, step=1.0)  # the first keypair's 1,860 s
+    assert session.ring.previous is None and first.local_index not in net.nodes["mn"].wire.by_index
 
 
 def test_session_deregister_only_when_registered():

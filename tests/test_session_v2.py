@@ -117,3 +117,23 @@ def test_data_and_signalling_use_separate_keys_and_counters():
     with pytest.raises(AuthError):
         b.open(relabelled, 0)  # a data packet cannot pass as signalling
     assert b.open(data, 0) == b"d" and b.open(signal, 0) == b"s"
+
+
+def test_highest_received_per_kind():
+    a, b = _pair()
+    assert b.highest_received(T_DATA) == b.highest_received(T_SIGNAL) == -1
+    sent = [a.seal(T_DATA, b"") for _ in range(3)]
+    b.open(sent[2], 2)
+    b.open(sent[0], 0)  # late: the highest stays
+    assert b.highest_received(T_DATA) == 2 and b.highest_received(T_SIGNAL) == -1
+
+
+def test_a_ring_rejects_after_its_own_time():
+    a, _ = _pair()
+    ring = KeyRing(reject_after=1860.0)
+    ring.install(a)
+    assert ring.sending(REJECT_AFTER_TIME + 1) is a  # a DC session outlives 180 s
+    assert ring.expire(REJECT_AFTER_TIME + 1) == []
+    with pytest.raises(ExpiredKeys):
+        ring.sending(1860.0)
+    assert ring.expire(1860.0) == [a]

@@ -289,6 +289,9 @@ def test_both_cone_punch_directly():
     assert mn_t.route == cn_t.route == "punch"
     assert _endpoint(mn_t) == ("198.51.100.31", 7401)
     assert not _of(net.events["mn"], RouteFallback)
+    # Up without the relay: the fallback's bindings and RS sessions are gone at both ends.
+    for name in ("mn", "cn"):
+        assert not net.nodes[name].relays.bindings and not net.nodes[name].relays.sessions
 
 
 def test_symmetric_nat_is_directed_through_the_relay():
@@ -322,6 +325,10 @@ def test_symmetric_nat_goes_through_the_relay():
     cn_t = _of(net.events["cn"], TunnelUp)[-1].tunnel
     assert mn_t.route == cn_t.route == "relay"
     _relayed_data_works(net, mn_t, cn_t)
+    key = (net.dc.dc_id, mn_t.tunnel_id)
+    assert all(key in net.nodes[name].relays.bindings for name in ("mn", "cn"))
+    net.nodes["mn"].handshakes.close(*key, net.now)  # the tunnel is forgotten: unbound
+    assert key not in net.nodes["mn"].relays.bindings and not net.nodes["mn"].relays.sessions
 
 
 def test_blocked_punching_falls_back_to_the_relay_in_bounded_time():
