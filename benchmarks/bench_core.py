@@ -6,8 +6,10 @@ Each times the function a stage's run_<stage> calls on every batch, on a batch o
 from __future__ import annotations
 
 from ntma.observe.spans import StageStats
-from ntma.proto.messages import DirectionRequest, decode_body, encode_body
-from ntma.proto.packet import unpack_data_header
+from ntma.proto.bodies_v2 import DirectionRequest
+from ntma.proto.handshake import T_DATA
+from ntma.proto.messages_v2 import decode, encode
+from ntma.proto.session import parse_transport
 from ntma.proto.tunnel import Tunnel, TunnelTable
 from ntma.stages.ethernet import answer_arps, frame_packets, sort_frames
 from ntma.stages.receive import decapsulate_datagrams
@@ -34,8 +36,8 @@ def _packet(size: int) -> bytes:
 
 
 def test_signalling_codec_round_trip(benchmark):
-    msg = DirectionRequest(1, 1_700_000_000_000, "cn.ntm.example")
-    benchmark(lambda: decode_body(0x05, encode_body(msg)))
+    msg = DirectionRequest(1, "mn.ntm.example", "cn.ntm.example")
+    benchmark(lambda: decode(encode(msg)))
 
 
 def test_classify_batch_of_64(benchmark):
@@ -65,7 +67,7 @@ def test_inject_framing_batch_of_64(benchmark):
 def test_encapsulate_batch_of_64(benchmark):
     a, _ = _tunnels()
     batch = [(a, _packet(1400))] * 64
-    benchmark(encapsulate_packets, batch, StageStats("encapsulate"))
+    benchmark(encapsulate_packets, batch, StageStats("encapsulate"), 0.0)
 
 
 def test_seal_then_decapsulate_batch_of_64(benchmark):
@@ -74,8 +76,8 @@ def test_seal_then_decapsulate_batch_of_64(benchmark):
     table.install(b)
 
     def run():
-        datagrams = [(a.seal(_packet(1400)), ("192.0.2.1", 7401)) for _ in range(64)]
+        datagrams = [(a.seal(_packet(1400), 0.0), ("192.0.2.1", 7401)) for _ in range(64)]
         return decapsulate_datagrams(datagrams, table, StageStats("decapsulate"), 0.0)
 
     benchmark(run)
-    assert unpack_data_header(a.seal(b"x" * 20))[0] == 7
+    assert parse_transport(a.seal(b"x" * 20, 0.0))[0] == T_DATA

@@ -10,7 +10,7 @@ import trio
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from ntma.observe.spans import StageStats
-from ntma.proto.messages import Status
+from ntma.proto.fields_v2 import Status
 from ntma.proto.node import DirectionResolved
 from ntma.stages.dns import (
     TCP_PER_SOURCE,

@@ -7,9 +7,9 @@ import socket
 import struct
 
 from ..proto.buffer import Endpoint
-from ..proto.messages import MAX_LOCAL_ENDPOINTS
 
 SIOCGIFADDR = 0x8915
+INTERFACES_MAX = 16  # candidates; the DC session sends at most 6 valid ones (UPDATE)
 
 
 def interface_endpoints(port: int, exclude: set[str]) -> list[Endpoint]:
@@ -26,7 +26,7 @@ def interface_endpoints(port: int, exclude: set[str]) -> list[Endpoint]:
             except OSError:
                 continue  # no IPv4 address on this interface
             found.append((socket.inet_ntoa(ifreq[20:24]), port))
-    return found[:MAX_LOCAL_ENDPOINTS]  # a Register carries no more (proto/messages.py)
+    return found[:INTERFACES_MAX]
 
 
 def local_endpoints_for_listen(listen: Endpoint, exclude: set[str]):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSLabel, DNSRecord
 
 from .buffer import CodecError
-from .messages import Status
+from .fields_v2 import Status
 from .names import normalize_fqdn
 
 NTM_TTL = 30

@@ -17,7 +17,7 @@ import trio
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.dns import Query, answer_for_status, parse_query, servfail
-from ..proto.messages import Status
+from ..proto.fields_v2 import Status
 from ..proto.names import is_ntm_name
 from .signalling import DirectionBroker
 
