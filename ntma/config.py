@@ -61,6 +61,7 @@ class NodeConfig:
     dns_upstream: Endpoint | None
     ntm_suffixes: list[str] = field(default_factory=list)
     log: LogConfig = field(default_factory=LogConfig)
+    key_path: Path | None = field(default=None, compare=False)  # its .ts file sits beside
 
 
 class _Section:
@@ -288,6 +289,7 @@ def load_node_config(path: Path) -> NodeConfig:
         dns_upstream=dns.endpoint("upstream", None, default_port=53),
         ntm_suffixes=_suffixes(dns),
         log=_log(data, base),
+        key_path=node.path("private_key_file"),
     )
 
 
@@ -305,6 +307,7 @@ class AdapterConfig:
     dns_upstream: Endpoint | None
     ntm_suffixes: list[str]
     log: LogConfig
+    key_path: Path | None = field(default=None, compare=False)  # its .ts file sits beside
 
 
 def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
@@ -333,6 +336,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         dns_upstream=dns.endpoint("upstream", None, default_port=53),
         ntm_suffixes=_suffixes(dns),
         log=_log(data, base),
+        key_path=adapter.path("private_key_file"),
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from ntma.lab import log_events, ns_run, start_daemon, stop_daemon
 from ntma.proto.crypto import StaticKey, write_key_file
+from ntma.proto.handshake import T_DATA
 
 from .netns_util import (
     dig,
@@ -172,7 +173,7 @@ class TestMnBehindNatCnPublic(_ReachesCn):
         finally:
             capture.terminate()
             capture.wait(5)
-        data = [p[4] for p in udp_payloads(pcap) if len(p[4]) > 32 and p[4][1] == 0x30]
+        data = [p[4] for p in udp_payloads(pcap) if len(p[4]) > 32 and p[4][1] == T_DATA]
         assert data, "no tunnel data packets captured"
         before = _decap_drops(lab_state)
         original = data[0]

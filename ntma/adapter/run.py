@@ -27,6 +27,7 @@ from ..io.fdio import UdpSocket
 from ..io.rawsock import RawSocket
 from ..io.tun import TunDevice, run_ip
 from ..node.lifecycle import log_final, make_signalling, wait_then_deregister
+from ..node.timestamps import keep_saving, restore_timestamp
 from ..observe.spans import run_stats_logger
 from ..proto.ether import ip_text
 from ..proto.gnlink import GnLink
@@ -104,6 +105,7 @@ async def run_adapter(config: AdapterConfig) -> None:
         exclude={config.passthrough_tun, config.gn_interface},
     )
     pipe = NodePipeline(sm)
+    stamps = restore_timestamp(sm.wire.initiations, config.key_path)
     resolver = DnsResolver(
         pipe.broker, config.dns_upstream, config.ntm_suffixes, pipe.spans.stage("dns")
     )
@@ -133,6 +135,8 @@ async def run_adapter(config: AdapterConfig) -> None:
 
                 await start_adapter_pipeline(nursery, pipe, parts, udp, on_registered)
                 await nursery.start(run_stats_logger, pipe.spans, config.log.stats_interval)
+                if stamps is not None:
+                    nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(
                     "adapter_ready",
                     gn_interface=config.gn_interface,

@@ -22,6 +22,7 @@ from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
 from ..stages.pipeline import start_node_pipeline
 from .lifecycle import log_final, make_signalling, wait_then_deregister
+from .timestamps import keep_saving, restore_timestamp
 
 
 async def run_node(config: NodeConfig) -> None:
@@ -37,6 +38,7 @@ async def run_node(config: NodeConfig) -> None:
         exclude={config.tun_name},
     )
     pipe = NodePipeline(sm)
+    stamps = restore_timestamp(sm.wire.initiations, config.key_path)
     current_vip: list[str] = []
 
     async def on_registered(event: Registered) -> None:
@@ -63,6 +65,8 @@ async def run_node(config: NodeConfig) -> None:
                     run_dns_tcp, trio.SocketListener(dns_tcp), resolver, pipe.spans.stage("dns")
                 )
                 await nursery.start(run_stats_logger, pipe.spans, config.log.stats_interval)
+                if stamps is not None:
+                    nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(
                     "node_ready",
                     tun=tun.name,
