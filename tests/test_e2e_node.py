@@ -207,14 +207,24 @@ class TestMnBehindNatCnPublic(_ReachesCn):
         assert _curl("ntma-mn", f"http://{CN_NAME}:8080/hello.txt").returncode == 0
 
     def test_unadmitted_key_cannot_register(self, lab):
-        _, tmp = lab
-        key_file = tmp / "rogue.key"
-        write_key_file(key_file, StaticKey.generate())
-        dc_key = _dc_public(lab[0])
-        results = {}
-        for fqdn in ("cn.ntm.example", "rogue.ntm.example"):
-            config = tmp / f"{fqdn}.toml"
-            log = tmp / f"{fqdn}.log"
+        """v2 (docs/protocol.md 4.3 step 4): a key on no admission entry gets no reply at
+        all (counted at the DC); an admitted key asking for another's name gets a bare
+        REFUSED, and only the DC's log says why."""
+        lab_state, tmp = lab
+        rogue_key, mn_key = tmp / "rogue.key", tmp / "mn-copy.key"
+        write_key_file(rogue_key, StaticKey.generate())
+        mn_key.write_text(Path(lab_state["run_dir"], "keys", "mn.key").read_text())
+        dc_key = _dc_public(lab_state)
+        unadmitted_before = _dc_drops(lab_state).get("unadmitted_key", 0)
+        logs = {}
+        cases = (
+            ("cn.ntm.example", rogue_key),
+            ("rogue.ntm.example", rogue_key),
+            ("cn.ntm.example", mn_key),
+        )
+        for n, (fqdn, key_file) in enumerate(cases):
+            config = tmp / f"rogue{n}.toml"
+            log = logs[n] = tmp / f"rogue{n}.log"
             config.write_text(
                 f'[node]\nfqdn = "{fqdn}"\nprivate_key_file = "{key_file}"\n'
                 f'listen = "198.51.100.20:7409"\ntun_name = "rogue0"\n'
@@ -225,22 +235,35 @@ class TestMnBehindNatCnPublic(_ReachesCn):
                 "ntma-web", "python3", "-m", "ntma", "node", "--config", str(config), log=log
             )
             try:
-                refused = wait_for(
-                    lambda log=log: [
-                        e for e in log_events(log) if e.get("event") == "registration_refused"
-                    ],
-                    15,
-                    f"{fqdn} to be refused",
-                )
+                if key_file == mn_key:
+                    wait_for(
+                        lambda log=log: [
+                            e for e in log_events(log) if e.get("event") == "registration_refused"
+                        ],
+                        15,
+                        f"{fqdn} under mn's key to be refused",
+                    )
+                else:
+                    time.sleep(4.0)  # registration retries go unanswered
             finally:
                 stop(proc)
             assert not [e for e in log_events(log) if e.get("event") == "registered"]
-            results[fqdn] = refused[0]
-        assert results["cn.ntm.example"]["level"] == "error"
-        assert "not the one admitted" in results["cn.ntm.example"]["reason"]
-        assert "not on the DC's admission list" in results["rogue.ntm.example"]["reason"]
-        # cn's real registration was not disturbed.
+        for n in (0, 1):  # no reply at all: nothing to refuse, nothing said
+            assert not [e for e in log_events(logs[n]) if e.get("event") == "registration_refused"]
+        (refused,) = [e for e in log_events(logs[2]) if e.get("event") == "registration_refused"]
+        assert refused["level"] == "error" and refused["status"] == "REFUSED"
+        assert "not the one admitted" not in refused["reason"]  # the node is told no more
+        dc_refused = _events(lab_state, "dc", "registration_refused")
+        assert "not the one admitted" in dc_refused[-1]["reason"]
+        assert dc_refused[-1]["fqdn"] == "cn.ntm.example"
+        wait_for(
+            lambda: _dc_drops(lab_state).get("unadmitted_key", 0) >= unadmitted_before + 2,
+            10,
+            "the DC to count the unadmitted key's inits",
+        )
+        # cn's real registration was not disturbed, nor mn's.
         assert dig("ntma-mn", CN_NAME) == _vip(lab[0], "cn")
+        assert _curl("ntma-mn", f"http://{CN_NAME}:8080/hello.txt").returncode == 0
 
     def test_dc_restart_nodes_reregister_keep_vips_traffic_resumes(self, lab):
         lab_state, _ = lab
@@ -305,6 +328,13 @@ def _capture(pcap: Path, bpf: str, tmp: Path) -> subprocess.Popen:
 
 def _events(lab_state: dict[str, Any], name: str, event: str) -> list[dict[str, Any]]:
     return [e for e in log_events(lab_state["daemons"][name]["log"]) if e.get("event") == event]
+
+
+def _dc_drops(lab_state: dict[str, Any]) -> dict[str, int]:
+    stats = [
+        e for e in _events(lab_state, "dc", "stage_stats") if e.get("stage") == "dc_signalling"
+    ]
+    return stats[-1]["drops"] if stats else {}
 
 
 def _count(lab_state: dict[str, Any], name: str, event: str) -> int:
