@@ -1,6 +1,6 @@
 """Protocol v2 signalling bodies (proto/messages_v2.py, proto/fields_v2.py).
 
-The expected bytes below are written by hand from docs/protocol-v2.md sections 3 and 6, field
+The expected bytes below are written by hand from docs/protocol.md sections 3 and 6, field
 by field, never produced with the encoder:
 
     u8/u16/u32/u64   big endian             text      u8 length + ASCII (names only)

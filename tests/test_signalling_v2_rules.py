@@ -1,4 +1,4 @@
-"""The rules protocol v2 adds (docs/protocol-v2.md 4.3 to 4.5, 5, 7.1, 9), checked on the
+"""The rules protocol v2 adds (docs/protocol.md 4.3 to 4.5, 5, 7.1, 9), checked on the
 machines over the in-memory network: what a stranger can make the DC and the RS spend and
 send, replays of recorded signalling, the probe port, in-session retransmission."""
 

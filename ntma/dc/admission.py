@@ -1,4 +1,4 @@
-"""Who may register which name at this DC (docs/protocol-v2.md 5.1), as one pure object.
+"""Who may register which name at this DC (docs/protocol.md 5.1), as one pure object.
 
 The admission list maps a name to the one public key that may register it. A key not on
 the list gets no reply at all (4.3 step 4); an admitted key asking for a name that is not

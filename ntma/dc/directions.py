@@ -2,7 +2,7 @@
 
 - A tunnel is named by (dc_id, tunnel_id): dc_id = SHA-256(the DC's static public key)[:8],
   tunnel_id a random u64, never 0, unique among this DC's live tunnels
-  (docs/protocol-v2.md 6.3).
+  (docs/protocol.md 6.3).
 - The table is bounded (section 10): 256 live tunnels per requester name and 4,096 per
   target name; beyond, a new Direction is refused (NO_ROUTE) and no old one is evicted.
   A new Direction between the same two names replaces their old tunnel (the ends install

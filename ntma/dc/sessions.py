@@ -1,7 +1,7 @@
 """The DC's node sessions (v2, sans-IO): what a registration handshake leaves pending, what
 key confirmation commits, and the table that finds either by the DC's own index.
 
-Rules (docs/protocol-v2.md 4.3, 4.4, 7.1):
+Rules (docs/protocol.md 4.3, 4.4, 7.1):
 - A REGISTER init that passes the gate and is answered leaves a `Pending` (at most one per
   key, PENDING_MAX in all, the oldest evicted): its keypair, the name, boot_id and the VIP
   promised (looked up or reserved), nothing stored.

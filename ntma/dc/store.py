@@ -1,7 +1,7 @@
 """The DC's node table in SQLite, so a name keeps its VIP across DC restarts.
 
 Only durable facts live here (name, key, VIP, last endpoints, and the greatest handshake
-timestamp seen per admitted key, written when a registration commits: docs/protocol-v2.md
+timestamp seen per admitted key, written when a registration commits: docs/protocol.md
 4.3). Liveness is the signalling state machine's business and lives in memory.
 """
 

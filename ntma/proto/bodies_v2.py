@@ -1,4 +1,4 @@
-"""Protocol v2 signalling messages as dataclasses (docs/protocol-v2.md section 6).
+"""Protocol v2 signalling messages as dataclasses (docs/protocol.md section 6).
 
 The codecs and the table of layouts are in proto/messages_v2.py; the field encoders in
 proto/fields_v2.py.

@@ -3,7 +3,7 @@
     header (version 2, type 0x06, reserved 0) | dc_id [8] | tunnel_id u64 | handshake datagram
 
 The RS forwards it between the two bound ends of (dc_id, tunnel_id) without reading the
-handshake (docs/protocol-v2.md 7.2, 9); only HANDSHAKE_INIT, HANDSHAKE_RESP and
+handshake (docs/protocol.md 7.2, 9); only HANDSHAKE_INIT, HANDSHAKE_RESP and
 COOKIE_REPLY ride in one. DATA and SIGNAL go to the RS as they are.
 """
 

@@ -1,4 +1,4 @@
-"""Protocol v2 field codecs and their validation (docs/protocol-v2.md section 3), sans-IO.
+"""Protocol v2 field codecs and their validation (docs/protocol.md section 3), sans-IO.
 
 Rules:
 

@@ -1,5 +1,5 @@
 """The checks every v2 responder (DC, node, RS) makes on a HANDSHAKE_INIT, cheapest first
-(docs/protocol-v2.md 4.3 and 4.5), as one pure object: a `HandshakeGate`.
+(docs/protocol.md 4.3 and 4.5), as one pure object: a `HandshakeGate`.
 
     gate.admit(datagram, source, now)    steps 1-2: size, mac1, load -> cookie, per-source
                                          budget. No X25519 spent yet.

@@ -2,7 +2,7 @@
 
     dc_id [8] | tunnel_id u64 | expires_ms u64 | end A key [32] | end B key [32] | tag [16]
 
-104 bytes (docs/protocol-v2.md 6.3). tag = HMAC-SHA256(key, everything before it)
+104 bytes (docs/protocol.md 6.3). tag = HMAC-SHA256(key, everything before it)
 truncated to 16 bytes, key = HKDF(X25519(DC, RS), salt b"ntma v2", info "relay grant" ‖
 the two public keys sorted): only that DC and that RS can make or check a grant, and the
 ends cannot forge or alter one. The RS accepts a RELAY_BIND only before the grant expires,

@@ -1,6 +1,6 @@
 """Protocol v2 handshake datagrams: HANDSHAKE_INIT, HANDSHAKE_RESP, COOKIE_REPLY (sans-IO).
 
-Layouts are in docs/protocol-v2.md section 4; this module builds and parses them around
+Layouts are in docs/protocol.md section 4; this module builds and parses them around
 proto/noise.py. The checks on an incoming init are split so a responder can do them
 cheapest first (section 4.3): `parse_init` (sizes, header) and `mac1_ok` cost a hash,
 `mac2_ok` a hash, and only `open_init` spends X25519.

@@ -1,6 +1,6 @@
 """The initiator's side of v2 handshakes, shared by every party that starts one (a node to
 its DC, to a peer, to an RS; later a DC to another DC). Pure: time, randomness and key
-generation come in (docs/protocol-v2.md 4.2 to 4.4).
+generation come in (docs/protocol.md 4.2 to 4.4).
 
     inits = Initiations(static, random_bytes, generate_key, clock_epoch)
     pending = inits.start(responder_public, body, min_size, now)   -> pending.datagram to send

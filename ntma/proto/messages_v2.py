@@ -1,6 +1,6 @@
 """Protocol v2 signalling messages: dataclasses and their body codecs (sans-IO).
 
-The layouts are docs/protocol-v2.md section 6; field encodings and their checks are in
+The layouts are docs/protocol.md section 6; field encodings and their checks are in
 proto/fields_v2.py. A body is `msg u8` followed by the message's fields in the order of
 its table in MESSAGES; there is no other layout code. Rules:
 

@@ -9,7 +9,7 @@ and 5, for the pattern
          -> e, es, s, ss      (message 1: the initiator's static key travels encrypted)
          <- e, ee, se         (message 2)
 
-and WireGuard's mac1/mac2/cookie construction (docs/protocol-v2.md section 4), with the
+and WireGuard's mac1/mac2/cookie construction (docs/protocol.md section 4), with the
 primitives `cryptography` and `hashlib` have: keyed BLAKE2s for MACs, AES-256-GCM for the
 cookie (a fresh key per reply, derived from its random nonce, since there is no XChaCha).
 """
@@ -104,7 +104,7 @@ class _Symmetric:
 
 def expand_transport_key(key: bytes, label: bytes) -> bytes:
     """A data or signalling key from a Split() key: Noise's HKDF with `key` as the
-    chaining key, first output (docs/protocol-v2.md 4.2)."""
+    chaining key, first output (docs/protocol.md 4.2)."""
     return _hkdf2(key, label)[0]
 
 

@@ -1,5 +1,5 @@
 """Protocol v2 sessions: transport keypairs, their counters and replay windows, and the
-rekey timers (sans-IO; docs/protocol-v2.md section 4.4).
+rekey timers (sans-IO; docs/protocol.md section 4.4).
 
 A `Keypair` is what one completed handshake gives: a send and a receive key, the index
 this end chose (peers put it in the packets they send us) and the peer's index (we put
@@ -63,7 +63,7 @@ class _Direction:
 @dataclass(eq=False)
 class Keypair:
     """Made from one handshake's Split() keys: a data key and a signalling key per
-    direction (docs/protocol-v2.md 4.2), so the data stages and the signalling stage each
+    direction (docs/protocol.md 4.2), so the data stages and the signalling stage each
     keep their own counter and replay window."""
 
     send_key: bytes

@@ -1,7 +1,7 @@
 """Requests in flight inside a v2 session, with backoff and a deadline (sans-IO).
 
 v2 retransmits a request re-encrypted under the session's next counter (the same message,
-the same txid; docs/protocol-v2.md 4.4), so a Transaction holds the message, not sealed
+the same txid; docs/protocol.md 4.4), so a Transaction holds the message, not sealed
 bytes: `due(now)` says which to send again, and the owner seals them anew. Schedule as v1:
 0.5 s doubling to 4 s, each request with its own deadline.
 

@@ -1,6 +1,6 @@
 """Tunnels (protocol v2) and the TunnelTable, their one owner (sans-IO).
 
-A Tunnel is one node-to-node session (docs/protocol-v2.md 4.4, 5): the Direction's
+A Tunnel is one node-to-node session (docs/protocol.md 4.4, 5): the Direction's
 names and VIPs, a KeyRing of up to three keypairs, and where to send (the peer's
 endpoint per family, or the RS's when relayed). The node's handshake part
 (proto/node/handshake.py) makes tunnels and their keypairs; the data stages only call

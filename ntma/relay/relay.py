@@ -1,4 +1,4 @@
-"""Relay Server state machine, protocol v2 (sans-IO; docs/protocol-v2.md section 9).
+"""Relay Server state machine, protocol v2 (sans-IO; docs/protocol.md section 9).
 
 Rules:
 - A node opens an RS session with HANDSHAKE_INIT(RS_HELLO) from any key (the DC's grant is

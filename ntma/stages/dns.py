@@ -112,7 +112,7 @@ async def _answer_udp(sock, resolver: DnsResolver, data: bytes, addr, limiter, s
 
 
 class TcpConnections:
-    """The TCP connections a resolver serves, bounded (docs/protocol-v2.md section 8): at
+    """The TCP connections a resolver serves, bounded (docs/protocol.md section 8): at
     most TCP_MAX in all and TCP_PER_SOURCE from one address. A connection over a limit
     evicts the oldest idle one (so slow connections cannot deny TCP DNS to others), or is
     refused when none is idle."""

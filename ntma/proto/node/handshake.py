@@ -1,5 +1,5 @@
 """The node's tunnel handshakes (protocol v2, sans-IO): from a Direction to a live tunnel,
-then its rekeys, route updates and end (docs/protocol-v2.md 4.2 to 4.4, 7.2, 7.4).
+then its rekeys, route updates and end (docs/protocol.md 4.2 to 4.4, 7.2, 7.4).
 
 INITIATE end: one HANDSHAKE_INIT(TUNNEL_INIT), the same datagram to every endpoint of
   the Direction (DIRECT, PUNCH), or through the relay once it confirmed our binding

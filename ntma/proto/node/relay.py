@@ -1,5 +1,5 @@
 """The node's sessions with Relay Servers and its bindings there, protocol v2 (sans-IO;
-docs/protocol-v2.md section 9).
+docs/protocol.md section 9).
 
 - One RS session per RS used (HANDSHAKE_INIT(RS_HELLO) to the RS's key from the
   Direction), rekeyed after REKEY_AFTER_TIME like any session.

@@ -1,4 +1,4 @@
-"""The node's session with its DC, protocol v2 (sans-IO; docs/protocol-v2.md 7.1).
+"""The node's session with its DC, protocol v2 (sans-IO; docs/protocol.md 7.1).
 
     start() / register()                       UNREGISTERED -> REGISTERING: HANDSHAKE_INIT
                                                (REGISTER, padded to its reply_max)

@@ -4,7 +4,7 @@
 handshake: our init in flight (one at a time), where inits go, the relay, PUNCH's
 fallback and punches, the first-handshake deadline and a rekey in progress.
 `EarlyInits`: TUNNEL_INITs that arrived before the Direction naming their sender
-(docs/protocol-v2.md 7.4), at most EARLY_INITS_MAX, the oldest evicted.
+(docs/protocol.md 7.4), at most EARLY_INITS_MAX, the oldest evicted.
 """
 
 from __future__ import annotations
