@@ -136,7 +136,9 @@ class Initiations:
         )
 
     def due(self, now: float) -> list[PendingInit]:
-        """Pendings whose init should go out again now (the same datagram)."""
+        """Pendings whose init should go out again now (the same datagram). It counts the
+        resend, so it has ONE caller per Initiations (the node: NodeSignalling.handle_timer,
+        which hands each pending to its owner); a second caller would steal resends."""
         out = []
         for pending in self.pending.values():
             if pending.resends < len(RESEND_AFTER_S) and (

@@ -88,7 +88,6 @@ class Wire:
         self.out: list[tuple[bytes, Endpoint]] = []
         self.events: list[NodeEvent] = []
         self.drops = Drops()
-        self.relays: object = None  # the RelayBindings (relay.py), set by NodeSignalling
 
     def random_bytes(self, n: int) -> bytes:
         return self._random(n)
