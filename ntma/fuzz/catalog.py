@@ -11,5 +11,5 @@ def all_targets() -> dict[str, Target]:
 
 
 def smoke_targets() -> dict[str, Target]:
-    """The targets the CI smoke runs (machine targets join once their crashes are fixed)."""
+    """The targets the CI smoke runs (a target that found a crash joins once it is fixed)."""
     return {name: t for name, t in TARGETS.items() if t.smoke}

@@ -1,6 +1,6 @@
-"""Targets for the pure codecs of ntma/proto. Each states what it refuses with (CodecError
-unless said) and checks that what it accepts is well-formed: it re-encodes, or the reply
-built from it stays within its bound."""
+"""Targets for the pure codecs of ntma/proto (protocol v2 and the GN link). Each states what
+it refuses with (CodecError unless said) and checks that what it accepts is well-formed:
+it re-encodes to the same bytes, or the reply built from it stays within its bound."""
 
 from __future__ import annotations
 
@@ -11,57 +11,51 @@ import struct
 from dnslib import DNSRecord
 
 from ..proto import dns, ether
+from ..proto import fields_v2 as f
+from ..proto.bodies_v2 import DIRECTION, RELAY_INFO, REQUESTER, TUNNEL_REF
 from ..proto.buffer import CodecError, Reader, Writer
-from ..proto.crypto import SignalBox, x25519
+from ..proto.crypto import x25519
 from ..proto.dhcp import DhcpConfig, DhcpServer
 from ..proto.dhcp_codec import BOOTP_MIN_LEN, build_dhcp, parse_dhcp
+from ..proto.envelope import unwrap, wrap
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.grant import check_grant, make_grant
-from ..proto.messages import (
-    MAX_NAME_BYTES,
-    MESSAGE_TYPES,
-    MsgType,
-    Status,
-    decode_body,
-    encode_body,
-    message_type,
+from ..proto.handshake import (
+    COOKIE_REPLY_LEN,
+    InitFrame,
+    build_cookie_reply,
+    frame_payload,
+    mac1_ok,
+    open_init,
+    parse_cookie_reply,
+    parse_init,
+    parse_resp,
+    unframe_payload,
 )
+from ..proto.messages_v2 import MESSAGES, BodyKind, MsgType, decode, encode, kind_of, message_type
 from ..proto.names import normalize_fqdn
-from ..proto.packet import (
-    VERSION,
-    open_message,
-    pack_data_header,
-    peek_sender,
-    relayed_tunnel_id,
-    unpack_data_header,
-    unwrap_envelope,
-    wrap_envelope,
-)
+from ..proto.noise import mac1_key
 from ..proto.replay import WINDOW_BITS, ReplayWindow
+from ..proto.session import TRANSPORT_HEADER, Keypair, ReplayError, parse_transport
 from . import seeds
 from .registry import check, target
 
 # --- buffer.Reader -------------------------------------------------------------------------
 
-# Each Reader call, and how its value is written back (None: not symmetric, skip the check).
+# Each Reader call, and how its value is written back.
 _READS = [
     (Reader.u8, Writer.u8),
     (Reader.u16, Writer.u16),
     (Reader.u32, Writer.u32),
     (Reader.u64, Writer.u64),
     (Reader.blob, Writer.blob),
-    (Reader.text, Writer.text),
-    (Reader.endpoint, Writer.endpoint),
-    (Reader.ipv4, Writer.ipv4),
-    (Reader.endpoints, Writer.endpoints),
     (lambda r: r.raw(3), Writer.raw),
 ]
 
 
 def _reader_seeds() -> list[bytes]:
-    w = Writer().u8(7).u16(2).u32(3).u64(4).blob(b"abc").text("é").endpoint(("10.0.0.1", 1))
-    w.ipv4("192.0.2.1").endpoints([("2001:db8::1", 2), ("10.0.0.2", 3)])
-    return [b"\x00\x01\x02\x03" + w.getvalue(), b"\x08\x08\x06\x04" + bytes(40)]
+    w = Writer().u8(7).u16(2).u32(3).u64(4).blob(b"abc").raw(b"xyz")
+    return [b"\x00\x01\x02\x03" + w.getvalue(), b"\x04\x04\x05\x05" + bytes(40)]
 
 
 @target("buffer.reader", _reader_seeds)
@@ -82,83 +76,237 @@ def fuzz_reader(data: bytes) -> None:
         rest = remaining
 
 
-# --- messages.decode_body, one target per type ---------------------------------------------
+# --- fields_v2: every Field kind's reader --------------------------------------------------
+
+_FIELDS: list[f.Field] = [
+    f.U16,
+    f.U32,
+    f.U64,
+    f.TUNNEL_ID,
+    f.PREFIX4,
+    f.PREFIX6,
+    f.STATUS,
+    f.ROUTE,
+    f.ROLE,
+    f.REACH,
+    f.WANT,
+    f.GONE_REASON,
+    f.KEY,
+    f.DC_ID,
+    f.GRANT,
+    f.padding(19),
+    f.TIMESTAMP,
+    f.NAME,
+    f.ENDPOINT,
+    f.OPT_ENDPOINT,
+    f.VIP4,
+    f.VIP6,
+    f.array(f.ENDPOINT, f.UPDATE_ENDPOINTS_MAX),
+    f.array(f.ENDPOINT, f.DIRECTION_ENDPOINTS_MAX),
+    f.OBSERVED_ENDPOINTS,
+    f.optional(RELAY_INFO),
+    RELAY_INFO,
+    DIRECTION,
+    REQUESTER,
+    TUNNEL_REF,
+    f.array(TUNNEL_REF, f.RELAY_KEEPALIVE_MAX),
+]
+
+
+def _field_seeds() -> list[bytes]:
+    """One byte naming a field (index into _FIELDS), then bytes of a real message where
+    that field reads: every field is seeded with the values the messages carry."""
+    bodies = [encode(m) for m in seeds.messages()]
+    out = []
+    for i, kind in enumerate(_FIELDS):
+        found = 0
+        for body in bodies:
+            for at in range(1, len(body)):
+                with contextlib.suppress(CodecError):
+                    kind.read(Reader(body[at:]))
+                    out.append(bytes((i,)) + body[at:])
+                    found += 1
+                    break
+            if found >= 6:
+                break
+    return out
+
+
+@target("fields_v2.readers", _field_seeds)
+def fuzz_fields(data: bytes) -> None:
+    """Byte 0 picks a Field; what it reads writes back the same bytes, within max_size."""
+    if not data:
+        return
+    kind = _FIELDS[data[0] % len(_FIELDS)]
+    r = Reader(data[1:])
+    value = kind.read(r)
+    consumed = data[1 : len(data) - len(r.rest())]
+    w = Writer()
+    kind.write(w, value)
+    check(w.getvalue() == consumed, f"{kind.name} does not write back")
+    check(len(consumed) <= kind.max_size, f"{kind.name} longer than its max_size")
+    if kind is f.NAME:
+        check(value == value.lower() and len(value) <= f.NAME_MAX, "name not as v2 sends it")
+    if kind in (f.ENDPOINT, f.OPT_ENDPOINT) and value is not None:
+        f.check_endpoint(value)
+
+
+@target("fields_v2.check_name", lambda: [b"mn.ntm.example", b"a" * 63 + b".b", b"A.b", b"a..b"])
+def fuzz_check_name(data: bytes) -> None:
+    """A name that passes fits DNS: 253 bytes, labels 1..63 of a-z 0-9 -, and packs."""
+    name = f.check_name(data)
+    labels = name.split(".")
+    check(len(name) <= 253 and all(1 <= len(x) <= 63 for x in labels), "name over a limit")
+    check(name.encode() == data, "name changed")
+    DNSRecord.question(name).pack()
+
+
+# --- messages_v2.decode, one target per type ---------------------------------------------------
+
+_KINDS = tuple(BodyKind)
 
 
 def _decode_target(msg_type: MsgType) -> None:
     def run(data: bytes) -> None:
-        msg = decode_body(msg_type, data)
-        check(message_type(msg) == msg_type, "decoded as another type")
-        check(encode_body(msg) == data, "decoded body does not re-encode to itself")
-        for name in ("fqdn", "peer_fqdn"):
-            text = getattr(getattr(msg, "direction", None) or msg, name, None)
-            if isinstance(text, str):
-                check(len(text.encode()) <= MAX_NAME_BYTES, "name over the limit decoded")
+        msg = decode(data)
+        kind = kind_of(message_type(msg))
+        check(encode(msg) == data, "decoded body does not re-encode to itself")
+        check(decode(data, where=kind) == msg, "refused where it belongs")
+        for other in _KINDS:
+            if other is not kind:
+                with contextlib.suppress(CodecError):
+                    decode(data, where=other)
+                    check(False, f"a {kind.value} accepted as a {other.value}")
+        check(len(data) <= MESSAGES[message_type(msg)].max_body, "body over its max size")
 
-    run.__doc__ = f"decode_body({msg_type.name}): whatever decodes re-encodes to the same bytes"
+    run.__doc__ = f"decode({msg_type.name}): whatever decodes re-encodes; where= holds"
     target(f"messages.{msg_type.name.lower()}", lambda: seeds.bodies_of(msg_type))(run)
 
 
-for _msg_type in MESSAGE_TYPES:
+for _msg_type in MsgType:
     _decode_target(_msg_type)
 
 
-# --- packet ----------------------------------------------------------------------------------
+# --- handshake ---------------------------------------------------------------------------------
+
+_DC_MAC1 = mac1_key(seeds.key("dc").public)
 
 
-def _dc_box_for(sender: bytes) -> SignalBox | None:
-    return _BOXES.get(sender)
+@target("handshake.parse_init", seeds.handshakes)
+def fuzz_parse_init(data: bytes) -> None:
+    """A frame's parts are the datagram's bytes; mac1 is checked without raising."""
+    frame = parse_init(data)
+    check(frame.sender_index == int.from_bytes(data[4:8], "big"), "wrong sender index")
+    check(data[:8] + frame.noise_message + frame.mac1 + frame.mac2 == data, "parts lost")
+    check(isinstance(mac1_ok(frame, _DC_MAC1), bool), "mac1_ok is not a bool")
 
 
-_BOXES = {seeds.key("mn").public: SignalBox(seeds.key("dc"), seeds.key("mn").public)}
+@target("handshake.open_init", seeds.inits, max_input=1500)
+def fuzz_open_init(data: bytes) -> None:
+    """open_init as the DC, mac1 or not (what a responder does after mac1): CodecError only;
+    what opens was made for the DC's key by one of the world's nodes."""
+    opened = open_init(parse_init(data), seeds.key("dc"))
+    check(opened.initiator_public in (seeds.key("mn").public, seeds.key("cn").public), "who?")
+    f.check_timestamp(opened.timestamp)
 
 
-@target("packet.open_message", seeds.sealed_messages)
-def fuzz_open_message(data: bytes) -> None:
-    """Open as the DC would (mn's key known, others UnknownPeer); the message re-encodes."""
-    sender, msg = open_message(data, _dc_box_for)
-    check(sender == data[4:36], "sender is not the header's key")
-    encode_body(msg)
+@target("handshake.parse_resp", seeds.handshakes)
+def fuzz_parse_resp(data: bytes) -> None:
+    """Indexes and parts from the datagram's bytes; mac2 is zero."""
+    frame = parse_resp(data)
+    check((frame.sender_index, frame.receiver_index) == struct.unpack_from("!II", data, 4), "idx")
+    check(data[:12] + frame.noise_message + frame.mac1 + bytes(16) == data, "parts lost")
 
 
-@target("packet.peek_sender", seeds.sealed_messages)
-def fuzz_peek_sender(data: bytes) -> None:
-    """The claimed sender is the 32 bytes at offset 4 of a long enough packet."""
-    sender = peek_sender(data)
-    check(len(sender) == 32 and sender == data[4:36], "sender is not the header's key")
+def _cookie_init_mac1() -> bytes:
+    return seeds.captured(1, seeds.DC_EP)[0][-32:-16]
 
 
-@target("packet.unwrap_envelope", lambda: seeds.envelopes() + seeds.sealed_messages()[:4])
-def fuzz_unwrap_envelope(data: bytes) -> None:
-    """What unwraps wraps back to the same bytes (reserved bytes aside)."""
-    tunnel_id, inner = unwrap_envelope(data)
-    again = wrap_envelope(tunnel_id, inner)
-    check(again[:2] + again[4:] == data[:2] + data[4:], "envelope does not re-wrap")
+@target("handshake.parse_cookie_reply", lambda: seeds.cookie_replies() + seeds.inits()[:1])
+def fuzz_parse_cookie_reply(data: bytes) -> None:
+    """Open as the DC's initiator would; what opens is rebuilt to the same bytes."""
+    mac1 = _cookie_init_mac1()
+    receiver, cookie = parse_cookie_reply(
+        data, responder_public=seeds.key("dc").public, init_mac1=mac1
+    )
+    check(len(data) == COOKIE_REPLY_LEN and len(cookie) == 16, "wrong sizes")
+    fake_init = bytes(4) + receiver.to_bytes(4, "big") + bytes(142) + mac1 + bytes(16)
+    again = build_cookie_reply(
+        InitFrame(fake_init, receiver),
+        responder_public=seeds.key("dc").public,
+        nonce=data[8:32],
+        cookie=cookie,
+    )
+    check(again == data, "cookie reply does not rebuild")
 
 
-@target("packet.unpack_data_header", lambda: seeds.data_packets() + seeds.envelopes())
-def fuzz_unpack_data_header(data: bytes) -> None:
-    """(tunnel id, counter) pack back to the header's bytes (reserved bytes aside)."""
-    tunnel_id, counter = unpack_data_header(data)
-    header = pack_data_header(tunnel_id, counter)
-    check(header[:2] + header[4:] == data[:2] + data[4:16], "data header does not re-pack")
+def _payload_seeds() -> list[bytes]:
+    return [frame_payload(b"", 2), frame_payload(b"abc", 40), frame_payload(bytes(12) + b"x", 9)]
 
 
-@target("packet.relayed_tunnel_id", lambda: seeds.data_packets() + seeds.envelopes())
-def fuzz_relayed_tunnel_id(data: bytes) -> None:
-    """Data and envelopes only; the id is the u32 at offset 4."""
-    tunnel_id = relayed_tunnel_id(data)
-    check(data[0] == VERSION and tunnel_id == int.from_bytes(data[4:8], "big"), "wrong id")
+@target("handshake.unframe_payload", _payload_seeds)
+def fuzz_unframe_payload(data: bytes) -> None:
+    """length ‖ content ‖ zero padding: frames again to the same bytes."""
+    content = unframe_payload(data)
+    check(frame_payload(content, len(data)) == data, "payload does not re-frame")
 
 
-# --- grant -----------------------------------------------------------------------------------
+# --- session and envelope ------------------------------------------------------------------
+
+
+@target("session.parse_transport", lambda: seeds.transports() + seeds.handshakes()[:2])
+def fuzz_parse_transport(data: bytes) -> None:
+    """(type, index, counter) pack back to the 16 header bytes."""
+    kind, index, counter = parse_transport(data)
+    check(TRANSPORT_HEADER.pack(2, kind, 0, index, counter) == data[:16], "header lost")
+
+
+def _receiving_keys() -> dict[int, tuple[bytes, bytes]]:
+    """Receiver index -> (send key, receive key) of the world keypair holding it."""
+    out = {}
+    for name in ("dc", "rs", "mn", "cn"):
+        for kp in seeds.world_keypairs(name):
+            out[kp.local_index] = (kp.send_key, kp.receive_key)
+    return out
+
+
+_KEYS = _receiving_keys()
+_ANY_KEYS = next(iter(_KEYS.values()))
+
+
+@target("session.keypair_open", seeds.transports)
+def fuzz_keypair_open(data: bytes) -> None:
+    """Keypair.open on a fresh keypair of the receiver the index names: AuthError or a
+    payload; a payload opened once is a ReplayError the second time."""
+    _, index, counter = parse_transport(data)
+    send_key, receive_key = _KEYS.get(index, _ANY_KEYS)
+    keypair = Keypair(send_key, receive_key, index, 1, 0.0, initiator=False)
+    keypair.open(data, counter)
+    try:
+        keypair.open(data, counter)
+    except ReplayError:
+        return
+    check(False, "the same counter opened twice")
+
+
+@target("envelope.unwrap", lambda: seeds.envelopes() + seeds.handshakes()[:2])
+def fuzz_unwrap(data: bytes) -> None:
+    """What unwraps wraps back to the same bytes, and carries a handshake."""
+    dc_id, tunnel_id, inner = unwrap(data)
+    check(wrap(dc_id, tunnel_id, inner) == data, "envelope does not re-wrap")
+    check(inner[0] == 2 and inner[1] in (1, 2, 3), "envelope carries no handshake")
+
+
+# --- grant ---------------------------------------------------------------------------------------
 
 
 @target("grant.check_grant", seeds.grants)
 def fuzz_check_grant(data: bytes) -> None:
-    """A grant that checks is the DC's and re-makes to the same bytes."""
-    grant = check_grant(seeds.relay_grant_key(), data, seeds.EPOCH_MS)
+    """A grant that checks is the DC's, in time, for two ends, and re-makes to its bytes."""
+    grant = check_grant(seeds.relay_grant_key(), data, seeds.EPOCH_MS, seeds.DC_ID)
     check(make_grant(seeds.relay_grant_key(), grant) == data, "grant does not re-make")
+    check(grant.tunnel_id != 0 and grant.end_a != grant.end_b, "a grant no DC makes")
+    check(grant.expires_ms >= seeds.EPOCH_MS and grant.dc_id == seeds.DC_ID, "stale or foreign")
 
 
 @target("crypto.x25519", lambda: [seeds.key("mn").public, bytes(32), b"\x01" + bytes(31)])
@@ -185,9 +333,9 @@ def fuzz_parse_query(data: bytes) -> None:
 def fuzz_dns_replies(data: bytes) -> None:
     """Every reply builder on a parsed query returns a parseable reply of at most MAX_REPLY."""
     query = dns.parse_query(data)
-    replies = [dns.answer_for_status(query, status, "10.99.0.6") for status in Status]
+    replies = [dns.answer_for_status(query, status, "10.99.0.6") for status in f.Status]
     replies += [
-        dns.answer_for_status(query, Status.OK, None),
+        dns.answer_for_status(query, f.Status.OK, None),
         dns.zone_answer(query, "10.99.0.6", True),
         dns.zone_answer(query, None, True),
         dns.zone_answer(query, None, False),

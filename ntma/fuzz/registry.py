@@ -29,7 +29,7 @@ class Target:
     run: Callable[[bytes], object]
     seeds: Callable[[], list[bytes]]
     rejects: tuple[type[BaseException], ...] = (CodecError,)
-    smoke: bool = True  # part of the CI smoke test (machine targets wait for their fixes)
+    smoke: bool = True  # part of the CI smoke test (a target that found a crash waits for its fix)
     doc: str = ""
     max_input: int = 4096  # the longest input the engine makes for it
     reset: Callable[[], object] | None = None  # a stateful target: start from a fresh state

@@ -1,4 +1,5 @@
-"""Valid inputs built with the project's own builders, and the real-client captures.
+"""Valid inputs built with the project's own builders, real v2 datagrams captured from a
+run of the fuzz world (world.py), and the real-client captures (DHCP).
 
 Keys are derived from fixed names so every run (and every reproducer) sees the same
 bytes. The lab's addresses are used throughout: VIP pool 10.99.0.0/16, router
@@ -8,16 +9,53 @@ bytes. The lab's addresses are used throughout: VIP pool 10.99.0.0/16, router
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 from functools import cache
-from hashlib import sha256
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from dnslib import EDNS0, DNSQuestion, DNSRecord
 
 from ..proto import dhcp_codec as dhcp
-from ..proto.crypto import SignalBox, StaticKey
+from ..proto.bodies_v2 import (
+    Ack,
+    DcHello,
+    DcWelcome,
+    Deregister,
+    Direction,
+    DirectionRequest,
+    DirectionResponse,
+    Keepalive,
+    KeepaliveAck,
+    Message,
+    NameAdd,
+    NameAddAck,
+    NameRemove,
+    Probe,
+    ProbeAck,
+    Register,
+    RegisterAck,
+    RelayBind,
+    RelayBound,
+    RelayInfo,
+    RelayKeepalive,
+    RemoteDirectionRequest,
+    RemoteDirectionResponse,
+    Requester,
+    RouteDirection,
+    RouteDirectionAck,
+    RouteUpdate,
+    RsHello,
+    RsWelcome,
+    TunnelAccept,
+    TunnelClose,
+    TunnelClosed,
+    TunnelGone,
+    TunnelInit,
+    TunnelRef,
+    Update,
+    UpdateAck,
+)
 from ..proto.ether import (
     ETH_P_ARP,
     ETH_P_IP,
@@ -29,45 +67,28 @@ from ..proto.ether import (
     checksum,
     eth_header,
 )
+from ..proto.fields_v2 import GoneReason, Reach, Role, Route, Status, Want, dc_id_of
 from ..proto.grant import Grant, grant_key, make_grant
-from ..proto.messages import (
-    GRANT_LEN,
-    Deregister,
-    DeregisterAck,
-    Direction,
-    DirectionRequest,
-    DirectionResponse,
-    Keepalive,
-    KeepaliveAck,
-    Message,
-    Probe,
-    ProbeAck,
-    Punch,
-    Register,
-    RegisterAck,
-    RelayBind,
-    RelayBound,
-    RelayInfo,
-    Role,
-    Route,
-    RouteDirection,
-    RouteDirectionAck,
-    Status,
-    TunnelRequest,
-    TunnelResponse,
-    encode_body,
-    message_type,
+from ..proto.handshake import (
+    T_DATA,
+    T_INIT,
+    T_RELAY_ENVELOPE,
+    T_SIGNAL,
+    InitFrame,
+    build_cookie_reply,
 )
-from ..proto.packet import pack_data_header, seal_message, wrap_envelope
+from ..proto.messages_v2 import decode, encode, message_type
+from ..proto.noise import expand_transport_key
+from ..proto.session import TRANSPORT_HEADER, Keypair, parse_transport
+from ..proto.tunnel import punch_datagram
+from . import world as world_module
+from .world import DC_EP, DC_PROBE, EPOCH, NODES, RS_EP, ZONE, key, world
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
-EPOCH_MS = 1_700_000_000_000  # the wall clock every fuzzed machine believes in, at now=0
-ZONE = "ntm.example"
-POOL = "10.99.0.0/16"
-DC_ENDPOINT = ("198.51.100.10", 7400)
-RS_ENDPOINT = ("198.51.100.60", 7500)
-MN_ENDPOINT = ("198.51.100.41", 7401)  # mn's NAT mapping as the DC sees it
-CN_ENDPOINT = ("198.51.100.30", 7401)
+EPOCH_MS = int(EPOCH * 1000)  # the wall clock every fuzzed machine believes in, at now=0
+POOL = world_module.POOL
+MN_ENDPOINT = NODES["mn"][1]  # mn's NAT mapping as everyone sees it
+CN_ENDPOINT = NODES["cn"][1]
 ADAPTER_MAC = bytes.fromhex("020000000001")
 GN_MAC = bytes.fromhex("02005e10000b")
 OTHER_MAC = bytes.fromhex("02deadbeef01")
@@ -75,14 +96,9 @@ ROUTER_IP = bytes((10, 99, 0, 1))
 GN_IP = bytes((10, 99, 0, 23))
 PEER_IP = bytes((10, 99, 0, 2))
 WEB_IP = bytes((198, 51, 100, 20))
-NONCE = bytes(range(12))
-
-
-@cache
-def key(name: str) -> StaticKey:
-    """A fixed X25519 key per role name ("dc", "mn", "cn", "rs", "stranger")."""
-    private = X25519PrivateKey.from_private_bytes(sha256(name.encode()).digest())
-    return StaticKey.from_private(private)
+DC_ID = dc_id_of(key("dc").public)
+TUNNEL_ID = 0x1122334455667788
+__all__ = ["DC_EP", "DC_PROBE", "RS_EP", "ZONE", "key"]
 
 
 @cache
@@ -90,131 +106,290 @@ def relay_grant_key() -> bytes:
     return grant_key(key("dc"), key("rs").public)
 
 
-def grant(tunnel_id: int = 0x11223344, expires_ms: int = EPOCH_MS + 3_600_000) -> bytes:
-    body = Grant(tunnel_id, expires_ms, key("mn").public, key("cn").public)
+def grant(
+    tunnel_id: int = TUNNEL_ID, expires_ms: int = EPOCH_MS + 3_600_000, dc_id: bytes = DC_ID
+) -> bytes:
+    body = Grant(dc_id, tunnel_id, expires_ms, key("mn").public, key("cn").public)
     return make_grant(relay_grant_key(), body)
 
 
-# --- signalling --------------------------------------------------------------------------
+def grants() -> list[bytes]:
+    """A good grant, an expired one, extremes, one of another DC, one with equal ends
+    (no DC makes it), zeros, and the grant the world's DC really made."""
+    same_ends = make_grant(
+        relay_grant_key(), Grant(DC_ID, 1, EPOCH_MS + 1, key("mn").public, key("mn").public)
+    )
+    out = [
+        grant(),
+        grant(1, EPOCH_MS - 1),
+        grant((1 << 64) - 1, (1 << 64) - 1),
+        grant(dc_id=bytes(8)),
+        same_ends,
+        bytes(104),
+    ]
+    return out + [d.relay.grant for d in world_directions() if d.relay is not None]
+
+
+# --- v2 messages ------------------------------------------------------------------------
 
 
 def directions() -> list[Direction]:
-    relay = RelayInfo(RS_ENDPOINT, key("rs").public, grant())
+    relay = RelayInfo(RS_EP, key("rs").public, grant())
     cn, mn = key("cn").public, key("mn").public
+    many = tuple((f"198.51.100.{i}", 7401) for i in range(100, 106)) + (("2001:db8::7", 1),) * 2
     return [
         Direction(
-            0x11223344,
+            DC_ID,
+            TUNNEL_ID,
             Route.DIRECT,
             Role.INITIATE,
-            "cn.ntm.example",
-            "10.99.0.6",
+            f"mn.{ZONE}",
+            f"cn.{ZONE}",
+            "10.99.0.3",
+            "::",
             cn,
-            [
-                CN_ENDPOINT,
-                ("10.20.0.2", 7401),
-            ],
+            (CN_ENDPOINT, ("10.10.2.2", 7401)),
         ),
-        Direction(0x11223344, Route.DIRECT, Role.RESPOND, "mn.ntm.example", "10.99.0.5", mn, []),
         Direction(
-            0x11223345,
+            DC_ID,
+            TUNNEL_ID,
+            Route.DIRECT,
+            Role.RESPOND,
+            f"cn.{ZONE}",
+            f"mn.{ZONE}",
+            "10.99.0.2",
+            "2001:db8:99::2",
+            mn,
+            (),
+        ),
+        Direction(
+            DC_ID,
+            TUNNEL_ID + 1,
             Route.PUNCH,
             Role.INITIATE,
-            "cn.ntm.example",
-            "10.99.0.6",
+            f"mn.{ZONE}",
+            f"cn.{ZONE}",
+            "10.99.0.3",
+            "::",
             cn,
-            [CN_ENDPOINT],
+            (CN_ENDPOINT,),
             relay,
         ),
         Direction(
-            0x11223346,
+            DC_ID,
+            TUNNEL_ID + 2,
             Route.RELAY,
             Role.RESPOND,
-            "mn.ntm.example",
-            "10.99.0.5",
+            f"cn.{ZONE}",
+            f"mn.{ZONE}",
+            "10.99.0.2",
+            "::",
             mn,
-            [("2001:db8::41", 7401)],
+            (("2001:db8::41", 7401),),
+            relay,
+        ),
+        Direction(
+            DC_ID,
+            (1 << 64) - 1,
+            Route.DIRECT,
+            Role.INITIATE,
+            "a" * 63 + "." + "b" * 63,
+            "c" * 63 + "." + "d" * 63 + "." + "e" * 63 + "." + "f" * 61,
+            "10.99.255.254",
+            "fd00::1",
+            cn,
+            many,
             relay,
         ),
     ]
 
 
 def messages() -> list[Message]:
-    """At least one message of every signalling type, with their optional fields."""
-    ts = EPOCH_MS
-    with_relay, plain, punch, relay_route = directions()
+    """At least one message of every v2 type, with refusals and optional fields."""
+    mn, cn = f"mn.{ZONE}", f"cn.{ZONE}"
+    plain, responder, punch, relay_route, largest = directions()
+    ref = TunnelRef(DC_ID, TUNNEL_ID)
+    requester = Requester(
+        mn,
+        key("mn").public,
+        "10.99.0.2",
+        "fd00::2",
+        Reach.CONE,
+        (MN_ENDPOINT, ("2001:db8::41", 7401)),
+    )
     return [
-        Register(1, ts, "mn.ntm.example", [("10.10.1.2", 7401), ("2001:db8::1", 7401)]),
-        Register(2, ts, "bücher.ntm.example", []),
-        Register(3, ts, "x" * 200 + ".ntm.example", [("10.10.1.2", 7401)] * 16),
-        RegisterAck(1, Status.OK, "10.99.0.5", 16, MN_ENDPOINT, 15, "", ("198.51.100.10", 7401)),
-        RegisterAck(1, Status.OK, "10.99.0.5", 16, MN_ENDPOINT, 15),
-        RegisterAck(7, Status.REFUSED, reason="name mn.ntm.example is not on the admission list"),
-        Keepalive(4, ts),
-        KeepaliveAck(4, Status.OK, MN_ENDPOINT),
-        KeepaliveAck(4, Status.REREGISTER, ("2001:db8::41", 65535)),
-        DirectionRequest(5, ts, "cn.ntm.example"),
-        DirectionResponse(5, Status.OK, with_relay),
-        DirectionResponse(5, Status.OK, punch),
-        DirectionResponse(5, Status.NOT_NTM),
-        RouteDirection(6, plain),
-        RouteDirection(6, relay_route),
-        RouteDirection(
-            12,
-            replace(
-                with_relay,
-                tunnel_id=0x55667788,
-                peer_endpoints=[CN_ENDPOINT, ("2001:db8:1::30", 7401)],
-            ),
-        ),
-        RouteDirectionAck(6, 0x11223344),
-        Deregister(8, ts),
-        DeregisterAck(8),
-        Probe(9, ts),
-        ProbeAck(9, MN_ENDPOINT),
-        TunnelRequest(10, 0x11223344, ts, key("eph-i").public, "10.99.0.5"),
-        TunnelResponse(10, 0x11223344, key("eph-r").public, "10.99.0.6"),
-        Punch(0x11223345),
-        RelayBind(11, ts, grant()),
-        RelayBound(11, 0x11223344, MN_ENDPOINT),
+        Register(1, 0x0102030405060708, mn),
+        Register(0xFFFFFFFF, 0, "x" * 63 + "." + "y" * 63 + "." + "z" * 63 + "." + "w" * 61),
+        TunnelInit(DC_ID, TUNNEL_ID, mn, cn),
+        RsHello(3),
+        DcHello(4, ZONE),
+        RegisterAck(1, Status.OK, "10.99.0.2", 16, "::", 0, MN_ENDPOINT, 15, DC_PROBE),
+        RegisterAck(1, Status.OK, "10.99.0.2", 16, "fd00::2", 64, ("2001:db8::41", 7401), 15),
+        RegisterAck(1, Status.REFUSED),
+        RegisterAck(1, Status.POOL_EXHAUSTED),
+        TunnelAccept(DC_ID, TUNNEL_ID, Status.OK),
+        TunnelAccept(DC_ID, TUNNEL_ID, Status.REFUSED),
+        RsWelcome(3, Status.OK),
+        DcWelcome(4, Status.OK, ZONE),
+        DcWelcome(4, Status.REFUSED),
+        Keepalive(5),
+        KeepaliveAck(5, Status.OK, MN_ENDPOINT),
+        KeepaliveAck(5, Status.UNKNOWN),
+        Update(6, (("10.10.1.2", 7401), ("2001:db8:1::2", 7401))),
+        Update(6, tuple((f"10.10.1.{i}", 7401) for i in range(2, 8))),
+        Update(6, ()),
+        UpdateAck(6, Status.OK, ("2001:db8::41", 65535)),
+        Probe(7),
+        ProbeAck(7, MN_ENDPOINT),
+        ProbeAck(7, ("2001:db8::41", 40001)),
+        DirectionRequest(8, mn, cn, Want.V4),
+        DirectionRequest(8, mn, cn, Want.BOTH),
+        DirectionResponse(8, Status.OK, plain),
+        DirectionResponse(8, Status.OK, largest),
+        DirectionResponse(8, Status.NOT_NTM),
+        RouteDirection(9, responder),
+        RouteDirection(9, relay_route),
+        RouteDirectionAck(9, TUNNEL_ID),
+        RouteUpdate(10, punch),
+        TunnelGone(11, TUNNEL_ID, GoneReason.RESTARTED),
+        TunnelClosed(12, TUNNEL_ID),
+        Deregister(13),
+        Ack(13),
+        NameAdd(14, f"dev1.{ZONE}"),
+        NameAddAck(14, Status.OK, f"dev1.{ZONE}", "10.99.0.9", "::"),
+        NameAddAck(14, Status.TOO_MANY_NAMES),
+        NameRemove(15, f"dev1.{ZONE}"),
+        RelayBind(16, grant()),
+        RelayBound(16, Status.OK, DC_ID, TUNNEL_ID, MN_ENDPOINT),
+        RelayBound(16, Status.REFUSED),
+        RelayKeepalive((ref, TunnelRef(DC_ID, 1))),
+        RelayKeepalive(()),
+        TunnelClose(TUNNEL_ID),
+        RemoteDirectionRequest(17, requester, cn, Want.V6),
+        RemoteDirectionResponse(17, Status.OK, responder),
+        RemoteDirectionResponse(17, Status.OFFLINE),
     ]
-
-
-def tunnel_request() -> TunnelRequest:
-    return next(m for m in messages() if isinstance(m, TunnelRequest))
 
 
 def bodies_of(msg_type: int) -> list[bytes]:
-    return [encode_body(m) for m in messages() if message_type(m) == msg_type]
+    out = [encode(m) for m in messages() if message_type(m) == msg_type]
+    return out + [b for b in captured_bodies() if b[0] == msg_type]
 
 
-def sealed(msg: Message, sender: str, receiver: str, nonce: bytes = NONCE) -> bytes:
-    box = SignalBox(key(sender), key(receiver).public)
-    return seal_message(msg, box, key(sender).public, nonce)
+# --- datagrams captured from the world ----------------------------------------------------
 
 
-def sealed_messages() -> list[bytes]:
-    """Every message sealed mn -> dc, plus a few from a key nobody admitted."""
-    out = [sealed(m, "mn", "dc") for m in messages()]
-    out += [sealed(m, "stranger", "dc") for m in messages()[:3]]
-    return out
-
-
-def data_packets() -> list[bytes]:
-    inner = build_udp(GN_IP, PEER_IP, 40000, 80, b"hello")
+def captured(kind: int | None = None, to: tuple | None = None) -> list[bytes]:
+    """Datagrams the world sent, optionally of one type (byte 1) or to one endpoint."""
     return [
-        pack_data_header(0x11223344, 0) + bytes(16),
-        pack_data_header(0x11223344, 7) + inner + bytes(16),
-        pack_data_header(0xFFFFFFFF, (1 << 64) - 1) + bytes(16),
+        d
+        for _, dst, d in world().sent
+        if (kind is None or d[1] == kind) and (to is None or dst == to)
     ]
 
 
+def world_keypairs(name: str) -> list[Keypair]:
+    """The keypairs a world machine holds (the ones its peers' SIGNALs are sealed to)."""
+    machine = world().machines[name]
+    if name == "dc":
+        return [kp for _, kp in machine.table.by_index.values()]  # type: ignore[attr-defined]
+    if name == "rs":
+        return [p.keypair for p in getattr(machine, "_peers", {}).values()]
+    node = machine
+    out = list(node.session.ring.all())  # type: ignore[attr-defined]
+    for session in node.relays.sessions.values():  # type: ignore[attr-defined]
+        out += session.ring.all()
+    return out + [kp for _, kp in node.tunnels.by_index.values()]  # type: ignore[attr-defined]
+
+
+def open_transport(receive_key: bytes, datagram: bytes) -> bytes | None:
+    """The payload of a DATA or SIGNAL sealed to the holder of receive_key; no state."""
+    try:
+        kind, _, counter = parse_transport(datagram)
+    except ValueError:
+        return None
+    label = b"signal" if kind == T_SIGNAL else b"data"
+    aead = AESGCM(expand_transport_key(receive_key, label))
+    header = datagram[: TRANSPORT_HEADER.size]
+    try:
+        return aead.decrypt(bytes(4) + counter.to_bytes(8, "big"), datagram[16:], header)
+    except InvalidTag:
+        return None
+
+
+def seal_transport(send_key: bytes, kind: int, receiver_index: int, counter: int, payload: bytes):
+    """A DATA or SIGNAL as the holder of send_key makes it, at any counter."""
+    label = b"signal" if kind == T_SIGNAL else b"data"
+    header = TRANSPORT_HEADER.pack(2, kind, 0, receiver_index, counter)
+    aead = AESGCM(expand_transport_key(send_key, label))
+    return header + aead.encrypt(bytes(4) + header[8:], payload, header)
+
+
+@cache
+def captured_bodies() -> tuple[bytes, ...]:
+    """Every SIGNAL body of the world's run, opened with the receiver's keys."""
+    targets = {DC_EP: "dc", DC_PROBE: "dc", RS_EP: "rs"}
+    for name, (_, outside, probe_outside) in NODES.items():
+        targets[outside] = targets[probe_outside] = name
+    out = []
+    for _, dst, datagram in world().sent:
+        if datagram[1] != T_SIGNAL or dst not in targets:
+            continue
+        index = int.from_bytes(datagram[4:8], "big")
+        for keypair in world_keypairs(targets[dst]):
+            if keypair.local_index == index:
+                payload = open_transport(keypair.receive_key, datagram)
+                if payload is not None:
+                    out.append(payload)
+                    break
+    return tuple(out)
+
+
+def world_directions() -> list[Direction]:
+    out = []
+    for body in captured_bodies():
+        direction = getattr(decode(body), "direction", None)
+        if direction is not None:
+            out.append(direction)
+    return out
+
+
+def inits() -> list[bytes]:
+    return captured(1) + [d[20:] for d in captured(T_RELAY_ENVELOPE) if d[21] == T_INIT]
+
+
+def responses() -> list[bytes]:
+    return captured(2) + [d[20:] for d in captured(T_RELAY_ENVELOPE) if d[21] == 2]
+
+
+def cookie_replies() -> list[bytes]:
+    """COOKIE_REPLYs to the world's inits, as their responders would make them."""
+    out = []
+    for init, responder in ((captured(1, DC_EP)[0], "dc"), (captured(1, RS_EP)[0], "rs")):
+        frame = InitFrame(init, int.from_bytes(init[4:8], "big"))
+        out.append(
+            build_cookie_reply(
+                frame,
+                responder_public=key(responder).public,
+                nonce=bytes(range(24)),
+                cookie=bytes(range(16)),
+            )
+        )
+    return out
+
+
+def transports() -> list[bytes]:
+    """SIGNAL and DATA datagrams of the run, PUNCH, and edge headers."""
+    edge = TRANSPORT_HEADER.pack(2, T_DATA, 0, 0xFFFFFFFF, (1 << 64) - 1) + bytes(16)
+    return captured(T_SIGNAL) + captured(T_DATA) + [punch_datagram(), edge]
+
+
 def envelopes() -> list[bytes]:
-    request = tunnel_request()
-    return [wrap_envelope(0x11223344, sealed(request, "mn", "cn"))]
+    return captured(T_RELAY_ENVELOPE)
 
 
-def grants() -> list[bytes]:
-    return [grant(), grant(1, EPOCH_MS - 1), grant(0xFFFFFFFF, (1 << 64) - 1), bytes(GRANT_LEN)]
+def handshakes() -> list[bytes]:
+    return inits() + responses() + cookie_replies()
 
 
 # --- DNS ---------------------------------------------------------------------------------
