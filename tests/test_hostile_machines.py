@@ -1,7 +1,6 @@
 """Inputs the fuzzer found or aimed at the v2 machines (ntma.fuzz --repro), each a
 reproducer: a machine in the fuzz world's state (ntma/fuzz/world.py) fed one hostile but
-often authenticated input. Tests marked xfail are crashes found by the harness and not yet
-fixed in the machine (strict: they fail loudly once fixed, so the mark comes off)."""
+often authenticated input."""
 
 from __future__ import annotations
 
@@ -152,11 +151,6 @@ def test_the_rs_counts_a_message_of_the_wrong_kind_in_a_session():
     assert relay.drops["unexpected_message"] == 1 and relay.drops["malformed_message"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="NodeSignalling._from_dc reads msg.txid: RELAY_KEEPALIVE and TUNNEL_CLOSE have none",
-)
 @pytest.mark.parametrize("body", [RelayKeepalive(()), TunnelClose(1)])
 def test_a_node_counts_a_session_message_without_txid_on_its_dc_session(body):
     """Found by node.sealed: `python -m ntma.fuzz --repro node.sealed 002a00`."""
@@ -165,11 +159,6 @@ def test_a_node_counts_a_session_message_without_txid_on_its_dc_session(body):
     assert node.datagrams_to_send() == [] and sum(node.drops.values()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="NodeSignalling._resend_init calls Handshakes.on_resend; the method is `resend`",
-)
 def test_a_node_resends_an_unanswered_tunnel_init():
     """Found by node.sealed: a ROUTE_UPDATE moves the world's relayed tunnel to DIRECT, cn
     does not answer the init within 0.5 s, and the resend raises out of handle_timer. Any

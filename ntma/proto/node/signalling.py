@@ -70,6 +70,7 @@ from .session import DcSession, DcTx
 from .wire import DcContext, RsContext, TunnelContext, Wire
 
 DIRECTION_TIMEOUT_S = 5.0
+_ANSWERS_FROM_DC = (KeepaliveAck, UpdateAck, DirectionResponse, ProbeAck, Ack)
 TUNNEL_STALE_S = 30.0
 WAITING_NAMES_MAX = 64  # names asked before registration (section 10): newest refused
 DC_TXIDS_SEEN_MAX = 256  # ROUTE_DIRECTION / ROUTE_UPDATE / TUNNEL_GONE handled once
@@ -310,9 +311,13 @@ class NodeSignalling:
         if isinstance(msg, RouteDirection | RouteUpdate | TunnelGone):
             self._from_dc_request(msg, now)
             return
-        tx = self.session.tx.finish(msg.txid)  # type: ignore[union-attr]
+        if not isinstance(msg, _ANSWERS_FROM_DC):  # e.g. a RELAY_KEEPALIVE: not the DC's to send
+            self.drops.drop(f"unexpected {type(msg).__name__} from DC")
+            return
+        tx = self.session.tx.finish(msg.txid)
         if tx is None:
-            return  # a late duplicate answer
+            self.drops.drop("answer_to_no_request")  # a late duplicate, or a txid never asked
+            return
         if isinstance(msg, KeepaliveAck):
             self.session.on_keepalive_ack(msg, now)
         elif isinstance(msg, DirectionResponse):
@@ -320,8 +325,6 @@ class NodeSignalling:
                 self._on_direction_response(tx.context, msg, now)
         elif isinstance(msg, ProbeAck):
             self.session.on_probe_ack(msg)
-        elif not isinstance(msg, UpdateAck | Ack):
-            self.drops.drop(f"unexpected {type(msg).__name__} from DC")
 
     def _from_dc_request(self, msg: RouteDirection | RouteUpdate | TunnelGone, now: float) -> None:
         """Ack every copy; act on each txid once."""
