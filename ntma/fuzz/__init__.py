@@ -9,5 +9,7 @@ seeds.py     valid inputs built with the project's own builders, plus real captu
 codecs.py    targets for the pure codecs of ntma/proto (protocol v2, DNS, DHCP, GN link)
 machines.py  targets for the receive() of the DC, the node and the RS
 runner.py    runs targets and collects distinct crashes and the slowest input
+blast.py     python -m ntma.fuzz.blast: a bounded burst at one address or interface
+             (the lab's hostile-input test, tests/test_e2e_hostile.py)
 __main__.py  python -m ntma.fuzz [--target NAME ...] [--inputs N] [--seed S] [--seconds T]
 """
