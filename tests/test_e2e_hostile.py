@@ -299,19 +299,9 @@ def test_replayed_captures_stop_nothing_and_break_no_tunnel(lab, captured, repla
     assert_all_alive(state)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "protocol v1 (issue 10, item 3): the DC acts on replayed signalling from any source. "
-        "Reproducer: tcpdump at ntma-dc while mn restarts and resolves cn; send mn's payloads "
-        "again from 198.51.100.20 to 198.51.100.10:7400 and :7401. The DC logs "
-        "node_deregistered, then node_registered for mn.ntm.example at 198.51.100.20:<port> "
-        "(until mn's next keep-alive: node_moved back), a route_decided mn -> cn per replayed "
-        "DIRECTION_REQUEST, and node_nat reach=symmetric for mn, which stays: later tunnels "
-        "to mn go through the relay"
-    ),
-)
 def test_replayed_signalling_changes_nothing_at_the_dc(lab, replayed):
+    """v1 acted on these (a replayed REGISTER moved mn to the attacker's address, a replayed
+    PROBE marked it symmetric); v2 takes nothing before key confirmation."""
     state, _ = lab
     fields = ("event", "fqdn", "endpoint", "old", "new", "reach", "requester", "target")
     changed = [
