@@ -55,6 +55,7 @@ class RecordingHandshakes:
         self.relay_bound: list[tuple[bytes, int]] = []
         self.inits: list = []
         self.closed: list[tuple[bytes, int]] = []
+        self.forgotten: list[tuple[bytes, int]] = []  # what Handshakes reports dropped
 
     def on_direction(self, direction, now):
         self.directions.append(direction)

@@ -412,3 +412,16 @@ def test_route_direction_ack_only_from_the_directed_node_ends_retransmits():
     net.run(2.0)  # the DC resends ROUTE_DIRECTION, cn acks the copy
     assert net.dc._tx.get(tx.txid) is None
     assert not _of(net.dc_events, RouteDirectionUnacked)
+
+
+def test_a_tunnel_a_node_drops_is_reported_and_the_dc_forgets_it():
+    """A first handshake that finds no route ends the Direction at the node, which tells the
+    DC (TUNNEL_CLOSED), so the pair's directed tunnel stops counting (docs/protocol.md 10)."""
+    net = _net(mn_nat=True, cn_nat=False)
+    net.drop = lambda d, s, t: t == ("198.51.100.30", 7401) and d[1] == 1  # cn never hears inits
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(1.0)
+    assert len(net.dc.tunnels) == 1
+    net.run(15.0)
+    assert _of(net.events["mn"], DirectionResolved)[-1].status == Status.NO_ROUTE
+    assert len(net.dc.tunnels) == 0

@@ -95,6 +95,7 @@ class Handshakes:
         self._generate_key = generate_key
         self.relays = relays  # the one owner of relay bindings: bound and unbound here
         self._directed: dict[TunnelRef, Directed] = {}
+        self.forgotten: list[TunnelRef] = []  # since the caller last drained it
         self._early = EarlyInits()
         self._last_now = 0.0
 
@@ -498,6 +499,7 @@ class Handshakes:
         if tunnel is not None:
             self._release(tunnel.ring.all())
             self._tunnels.discard(tunnel)
+        self.forgotten.append(held.ref)  # NodeSignalling tells the DC (TUNNEL_CLOSED)
 
     def _unbind(self, held: Directed) -> None:
         if self.relays is not None:

@@ -51,6 +51,7 @@ from ..bodies_v2 import (
     RouteDirection,
     RouteDirectionAck,
     RouteUpdate,
+    TunnelClosed,
     TunnelGone,
     UpdateAck,
 )
@@ -66,10 +67,11 @@ from ..tunnel import Tunnel, TunnelTable
 from .events import DirectionResolved, NodeEvent, Registered
 from .handshake import Handshakes
 from .relay import RelayBindings, RsSession
-from .session import DcSession, DcTx
+from .session import DcSession, DcTx, SessionState
 from .wire import DcContext, RsContext, TunnelContext, Wire
 
 DIRECTION_TIMEOUT_S = 5.0
+TUNNEL_CLOSED_TIMEOUT_S = 8.0
 _ANSWERS_FROM_DC = (KeepaliveAck, UpdateAck, DirectionResponse, ProbeAck, Ack)
 TUNNEL_STALE_S = 30.0
 WAITING_NAMES_MAX = 64  # names asked before registration (section 10): newest refused
@@ -194,6 +196,7 @@ class NodeSignalling:
                 self.wire.events.append(DirectionResolved(tx.context, Status.NO_ROUTE))
         self.relays.handle_timer(now)
         self.handshakes.handle_timer(now)
+        self._report_closed(now)
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
         if len(datagram) < 4 or datagram[0] != VERSION:
@@ -204,6 +207,16 @@ class NodeSignalling:
             self._dispatch(datagram[1], datagram, addr, now)
         except CodecError as exc:  # every part's decoders raise only this
             self.drops.drop(type(exc).__name__)
+        self._report_closed(now)
+
+    def _report_closed(self, now: float) -> None:
+        """Tell the DC about tunnels this node dropped (expired, replaced, closed, no route),
+        so they stop counting among the pair's directed tunnels (docs/protocol.md 10)."""
+        closed, self.handshakes.forgotten = self.handshakes.forgotten, []
+        for dc_id, tunnel_id in closed:
+            if dc_id == self.wire.dc_id and self.session.state == SessionState.REGISTERED:
+                msg = TunnelClosed(self.wire.txid(), tunnel_id)
+                self.session.request(msg, DcTx.TUNNEL_CLOSED, now, TUNNEL_CLOSED_TIMEOUT_S)
 
     # --- dispatch ---------------------------------------------------------------------
 
