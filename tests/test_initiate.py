@@ -11,7 +11,7 @@ from ntma.proto.buffer import CodecError
 from ntma.proto.crypto import StaticKey
 from ntma.proto.gate import Admitted, HandshakeGate, SendCookie
 from ntma.proto.handshake import build_resp, open_init
-from ntma.proto.initiate import Indexes, Initiations, next_timestamp
+from ntma.proto.initiate import Indexes, Initiations, next_timestamp, rekey_timeout
 from ntma.proto.noise import tai64n
 from ntma.proto.session import REKEY_TIMEOUT
 
@@ -36,8 +36,18 @@ def test_resends_the_same_bytes_then_expires():
         sent += [(t, p.datagram) for p in inits.due(t)]
     assert [t for t, _ in sent] == [0.5, 1.5, 3.5]
     assert all(d == pending.datagram for _, d in sent)
-    assert inits.next_deadline() == REKEY_TIMEOUT
-    assert inits.expired(REKEY_TIMEOUT) == [pending] and not inits.pending
+    deadline = rekey_timeout(pending.sender_index)
+    assert REKEY_TIMEOUT <= deadline <= REKEY_TIMEOUT + 0.333
+    assert inits.next_deadline() == deadline
+    assert inits.expired(deadline - 0.001) == []
+    assert inits.expired(deadline) == [pending] and not inits.pending
+
+
+def test_rekey_timeouts_are_jittered_across_handshakes():
+    spread = {rekey_timeout(i) for i in range(1, 2000, 7)}
+    assert (
+        len(spread) > 100 and min(spread) >= REKEY_TIMEOUT and max(spread) <= REKEY_TIMEOUT + 0.333
+    )
 
 
 def test_a_response_completes_once_and_a_forgery_spoils_nothing():

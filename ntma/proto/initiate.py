@@ -36,6 +36,15 @@ from .noise import Initiator, SessionKeys, tai64n
 from .session import REKEY_TIMEOUT
 
 RESEND_AFTER_S = (0.5, 1.5, 3.5)  # the same init again, within one REKEY_TIMEOUT
+REKEY_JITTER_S = 0.333  # up to this much on top of REKEY_TIMEOUT, so retries spread out
+
+
+def rekey_timeout(sender_index: int) -> float:
+    """REKEY_TIMEOUT plus jitter taken from the (random) sender index: deterministic for a
+    machine whose randomness is injected, spread across handshakes."""
+    return REKEY_TIMEOUT + (sender_index % 1000) / 1000 * REKEY_JITTER_S
+
+
 PENDING_MAX = 4096  # handshakes in flight at once; more are refused (CodecError)
 INDEX_TRIES = 64
 
@@ -150,7 +159,9 @@ class Initiations:
 
     def expired(self, now: float) -> list[PendingInit]:
         """Pendings past REKEY_TIMEOUT, removed: the caller starts a fresh one or gives up."""
-        gone = [p for p in self.pending.values() if now - p.started_at >= REKEY_TIMEOUT]
+        gone = [
+            p for p in self.pending.values() if now - p.started_at >= rekey_timeout(p.sender_index)
+        ]
         for pending in gone:
             self.forget(pending)
         return gone
@@ -158,7 +169,7 @@ class Initiations:
     def next_deadline(self) -> float | None:
         times = []
         for p in self.pending.values():
-            times.append(p.started_at + REKEY_TIMEOUT)
+            times.append(p.started_at + rekey_timeout(p.sender_index))
             if p.resends < len(RESEND_AFTER_S):
                 times.append(p.started_at + RESEND_AFTER_S[p.resends])
         return min(times, default=None)
