@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="default: json unless stderr is a terminal",
         )
+    sub.choices["dc"].add_argument(
+        "--reset-timestamp",
+        metavar="NAME",
+        help="forget the newest handshake timestamp stored for NAME's key (a node whose clock "
+        "once ran ahead can register again), then exit; takes effect at the DC's next start",
+    )
     keygen = sub.add_parser("keygen", help="make a key pair")
     keygen.add_argument("--out", required=True, type=Path, help="private key file to write")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -91,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ntma {args.role}: error: {exc}", file=sys.stderr)
         return 2
+    if args.role == "dc" and args.reset_timestamp is not None:
+        return _reset_timestamp(config, args.reset_timestamp)
     fmt = args.log_format
     configure_logging(config.log.level, json=None if fmt is None else fmt == "json")
     try:
@@ -136,4 +144,25 @@ def _keygen(out: Path, force: bool) -> int:
         )
         return 2
     print(key.public_base64())
+    return 0
+
+
+def _reset_timestamp(config, name: str) -> int:
+    from .dc.store import NodeStore
+    from .proto.names import normalize_fqdn
+
+    key = config.admission.get(normalize_fqdn(name))
+    if key is None:
+        print(
+            f"ntma dc: error: --reset-timestamp {name}: no such name in [admission]; "
+            "give an admitted name",
+            file=sys.stderr,
+        )
+        return 2
+    store = NodeStore(config.database, config.vip_pool)
+    try:
+        store.reset_timestamp(key)
+    finally:
+        store.close()
+    print(f"reset the stored handshake timestamp of {normalize_fqdn(name)}")
     return 0

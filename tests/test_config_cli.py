@@ -718,3 +718,25 @@ def test_one_key_admitted_for_two_names_is_refused(tmp_path, dc_sections):
         "same public key",
         "its own key",
     )
+
+
+def test_dc_reset_timestamp_clears_a_stored_timestamp(tmp_path, dc_sections):
+    import base64
+    import ipaddress
+
+    from ntma.dc.store import NodeStore
+
+    config = _write(tmp_path / "dc.toml", dc_sections)
+    key = base64.b64decode(dc_sections["admission"]["mn.ntm.example"])
+    store = NodeStore(tmp_path / "dc.sqlite", ipaddress.IPv4Network("10.99.0.0/16"))
+    store.record_timestamp(key, bytes.fromhex("4000000080000000000000ff"))
+    store.close()
+    result = ntma("dc", "--config", str(config), "--reset-timestamp", "MN.ntm.example.")
+    assert result.returncode == 0, result.stderr
+    assert "mn.ntm.example" in result.stdout
+    store = NodeStore(tmp_path / "dc.sqlite", ipaddress.IPv4Network("10.99.0.0/16"))
+    assert store.last_timestamp(key) is None
+    store.close()
+    unknown = ntma("dc", "--config", str(config), "--reset-timestamp", "xx.ntm.example")
+    assert unknown.returncode == 2 and "no such name in [admission]" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
