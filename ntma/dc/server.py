@@ -21,7 +21,7 @@ from ..io.packetio import DatagramIO
 from ..observe.log import RateLimitedDebug
 from ..observe.spans import Spans
 from ..proto.buffer import CodecError
-from ..proto.dns import parse_query, refused, zone_answer
+from ..proto.dns import ResponseRateLimit, parse_query, refused, truncated, zone_answer
 from ..proto.names import is_ntm_name
 from ..serve import SidePort, run_machine, serve_until_signalled
 from .coordinator import Coordinator
@@ -55,9 +55,14 @@ async def run_zone_dns(
 ) -> None:
     stats = spans.stage("dc_dns")
     debug = RateLimitedDebug(structlog.get_logger().bind(stage="dc_dns"))
+    rrl = ResponseRateLimit()
     task_status.started()
     while True:
-        data, addr = await sock.recvfrom(65535)
+        try:
+            data, addr = await sock.recvfrom(65535)
+        except OSError:
+            stats.drop("receive_error")
+            continue
         started = time.perf_counter_ns()
         try:
             query = parse_query(data)
@@ -65,13 +70,20 @@ async def run_zone_dns(
             stats.drop("malformed_query")
             debug(trio.current_time(), "malformed_query", detail=str(exc))
             continue
-        if not is_ntm_name(query.name, [dc.zone]):
+        if not rrl.allow(addr[0], trio.current_time()):  # no amplification toward a victim
+            stats.drop("rate_limited")
+            reply = truncated(query)
+        elif not is_ntm_name(query.name, [dc.zone]):
             reply = refused(query)
         else:
             record = dc.store.get(query.name)
             online = dc.online_record(query.name)
             reply = zone_answer(query, online.vip if online else None, record is not None)
-        await sock.sendto(reply, addr)
+        try:
+            await sock.sendto(reply, addr)
+        except OSError:
+            stats.drop("send_error")
+            continue
         stats.record(1, len(reply), started)
 
 

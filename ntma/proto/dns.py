@@ -14,7 +14,9 @@ Every reply builder is then total, and its output at most MAX_REPLY bytes.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSLabel, DNSRecord
@@ -156,3 +158,50 @@ def refused(query: Query) -> bytes:
     reply = query.record.reply()
     reply.header.rcode = RCODE.REFUSED
     return reply.pack()
+
+
+def truncated(query: Query) -> bytes:
+    """The reply a rate-limited source gets: TC set and only the question, so it is no
+    larger than the query and a real resolver retries over TCP (docs/protocol.md 8)."""
+    reply = query.record.reply()
+    reply.header.tc = 1
+    reply.rr, reply.auth, reply.ar = [], [], []
+    return reply.pack()
+
+
+RRL_PER_S = 20.0  # full answers per second per source prefix
+RRL_PREFIXES_MAX = 4096
+
+
+class ResponseRateLimit:
+    """Response-rate limiting for a DNS server that faces the Internet: full answers per
+    IPv4 /24 or IPv6 /56 are held to RRL_PER_S (token bucket); beyond it the source gets
+    `truncated()` replies. At most RRL_PREFIXES_MAX prefixes, least recently seen evicted."""
+
+    def __init__(self, rate: float = RRL_PER_S) -> None:
+        self._rate = rate
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # prefix -> [tokens, at]
+
+    def allow(self, address: str, now: float) -> bool:
+        prefix = _rrl_prefix(address)
+        bucket = self._buckets.get(prefix)
+        if bucket is None:
+            bucket = self._buckets[prefix] = [self._rate, now]
+            while len(self._buckets) > RRL_PREFIXES_MAX:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(prefix)
+        bucket[0] = min(self._rate, bucket[0] + (now - bucket[1]) * self._rate)
+        bucket[1] = now
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            return True
+        return False
+
+
+def _rrl_prefix(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((ip, 56), strict=False))
+    v4 = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip
+    return str(ipaddress.IPv4Network((v4, 24), strict=False))
