@@ -57,7 +57,7 @@ class RecordingHandshakes:
         self.closed: list[tuple[bytes, int]] = []
         self.forgotten: list[tuple[bytes, int]] = []  # what Handshakes reports dropped
 
-    def on_direction(self, direction, now):
+    def on_direction(self, direction, now, again=False):
         self.directions.append(direction)
         if direction.relay is not None and self.relays is not None:  # as Handshakes binds
             self.relays.bind(direction.relay, direction.dc_id, direction.tunnel_id, now)

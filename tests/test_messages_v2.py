@@ -268,7 +268,7 @@ BAD_ENUMS = [
     ("route", X("17") + TX + X("00") + DIRECT_B, DIRECTION_AT + 16, [0, 4, 0xFF]),
     ("role", X("17") + TX + X("00") + DIRECT_B, DIRECTION_AT + 17, [0, 3, 0xFF]),
     ("want", VECTORS[21][1], len(VECTORS[21][1]) - 1, [0, 4, 5, 7, 0xFF]),
-    ("gone reason", X("1b") + TX + TID + X("01"), 13, [0, 4, 0xFF]),
+    ("gone reason", X("1b") + TX + TID + X("01"), 13, [0, 5, 0xFF]),
     ("reach", VECTORS[-3][1], 5 + 15 + 32 + 4 + 16, [0, 5, 0xFF]),
     ("relay present", X("18") + TX + RELAYED_B, 5 + len(RELAYED_B) - 1 - 7 - 32 - 104, [2]),
     ("endpoint family", X("11") + TX + X("00") + EP4, STATUS_AT + 1, [0, 5, 0x46]),

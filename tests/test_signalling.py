@@ -401,16 +401,16 @@ def test_route_direction_ack_only_from_the_directed_node_ends_retransmits():
     net.drop = lambda d, src, dst: src == cn_out and dst == DC_EP  # cn's acks get lost
     net.nodes["mn"].request_direction("cn.ntm.example", net.now)
     net.run(0.2)
-    (tx,) = net.dc._tx.find("route_direction")
+    (tx,) = net.dc.director.tx.find("RouteDirection")
     tunnel_id, _ = tx.context
     mn = net.nodes["mn"]
     mn.session.send(RouteDirectionAck(tx.txid, tunnel_id), net.now)  # mn knows the txid...
     net.deliver(mn.datagrams_to_send(), "mn")
-    assert net.dc._tx.get(tx.txid) is not None  # ... but is not the directed node
+    assert net.dc.director.tx.get(tx.txid) is not None  # ... but is not the directed node
     assert net.dc.drops["unexpected_ack"] == 1
     net.drop = lambda d, s, t: False
     net.run(2.0)  # the DC resends ROUTE_DIRECTION, cn acks the copy
-    assert net.dc._tx.get(tx.txid) is None
+    assert net.dc.director.tx.get(tx.txid) is None
     assert not _of(net.dc_events, RouteDirectionUnacked)
 
 

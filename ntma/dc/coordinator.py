@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ..proto.bodies_v2 import (
     Ack,
     Deregister,
-    Direction,
     DirectionRequest,
     DirectionResponse,
     Keepalive,
@@ -47,7 +46,6 @@ from ..proto.bodies_v2 import (
     ProbeAck,
     Register,
     RegisterAck,
-    RouteDirection,
     RouteDirectionAck,
     TunnelClosed,
     Update,
@@ -55,7 +53,7 @@ from ..proto.bodies_v2 import (
 )
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.crypto import StaticKey
-from ..proto.fields_v2 import Role, Route, Status, dc_id_of, normalize_endpoint
+from ..proto.fields_v2 import GoneReason, Status, dc_id_of, normalize_endpoint
 from ..proto.gate import Admitted, HandshakeGate, SendCookie
 from ..proto.grant import grant_key
 from ..proto.handshake import T_INIT, T_SIGNAL, VERSION, build_resp, open_init
@@ -64,15 +62,9 @@ from ..proto.machine import Drops
 from ..proto.messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
 from ..proto.names import normalize_fqdn
 from ..proto.session import Keypair
-from ..proto.transactions import Transactions
 from .admission import Admission
-from .directions import (
-    DirectedTunnels,
-    RelayChoice,
-    direction_for,
-    other,
-    relay_for,
-)
+from .directing import Director
+from .directions import DirectedTunnels, RelayChoice
 from .events import (
     DcEvent,
     NodeDeregistered,
@@ -82,20 +74,16 @@ from .events import (
     NodeOnline,
     NodeRegistered,
     NodeRestarted,
-    NoRoute,
     RegistrationRefused,
-    RouteDecided,
-    RouteDirectionUnacked,
 )
-from .route import Reach, decide_route
+from .redirects import Redirects
+from .route import Reach
 from .sessions import NodeSession, Opened, Pending, SessionTable, family_of, open_signal
 from .store import NodeRecord, NodeStore, PoolExhausted
 
-ROUTE_DIRECTION_TIMEOUT_S = 8.0
 SWEEP_INTERVAL_S = 1.0
 GRANT_LIFETIME_S = 3600.0  # a relay accepts binds for a tunnel this long
 DC_BUDGET_MIN = 500.0  # handshakes per second before "under load" (4.5)
-OUTGOING_MAX = 65536  # ROUTE_DIRECTIONs in flight (each names a live directed tunnel)
 REGISTER_INIT_MIN = REPLY_MAX[MsgType.REGISTER]
 
 Request = Keepalive | Update | DirectionRequest | Deregister | TunnelClosed
@@ -139,12 +127,24 @@ class Coordinator:
         self.indexes = Indexes(random_bytes)
         self.table = SessionTable()
         self.tunnels = DirectedTunnels(random_bytes)
-        self._tx: Transactions[str, tuple[int, bytes]] = Transactions(OUTGOING_MAX)
         self._out: list[tuple[bytes, Endpoint]] = []
         self._probe_out: list[tuple[bytes, Endpoint]] = []
         self._events: list[DcEvent] = []
         self._sweep_at = 0.0
         self.drops = Drops()
+        self.director = Director(
+            dc_id=self.dc_id,
+            sessions=self.table.by_key,
+            relays=self.relays,
+            grant_lifetime_ms=self._grant_lifetime_ms,
+            send=self._send,
+            txid=self._txid,
+            epoch_ms=self._epoch_ms,
+            events=self._events,
+            tunnels=self.tunnels,
+            drops=self.drops,
+        )
+        self.redirects = Redirects(self.director, self._events)
 
     @property
     def sessions(self) -> dict[bytes, NodeSession]:
@@ -163,12 +163,13 @@ class Coordinator:
         return out
 
     def events(self) -> list[DcEvent]:
-        events, self._events = self._events, []
+        events = self._events[:]
+        self._events.clear()  # the same list: the director and redirects append to it
         return events
 
     def get_timer(self) -> float:
-        pending = self._tx.next_deadline()
-        return self._sweep_at if pending is None else min(pending, self._sweep_at)
+        times = [self.director.tx.next_deadline(), self.redirects.next_deadline()]
+        return min((t for t in times if t is not None), default=self._sweep_at)
 
     def online_record(self, fqdn: str) -> NodeRecord | None:
         """The node's record if it is registered and keeping alive (for DNS)."""
@@ -187,17 +188,12 @@ class Coordinator:
     # --- inputs -----------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
-        resend, expired = self._tx.due(now)
-        for tx in resend:
-            session = self.sessions.get(tx.context[1])
-            if session is not None:
-                self._send(session, tx.message, now)
-        for tx in expired:
-            self._events.append(RouteDirectionUnacked(tunnel_id=tx.context[0]))
+        self.director.handle_timer(now)
         if now >= self._sweep_at:
             self._sweep_at = now + SWEEP_INTERVAL_S
             self._mark_offline(now)
             self._release(self.table.expire(now))
+        self.redirects.run(now)
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:
         """A datagram on the main port."""
@@ -210,6 +206,7 @@ class Coordinator:
             opened = self._open_signal(datagram, now)
             if opened is not None:
                 self._on_signal(*opened, addr, now)
+                self.redirects.run(now)  # a mover that just told us where it is
         else:
             self.drops.drop("unexpected_type")
 
@@ -233,6 +230,7 @@ class Coordinator:
         # the session's endpoint stays the one the main port saw.
         session = self._commit(owner, now) if isinstance(owner, Pending) else owner
         self._on_probe(session, msg, addr, now)
+        self.redirects.run(now)  # a mover whose NAT type we were waiting for
 
     # --- handshakes -------------------------------------------------------------------
 
@@ -352,6 +350,7 @@ class Coordinator:
         if replaced is not None and replaced.boot_id != session.boot_id:
             count = len(self.tunnels.of_key(session.public_key))
             self._events.append(NodeRestarted(session.fqdn, count))
+            self.redirects.restarted(session, now)
         self._events.append(
             NodeRegistered(session.fqdn, session.vip, _ep(session.endpoint), session.reach().value)
         )
@@ -377,10 +376,10 @@ class Coordinator:
         if fresh:
             session.highest[index] = counter
         self._seen(session, addr, now, fresh)
-        if isinstance(msg, RouteDirectionAck):
-            self._finish(session, msg.txid, msg.tunnel_id)
-        elif isinstance(msg, Ack):
-            self._finish(session, msg.txid, None)
+        if isinstance(msg, RouteDirectionAck | Ack):
+            tunnel_id = msg.tunnel_id if isinstance(msg, RouteDirectionAck) else None
+            if not self.director.finish(session, msg.txid, tunnel_id):
+                self.drops.drop("unexpected_ack")
         elif isinstance(msg, Request):
             self._on_request(session, msg, now)
         elif isinstance(msg, Probe):
@@ -397,14 +396,17 @@ class Coordinator:
         session.remember(msg.txid, answer)
         self._send(session, answer, now)
         if isinstance(msg, Deregister):
-            self._end(session)
+            self._end(session, now)
             self._events.append(NodeDeregistered(session.fqdn))
 
     def _answer(self, session: NodeSession, msg: Request, now: float) -> Message:
         if isinstance(msg, Keepalive):
             return KeepaliveAck(msg.txid, Status.OK, session.endpoint)
         if isinstance(msg, Update):
-            session.local_endpoints = list(dict.fromkeys(msg.local_endpoints))
+            local = list(dict.fromkeys(msg.local_endpoints))
+            if local != session.local_endpoints:
+                session.local_endpoints = local
+                self.redirects.moved(session, now)
             self._report_nat(session)
             return UpdateAck(msg.txid, Status.OK, session.endpoint)
         if isinstance(msg, DirectionRequest):
@@ -419,20 +421,8 @@ class Coordinator:
             return Ack(msg.txid)
         return Ack(msg.txid)  # DEREGISTER
 
-    def _finish(self, session: NodeSession, txid: int, tunnel_id: int | None) -> None:
-        """An ack ends our retransmissions only from the node they went to."""
-        tx = self._tx.get(txid)
-        if (
-            tx is not None
-            and tx.context[1] == session.public_key
-            and (tunnel_id is None or tx.context[0] == tunnel_id)
-        ):
-            self._tx.finish(txid)
-        else:
-            self.drops.drop("unexpected_ack")
-
     def _on_probe(self, session: NodeSession, msg: Probe, addr: Endpoint, now: float) -> None:
-        session.probe_observed = addr
+        session.probe_observed, session.probe_at = addr, now
         self._report_nat(session)
         keypair = session.sending(now)
         if keypair is None:
@@ -460,49 +450,7 @@ class Coordinator:
         found = self._target(requester, msg.fqdn)
         if isinstance(found, Status):
             return DirectionResponse(msg.txid, found)
-        target = found
-        req_reach, tgt_reach = requester.reach(), target.reach()
-        same_nat = (
-            Reach.PUBLIC not in (req_reach, tgt_reach)
-            and requester.endpoint[0] == target.endpoint[0]
-        )
-        plan = decide_route(
-            req_reach, tgt_reach, same_nat=same_nat, relay_available=bool(self.relays)
-        )
-        if plan is None:
-            self._events.append(NoRoute(requester.fqdn, msg.fqdn, req_reach.value, tgt_reach.value))
-            return DirectionResponse(msg.txid, Status.NO_ROUTE)
-        tunnel = self.tunnels.add(requester, target, msg.from_name, msg.fqdn)
-        if tunnel is None:
-            self.drops.drop("too_many_tunnels")
-            return DirectionResponse(msg.txid, Status.NO_ROUTE)
-        tunnel_id = tunnel.tunnel_id
-        relay = None
-        if plan.route != Route.DIRECT:
-            expires_ms = self._epoch_ms(now) + self._grant_lifetime_ms
-            relay = relay_for(self.relays, self.dc_id, tunnel_id, expires_ms, requester, target)
-        role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
-        for_target = direction_for(
-            self.dc_id, tunnel_id, plan, other(role), msg.fqdn, requester, msg.from_name, relay
-        )
-        self._direct(target, for_target, now)
-        self._events.append(
-            RouteDecided(
-                tunnel_id=tunnel_id,
-                requester=requester.fqdn,
-                target=msg.fqdn,
-                route=plan.route.name.lower(),
-                why=plan.why,
-                initiator=requester.fqdn if plan.requester_initiates else msg.fqdn,
-                requester_reach=req_reach.value,
-                target_reach=tgt_reach.value,
-                relay=_ep(relay.endpoint) if relay else None,
-            )
-        )
-        for_requester = direction_for(
-            self.dc_id, tunnel_id, plan, role, msg.from_name, target, msg.fqdn, relay
-        )
-        return DirectionResponse(msg.txid, Status.OK, for_requester)
+        return self.director.on_request(requester, found, msg, now)
 
     def _target(self, requester: NodeSession, fqdn: str) -> NodeSession | Status:
         """The session a DIRECTION_REQUEST names, or the status that refuses it."""
@@ -517,14 +465,6 @@ class Coordinator:
         if target is requester:
             return Status.BAD_REQUEST
         return target
-
-    def _direct(self, target: NodeSession, direction: Direction, now: float) -> None:
-        msg = RouteDirection(self._txid(), direction)
-        self._send(target, msg, now)
-        context = (direction.tunnel_id, target.public_key)
-        self._tx.start(
-            msg.txid, "route_direction", msg, now, ROUTE_DIRECTION_TIMEOUT_S, context=context
-        )
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -545,19 +485,20 @@ class Coordinator:
         if not session.online:
             session.online = True
             self._events.append(NodeOnline(session.fqdn))
+            self.redirects.back_online(session, now)
         family = family_of(addr)
         old = session.endpoints.get(family)
         if fresh and old != addr:  # NAT rebinding or the node moved: roaming
             session.endpoints[family] = addr
             if old is not None:
                 self._events.append(NodeMoved(session.fqdn, _ep(old), _ep(addr)))
+                self.redirects.moved(session, now)
             self.store.update_observed(session.fqdn, session.endpoint, self._epoch_ms(now))
 
-    def _end(self, session: NodeSession) -> None:
+    def _end(self, session: NodeSession, now: float) -> None:
         self._release(self.table.remove(session))
         self.gate.unpin(session.public_key)
-        for tunnel in self.tunnels.of_key(session.public_key):
-            self.tunnels.remove(tunnel.tunnel_id)
+        self.redirects.ended(session, GoneReason.DEREGISTERED, now)
 
     def _mark_offline(self, now: float) -> None:
         for session in self.sessions.values():
@@ -565,6 +506,7 @@ class Coordinator:
                 session.online = False
                 silent_s = round(now - session.last_seen, 1)
                 self._events.append(NodeOffline(session.fqdn, silent_s))
+                self.redirects.went_offline(session, now)
 
     def _release(self, indexes: list[int]) -> None:
         for index in indexes:

@@ -6,7 +6,11 @@
 - The table is bounded (section 10): 256 live tunnels per requester name and 4,096 per
   target name; beyond, a new Direction is refused (NO_ROUTE) and no old one is evicted.
   A new Direction between the same two names replaces their old tunnel (the ends install
-  the new one over it); a node's tunnels go when its session ends.
+  the new one over it); a node's tunnels go when its session ends. Indexed by name pair,
+  by id and by each end's key (what a move, a restart or an offline end looks up).
+- A tunnel stays while an end is offline (dormant, dc/redirects.py) and remembers which
+  ends no longer hold it (`lost`: that end restarted, or was told TUNNEL_GONE), so a
+  re-direction sends those ends ROUTE_DIRECTION and the others ROUTE_UPDATE.
 - A Direction's peer endpoints (section 3): the peer's observed endpoint per family first,
   then its local endpoints only when the route says the two ends share a NAT; at most 8.
 - The relay for a tunnel is chosen by rendezvous hashing over the configured relays, and
@@ -17,14 +21,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 
 from ..proto.bodies_v2 import Direction, RelayInfo
 from ..proto.buffer import Endpoint
 from ..proto.fields_v2 import DIRECTION_ENDPOINTS_MAX, Role, Route
 from ..proto.grant import Grant, make_grant
-from .route import RoutePlan
+from .route import Reach, RoutePlan, decide_route
 from .sessions import NodeSession
 
 PER_REQUESTER_MAX = 256
@@ -32,13 +36,21 @@ PER_TARGET_MAX = 4096
 TUNNEL_ID_TRIES = 64
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class DirectedTunnel:
     tunnel_id: int
     requester: str  # names
     target: str
     requester_key: bytes
     target_key: bytes
+    lost: set[bytes] = field(default_factory=set)  # keys of ends that do not hold it now
+    inflight: dict[bytes, int] = field(default_factory=dict)  # end key -> our request's txid
+
+    def other_key(self, key: bytes) -> bytes:
+        return self.target_key if key == self.requester_key else self.requester_key
+
+    def name_of(self, key: bytes) -> str:
+        return self.requester if key == self.requester_key else self.target
 
     @property
     def pair(self) -> frozenset[str]:
@@ -52,6 +64,7 @@ class DirectedTunnels:
         self._by_pair: dict[frozenset[str], int] = {}
         self._as_requester: Counter[str] = Counter()
         self._as_target: Counter[str] = Counter()
+        self._by_key: dict[bytes, dict[int, None]] = {}  # end key -> its tunnel ids
 
     def add(
         self, requester: NodeSession, target: NodeSession, requester_name: str, target_name: str
@@ -75,6 +88,8 @@ class DirectedTunnels:
         self._by_pair[tunnel.pair] = tunnel_id
         self._as_requester[requester_name] += 1
         self._as_target[target_name] += 1
+        for key in (tunnel.requester_key, tunnel.target_key):
+            self._by_key.setdefault(key, {})[tunnel_id] = None
         return tunnel
 
     def remove(self, tunnel_id: int) -> DirectedTunnel | None:
@@ -91,10 +106,16 @@ class DirectedTunnels:
         ):
             if counter[name] <= 0:
                 del counter[name]
+        for key in (tunnel.requester_key, tunnel.target_key):
+            ids = self._by_key.get(key)
+            if ids is not None:
+                ids.pop(tunnel_id, None)
+                if not ids:
+                    del self._by_key[key]
         return tunnel
 
     def of_key(self, public_key: bytes) -> list[DirectedTunnel]:
-        return [t for t in self.by_id.values() if public_key in (t.requester_key, t.target_key)]
+        return [self.by_id[t] for t in self._by_key.get(public_key, ())]
 
     def _new_id(self) -> int | None:
         for _ in range(TUNNEL_ID_TRIES):
@@ -105,6 +126,17 @@ class DirectedTunnels:
 
     def __len__(self) -> int:
         return len(self.by_id)
+
+
+def plan_route(
+    requester: NodeSession, target: NodeSession, *, relay_available: bool
+) -> RoutePlan | None:
+    """The decision table (7.2) for two sessions as the DC sees them now."""
+    req_reach, tgt_reach = requester.reach(), target.reach()
+    same_nat = (
+        Reach.PUBLIC not in (req_reach, tgt_reach) and requester.endpoint[0] == target.endpoint[0]
+    )
+    return decide_route(req_reach, tgt_reach, same_nat=same_nat, relay_available=relay_available)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,31 @@ class RouteDecided(DcEvent):
 
 
 @dataclass(frozen=True)
+class RouteUpdated(DcEvent):
+    """A live tunnel re-directed because an end moved, restarted or came back (7.3)."""
+
+    cause: str  # "moved", "restarted", "back_online"
+    tunnel_id: int
+    requester: str
+    target: str
+    route: str
+    why: str
+    initiator: str
+    requester_reach: str
+    target_reach: str
+    relay: str | None
+
+
+@dataclass(frozen=True)
+class TunnelsDormant(DcEvent):
+    """A node went offline: its tunnels wait for it, their other ends were told TUNNEL_GONE."""
+
+    fqdn: str
+    tunnels: int
+    told: int  # other ends sent TUNNEL_GONE(OFFLINE)
+
+
+@dataclass(frozen=True)
 class NoRoute(DcEvent):
     """The two ends' NATs leave no way to meet and no relay is configured."""
 
@@ -95,15 +120,16 @@ class NoRoute(DcEvent):
 
 @dataclass(frozen=True)
 class RouteDirectionUnacked(DcEvent):
-    """The target of a ROUTE_DIRECTION never acknowledged it."""
+    """A node never acknowledged the DC's ROUTE_DIRECTION, ROUTE_UPDATE or TUNNEL_GONE."""
 
     tunnel_id: int
+    kind: str = "RouteDirection"
 
 
 @dataclass(frozen=True)
 class NodeRestarted(DcEvent):
-    """A node registered with a new boot_id: it restarted and lost its tunnels (7.3;
-    re-directing them is issue 11's)."""
+    """A node registered with a new boot_id: it restarted and lost its tunnels, which the
+    DC re-directs (7.3)."""
 
     fqdn: str
     tunnels: int  # live tunnels this DC had directed to or from it

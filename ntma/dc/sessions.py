@@ -65,6 +65,7 @@ class NodeSession:
     online: bool = True
     answers: OrderedDict[int, Message] = field(default_factory=OrderedDict)
     probe_observed: Endpoint | None = None  # as the probe port saw it
+    probe_at: float | None = None  # when
     nat_reported: Reach | None = None  # the NAT type last logged for this node
     highest: dict[int, int] = field(default_factory=dict)  # local index -> highest counter
 
@@ -149,6 +150,7 @@ class SessionTable:
         )
         if old is not None and old.endpoint == pending.endpoint:
             session.probe_observed = old.probe_observed  # same mapping: the NAT type holds
+            session.probe_at = old.probe_at
             session.local_endpoints = old.local_endpoints
         self.by_key[pending.public_key] = session
         self.by_index[keypair.local_index] = (session, keypair)

@@ -88,6 +88,7 @@ class GoneReason(enum.IntEnum):
     RESTARTED = 1
     OFFLINE = 2
     DEREGISTERED = 3
+    NO_ROUTE = 4  # after a move or restart the two ends can no longer meet (no relay)
 
 
 def check_enum(kind: type[enum.IntEnum], value: object) -> enum.IntEnum:

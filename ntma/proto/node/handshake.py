@@ -122,8 +122,9 @@ class Handshakes:
 
     # --- Directions -------------------------------------------------------------------
 
-    def on_direction(self, direction: Direction, now: float) -> None:
-        """A DIRECTION_RESPONSE's or ROUTE_DIRECTION's (or ROUTE_UPDATE's) Direction."""
+    def on_direction(self, direction: Direction, now: float, again: bool = False) -> None:
+        """A DIRECTION_RESPONSE's or ROUTE_DIRECTION's Direction; `again` for a
+        ROUTE_UPDATE's: handshake again even if the Direction reads the same."""
         self._sweep(now)
         wire = self._wire
         names = wire.names.get(direction.self_name)
@@ -133,7 +134,7 @@ class Handshakes:
         ref = (direction.dc_id, direction.tunnel_id)
         held = self._directed.get(ref)
         if held is not None:
-            self._redirect(held, direction, now)
+            self._redirect(held, direction, now, again)
             return
         if len(self._directed) >= DIRECTED_MAX:
             wire.drops.drop("too_many_directions")
@@ -146,13 +147,13 @@ class Handshakes:
         if early is not None:
             self._on_directed_init(held, early.frame, early.opened, early.init, early, now)
 
-    def _redirect(self, held: Directed, direction: Direction, now: float) -> None:
-        """A Direction for a tunnel id we hold: retransmitted, a ROUTE_UPDATE, or a
+    def _redirect(self, held: Directed, direction: Direction, now: float, again: bool) -> None:
+        """A Direction for a tunnel id we hold: the same again, a ROUTE_UPDATE, or a
         collision with other ends (refused, counted)."""
         if not held.same_ends(direction):
             self._wire.drops.drop("tunnel_id_collision")
             return
-        if direction == held.direction:
+        if direction == held.direction and not again:
             return  # the same Direction again (a retransmitted ROUTE_DIRECTION)
         if held.relay is not None and direction.relay != held.relay:
             self._unbind(held)  # the new route names another relay, or none
@@ -455,10 +456,12 @@ class Handshakes:
     # --- ends ---------------------------------------------------------------------------
 
     def close(self, dc_id: bytes, tunnel_id: int, now: float) -> None:
-        """TUNNEL_GONE from the DC: forget the tunnel and its Direction."""
+        """TUNNEL_GONE from the DC: forget the tunnel and its Direction (not reported back
+        as TUNNEL_CLOSED: the DC keeps it to re-direct when the peer returns)."""
         held = self._directed.get((dc_id, tunnel_id))
         if held is not None:
             self._forget(held)
+            self.forgotten.remove(held.ref)
 
     def on_signal(self, tunnel: Tunnel, payload: bytes, addr: Endpoint, now: float) -> None:
         """A SIGNAL in a tunnel's own session (opened by the caller): TUNNEL_CLOSE."""

@@ -262,6 +262,14 @@ class RelayBindings:
             for dropped in session.ring.expire(now):
                 self._wire.release(dropped.local_index)
 
+    def keepalive_now(self, now: float) -> None:
+        """Our address changed: a RELAY_KEEPALIVE now from each RS session moves the
+        session and its bindings to where we are (the RS follows at once), rather than at
+        the next RELAY_KEEPALIVE_S."""
+        for session in self.sessions.values():
+            if session.keepalive_at is not None:
+                self._keepalive(session, now)
+
     def _keepalive(self, session: RsSession, now: float) -> None:
         """RELAY_KEEPALIVE for the tunnels bound here; RELAY_BIND again for the others."""
         session.keepalive_at = now + RELAY_KEEPALIVE_S

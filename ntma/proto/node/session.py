@@ -102,6 +102,7 @@ class DcSession:
         self.retry_at: float | None = None
         self.probe_endpoint: Endpoint | None = None
         self.nat_probe_observed: Endpoint | None = None  # our endpoint as the probe port saw it
+        self.mapping_changed = False  # set by on_observed; NodeSignalling clears it
 
     @property
     def vip(self) -> str:
@@ -287,18 +288,33 @@ class DcSession:
         if self.registration is None:
             return
         self.keepalive_at = now + max(1, self.registration.keepalive_s)
-        if msg.observed is not None and msg.observed != self.registration.observed:
-            # Our NAT mapping changed (7.3): tell the DC where we are, look at the NAT again.
-            self.registration = Registered(
-                self.registration.vip,
-                self.registration.prefix_len,
-                msg.observed,
-                self.registration.behind_nat,
-                self.registration.keepalive_s,
-            )
-            self.update(now)
-            if self.registration.behind_nat:
-                self.probe(now)
+        self.on_observed(msg.observed, now)
+
+    def on_observed(self, observed: Endpoint | None, now: float) -> bool:
+        """The DC's view of our endpoint (KEEPALIVE_ACK, UPDATE_ACK). A change means our NAT
+        mapping changed or we moved (7.3): tell the DC, look at the NAT again. True then."""
+        registration = self.registration
+        if registration is None or observed is None or observed == registration.observed:
+            return False
+        behind_nat = observed not in self._local_endpoints()
+        self.registration = Registered(
+            registration.vip,
+            registration.prefix_len,
+            observed,
+            behind_nat,
+            registration.keepalive_s,
+        )
+        self.moved(now)
+        self.mapping_changed = True
+        return True
+
+    def moved(self, now: float) -> None:
+        """We may be somewhere else: our endpoints and our NAT type to the DC again."""
+        self.nat_probe_observed = None
+        for old in self.tx.find(DcTx.UPDATE) + self.tx.find(DcTx.PROBE):
+            self.tx.finish(old.txid)  # the newer ones say it better
+        self.update(now)
+        self.probe(now)
 
     def on_probe_ack(self, msg: ProbeAck) -> None:
         self.nat_probe_observed = msg.observed

@@ -159,6 +159,28 @@ class NodeSignalling:
     def deregister(self, now: float) -> None:
         self.session.deregister(now)
 
+    def network_changed(self, now: float) -> None:
+        """Our addresses or routes changed (netlink), or our NAT mapping did: tell the DC
+        from where we are now (UPDATE, PROBE; the DC re-directs our tunnels, 7.3), move
+        our RS sessions and bindings (RELAY_KEEPALIVE) and each tunnel's peer endpoint
+        (an empty DATA: roaming) at once."""
+        if self.session.state == SessionState.REGISTERING:
+            self.session.register(now)  # no need to wait for the retry: try from here
+            return
+        if self.session.state != SessionState.REGISTERED:
+            return
+        self.session.moved(now)
+        self._follow(now)
+
+    def _follow(self, now: float) -> None:
+        """From our new endpoint: a RELAY_KEEPALIVE to each RS, an empty DATA per tunnel."""
+        self.relays.keepalive_now(now)
+        for tunnel in list(self.tunnels.by_ref.values()):
+            try:
+                self.wire.out.append((tunnel.seal(b"", now), tunnel.endpoint))
+            except CodecError:  # no keys to send with yet (a responder not confirmed)
+                continue
+
     def request_direction(self, fqdn: str, now: float) -> None:
         """Resolve fqdn through the DC and build a tunnel; a DirectionResolved follows."""
         fqdn = normalize_fqdn(fqdn)
@@ -333,6 +355,11 @@ class NodeSignalling:
             return
         if isinstance(msg, KeepaliveAck):
             self.session.on_keepalive_ack(msg, now)
+        elif isinstance(msg, UpdateAck):
+            self.session.on_observed(msg.observed, now)
+        if self.session.mapping_changed:  # our NAT mapping changed under us (rebinding)
+            self.session.mapping_changed = False
+            self._follow(now)
         elif isinstance(msg, DirectionResponse):
             if isinstance(tx.context, str):
                 self._on_direction_response(tx.context, msg, now)
@@ -353,7 +380,7 @@ class NodeSignalling:
         if isinstance(msg, TunnelGone):
             self.handshakes.close(self.wire.dc_id, msg.tunnel_id, now)
         else:
-            self._on_direction(msg.direction, now)
+            self._on_direction(msg.direction, now, again=isinstance(msg, RouteUpdate))
 
     def _wait_for_registration(self, fqdn: str) -> None:
         if fqdn in self._waiting_names:
@@ -376,8 +403,8 @@ class NodeSignalling:
         else:
             self._on_direction(msg.direction, now)
 
-    def _on_direction(self, direction: Direction, now: float) -> None:
+    def _on_direction(self, direction: Direction, now: float, again: bool = False) -> None:
         if direction.dc_id != self.wire.dc_id or direction.self_name not in self.wire.names:
             self.drops.drop("direction_not_for_us")
             return
-        self.handshakes.on_direction(direction, now)
+        self.handshakes.on_direction(direction, now, again)
