@@ -94,7 +94,14 @@ class Net:
     """Delivers datagrams between endpoints; `drop(datagram, src, dst)` can discard them.
     `sent` records every datagram as (source, destination, bytes)."""
 
-    def __init__(self, *, relays: bool = True, fake_tunnels: bool = False, seed: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        relays: bool = True,
+        fake_tunnels: bool = False,
+        seed: int = 1,
+        filtering: bool = False,
+    ) -> None:
         self.dc_key = StaticKey.generate()
         self.rs_key = StaticKey.generate()
         self.keys = {name: StaticKey.generate() for name in ("mn", "cn", "xn")}
@@ -120,6 +127,11 @@ class Net:
         self.dc_events: list = []
         self.sent: list[tuple[Endpoint, Endpoint, bytes]] = []
         self.data_drops: dict[str, Counter] = {}
+        # filtering=True: a NATed node (outside != inside) hears only from endpoints it has
+        # sent to, as a home router's conntrack lets in replies only.
+        self.filtering = filtering
+        self.opened: dict[str, set[Endpoint]] = {}
+        self.nat_dropped: Counter[str] = Counter()
 
     def make_dc(self) -> Coordinator:
         self._seed += 1
@@ -153,14 +165,42 @@ class Net:
             static=self.keys[name],
             dc_public=self.dc_key.public,
             dc_endpoint=DC_EP,
-            local_endpoints=lambda ep=inside: [ep],
+            local_endpoints=lambda name=name: [self.inside[name]],
             epoch_offset=EPOCH,
             make_handshakes=RecordingHandshakes if self.fake_tunnels else None,
         )
         self.nodes[name] = node
         self.events[name] = []
         self.data_drops[name] = Counter()
+        self.opened[name] = set()
         return node
+
+    def move(
+        self,
+        name: str,
+        inside: Endpoint,
+        outside: Endpoint | None = None,
+        probe_outside: Endpoint | None = None,
+    ) -> None:
+        """The node changes networks: new addresses, a NAT that has opened nothing yet."""
+        self.inside[name] = inside
+        self.outside[name] = outside or inside
+        self.probe_outside.pop(name, None)
+        if probe_outside is not None:
+            self.probe_outside[name] = probe_outside
+        self.opened[name] = set()
+
+    def restart(self, name: str) -> NodeSignalling:
+        """The node's process dies and starts again: same key and name, nothing else kept
+        (a new boot_id, no sessions, no tunnels)."""
+        node = self.add_node(
+            name, self.inside[name], self.outside[name], self.probe_outside.get(name)
+        )
+        node.start(self.now)
+        return node
+
+    def natted(self, name: str) -> bool:
+        return self.outside[name] != self.inside[name]
 
     def handshakes(self, name: str) -> RecordingHandshakes:
         return self.nodes[name].handshakes  # type: ignore[return-value]
@@ -171,6 +211,9 @@ class Net:
             return
         for name, node in self.nodes.items():
             if target not in (self.outside[name], self.probe_outside.get(name)):
+                continue
+            if self.filtering and self.natted(name) and src not in self.opened[name]:
+                self.nat_dropped[name] += 1
                 continue
             if datagram[1:2] == bytes([T_DATA]):  # the data path's, as the stages sort it
                 self.data_in(name, datagram, src)
@@ -187,6 +230,7 @@ class Net:
 
     def deliver(self, datagrams, source_name: str) -> None:
         for datagram, target in datagrams:
+            self.opened.setdefault(source_name, set()).add(target)
             src = self.outside[source_name]
             if target == DC_PROBE:
                 src = self.probe_outside.get(source_name, src)

@@ -132,7 +132,9 @@ def answer_for_status(query: Query, status: Status, vip: str | None, ttl: int = 
         # AAAA and other types: NOERROR with no answer until the VIPs have IPv6.
     elif status == Status.UNKNOWN:
         reply.header.rcode = RCODE.NXDOMAIN
-    else:  # OFFLINE, NO_ROUTE, time-outs, refusals: the name exists, try later
+    elif status == Status.OFFLINE:
+        pass  # NOERROR, no address: the name exists, its node is not online (as zone DNS)
+    else:  # NO_ROUTE, time-outs, refusals: the name exists, try later
         reply.header.rcode = RCODE.SERVFAIL
     return reply.pack()
 
