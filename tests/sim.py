@@ -101,12 +101,14 @@ class Net:
         fake_tunnels: bool = False,
         seed: int = 1,
         filtering: bool = False,
+        grant_lifetime_s: float = 3600.0,
     ) -> None:
         self.dc_key = StaticKey.generate()
         self.rs_key = StaticKey.generate()
         self.keys = {name: StaticKey.generate() for name in ("mn", "cn", "xn")}
         self.store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
         self._seed = seed
+        self.grant_lifetime_s = grant_lifetime_s
         self.relays = relays
         self.fake_tunnels = fake_tunnels
         self.dc = self.make_dc()
@@ -146,6 +148,7 @@ class Net:
             epoch_offset=EPOCH,
             probe_endpoint=DC_PROBE,
             relays=[(RS_EP, self.rs_key.public)] if self.relays else [],
+            grant_lifetime_s=self.grant_lifetime_s,
         )
 
     def add_node(

@@ -29,9 +29,9 @@ def _of(events, kind):
     return [e for e in events if isinstance(e, kind)]
 
 
-def _net(mn, cn, *, relays: bool = True) -> Net:
+def _net(mn, cn, *, relays: bool = True, grant_lifetime_s: float = 3600.0) -> Net:
     """mn and cn registered; each given as (inside, outside, probe_outside)."""
-    net = Net(filtering=True, relays=relays)
+    net = Net(filtering=True, relays=relays, grant_lifetime_s=grant_lifetime_s)
     net.add_node("mn", *mn)
     net.add_node("cn", *cn)
     for node in net.nodes.values():
@@ -228,3 +228,23 @@ def test_a_deregistered_peer_is_gone_at_once():
     net.nodes["cn"].deregister(net.now)
     net.run(1.0)
     assert not net.nodes["mn"].tunnels.by_ref
+
+
+def test_a_relayed_tunnel_outlives_its_grant():
+    """The DC renews the grant before it expires; the ends bind again, no handshake."""
+    net = _net(
+        (MN_LAN, MN_NAT, (MN_NAT[0], 40001)),
+        (CN_LAN, CN_NAT, (CN_NAT[0], 40002)),
+        grant_lifetime_s=60.0,
+    )
+    _connected(net)
+    keys_before = _tunnel(net, "mn").ring.current
+    (entry,) = net.relay.entries.values()
+    first_expiry = entry.expires_ms
+    for _ in range(9):  # 90 s: past the first grant's expiry, before the 120 s rekey
+        net.run(10.0)
+        assert _flows(net)
+    renewals = [e for e in _of(net.dc_events, RouteUpdated) if e.cause == "grant_renewal"]
+    assert renewals and entry.expires_ms > first_expiry
+    assert net.relay.entries[entry.key] is entry
+    assert _tunnel(net, "mn").ring.current is keys_before  # bound again, not handshaken

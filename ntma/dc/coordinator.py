@@ -168,8 +168,13 @@ class Coordinator:
         return events
 
     def get_timer(self) -> float:
-        times = [self.director.tx.next_deadline(), self.redirects.next_deadline()]
-        return min((t for t in times if t is not None), default=self._sweep_at)
+        times = [
+            self.director.tx.next_deadline(),
+            self.redirects.next_deadline(),
+            self.director.next_renewal(),
+            self._sweep_at,
+        ]
+        return min(t for t in times if t is not None)
 
     def online_record(self, fqdn: str) -> NodeRecord | None:
         """The node's record if it is registered and keeping alive (for DNS)."""

@@ -15,10 +15,14 @@ Rules:
   re-encrypted until that node acks it (8 s). A newer message for the same tunnel and end
   ends the older one's resends, so an old route never arrives after a new one.
 - Each end of a tunnel is told at most once that it is gone (`DirectedTunnel.lost`).
+- Grants expire (GRANT_LIFETIME_S): a tunnel with a relay gets a fresh Direction,
+  ROUTE_DIRECTION with a new grant, GRANT_RENEW_BEFORE_S before; an end whose route is
+  unchanged only binds again with it (no handshake).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 
 from ..proto.bodies_v2 import (
@@ -49,6 +53,7 @@ from .sessions import NodeSession
 
 DC_REQUEST_TIMEOUT_S = 8.0  # ROUTE_DIRECTION, ROUTE_UPDATE, TUNNEL_GONE: resent until acked
 OUTGOING_MAX = 65536  # the DC's own requests in flight (each names a live directed tunnel)
+GRANT_RENEW_BEFORE_S = 300.0  # a relayed tunnel's grant is renewed this long before expiry
 
 Outgoing = RouteDirection | RouteUpdate | TunnelGone
 Send = Callable[[NodeSession, Message, float], None]
@@ -80,6 +85,8 @@ class Director:
         self._epoch_ms = epoch_ms
         self._events = events
         self._drops = drops
+        self._renewals: list[tuple[int, int]] = []  # heap of (renew at, ms; tunnel id)
+        self._renew_before_ms = int(min(GRANT_RENEW_BEFORE_S * 1000, grant_lifetime_ms / 2))
 
     # --- a node asks -------------------------------------------------------------------
 
@@ -120,7 +127,7 @@ class Director:
             return
         for_requester, for_target, relay = self._directions(tunnel, plan, requester, target, now)
         for end, direction in ((target, for_target), (requester, for_requester)):
-            if end.public_key in tunnel.lost:
+            if end.public_key in tunnel.lost or cause == "grant_renewal":
                 msg: Outgoing = RouteDirection(self._txid(), direction)
             else:
                 msg = RouteUpdate(self._txid(), direction)
@@ -163,6 +170,27 @@ class Director:
                 self._send(session, tx.message, now)
         for tx in expired:
             self._events.append(RouteDirectionUnacked(tunnel_id=tx.context[0], kind=tx.kind))
+        self._renew_grants(now)
+
+    def next_renewal(self) -> float | None:
+        """When the next grant renewal is due, on the `now` clock."""
+        if not self._renewals:
+            return None
+        return self._renewals[0][0] / 1000 - self._epoch_ms(0.0) / 1000
+
+    def _renew_grants(self, now: float) -> None:
+        now_ms = self._epoch_ms(now)
+        while self._renewals and self._renewals[0][0] <= now_ms:
+            _, tunnel_id = heapq.heappop(self._renewals)
+            tunnel = self.tunnels.by_id.get(tunnel_id)
+            if tunnel is None or tunnel.grant_expires_ms is None:
+                continue
+            if tunnel.grant_expires_ms - now_ms > self._renew_before_ms:
+                continue  # renewed since (a re-direction): its own entry is in the heap
+            ends = [self.sessions.get(k) for k in (tunnel.requester_key, tunnel.target_key)]
+            if ends[0] is None or ends[1] is None or not (ends[0].online and ends[1].online):
+                continue  # dormant or ending: a re-direction will bring a fresh grant
+            self.redirect(tunnel, ends[0], ends[1], "grant_renewal", now)
 
     def _request(self, end: NodeSession, msg: Outgoing, tunnel: DirectedTunnel, now: float):
         older = tunnel.inflight.get(end.public_key)
@@ -184,9 +212,14 @@ class Director:
     ) -> tuple[Direction, Direction, RelayInfo | None]:
         """(the requester's Direction, the target's, the relay with its fresh grant)."""
         tunnel_id, relay = tunnel.tunnel_id, None
+        tunnel.grant_expires_ms = None
         if plan.route != Route.DIRECT:
             expires_ms = self._epoch_ms(now) + self._grant_lifetime_ms
             relay = relay_for(self.relays, self.dc_id, tunnel_id, expires_ms, requester, target)
+            if relay is not None:
+                tunnel.grant_expires_ms = expires_ms
+                renew_at = expires_ms - self._renew_before_ms
+                heapq.heappush(self._renewals, (renew_at, tunnel_id))
         role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
         names = (tunnel.requester, tunnel.target)
         for_target = direction_for(

@@ -320,6 +320,7 @@ class Relay:
         elif entry.ends != grant.ends:
             self._refuse(peer, msg, "grant_collision")
             return
+        entry.expires_ms = max(entry.expires_ms, grant.expires_ms)  # a renewed grant
         self._bind_side(entry, side, peer, now)
         self._reply(
             peer, RelayBound(msg.txid, Status.OK, grant.dc_id, grant.tunnel_id, peer.endpoint)

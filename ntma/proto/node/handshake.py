@@ -27,24 +27,23 @@ Tunnel) and, for keypairs, in the TunnelTable's by_index; all three are freed to
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..bodies_v2 import Direction, RelayInfo, TunnelAccept, TunnelClose, TunnelInit
 from ..buffer import CodecError, Endpoint
-from ..crypto import AuthError, StaticKey
+from ..crypto import AuthError
 from ..fields_v2 import Route, Status
-from ..gate import Admitted, HandshakeGate, SendCookie
+from ..gate import Admitted, SendCookie
 from ..handshake import InitFrame, OpenedInit, build_resp, open_init
-from ..initiate import Indexes, Initiations, PendingInit
-from ..machine import Drops
+from ..initiate import PendingInit
 from ..messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
 from ..noise import SessionKeys
 from ..session import REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, Keypair
 from ..tunnel import Tunnel, TunnelRef, TunnelTable, punch_datagram
-from .events import DirectionResolved, NodeEvent, RouteFallback, TunnelUp
-from .tunnels import Directed, EarlyInit, EarlyInits
+from .events import DirectionResolved, RouteFallback, TunnelUp
+from .ports import HandshakeWire, RelayBinder
+from .tunnels import Directed, EarlyInit, EarlyInits, only_grant_renewed
 from .wire import TunnelContext
 
 FIRST_DEADLINE_S = 12.0  # a first handshake ends with the requester's DNS deadline (7.2)
@@ -52,34 +51,6 @@ PUNCH_FALLBACK_S = 2.5  # hole punching gets this long before the relay takes ov
 PUNCH_AGAIN_S = (0.5, 1.5)  # a PUNCH responder punches again at these offsets
 DIRECTED_MAX = 4096  # Directions held (building or live): the DC bounds what it directs
 TUNNEL_INIT_MIN = REPLY_MAX[MsgType.TUNNEL_INIT]
-
-
-class HandshakeWire(Protocol):
-    """What this part uses of proto/node/wire.py's Wire."""
-
-    static: StaticKey
-    out: list[tuple[bytes, Endpoint]]
-    events: list[NodeEvent]
-    drops: Drops
-    indexes: Indexes
-    initiations: Initiations
-    gate: HandshakeGate
-    by_index: dict[int, object]
-    names: dict
-
-    def clock_epoch(self, now: float) -> float: ...
-
-    def send_via_relay(
-        self, relay: RelayInfo, dc_id: bytes, tunnel_id: int, datagram: bytes
-    ) -> None: ...
-
-
-class RelayBinder(Protocol):
-    """proto/node/relay.py's RelayBindings, as this part uses it."""
-
-    def bind(self, relay: RelayInfo, dc_id: bytes, tunnel_id: int, now: float) -> None: ...
-
-    def unbind(self, dc_id: bytes, tunnel_id: int) -> None: ...
 
 
 class Handshakes:
@@ -155,6 +126,11 @@ class Handshakes:
             return
         if direction == held.direction and not again:
             return  # the same Direction again (a retransmitted ROUTE_DIRECTION)
+        if not again and held.tunnel is not None and only_grant_renewed(held.direction, direction):
+            held.direction, held.tunnel.relay = direction, direction.relay
+            if self.relays is not None and self.needs_relay(*held.ref):
+                self.relays.bind(direction.relay, *held.ref, now)  # the same RS, a new grant
+            return
         if held.relay is not None and direction.relay != held.relay:
             self._unbind(held)  # the new route names another relay, or none
         held.direction = direction
@@ -600,3 +576,4 @@ class Handshakes:
                 self._forget(held)
             else:
                 self._release(tunnel.ring.all())
+

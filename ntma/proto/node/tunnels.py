@@ -10,7 +10,7 @@ fallback and punches, the first-handshake deadline and a rekey in progress.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..bodies_v2 import Direction, RelayInfo, TunnelInit
 from ..buffer import Endpoint
@@ -143,3 +143,13 @@ class EarlyInits:
 
     def __len__(self) -> int:
         return len(self._inits)
+
+def only_grant_renewed(old: Direction, new: Direction) -> bool:
+    """The same route through the same RS, only a fresh grant (the DC renews before expiry)."""
+    if old.relay is None or new.relay is None or old.relay.grant == new.relay.grant:
+        return False
+    same_rs = (old.relay.endpoint, old.relay.public_key) == (
+        new.relay.endpoint,
+        new.relay.public_key,
+    )
+    return same_rs and replace(new, relay=old.relay) == old
