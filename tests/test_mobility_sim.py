@@ -248,3 +248,17 @@ def test_a_relayed_tunnel_outlives_its_grant():
     assert renewals and entry.expires_ms > first_expiry
     assert net.relay.entries[entry.key] is entry
     assert _tunnel(net, "mn").ring.current is keys_before  # bound again, not handshaken
+
+
+def test_a_node_flapping_its_address_cannot_flood_its_peers():
+    """Hostile or broken: mn's source changes 100 times in 1 s. The DC re-directs its tunnels
+    at most once per 0.5 s, and the tunnel still works when it settles."""
+    net = _net((MN_LAN, MN_NAT, None), (CN_LAN, CN_NAT, None))
+    _connected(net)
+    before = len(_of(net.dc_events, RouteUpdated))
+    for i in range(100):
+        _move(net, "mn", MN_LAN, (MN_NAT[0], 42000 + i))
+        net.run(0.01, 0.01)
+    updates = len(_of(net.dc_events, RouteUpdated)) - before
+    assert 1 <= updates <= 3
+    assert _recovery_s(net, 1.5) <= 1.5

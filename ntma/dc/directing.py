@@ -178,6 +178,16 @@ class Director:
             return None
         return self._renewals[0][0] / 1000 - self._epoch_ms(0.0) / 1000
 
+    def _schedule_renewal(self, expires_ms: int, tunnel_id: int) -> None:
+        heapq.heappush(self._renewals, (expires_ms - self._renew_before_ms, tunnel_id))
+        if len(self._renewals) > 2 * len(self.tunnels) + 1024:  # stale entries of re-directions
+            self._renewals = [
+                (t.grant_expires_ms - self._renew_before_ms, t.tunnel_id)
+                for t in self.tunnels.by_id.values()
+                if t.grant_expires_ms is not None
+            ]
+            heapq.heapify(self._renewals)
+
     def _renew_grants(self, now: float) -> None:
         now_ms = self._epoch_ms(now)
         while self._renewals and self._renewals[0][0] <= now_ms:
@@ -218,8 +228,7 @@ class Director:
             relay = relay_for(self.relays, self.dc_id, tunnel_id, expires_ms, requester, target)
             if relay is not None:
                 tunnel.grant_expires_ms = expires_ms
-                renew_at = expires_ms - self._renew_before_ms
-                heapq.heappush(self._renewals, (renew_at, tunnel_id))
+                self._schedule_renewal(expires_ms, tunnel_id)
         role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
         names = (tunnel.requester, tunnel.target)
         for_target = direction_for(

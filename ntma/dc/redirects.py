@@ -13,7 +13,9 @@
   dormant tunnels are re-directed, so sessions survive a long gap.
 - `ended`: deregistered: TUNNEL_GONE(DEREGISTERED) to each peer, the tunnels end.
 A tunnel whose other end is offline waits (dormant) for it; one whose other end has no
-session any more ends, its online end told.
+session any more ends, its online end told. A node's tunnels are re-directed at most once
+per REDIRECT_MIN_INTERVAL_S: an authenticated node that flaps its source address cannot
+make the DC flood its peers with ROUTE_UPDATEs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .sessions import NodeSession
 PROBE_WAIT_S = 1.0  # longest wait for a moved node's probe before re-deciding anyway
 PROBE_FRESH_S = 0.5  # a probe this recent describes the new network
 DORMANT_KEEP_S = 600.0  # an offline node's tunnels wait this long for it
+REDIRECT_MIN_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -45,13 +48,17 @@ class Redirects:
         self._events = events
         self.due: dict[bytes, Due] = {}  # node key -> its pending re-direction
         self.dormant: OrderedDict[int, float] = OrderedDict()  # tunnel id -> since
+        self._last: dict[bytes, float] = {}  # node key -> its last re-direction
 
     @property
     def _sessions(self) -> dict[bytes, NodeSession]:
         return self._director.sessions
 
     def next_deadline(self) -> float | None:
-        times = [due.since + PROBE_WAIT_S for due in self.due.values()]
+        times = [
+            max(due.since + PROBE_WAIT_S, self._last.get(key, -1e9) + REDIRECT_MIN_INTERVAL_S)
+            for key, due in self.due.items()
+        ]
         if self.dormant:
             times.append(next(iter(self.dormant.values())) + DORMANT_KEEP_S)
         return min(times, default=None)
@@ -110,7 +117,10 @@ class Redirects:
                 continue
             if session.reach() is Reach.NAT and now - due.since < PROBE_WAIT_S:
                 continue  # its PROBE is on the way
+            if now - self._last.get(key, -1e9) < REDIRECT_MIN_INTERVAL_S:
+                continue  # flapping: once per interval
             del self.due[key]
+            self._remember(key, now)
             for tunnel in self._director.tunnels.of_key(key):
                 self._redirect(tunnel, due.cause, now)
         while self.dormant:
@@ -121,6 +131,11 @@ class Redirects:
             tunnel = self._director.tunnels.by_id.get(tunnel_id)
             if tunnel is not None:
                 self._remove(tunnel)
+
+    def _remember(self, key: bytes, now: float) -> None:
+        self._last[key] = now
+        if len(self._last) > 2 * len(self._sessions) + 64:  # bounded by the sessions
+            self._last = {k: t for k, t in self._last.items() if k in self._sessions}
 
     def _redirect(self, tunnel: DirectedTunnel, cause: str, now: float) -> None:
         ends = [self._sessions.get(k) for k in (tunnel.requester_key, tunnel.target_key)]
