@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     iproute2 nftables dnsmasq-base isc-dhcp-client udhcpc dnsutils iperf3 tcpdump ethtool \
-    tinc wireguard-go wireguard-tools openvpn \
+    conntrack tinc wireguard-go wireguard-tools openvpn \
     netcat-openbsd curl iputils-ping procps python3 python3-pip python3-venv >/dev/null
 # Debian's own python3 refuses system-wide pip installs (PEP 668); a Python of one's own
 # (pyenv, as on the project's machines) does not. Try the plain way first.

@@ -117,7 +117,10 @@ def test_topology_cn_behind_mns_nat() -> None:
         "address": "10.10.1.3",
         "public_address": "198.51.100.41",
         "port": 7401,
+        "slot": 1,
+        "slots": {},  # behind another host's NAT: none of its own networks in use
     }
+    assert state["nodes"]["mn"]["slots"] == {"nat": 1}
     assert state["nat"] == {"mn": "symmetric", "cn": "same", "adapter": "cone"}
 
 
@@ -142,16 +145,11 @@ def test_cn_same_needs_mn_behind_a_nat(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_block_direct_covers_every_ntm_end_address() -> None:
-    expected = {
-        "198.51.100.30",
-        "198.51.100.31",
-        "198.51.100.40",
-        "198.51.100.41",
-        "198.51.100.50",
-        "198.51.100.51",
-    }
+    """Both network slots of every host (`lab move` goes to the second)."""
+    expected = {f"198.51.100.{host}" for host in (30, 31, 32, 33, 40, 41, 42, 43, 50, 51, 52, 53)}
     assert set(lab.ntm_public_addresses()) == expected
-    derived = {ip for d in (*lab.NODE_DEFS, lab.ADAPTER_DEF) for ip in (d.direct_ip, d.wan_ip)}
+    defs = [d.at_slot(s) for d in (*lab.NODE_DEFS, lab.ADAPTER_DEF) for s in (1, 2)]
+    derived = {ip for d in defs for ip in (d.direct_ip, d.wan_ip)}
     assert derived == expected  # from the topology table, not a list of its own
     assert not {lab.DC_IP, lab.RS_IP, lab.WEB_IP} & expected
     topo = lab.build_topology({"mn": "cone"}, block_direct=True)

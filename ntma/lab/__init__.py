@@ -1,4 +1,5 @@
-"""`ntma lab up|down|status`: an NTMobile test lab built from Linux network namespaces.
+"""`ntma lab up|down|status|move|restart|nat-reset`: an NTMobile test lab built from Linux
+network namespaces.
 
 Topology (every namespace is named ``ntma-*``; nothing is created in the root namespace)::
 
@@ -18,6 +19,12 @@ Topology (every namespace is named ``ntma-*``; nothing is created in the root na
     ntma-gn     the general node (GN): eth0 up, no address, no routes, no ntma code; dhclient
                 there writes /etc/netns/ntma-gn/resolv.conf, never the machine's resolv.conf
 
+`lab move` puts mn, cn or the adapter on another network while its daemon runs on; each
+host has a second public address and a second NAT slot for it (mn .42, or 10.10.11.2 behind
+ntma-mn-nat2 with wan0 .43; cn .32, or 10.10.12.2 behind ntma-cn-nat2, wan0 .33; the adapter
+.52, or 10.10.13.2 behind ntma-adapter-nat2, wan0 .53), and a move alternates slots per kind
+(public; behind a NAT), so it always lands on a new public address.
+
 As in the source paper: GN -- NTMA -- NAT -- Internet (DC, RS, web, cn). NAT routers are
 `cone` (nftables masquerade: endpoint-independent mapping) or `symmetric` (masquerade
 fully-random: a new port per destination); either drops unsolicited UDP arriving on its WAN
@@ -33,13 +40,12 @@ One module per concern, each importing only those above it in this list:
     configs     the daemons' configs as `ntma.config` dataclasses, written by its writer
     daemons     start / stop / alive / wait for a log event
     lifecycle   lab_up, lab_down
+    mobility    lab_move, lab_restart, lab_nat_reset (a running lab changed under its daemons)
     status      lab_status (the `--json` form), format_status
     demo        `ntma lab demo`
     cli         `ntma lab ...` (argparse, main)
 
-Where coming features go: a node moved to another network is a `netns` step (move its
-eth0's peer to another bridge, readdress, reroute) plus an update of its `HostState`; a
-restarted daemon is `stop_daemon` + `start_daemon` (its spec keeps `log_start`); more GNs on
+Where coming features go: more GNs on
 one adapter or a second adapter are rows in `settings` and `topology` (a gn0 bridge like the
 shared NAT LAN) with their records in `state`; an IPv6-only network is `Iface`/`Namespace`
 rows with v6 cidrs and the NAT rules in `netns` for `ip6`.
@@ -64,6 +70,7 @@ from .daemons import (
 )
 from .keys import generate_key, write_private
 from .lifecycle import lab_down, lab_up
+from .mobility import RESTARTABLE, lab_move, lab_nat_reset, lab_restart
 from .netns import (
     block_direct_ruleset,
     ip,
@@ -86,6 +93,7 @@ from .settings import (
     GN_IFACE,
     GN_NS,
     GN_RESOLV_CONF,
+    MOVE_TARGETS,
     NODE_DEFS,
     RS_IP,
     STATS_INTERVAL,
@@ -93,6 +101,7 @@ from .settings import (
     ZONE,
     LabError,
     LabNotReady,
+    LabRefused,
     NodeDef,
 )
 from .state import (
@@ -107,7 +116,13 @@ from .state import (
     save_state,
 )
 from .status import FALLBACK_FIELDS, ROUTE_FIELDS, format_status, lab_events, lab_status
-from .topology import Topology, build_topology, ntm_public_addresses, resolve_nat_modes
+from .topology import (
+    Topology,
+    build_topology,
+    move_topology,
+    ntm_public_addresses,
+    resolve_nat_modes,
+)
 
 __all__ = [
     "ADAPTER_DEF",
@@ -121,7 +136,9 @@ __all__ = [
     "GN_IFACE",
     "GN_NS",
     "GN_RESOLV_CONF",
+    "MOVE_TARGETS",
     "NODE_DEFS",
+    "RESTARTABLE",
     "ROUTE_FIELDS",
     "RS_IP",
     "STATS_INTERVAL",
@@ -134,6 +151,7 @@ __all__ = [
     "KeyRecord",
     "LabError",
     "LabNotReady",
+    "LabRefused",
     "LabState",
     "LogEvent",
     "NodeDef",
@@ -149,6 +167,9 @@ __all__ = [
     "ip",
     "lab_down",
     "lab_events",
+    "lab_move",
+    "lab_nat_reset",
+    "lab_restart",
     "lab_status",
     "lab_up",
     "live_namespaces",
@@ -156,6 +177,7 @@ __all__ = [
     "log_events",
     "log_size",
     "main",
+    "move_topology",
     "nat_ruleset",
     "new_state",
     "ns_addresses",

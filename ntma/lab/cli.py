@@ -1,8 +1,10 @@
-"""`ntma lab up|down|status`: an NTMobile test lab built from Linux network namespaces.
+"""`ntma lab up|down|status|move|restart|nat-reset`: an NTMobile test lab built from Linux
+network namespaces.
 
 The lab's command line (`ntma lab ...` hands its arguments to `main`): argparse, one
 handler per command, and errors as one line (exit status 2 for a layout that cannot be
-built, 1 for a lab that would not come up).
+built or a request refused before anything was touched, 1 for a lab that would not come
+up or a step that failed).
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ from pathlib import Path
 
 from .demo import run_demo
 from .lifecycle import lab_down, lab_up
-from .settings import CN_NAT_MODES, DEFAULT_RUN_DIR, NAT_MODES, LabError, LabNotReady, one_line
+from .mobility import RESTARTABLE, lab_move, lab_nat_reset, lab_restart
+from .settings import (
+    CN_NAT_MODES,
+    DEFAULT_RUN_DIR,
+    MOVE_TARGETS,
+    NAT_MODES,
+    NTM_DEFS,
+    LabError,
+    LabNotReady,
+    LabRefused,
+    one_line,
+)
 from .status import format_status, lab_status
 from .topology import resolve_nat_modes
 
@@ -56,7 +69,42 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", parents=[common], help="bring up, show it working, tear down")
     _add_layout_arguments(demo)
+    _add_mobility_parsers(sub, common)
     return parser
+
+
+def _add_mobility_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """NODE and --to are checked by the commands themselves (one line, exit status 2)."""
+    json_out = argparse.ArgumentParser(add_help=False)
+    json_out.add_argument("--json", action="store_true", help="machine-readable output")
+    hosts = "{" + ",".join(NTM_DEFS) + "}"
+    move = sub.add_parser(
+        "move",
+        parents=[common, json_out],
+        help="move a running NTM host to another network (its daemon keeps running)",
+    )
+    move.add_argument("node", metavar=hosts)
+    move.add_argument("--to", required=True, metavar="{" + ",".join(MOVE_TARGETS) + "}")
+    move.add_argument(
+        "--down-for",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="time without a network between leaving the old one and joining (default 0)",
+    )
+    restart = sub.add_parser(
+        "restart",
+        parents=[common, json_out],
+        help="kill a daemon hard (SIGKILL) and start it again, waiting until it is ready",
+    )
+    restart.add_argument("node", metavar="{" + ",".join(RESTARTABLE) + "}")
+    restart.add_argument("--wait", type=float, default=20.0, metavar="SECONDS")
+    reset = sub.add_parser(
+        "nat-reset",
+        parents=[common, json_out],
+        help="flush the conntrack table (the mappings) of a host's own NAT router",
+    )
+    reset.add_argument("node", metavar=hosts)
 
 
 def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +178,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _print_record(record: dict[str, object], as_json: bool, summary: str) -> int:
+    print(json.dumps(record) if as_json else summary)
+    return 0
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    r = lab_move(args.run_dir, args.node, args.to, args.down_for)
+    summary = (
+        f"{r['node']}: {r['from']} {r['old_public_address']} -> {r['to']} "
+        f"{r['new_public_address']} (address {r['new_address']}); down after "
+        f"{r['down_at'] - r['started_at']:.3f}s, up {r['up_at'] - r['down_at']:.3f}s later"
+    )
+    return _print_record(r, args.json, summary)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    r = lab_restart(args.run_dir, args.node, args.wait)
+    took = f"{r['ready_at'] - r['killed_at']:.2f}s after the kill" if r["killed_at"] else "started"
+    summary = f"{r['daemon']}: pid {r['old_pid']} -> {r['pid']}, {r['ready_event']} ({took})"
+    return _print_record(r, args.json, summary)
+
+
+def cmd_nat_reset(args: argparse.Namespace) -> int:
+    r = lab_nat_reset(args.run_dir, args.node)
+    summary = f"{r['node']}: {r['flushed']} conntrack entries flushed in {r['nat_ns']}"
+    return _print_record(r, args.json, summary)
+
+
+HANDLERS = {
+    "up": cmd_up,
+    "down": cmd_down,
+    "status": cmd_status,
+    "demo": cmd_demo,
+    "move": cmd_move,
+    "restart": cmd_restart,
+    "nat-reset": cmd_nat_reset,
+}
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("up", "demo"):
@@ -138,9 +225,11 @@ def main(argv: list[str]) -> int:
         except LabError as exc:
             print(f"ntma lab {args.command}: error: {exc}", file=sys.stderr)
             return 2
-    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command]
     try:
-        return handler(args)
+        return HANDLERS[args.command](args)
+    except LabRefused as exc:  # nothing touched: like a bad command line
+        print(f"ntma lab {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
     except (LabError, OSError) as exc:
         print(f"ntma lab: error: {one_line(str(exc))}", file=sys.stderr)
         return 1

@@ -134,6 +134,26 @@ def stop_daemon(state: LabState, name: str, timeout: float = STOP_TIMEOUT_S) -> 
     save_state(state)
 
 
+def kill_daemon(state: LabState, name: str, timeout: float = 2.0) -> float | None:
+    """SIGKILL daemon `name`'s process group (no clean shutdown: a crash, as `lab restart`
+    wants) and wait until it is gone. Returns when the signal went (time.monotonic()), or
+    None when it was not running."""
+    d = state.daemons[name]
+    if not pid_alive(d.pid, d.starttime):
+        return None
+    assert d.pid is not None
+    _signal(d.pid, signal.SIGKILL, group=True)
+    killed_at = time.monotonic()
+    deadline = killed_at + timeout
+    while pid_alive(d.pid, d.starttime):
+        if time.monotonic() >= deadline:
+            raise LabError(f"{name} (pid {d.pid}) still alive {timeout:g}s after SIGKILL")
+        time.sleep(POLL_S / 5)
+    d.pid, d.starttime = None, None
+    save_state(state)
+    return killed_at
+
+
 def log_size(state: LabState, name: str) -> int:
     """Current size of a daemon's log; pass as `since` to wait_log_events for later events."""
     try:

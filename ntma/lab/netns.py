@@ -204,6 +204,49 @@ def build_network(topo: Topology) -> None:
             configure_block_direct(ns)
 
 
+# --------------------------------------------------------------------------- moves
+
+
+def _link_exists(ns: str, ifname: str) -> bool:
+    return run("ip", "-n", ns, "link", "show", ifname, check=False).returncode == 0
+
+
+def detach_host(host_ns: str, routers: Sequence[str]) -> None:
+    """Take `host_ns` off its network: delete its eth0 (the veth pair goes with it), then
+    the wan0 of each of its own `routers` and the router namespace. wan0 goes explicitly,
+    because a deleted namespace's devices go later, in the kernel's own time, and a router
+    made again under the same name needs its bridge port name free now."""
+    if _link_exists(host_ns, "eth0"):  # else an earlier move failed half-way
+        ip(host_ns, "link", "del", "eth0")
+    for router in routers:
+        run("ip", "-n", router, "link", "del", "wan0", check=False)
+        why = delete_namespace(router)
+        if why is not None:
+            raise LabError(f"could not delete {router}: {why}")
+
+
+def attach_host(host: Namespace, routers: Sequence[Namespace], links: Sequence[Link]) -> None:
+    """Build a moved host's new network with the building blocks `build_network` uses: its
+    router namespaces, the links, the host's default route, the routers' forwarding and NAT
+    (the host namespace already exists and keeps its sysctls)."""
+    for router in routers:
+        create_namespace(router)
+    for link in links:
+        create_link(link)
+    configure_routes(host)
+    for router in routers:
+        configure_forwarding(router)
+        configure_nat(router)
+
+
+def forget_neighbour(namespaces: Sequence[str], address: str) -> None:
+    """Drop what `namespaces` cached for `address`'s MAC: an address a host comes back to sits
+    on a new veth, and a stale entry would stall traffic to it for seconds (neighbour
+    probing) where a real network change does not."""
+    for ns in namespaces:
+        run("ip", "-n", ns, "neigh", "flush", "to", address, check=False)
+
+
 def make_wire_like(ns: str, ifname: str) -> None:
     """A veth hands its peer frames with checksums left to "hardware" and TCP segments of
     up to 64 KB; a real NIC puts complete, MTU-sized frames on the wire. The adapter's raw

@@ -6,7 +6,7 @@ further NTM host (a third node, a second adapter) is one more `NodeDef` row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 NS_PREFIX = "ntma-"
@@ -32,6 +32,7 @@ ETC_NETNS = Path("/etc/netns")
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 REQUIRED_TOOLS = ("ip", "nft", "dnsmasq", "ethtool")
+CONNTRACK = "conntrack"  # `lab nat-reset` (Debian's conntrack package)
 
 #: NAT type -> nftables statement used on the NAT router's WAN interface.
 NAT_RULES: dict[str, str] = {
@@ -39,6 +40,11 @@ NAT_RULES: dict[str, str] = {
     "symmetric": "masquerade fully-random",
 }
 NAT_MODES = ("none", *NAT_RULES)
+#: `lab move --to` choice -> the NAT mode the host then has ("public": on the Internet).
+MOVE_TARGETS: dict[str, str] = {"public": "none", "cone": "cone", "symmetric": "symmetric"}
+#: A host's networks of one kind (public, or behind a NAT of its own): slot 1 at `lab up`,
+#: and each move alternates, so a move always lands on a new public address.
+SLOTS = (1, 2)
 #: A node whose NAT mode is "same" sits behind another node's NAT (NodeDef.same_nat_as).
 SAME_NAT = "same"
 CN_NAT_MODES = (*NAT_MODES, SAME_NAT)
@@ -71,6 +77,11 @@ class LabError(RuntimeError):
     """Building or tearing down the lab failed (message is one line)."""
 
 
+class LabRefused(LabError):
+    """A request the lab cannot carry out as asked (unknown name, no such NAT, a tool
+    missing); refused before anything was touched (exit status 2 in the CLI)."""
+
+
 class LabNotReady(LabError):
     """A daemon did not report readiness in time; the lab is left up for inspection."""
 
@@ -80,8 +91,21 @@ def one_line(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Slot:
+    """A second network a host can move to: its public address there, or its NAT router's
+    wan0 address and private /24 (first three octets) there."""
+
+    direct_ip: str
+    wan_ip: str
+    lan_net: str
+
+
+@dataclass(frozen=True)
 class NodeDef:
-    """An NTM host (node or adapter) and where it attaches (directly or behind its own NAT)."""
+    """An NTM host (node or adapter) and where it attaches (directly or behind its own NAT).
+
+    The address fields are the host's slot-1 networks (where `lab up` puts it); `slot2` holds
+    the networks `lab move` alternates to; `at_slot(2)` is the host as seen from there."""
 
     name: str  # "mn"
     direct_ip: str  # eth0 address on the Internet segment when nat == "none"
@@ -93,6 +117,8 @@ class NodeDef:
     label: str | None = None  # DNS label registered with the DC, when not `name`
     same_nat_as: str | None = None  # nat "same": behind this node's NAT router...
     same_nat_host: int = 3  # ...at <its lan_net>.<same_nat_host>
+    slot2: Slot | None = None
+    slot: int = 1  # which slot the address fields above are
 
     @property
     def ns(self) -> str:
@@ -100,7 +126,19 @@ class NodeDef:
 
     @property
     def nat_ns(self) -> str:
-        return f"{NS_PREFIX}{self.name}-nat"
+        """Its NAT router's namespace on this slot (slot 2's has a name of its own: a move
+        from one NAT to the other never rebuilds the router it is leaving)."""
+        return f"{NS_PREFIX}{self.name}-nat" + ("" if self.slot == 1 else str(self.slot))
+
+    def at_slot(self, slot: int) -> NodeDef:
+        if slot == self.slot:
+            return self
+        if slot != 2 or self.slot2 is None:
+            raise LabError(f"{self.name} has no network slot {slot} (choose {SLOTS})")
+        s = self.slot2
+        return replace(
+            self, direct_ip=s.direct_ip, wan_ip=s.wan_ip, lan_net=s.lan_net, slot2=None, slot=2
+        )
 
     @property
     def fqdn(self) -> str:
@@ -108,14 +146,34 @@ class NodeDef:
 
 
 NODE_DEFS: tuple[NodeDef, ...] = (
-    NodeDef("mn", "198.51.100.40", "198.51.100.41", "10.10.1", default_nat="cone"),
     NodeDef(
-        "cn", "198.51.100.30", "198.51.100.31", "10.10.2", default_nat="none", same_nat_as="mn"
+        "mn",
+        "198.51.100.40",
+        "198.51.100.41",
+        "10.10.1",
+        default_nat="cone",
+        slot2=Slot("198.51.100.42", "198.51.100.43", "10.10.11"),
+    ),
+    NodeDef(
+        "cn",
+        "198.51.100.30",
+        "198.51.100.31",
+        "10.10.2",
+        default_nat="none",
+        same_nat_as="mn",
+        slot2=Slot("198.51.100.32", "198.51.100.33", "10.10.12"),
     ),
 )
 #: The adapter registers the general node behind it as gn.ntm.example.
 ADAPTER_DEF = NodeDef(
-    "adapter", "198.51.100.50", "198.51.100.51", "10.10.3", "cone", role="adapter", label="gn"
+    "adapter",
+    "198.51.100.50",
+    "198.51.100.51",
+    "10.10.3",
+    "cone",
+    role="adapter",
+    label="gn",
+    slot2=Slot("198.51.100.52", "198.51.100.53", "10.10.13"),
 )
 #: Every NTM end, by name: the nodes, then the adapter.
 NTM_DEFS: dict[str, NodeDef] = {d.name: d for d in (*NODE_DEFS, ADAPTER_DEF)}

@@ -4,11 +4,12 @@
 missing, unreadable or of another version: `lab down` then still cleans up by namespace
 names). `new_state` plans a lab from a topology and the NAT modes, before anything runs.
 
-Where coming features go: a node moved to another network updates its `HostState`
-(`address`, `public_address`, `nat`, `nat_ns`) and `planned_addresses`; a restarted daemon
-is `stop_daemon` + `start_daemon` on its `DaemonSpec` (the spec keeps `log_start`, so status
-still reads the whole lab's log); more GNs or a second adapter are more `AdapterState`s and
-`GnState`s (today one of each, under "adapter" and "gn").
+A host moved to another network (`lab move`) has its `HostState` (`nat`, `nat_ns`,
+`address`, `public_address`, `slot`, `slots`), `nat`, `namespaces` and `planned_addresses`
+rewritten by `record_attachment`; a restarted daemon is a new pid on its `DaemonSpec` (the
+spec keeps `log_start`, so status still reads the whole lab's log). Where coming features
+go: more GNs or a second adapter are more `AdapterState`s and `GnState`s (today one of
+each, under "adapter" and "gn").
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .settings import (
     ZONE,
     NodeDef,
 )
-from .topology import Namespace, Topology, resolve_nat_modes
+from .topology import Attachment, Namespace, Topology, network_kind, resolve_nat_modes
 
 # --------------------------------------------------------------------------- records
 
@@ -64,6 +65,8 @@ class HostState:
     address: str  # on its eth0
     public_address: str  # what the Internet sees: its own, or its router's wan0
     port: int
+    slot: int = 1  # which of its networks of this kind it is on (settings.SLOTS)
+    slots: dict[str, int] = field(default_factory=dict)  # kind -> the slot it last used
 
 
 @dataclass
@@ -339,12 +342,16 @@ def daemon_specs(run_dir: Path, nodes: Iterable[HostState]) -> dict[str, DaemonS
     return specs
 
 
-def host_state(node: NodeDef, nat: str) -> HostState:
+def host_state(node: NodeDef, nat: str, slot: int = 1) -> HostState:
+    """`node` attached as `nat` on its network `slot` (a "same" guest: on its NAT owner's
+    slot 1, where `lab up` puts the owner)."""
     behind_nat = nat != "none"
+    node = node.at_slot(slot) if nat != SAME_NAT else node
     router, host = node, 2
     if nat == SAME_NAT:
         router = next(d for d in NODE_DEFS if d.name == node.same_nat_as)
         host = node.same_nat_host
+    kind = network_kind(nat)
     return HostState(
         name=node.name,
         ns=node.ns,
@@ -354,6 +361,8 @@ def host_state(node: NodeDef, nat: str) -> HostState:
         address=f"{router.lan_net}.{host}" if behind_nat else node.direct_ip,
         public_address=router.wan_ip if behind_nat else node.direct_ip,
         port=node.port,
+        slot=node.slot,
+        slots={kind: node.slot} if kind else {},
     )
 
 
@@ -380,3 +389,27 @@ def new_state(
         adapter=adapter_state(ADAPTER_DEF, nat_of[ADAPTER_DEF.name], adapter_autostart),
         daemons=daemon_specs(Path(run_dir), nodes.values()),
     )
+
+
+# --------------------------------------------------------------------------- moves
+
+
+def record_attachment(
+    state: LabState, host: HostState, attachment: Attachment, removed: Iterable[str]
+) -> None:
+    """The state once `host` (its new record) is attached as `attachment`, the router
+    namespaces `removed` gone: its record and NAT mode, the planned namespaces and addresses."""
+    if host.name == state.adapter.name:
+        assert isinstance(host, AdapterState)
+        state.adapter = host
+    else:
+        state.nodes[host.name] = host
+    state.nat[host.name] = host.nat
+    for ns in removed:
+        state.namespaces.pop(ns, None)
+        state.planned_addresses.pop(ns, None)
+    planned = Topology((attachment.host, *attachment.routers), attachment.links).addresses()
+    for ns in (attachment.host, *attachment.routers):
+        state.namespaces[ns.name] = ns
+        kept = state.planned_addresses.get(ns.name, {}) if ns is attachment.host else {}
+        state.planned_addresses[ns.name] = {**kept, **planned[ns.name]}

@@ -36,6 +36,7 @@ from .settings import (
     RS_IP,
     RS_NS,
     SAME_NAT,
+    SLOTS,
     WEB_IP,
     WEB_NS,
     LabError,
@@ -148,9 +149,17 @@ def _lan_port(owner: NodeDef, host: NodeDef, ip: str) -> Link:
 
 
 def ntm_public_addresses() -> tuple[str, ...]:
-    """Every address an NTM end (node or adapter) can have on the Internet segment: its own
-    when it is public, its NAT router's wan0 otherwise."""
-    return tuple(sorted({ip for d in NTM_DEFS.values() for ip in (d.direct_ip, d.wan_ip)}))
+    """Every address an NTM end (node or adapter) can have on the Internet segment, on
+    either slot (`lab move` goes there): its own when it is public, its NAT router's wan0
+    otherwise."""
+    slots = [d.at_slot(s) for d in NTM_DEFS.values() for s in SLOTS if s == 1 or d.slot2]
+    return tuple(sorted({ip for d in slots for ip in (d.direct_ip, d.wan_ip)}))
+
+
+def network_kind(nat: str) -> str | None:
+    """A host's networks come in two kinds, each with its slots: "public", and "nat" (behind
+    a router of its own, cone or symmetric); None for "same" (another host's NAT)."""
+    return {"none": "public", **dict.fromkeys(NAT_RULES, "nat")}.get(nat)
 
 
 def resolve_nat_modes(nat_by_node: dict[str, str]) -> dict[str, str]:
@@ -184,6 +193,30 @@ def adapter_topology(adapter: NodeDef, nat: str) -> tuple[list[Namespace], list[
         Iface(adapter.ns, ADAPTER_GN_IFACE, ipv6=False), Iface(GN_NS, GN_IFACE, ipv6=False)
     )
     return [*namespaces, gn], [*links, gn_link]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Where a moved host attaches: its host namespace's record (the namespace itself stays,
+    daemon and all), the router namespaces to make (none when public) and the links to make
+    (its eth0, and a router's wan0)."""
+
+    host: Namespace
+    routers: tuple[Namespace, ...]
+    links: tuple[Link, ...]
+
+
+def move_topology(node: NodeDef, nat: str, slot: int) -> Attachment:
+    """`node` after `lab move` to `nat` ("none", "cone", "symmetric") on `slot`. The
+    adapter's gn0 link and the GN are not part of it: they stay as they are."""
+    if nat not in NAT_MODES:
+        raise LabError(f"unknown NAT mode for {node.name}: {nat!r} (choose {NAT_MODES})")
+    namespaces, links = node_topology(node.at_slot(slot), nat)
+    host = next(ns for ns in namespaces if ns.name == node.ns)
+    if node.role == "adapter":
+        host = replace(host, ip_forward=True)  # as adapter_topology has it
+    routers = tuple(ns for ns in namespaces if ns.name != node.ns)
+    return Attachment(host, routers, tuple(links))
 
 
 def build_topology(nat_by_node: dict[str, str], *, block_direct: bool = False) -> Topology:
