@@ -12,6 +12,9 @@ hand-off to a waiting stage costs one scheduler pass, not two.
   handshakes must not stall the data path; retransmission recovers real ones.
 - Direction requests from the DNS responder drop the newest when full (the
   query then times out with SERVFAIL).
+- Network changes from netwatch hold one pending NetChange; a further one while it
+  waits is dropped (counted `coalesced`): the consumer re-reads the kernel's state
+  itself, so the one pending change already stands for every later one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ DATA_QUEUE_BATCHES = 16
 SIGNAL_QUEUE_BATCHES = 64
 CONTROL_QUEUE_BATCHES = 32  # ARP, DHCP, DNS from the GN: drop newest when full
 DIRECTION_QUEUE = 64
+NETWATCH_QUEUE = 1  # NetChange items, not batches: drop newest (coalesce) when full
 
 
 class Batch(list):
