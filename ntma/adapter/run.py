@@ -104,7 +104,9 @@ async def run_adapter(config: AdapterConfig) -> None:
         listen=config.listen,
         exclude={config.passthrough_tun, config.gn_interface},
     )
-    pipe = NodePipeline(sm)
+    pipe = NodePipeline(
+        sm, watch_exclude=frozenset({config.passthrough_tun, config.gn_interface})
+    )
     stamps = restore_timestamp(sm.wire.initiations, config.key_path)
     resolver = DnsResolver(
         pipe.broker, config.dns_upstream, config.ntm_suffixes, pipe.spans.stage("dns")

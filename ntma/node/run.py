@@ -37,7 +37,7 @@ async def run_node(config: NodeConfig) -> None:
         listen=config.listen,
         exclude={config.tun_name},
     )
-    pipe = NodePipeline(sm)
+    pipe = NodePipeline(sm, watch_exclude=frozenset({config.tun_name}))
     stamps = restore_timestamp(sm.wire.initiations, config.key_path)
     current_vip: list[str] = []
 

@@ -3,12 +3,14 @@
     <front end> -> encapsulate -> udp_send <- signalling, tunnel keep-alive
     udp_receive -> decapsulate -> <front end>
                 -> signalling -> tunnels into the TunnelTable, answers to DNS
+    netwatch (kernel address/route/link notices) -> signalling (re-announce, 7.3)
 
 pipeline.py starts it under each front end (the node's TUN, the adapter's GN link).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import trio
@@ -17,9 +19,10 @@ from ..io.packetio import DatagramIO
 from ..observe.spans import Spans
 from ..proto.node import NodeSignalling
 from ..proto.tunnel import TunnelTable
-from .channels import DATA_QUEUE_BATCHES, SIGNAL_QUEUE_BATCHES, Batch
+from .channels import DATA_QUEUE_BATCHES, NETWATCH_QUEUE, SIGNAL_QUEUE_BATCHES, Batch
 from .hop import open_hop_channel
 from .keepalive import run_tunnel_keepalive
+from .netwatch import run_netwatch
 from .receive import run_decapsulate, run_udp_receive
 from .send import run_encapsulate, run_udp_send
 from .signalling import DirectionBroker, run_signalling
@@ -31,6 +34,9 @@ class NodePipeline:
     table: TunnelTable = field(init=False)  # the machine's: it installs, data stages read
     spans: Spans = field(default_factory=Spans)
     broker: DirectionBroker | None = None
+    # Interfaces netwatch ignores (our own TUN, the GN link); None: no netwatch (tests that
+    # run without a kernel of their own).
+    watch_exclude: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         self.table = self.sm.tunnels
@@ -77,8 +83,14 @@ async def start_core(
         to_udp_send[0].clone(),
         spans.stage("keepalive"),
     )
+    changes_send, changes = open_hop_channel(NETWATCH_QUEUE)
+    if pipe.watch_exclude is not None:
+        watch = functools.partial(run_netwatch, exclude=pipe.watch_exclude)
+        await nursery.start(watch, changes_send, spans.stage("netwatch"))
+    else:
+        await changes_send.aclose()  # signalling then waits on datagrams and names only
     await nursery.start(
-        run_signalling,
+        functools.partial(run_signalling, changes=changes),
         pipe.sm,
         udp_to_signalling[1],
         to_udp_send[0],

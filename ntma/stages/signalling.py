@@ -1,9 +1,11 @@
 """Signalling task: drives the node's sans-IO state machine with the clock.
 
 Inputs: signalling datagrams from UDP receive, names from the DNS responder
-(through the DirectionBroker). Outputs: datagrams to UDP send, answers to waiting DNS
-queries, drop counts, and log lines. The machine installs tunnels into the TunnelTable
-itself (it owns them; the data stages read that table).
+(through the DirectionBroker), and changes of our own addresses and routes from netwatch
+(NodeSignalling.network_changed: re-announce from where we are). Outputs: datagrams
+to UDP send, answers to waiting DNS queries, drop counts, and log lines. The machine
+installs tunnels into the TunnelTable itself (it owns them; the data stages read that
+table).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..proto.machine import Drops
 from ..proto.names import normalize_fqdn
 from ..proto.node import DirectionResolved, NodeSignalling, Registered
 from .channels import DIRECTION_QUEUE, Batch
+from .netwatch import NetChange
 
 
 class DirectionBroker:
@@ -64,11 +67,13 @@ async def run_signalling(
     stats: StageStats,
     on_registered: Callable[[Registered], Awaitable[None]],
     *,
+    changes: trio.abc.ReceiveChannel[NetChange] | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     log = structlog.get_logger().bind(stage="signalling", fqdn=sm.fqdn)
     counted: Counter[str] = Counter()  # of sm.drops, already added to stats
-    async with inbox, udp_out, broker.requests:
+    watch = _Changes(changes, log)
+    async with inbox, udp_out, broker.requests, watch:
         sm.start(trio.current_time())
         task_status.started()
         while True:
@@ -76,14 +81,49 @@ async def run_signalling(
             await _flush(sm, udp_out, broker, log, on_registered)
             timer = sm.get_timer()
             with trio.move_on_at(timer if timer is not None else trio.current_time() + 60):
-                await _next_input(sm, inbox, broker)
+                await _next_input(sm, inbox, broker, watch)
             sm.handle_timer(trio.current_time())
 
 
+class _Changes:
+    """netwatch's channel, while it lasts (it closes when netlink is unavailable)."""
+
+    def __init__(self, channel: trio.abc.ReceiveChannel[NetChange] | None, log) -> None:
+        self.channel, self._log = channel, log
+
+    async def __aenter__(self) -> _Changes:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.channel is not None:
+            await self.channel.aclose()
+
+    async def next(self, sm: NodeSignalling) -> None:
+        if self.channel is None:
+            await trio.sleep_forever()
+        try:
+            change = await self.channel.receive()
+        except trio.EndOfChannel:
+            self.channel = None
+            return
+        now = trio.current_time()
+        self._log.info(
+            "network_changed",
+            kinds=sorted(change.kinds),
+            ifnames=sorted(change.ifnames),
+            state=sm.session.state.value,
+        )
+        sm.network_changed(now)
+
+
 async def _next_input(
-    sm: NodeSignalling, inbox: trio.abc.ReceiveChannel, broker: DirectionBroker
+    sm: NodeSignalling,
+    inbox: trio.abc.ReceiveChannel,
+    broker: DirectionBroker,
+    watch: _Changes,
 ) -> None:
-    """Wait for a datagram batch or a name to resolve, whichever comes first."""
+    """Wait for a datagram batch, a name to resolve or a network change, whichever comes
+    first."""
     async with trio.open_nursery() as nursery:
 
         async def datagrams() -> None:
@@ -98,8 +138,13 @@ async def _next_input(
             sm.request_direction(fqdn, trio.current_time())
             nursery.cancel_scope.cancel()
 
+        async def network() -> None:
+            await watch.next(sm)
+            nursery.cancel_scope.cancel()
+
         nursery.start_soon(datagrams)
         nursery.start_soon(names)
+        nursery.start_soon(network)
 
 
 async def _flush(sm, udp_out, broker, log, on_registered) -> None:
