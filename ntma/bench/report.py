@@ -2,7 +2,8 @@
 
 In process (always): one benchmark per stage, and the whole pipeline with fake I/O.
 With --lab: the end-to-end measurements on the namespace lab (needs root), including
-the paper's Table 2 and the userspace tunnels a user would pick instead.
+the paper's Table 2 and the userspace tunnels a user would pick instead. With --handover
+(instead): moves, restarts and NAT resets under traffic on the lab (`bench/handover/`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ import sys
 from pathlib import Path
 
 from ..observe.log import configure_logging
+from .handover.cli import add_arguments as add_handover_arguments
+from .handover.cli import check_arguments as check_handover_arguments
+from .handover.cli import run_from_args as run_handover
+from .handover.settings import DEFAULT_RUN_DIR as HANDOVER_RUN_DIR
 from .pipeline import run_pipeline_benchmark
 from .stages import StageResult, run_stage_benchmarks
+
+LAB_RUN_DIR = Path("/run/ntma-bench-lab")
 
 
 def stage_table(results: list[dict]) -> str:
@@ -80,7 +87,7 @@ def plot_stage_latencies(results: list[StageResult], path: Path) -> bool:
     return True
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntma bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out",
@@ -92,8 +99,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--lab", action="store_true", help="also measure end to end on the namespace lab (root)"
     )
-    parser.add_argument("--run-dir", type=Path, default=Path("/run/ntma-bench-lab"))
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help=f"the lab's run directory ({LAB_RUN_DIR}; --handover: one per scenario under "
+        f"{HANDOVER_RUN_DIR})",
+    )
+    add_handover_arguments(parser)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    check_handover_arguments(parser, args)
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.handover:
+        configure_logging("warning", json=True)
+        return run_handover(args)
     configure_logging("warning", json=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stage_results = run_stage_benchmarks(args.seconds)
@@ -124,7 +152,8 @@ def main(argv: list[str]) -> int:
     if args.lab:
         from .lab import format_lab_report, run_lab_bench
 
-        report["lab"] = run_lab_bench(args.run_dir, seconds=max(3.0, args.seconds * 5))
+        seconds = max(3.0, args.seconds * 5)
+        report["lab"] = run_lab_bench(args.run_dir or LAB_RUN_DIR, seconds=seconds)
         md += ["", format_lab_report(report["lab"])]
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     (args.out / "bench.md").write_text("\n".join(md) + "\n")
