@@ -338,11 +338,16 @@ class Coordinator:
 
     def _commit(self, pending: Pending, now: float) -> NodeSession:
         """Key confirmation: the registration takes effect."""
+        old = self.table.by_key.get(pending.public_key)
+        was_offline = old is not None and not old.online
         session, replaced, freed = self.table.commit(pending, now)
         self._release(freed)
         self.store.record_timestamp(pending.public_key, pending.timestamp)
         self.gate.pin(pending.public_key)
         if replaced is None and session.previous is not None:
+            if was_offline:  # registered again after an outage, same process: it is back
+                self._events.append(NodeOnline(session.fqdn))
+                self.redirects.back_online(session, now)
             return session  # a rekey of a live session: nothing else changes
         self.store.register(
             session.fqdn,
