@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -42,6 +42,9 @@ from ..proto.bodies_v2 import (
     Keepalive,
     KeepaliveAck,
     Message,
+    NameAdd,
+    NameAddAck,
+    NameRemove,
     Probe,
     ProbeAck,
     Register,
@@ -62,11 +65,14 @@ from ..proto.machine import Drops
 from ..proto.messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
 from ..proto.names import normalize_fqdn
 from ..proto.session import Keypair
-from .admission import Admission
+from .admission import Admission, SubZone
 from .directing import Director
 from .directions import DirectedTunnels, RelayChoice
 from .events import (
     DcEvent,
+    NameAdded,
+    NameRefused,
+    NameRemoved,
     NodeDeregistered,
     NodeMoved,
     NodeNat,
@@ -86,7 +92,8 @@ GRANT_LIFETIME_S = 3600.0  # a relay accepts binds for a tunnel this long
 DC_BUDGET_MIN = 500.0  # handshakes per second before "under load" (4.5)
 REGISTER_INIT_MIN = REPLY_MAX[MsgType.REGISTER]
 
-Request = Keepalive | Update | DirectionRequest | Deregister | TunnelClosed
+Request = Keepalive | Update | DirectionRequest | Deregister | TunnelClosed | NameAdd | NameRemove
+NAMES_PER_SESSION_MAX = 256  # names one session may hold (section 10)
 
 
 class Coordinator:
@@ -106,6 +113,7 @@ class Coordinator:
         relays: list[tuple[Endpoint, bytes]] = (),  # type: ignore[assignment]
         grant_lifetime_s: float = GRANT_LIFETIME_S,
         budget_per_s: float | None = None,
+        subzones: Sequence[SubZone] = (),
     ) -> None:
         self._static = static
         self.dc_id = dc_id_of(static.public)
@@ -113,7 +121,7 @@ class Coordinator:
         self.relays = [RelayChoice(ep, key, grant_key(static, key)) for ep, key in relays]
         self._grant_lifetime_ms = int(grant_lifetime_s * 1000)
         self.store = store
-        self.admission = Admission(zone, admission)
+        self.admission = Admission(zone, admission, subzones)
         self.zone = self.admission.zone
         self.keepalive_s = keepalive_s
         self._offline_after = keepalive_s * keepalive_misses
@@ -421,6 +429,14 @@ class Coordinator:
             return UpdateAck(msg.txid, Status.OK, session.endpoint)
         if isinstance(msg, DirectionRequest):
             return self._on_direction_request(session, msg, now)
+        if isinstance(msg, NameAdd):
+            return self._on_name_add(session, msg, now)
+        if isinstance(msg, NameRemove):
+            if msg.fqdn in session.added:
+                del session.added[msg.fqdn]
+                self.redirects.name_removed(session, msg.fqdn, now)
+                self._events.append(NameRemoved(session.fqdn, msg.fqdn))
+            return Ack(msg.txid)
         if isinstance(msg, TunnelClosed):
             tunnel = self.tunnels.by_id.get(msg.tunnel_id)
             if tunnel is not None and session.public_key in (
@@ -430,6 +446,45 @@ class Coordinator:
                 self.tunnels.remove(msg.tunnel_id)
             return Ack(msg.txid)
         return Ack(msg.txid)  # DEREGISTER
+
+    def _on_name_add(self, session: NodeSession, msg: NameAdd, now: float) -> NameAddAck:
+        """One more name for this session (a device behind an adapter): admitted for the
+        session's key, not held by another online node; its VIP kept across restarts."""
+        fqdn = msg.fqdn
+        if session.holds(fqdn):
+            return NameAddAck(msg.txid, Status.OK, fqdn, vip4=session.vip_of(fqdn))
+        if len(session.added) + 1 >= NAMES_PER_SESSION_MAX:
+            return self._name_refused(session, msg, Status.TOO_MANY_NAMES, "names per session")
+        record = self.store.get(fqdn)
+        refusal = self.admission.refusal(
+            fqdn, session.public_key, self.store.count_under, stored=record is not None
+        )
+        if refusal:
+            status = Status.TOO_MANY_NAMES if "max_names" in refusal else Status.REFUSED
+            return self._name_refused(session, msg, status, refusal)
+        if record is not None and record.public_key != session.public_key:
+            holder = self.sessions.get(record.public_key)
+            if holder is not None and holder.online and holder.holds(fqdn):
+                return self._name_refused(session, msg, Status.NAME_TAKEN, "held by another node")
+        try:
+            vip = record.vip if record is not None else self.store.free_vip(
+                self.table.reserved_vips()
+            )
+        except PoolExhausted:
+            return self._name_refused(session, msg, Status.POOL_EXHAUSTED, "VIP pool exhausted")
+        self.store.register(
+            fqdn, session.public_key, session.endpoint, session.local_endpoints,
+            self._epoch_ms(now), vip=vip,
+        )
+        session.added[fqdn] = vip
+        self._events.append(NameAdded(session.fqdn, fqdn, vip))
+        return NameAddAck(msg.txid, Status.OK, fqdn, vip4=vip)
+
+    def _name_refused(
+        self, session: NodeSession, msg: NameAdd, status: Status, reason: str
+    ) -> NameAddAck:
+        self._events.append(NameRefused(session.fqdn, msg.fqdn, status.name, reason))
+        return NameAddAck(msg.txid, status)
 
     def _on_probe(self, session: NodeSession, msg: Probe, addr: Endpoint, now: float) -> None:
         session.probe_observed, session.probe_at = addr, now
