@@ -43,7 +43,6 @@ from ..proto.bodies_v2 import (
     KeepaliveAck,
     Message,
     NameAdd,
-    NameAddAck,
     NameRemove,
     Probe,
     ProbeAck,
@@ -70,9 +69,6 @@ from .directing import Director
 from .directions import DirectedTunnels, RelayChoice
 from .events import (
     DcEvent,
-    NameAdded,
-    NameRefused,
-    NameRemoved,
     NodeDeregistered,
     NodeMoved,
     NodeNat,
@@ -82,6 +78,7 @@ from .events import (
     NodeRestarted,
     RegistrationRefused,
 )
+from .names import Names
 from .redirects import Redirects
 from .route import Reach
 from .sessions import NodeSession, Opened, Pending, SessionTable, family_of, open_signal
@@ -93,7 +90,6 @@ DC_BUDGET_MIN = 500.0  # handshakes per second before "under load" (4.5)
 REGISTER_INIT_MIN = REPLY_MAX[MsgType.REGISTER]
 
 Request = Keepalive | Update | DirectionRequest | Deregister | TunnelClosed | NameAdd | NameRemove
-NAMES_PER_SESSION_MAX = 256  # names one session may hold (section 10)
 
 
 class Coordinator:
@@ -153,6 +149,7 @@ class Coordinator:
             drops=self.drops,
         )
         self.redirects = Redirects(self.director, self._events)
+        self.names = Names(self.store, self.admission, self.table, self._events, self._epoch_ms)
 
     @property
     def sessions(self) -> dict[bytes, NodeSession]:
@@ -430,12 +427,10 @@ class Coordinator:
         if isinstance(msg, DirectionRequest):
             return self._on_direction_request(session, msg, now)
         if isinstance(msg, NameAdd):
-            return self._on_name_add(session, msg, now)
+            return self.names.add(session, msg, now)
         if isinstance(msg, NameRemove):
-            if msg.fqdn in session.added:
-                del session.added[msg.fqdn]
+            if self.names.remove(session, msg.fqdn):
                 self.redirects.name_removed(session, msg.fqdn, now)
-                self._events.append(NameRemoved(session.fqdn, msg.fqdn))
             return Ack(msg.txid)
         if isinstance(msg, TunnelClosed):
             tunnel = self.tunnels.by_id.get(msg.tunnel_id)
@@ -446,45 +441,6 @@ class Coordinator:
                 self.tunnels.remove(msg.tunnel_id)
             return Ack(msg.txid)
         return Ack(msg.txid)  # DEREGISTER
-
-    def _on_name_add(self, session: NodeSession, msg: NameAdd, now: float) -> NameAddAck:
-        """One more name for this session (a device behind an adapter): admitted for the
-        session's key, not held by another online node; its VIP kept across restarts."""
-        fqdn = msg.fqdn
-        if session.holds(fqdn):
-            return NameAddAck(msg.txid, Status.OK, fqdn, vip4=session.vip_of(fqdn))
-        if len(session.added) + 1 >= NAMES_PER_SESSION_MAX:
-            return self._name_refused(session, msg, Status.TOO_MANY_NAMES, "names per session")
-        record = self.store.get(fqdn)
-        refusal = self.admission.refusal(
-            fqdn, session.public_key, self.store.count_under, stored=record is not None
-        )
-        if refusal:
-            status = Status.TOO_MANY_NAMES if "max_names" in refusal else Status.REFUSED
-            return self._name_refused(session, msg, status, refusal)
-        if record is not None and record.public_key != session.public_key:
-            holder = self.sessions.get(record.public_key)
-            if holder is not None and holder.online and holder.holds(fqdn):
-                return self._name_refused(session, msg, Status.NAME_TAKEN, "held by another node")
-        try:
-            vip = record.vip if record is not None else self.store.free_vip(
-                self.table.reserved_vips()
-            )
-        except PoolExhausted:
-            return self._name_refused(session, msg, Status.POOL_EXHAUSTED, "VIP pool exhausted")
-        self.store.register(
-            fqdn, session.public_key, session.endpoint, session.local_endpoints,
-            self._epoch_ms(now), vip=vip,
-        )
-        session.added[fqdn] = vip
-        self._events.append(NameAdded(session.fqdn, fqdn, vip))
-        return NameAddAck(msg.txid, Status.OK, fqdn, vip4=vip)
-
-    def _name_refused(
-        self, session: NodeSession, msg: NameAdd, status: Status, reason: str
-    ) -> NameAddAck:
-        self._events.append(NameRefused(session.fqdn, msg.fqdn, status.name, reason))
-        return NameAddAck(msg.txid, status)
 
     def _on_probe(self, session: NodeSession, msg: Probe, addr: Endpoint, now: float) -> None:
         session.probe_observed, session.probe_at = addr, now
