@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .proto.buffer import Endpoint
+from .dc.admission import SUBZONE_PREFIX, SubZone
+from .proto.buffer import CodecError, Endpoint
 from .proto.crypto import KeyError_, StaticKey, decode_key, load_key_file
+from .proto.fields_v2 import check_name
 from .proto.names import normalize_fqdn
 
 
@@ -46,6 +48,7 @@ class DcConfig:
     log: LogConfig
     probe_listen: Endpoint | None = None  # second port: tells cone from symmetric NATs
     relays: list[tuple[Endpoint, bytes]] = field(default_factory=list)  # (address, key)
+    subzones: tuple[SubZone, ...] = ()  # "*.site1.ntm.example" = { key, max_names }
 
 
 @dataclass(frozen=True)
@@ -228,17 +231,7 @@ def load_dc_config(path: Path) -> DcConfig:
         raise ConfigError("dc.vip_pool", str(exc), 'write a network like "10.99.0.0/16"') from None
     if pool.num_addresses < 8:
         raise ConfigError("dc.vip_pool", "too small", "use a prefix of /29 or larger")
-    admission_sec = _section(data, "admission", base, required=False)
-    admission = {name: admission_sec.public_key(name) for name in admission_sec.data}
-    seen: dict[bytes, str] = {}
-    for name, key in admission.items():
-        if key in seen:  # one key would let either name take over the other's session
-            raise ConfigError(
-                f"admission.{name}",
-                f"same public key as {seen[key]}",
-                "give every name its own key (ntma keygen)",
-            )
-        seen[key] = name
+    admission, subzones = _admission(_section(data, "admission", base, required=False))
     database = dc.get("database", str, "dc.sqlite")
     return DcConfig(
         listen=dc.endpoint("listen"),
@@ -253,7 +246,38 @@ def load_dc_config(path: Path) -> DcConfig:
         log=_log(data, base),
         probe_listen=dc.endpoint("probe_listen", None),
         relays=_relays(data, base),
+        subzones=subzones,
     )
+
+
+def _admission(sec: _Section) -> tuple[dict[str, bytes], tuple[SubZone, ...]]:
+    """name = "key", or "*.sub.zone" = { key = "...", max_names = 64 } (docs/protocol.md
+    5.1). One key may be admitted for several names: one party holds them all."""
+    names: dict[str, bytes] = {}
+    zones: list[SubZone] = []
+    for name, value in sec.data.items():
+        where = f"{sec.name}.{name}"
+        if not name.startswith(SUBZONE_PREFIX):
+            names[_admitted_name(name, where)] = sec.public_key(name)
+            continue
+        suffix = _admitted_name(name.removeprefix(SUBZONE_PREFIX), where)
+        if not isinstance(value, dict):
+            fix = 'write { key = "...", max_names = 64 }'
+            raise ConfigError(where, "a sub-zone needs a table", fix)
+        table = _Section(value, where, sec.base)
+        zones.append(
+            SubZone(suffix, table.public_key("key"), table.positive("max_names", int, 64))
+        )
+    return names, tuple(zones)
+
+
+def _admitted_name(name: str, where: str) -> str:
+    fqdn = normalize_fqdn(name)
+    try:
+        check_name(fqdn)
+    except CodecError as exc:
+        raise ConfigError(where, str(exc), "use a name of a-z, 0-9 and - labels") from None
+    return fqdn
 
 
 def _relays(data: dict[str, Any], base: Path) -> list[tuple[Endpoint, bytes]]:
@@ -394,7 +418,11 @@ def _dc_sections(c: DcConfig, key_file: Path) -> _Sections:
     dc |= {"keepalive_interval": c.keepalive_interval, "keepalive_misses": c.keepalive_misses}
     return {
         "dc": dc,
-        "admission": {name: _b64(key) for name, key in c.admission.items()},
+        "admission": {name: _b64(key) for name, key in c.admission.items()}
+        | {
+            SUBZONE_PREFIX + z.suffix: {"key": _b64(z.key), "max_names": z.max_names}
+            for z in c.subzones
+        },
         "relays": [{"address": format_endpoint(a), "public_key": _b64(k)} for a, k in c.relays],
         "log": _log_table(c.log),
     }
@@ -478,6 +506,9 @@ def _toml_value(value: Any) -> str:
         return json.dumps(str(value))  # JSON strings are valid TOML basic strings
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table: an admitted sub-zone
+        pairs = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + ", ".join(pairs) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

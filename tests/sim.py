@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from ntma.dc.admission import SubZone
 from ntma.dc.coordinator import Coordinator
 from ntma.dc.store import NodeStore
 from ntma.proto.buffer import CodecError, Endpoint
@@ -102,6 +103,8 @@ class Net:
         seed: int = 1,
         filtering: bool = False,
         grant_lifetime_s: float = 3600.0,
+        admission: dict[str, str] | None = None,
+        subzones: tuple[tuple[str, str, int], ...] = (),  # (suffix, owner node, max_names)
     ) -> None:
         self.dc_key = StaticKey.generate()
         self.rs_key = StaticKey.generate()
@@ -109,6 +112,8 @@ class Net:
         self.store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
         self._seed = seed
         self.grant_lifetime_s = grant_lifetime_s
+        self.extra_admission = admission or {}  # name -> the sim node whose key it is
+        self.subzones = subzones
         self.relays = relays
         self.fake_tunnels = fake_tunnels
         self.dc = self.make_dc()
@@ -141,7 +146,9 @@ class Net:
             static=self.dc_key,
             store=self.store,
             zone=ZONE,
-            admission={f"{n}.{ZONE}": self.keys[n].public for n in ("mn", "cn")},
+            admission={f"{n}.{ZONE}": self.keys[n].public for n in ("mn", "cn")}
+            | {name: self.keys[n].public for name, n in self.extra_admission.items()},
+            subzones=[SubZone(z, self.keys[owner].public, n) for z, owner, n in self.subzones],
             keepalive_s=5,
             keepalive_misses=3,
             random_bytes=seeded(self._seed),

@@ -48,6 +48,8 @@ def _value(value) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value)  # a TOML basic string
 
 
@@ -707,17 +709,34 @@ def test_adapter_cli_bad_config(tmp_path, adapter_sections, edit, key, text):
     _check_config_error(ntma("adapter", "--config", str(config)), "adapter", key, text)
 
 
-def test_one_key_admitted_for_two_names_is_refused(tmp_path, dc_sections):
-    key = StaticKey.generate().public_base64()
-    edits = [("admission", "mn.ntm.example", key), ("admission", "cn.ntm.example", key)]
+def test_one_key_admitted_for_several_names_and_a_sub_zone(tmp_path, dc_sections):
+    """One party (an adapter) may hold several names and a sub-zone (NAME_ADD)."""
+    from ntma.config import load_dc_config
+
+    key = StaticKey.generate()
+    edits = [
+        ("admission", "gn.ntm.example", key.public_base64()),
+        ("admission", "gn2.ntm.example", key.public_base64()),
+        ("admission", "*.site1.ntm.example", {"key": key.public_base64(), "max_names": 8}),
+    ]
+    config = load_dc_config(_write(tmp_path / "dc.toml", dc_sections, edits))
+    assert config.admission["gn.ntm.example"] == config.admission["gn2.ntm.example"] == key.public
+    (zone,) = config.subzones
+    assert (zone.suffix, zone.key, zone.max_names) == ("site1.ntm.example", key.public, 8)
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "text"),
+    [
+        ("not-a-table", "admission.*.site1.ntm.example", "a sub-zone needs a table"),
+        ({"max_names": 8}, "admission.*.site1.ntm.example.key", "missing"),
+        ({"key": "AAAA", "max_names": 0}, "admission.*.site1.ntm.example.key", "ntma keygen"),
+    ],
+)
+def test_a_bad_sub_zone_is_one_line(tmp_path, dc_sections, value, key, text):
+    edits = [("admission", "*.site1.ntm.example", value)]
     config = _write(tmp_path / "dc.toml", dc_sections, edits)
-    _check_config_error(
-        ntma("dc", "--config", str(config)),
-        "dc",
-        "admission.cn.ntm.example",
-        "same public key",
-        "its own key",
-    )
+    _check_config_error(ntma("dc", "--config", str(config)), "dc", key, text)
 
 
 def test_dc_reset_timestamp_clears_a_stored_timestamp(tmp_path, dc_sections):

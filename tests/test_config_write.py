@@ -26,6 +26,7 @@ from ntma.config import (
     parse_endpoint,
     write_config,
 )
+from ntma.dc.admission import SubZone
 from ntma.proto.crypto import StaticKey, write_key_file
 
 LOADERS = {
@@ -56,6 +57,7 @@ def _configs(tmp: Path, key: StaticKey) -> list[RoleConfig]:
             log=log,
             probe_listen=("198.51.100.10", 7401),
             relays=[(("198.51.100.60", 7500), _pub()), (("2001:db8::60", 7500), _pub())],
+            subzones=(SubZone("site1.ntm.example", _pub(), 64),),
         ),
         DcConfig(  # the optional parts left out
             listen=("2001:db8::10", 7400),

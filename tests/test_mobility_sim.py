@@ -262,3 +262,17 @@ def test_a_node_flapping_its_address_cannot_flood_its_peers():
     updates = len(_of(net.dc_events, RouteUpdated)) - before
     assert 1 <= updates <= 3
     assert _recovery_s(net, 1.5) <= 1.5
+
+
+def test_an_outage_on_the_same_network_brings_the_tunnel_back():
+    """mn's link is down 30 s (the DC marks it offline, cn is told), then up on the same
+    address: mn registers again (same process) and the dormant tunnel is re-directed."""
+    net = _net((MN_LAN, MN_NAT, None), (CN_LAN, CN_NAT, None))
+    _connected(net)
+    net.drop = lambda d, src, dst: src == net.outside["mn"] or dst == net.outside["mn"]
+    net.run(30.0)
+    assert not net.nodes["cn"].tunnels.by_ref
+    net.drop = lambda d, s, t: False
+    net.nodes["mn"].network_changed(net.now)  # the link is up again
+    assert _recovery_s(net, 2.0) <= 2.0
+    assert _of(net.dc_events, RouteUpdated)[-1].cause == "back_online"

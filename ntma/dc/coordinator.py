@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -42,6 +42,8 @@ from ..proto.bodies_v2 import (
     Keepalive,
     KeepaliveAck,
     Message,
+    NameAdd,
+    NameRemove,
     Probe,
     ProbeAck,
     Register,
@@ -62,7 +64,7 @@ from ..proto.machine import Drops
 from ..proto.messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
 from ..proto.names import normalize_fqdn
 from ..proto.session import Keypair
-from .admission import Admission
+from .admission import Admission, SubZone
 from .directing import Director
 from .directions import DirectedTunnels, RelayChoice
 from .events import (
@@ -76,6 +78,7 @@ from .events import (
     NodeRestarted,
     RegistrationRefused,
 )
+from .names import Names
 from .redirects import Redirects
 from .route import Reach
 from .sessions import NodeSession, Opened, Pending, SessionTable, family_of, open_signal
@@ -86,7 +89,7 @@ GRANT_LIFETIME_S = 3600.0  # a relay accepts binds for a tunnel this long
 DC_BUDGET_MIN = 500.0  # handshakes per second before "under load" (4.5)
 REGISTER_INIT_MIN = REPLY_MAX[MsgType.REGISTER]
 
-Request = Keepalive | Update | DirectionRequest | Deregister | TunnelClosed
+Request = Keepalive | Update | DirectionRequest | Deregister | TunnelClosed | NameAdd | NameRemove
 
 
 class Coordinator:
@@ -106,6 +109,7 @@ class Coordinator:
         relays: list[tuple[Endpoint, bytes]] = (),  # type: ignore[assignment]
         grant_lifetime_s: float = GRANT_LIFETIME_S,
         budget_per_s: float | None = None,
+        subzones: Sequence[SubZone] = (),
     ) -> None:
         self._static = static
         self.dc_id = dc_id_of(static.public)
@@ -113,7 +117,7 @@ class Coordinator:
         self.relays = [RelayChoice(ep, key, grant_key(static, key)) for ep, key in relays]
         self._grant_lifetime_ms = int(grant_lifetime_s * 1000)
         self.store = store
-        self.admission = Admission(zone, admission)
+        self.admission = Admission(zone, admission, subzones)
         self.zone = self.admission.zone
         self.keepalive_s = keepalive_s
         self._offline_after = keepalive_s * keepalive_misses
@@ -145,6 +149,7 @@ class Coordinator:
             drops=self.drops,
         )
         self.redirects = Redirects(self.director, self._events)
+        self.names = Names(self.store, self.admission, self.table, self._events, self._epoch_ms)
 
     @property
     def sessions(self) -> dict[bytes, NodeSession]:
@@ -338,11 +343,16 @@ class Coordinator:
 
     def _commit(self, pending: Pending, now: float) -> NodeSession:
         """Key confirmation: the registration takes effect."""
+        old = self.table.by_key.get(pending.public_key)
+        was_offline = old is not None and not old.online
         session, replaced, freed = self.table.commit(pending, now)
         self._release(freed)
         self.store.record_timestamp(pending.public_key, pending.timestamp)
         self.gate.pin(pending.public_key)
         if replaced is None and session.previous is not None:
+            if was_offline:  # registered again after an outage, same process: it is back
+                self._events.append(NodeOnline(session.fqdn))
+                self.redirects.back_online(session, now)
             return session  # a rekey of a live session: nothing else changes
         self.store.register(
             session.fqdn,
@@ -416,6 +426,12 @@ class Coordinator:
             return UpdateAck(msg.txid, Status.OK, session.endpoint)
         if isinstance(msg, DirectionRequest):
             return self._on_direction_request(session, msg, now)
+        if isinstance(msg, NameAdd):
+            return self.names.add(session, msg, now)
+        if isinstance(msg, NameRemove):
+            if self.names.remove(session, msg.fqdn):
+                self.redirects.name_removed(session, msg.fqdn, now)
+            return Ack(msg.txid)
         if isinstance(msg, TunnelClosed):
             tunnel = self.tunnels.by_id.get(msg.tunnel_id)
             if tunnel is not None and session.public_key in (

@@ -202,7 +202,7 @@ def direction_for(
         role=role,
         self_name=self_name,
         peer_name=peer_name,
-        peer_vip4=peer.vip,
+        peer_vip4=peer.vip_of(peer_name),
         peer_key=peer.public_key,
         peer_endpoints=peer_endpoints(peer, plan.private_endpoints),
         relay=relay,

@@ -34,6 +34,29 @@ class RegistrationRefused(DcEvent):
 
 
 @dataclass(frozen=True)
+class NameAdded(DcEvent):
+    """A session took one more name (NAME_ADD: a device behind an adapter)."""
+
+    fqdn: str  # the session's REGISTER name
+    name: str
+    vip: str
+
+
+@dataclass(frozen=True)
+class NameRefused(DcEvent):
+    fqdn: str
+    name: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NameRemoved(DcEvent):
+    fqdn: str
+    name: str
+
+
+@dataclass(frozen=True)
 class NodeDeregistered(DcEvent):
     fqdn: str
 

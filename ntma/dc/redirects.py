@@ -100,6 +100,16 @@ class Redirects:
                 self._director.tell_gone(peer, tunnel, reason, now)
             self._remove(tunnel)
 
+    def name_removed(self, session: NodeSession, fqdn: str, now: float) -> None:
+        """NAME_REMOVE: the tunnels of that one name end, their peers told."""
+        for tunnel in self._director.tunnels.of_key(session.public_key):
+            if tunnel.name_of(session.public_key) != fqdn:
+                continue
+            peer = self._sessions.get(tunnel.other_key(session.public_key))
+            if peer is not None:
+                self._director.tell_gone(peer, tunnel, GoneReason.DEREGISTERED, now)
+            self._remove(tunnel)
+
     def _schedule(self, session: NodeSession, cause: str, now: float) -> None:
         if self._director.tunnels.of_key(session.public_key):
             due = self.due.setdefault(session.public_key, Due(now, cause))

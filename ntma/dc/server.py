@@ -134,6 +134,7 @@ def _coordinator(config: DcConfig, store: NodeStore) -> Coordinator:
         store=store,
         zone=config.zone,
         admission=config.admission,
+        subzones=config.subzones,
         keepalive_s=config.keepalive_interval,
         keepalive_misses=config.keepalive_misses,
         epoch_offset=time.time() - trio.current_time(),

@@ -68,10 +68,18 @@ class NodeSession:
     probe_at: float | None = None  # when
     nat_reported: Reach | None = None  # the NAT type last logged for this node
     highest: dict[int, int] = field(default_factory=dict)  # local index -> highest counter
+    added: dict[str, str] = field(default_factory=dict)  # NAME_ADD's names -> their VIPs
 
     @property
     def names(self) -> list[str]:
-        return [self.fqdn]  # NAME_ADD (issue 12) adds more
+        """The REGISTER name first, then those added (kept across rekeys, not restarts)."""
+        return [self.fqdn, *self.added]
+
+    def holds(self, fqdn: str) -> bool:
+        return fqdn == self.fqdn or fqdn in self.added
+
+    def vip_of(self, fqdn: str) -> str:
+        return self.added.get(fqdn, self.vip)
 
     @property
     def endpoint(self) -> Endpoint:

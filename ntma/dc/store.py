@@ -100,6 +100,13 @@ class NodeStore:
         )
         return NodeRecord(fqdn, public_key, vip, observed, list(local_endpoints))
 
+    def count_under(self, suffix: str) -> int:
+        """Stored names below `suffix` (names hold only a-z 0-9 - and dots: no LIKE escapes)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM nodes WHERE fqdn LIKE ?", ("%." + suffix,)
+        ).fetchone()
+        return int(row[0])
+
     def update_observed(self, fqdn: str, observed: Endpoint, now_ms: int) -> None:
         self._db.execute(
             "UPDATE nodes SET observed = ?, updated_ms = ? WHERE fqdn = ?",

@@ -336,12 +336,15 @@ def fuzz_node_receive(data: bytes) -> None:
 )
 def fuzz_node_sealed(data: bytes) -> None:
     """A body in mn's DC, RS or tunnel session (selector % 3), from a stranger (& 8); or
-    (& 0x60 == 0x60) a tunnel-sized init from cn's key, through the RS if & 0x10."""
+    (& 0x60 == 0x60) a tunnel-sized init from cn's key, through the RS if & 0x10; with
+    & 0x80 the node's network changed first (netwatch: re-announce, 7.3)."""
 
     def feed(node: NodeSignalling, d: bytes) -> None:
         if not d:
             return
         sel, body = d[0], d[1:]
+        if sel & 0x80:
+            node.network_changed(_NODE_SEALED.now)
         sessions = _node_sessions(node)
         if sel & 0x60 == 0x60:
             datagram = _NODE_SEALED.init(

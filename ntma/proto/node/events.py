@@ -43,6 +43,22 @@ class Registered(NodeEvent):
 
 
 @dataclass(frozen=True)
+class NameRegistered(NodeEvent):
+    """The DC gave one more of our names (NAME_ADD: a device behind an adapter) its VIP."""
+
+    fqdn: str
+    vip: str
+    prefix_len: int
+
+
+@dataclass(frozen=True)
+class NameFailed(NodeEvent):
+    log_level: ClassVar[str] = "warning"
+    fqdn: str
+    status: Status
+
+
+@dataclass(frozen=True)
 class RegistrationFailed(NodeEvent):
     log_name: ClassVar[str] = "registration_refused"
     log_level: ClassVar[str] = "error"

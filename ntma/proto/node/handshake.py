@@ -131,8 +131,9 @@ class Handshakes:
             if self.relays is not None and self.needs_relay(*held.ref):
                 self.relays.bind(direction.relay, *held.ref, now)  # the same RS, a new grant
             return
-        if held.relay is not None and direction.relay != held.relay:
-            self._unbind(held)  # the new route names another relay, or none
+        new_rs = direction.relay and (direction.relay.endpoint, direction.relay.public_key)
+        if held.relay is not None and new_rs != (held.relay.endpoint, held.relay.public_key):
+            self._unbind(held)  # another relay, or none (the same one: bound again below)
         held.direction = direction
         if held.tunnel is not None:
             held.tunnel.relay = direction.relay

@@ -72,6 +72,8 @@ class DcTx(enum.Enum):
     DIRECTION = "direction"
     DEREGISTER = "deregister"
     TUNNEL_CLOSED = "tunnel_closed"
+    NAME_ADD = "name_add"  # context: the name
+    NAME_REMOVE = "name_remove"
 
 
 DcTransaction = Transaction[DcTx, object]
@@ -195,7 +197,7 @@ class DcSession:
         self.state = SessionState.REGISTERED
         self.register_deadline = self.retry_at = None
         self.rekey_at = now + DC_REKEY_AFTER_S
-        wire.names = {self.fqdn: NameVips(msg.vip4, msg.vip6)}
+        wire.names[self.fqdn] = NameVips(msg.vip4, msg.vip6)  # added names stay (names.py)
         self.keepalive_at = None
         self._keepalive(now)  # key confirmation at once
         if anew:

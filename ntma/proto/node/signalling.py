@@ -46,6 +46,7 @@ from ..bodies_v2 import (
     DirectionResponse,
     KeepaliveAck,
     Message,
+    NameAddAck,
     ProbeAck,
     RelayInfo,
     RouteDirection,
@@ -66,13 +67,14 @@ from ..session import ReplayError, parse_transport
 from ..tunnel import Tunnel, TunnelTable
 from .events import DirectionResolved, NodeEvent, Registered
 from .handshake import Handshakes
+from .names import DeviceNames
 from .relay import RelayBindings, RsSession
 from .session import DcSession, DcTx, SessionState
 from .wire import DcContext, RsContext, TunnelContext, Wire
 
 DIRECTION_TIMEOUT_S = 5.0
 TUNNEL_CLOSED_TIMEOUT_S = 8.0
-_ANSWERS_FROM_DC = (KeepaliveAck, UpdateAck, DirectionResponse, ProbeAck, Ack)
+_ANSWERS_FROM_DC = (KeepaliveAck, UpdateAck, DirectionResponse, ProbeAck, Ack, NameAddAck)
 TUNNEL_STALE_S = 30.0
 WAITING_NAMES_MAX = 64  # names asked before registration (section 10): newest refused
 DC_TXIDS_SEEN_MAX = 256  # ROUTE_DIRECTION / ROUTE_UPDATE / TUNNEL_GONE handled once
@@ -116,6 +118,7 @@ class NodeSignalling:
             self.wire, self.tunnels, generate_key, relays=self.relays
         )
         self.relays.on_bound = self.handshakes.on_relay_bound
+        self.names = DeviceNames(self.wire, self.session)
         self._waiting_names: list[str] = []  # asked before registration finished
         self._asking: dict[str, int] = {}  # fqdn -> direction txid in flight
         self._dc_txids: OrderedDict[int, None] = OrderedDict()
@@ -158,6 +161,19 @@ class NodeSignalling:
 
     def deregister(self, now: float) -> None:
         self.session.deregister(now)
+
+    def add_name(self, fqdn: str, now: float) -> bool:
+        """One more name of ours (a device behind an adapter): NameRegistered follows."""
+        fqdn = normalize_fqdn(fqdn)
+        try:
+            check_name(fqdn)
+        except CodecError:
+            self.drops.drop("bad_name")
+            return False
+        return self.names.add(fqdn, now)
+
+    def remove_name(self, fqdn: str, now: float) -> None:
+        self.names.remove(normalize_fqdn(fqdn), now)
 
     def network_changed(self, now: float) -> None:
         """Our addresses or routes changed (netlink), or our NAT mapping did: tell the DC
@@ -216,6 +232,8 @@ class NodeSignalling:
             if tx.kind == DcTx.DIRECTION and isinstance(tx.context, str):
                 self._asking.pop(tx.context, None)
                 self.wire.events.append(DirectionResolved(tx.context, Status.NO_ROUTE))
+            elif tx.kind == DcTx.NAME_ADD:
+                self.names.on_unanswered(tx.context)
         self.relays.handle_timer(now)
         self.handshakes.handle_timer(now)
         self._report_closed(now)
@@ -279,6 +297,7 @@ class NodeSignalling:
             self.handshakes.on_established(pending, remote_index, body, keys, addr, now, relay)
         elif isinstance(context, DcContext) and relay is None:
             if self.session.on_established(pending, remote_index, body, keys, now):
+                self.names.on_registered(now)
                 self._ask_waiting_names(now)
         elif isinstance(context, RsContext) and relay is None:
             self.relays.on_established(pending, remote_index, body, keys, now)
@@ -365,6 +384,8 @@ class NodeSignalling:
                 self._on_direction_response(tx.context, msg, now)
         elif isinstance(msg, ProbeAck):
             self.session.on_probe_ack(msg)
+        elif isinstance(msg, NameAddAck):
+            self.names.on_ack(msg, tx.context)
 
     def _from_dc_request(self, msg: RouteDirection | RouteUpdate | TunnelGone, now: float) -> None:
         """Ack every copy; act on each txid once."""
