@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ...lab.traffic import gap_after
+from ...lab import gap_after
 from .scenarios import Scenario
 from .settings import TARGETS
 
