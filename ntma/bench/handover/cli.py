@@ -112,6 +112,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .markdown import format_handover_report
     from .run import run_handover_bench
 
+    if os.geteuid() != 0:
+        print("ntma bench: error: --handover builds the lab; run as root", file=sys.stderr)
+        return 2
     result = run_handover_bench(
         args.run_dir, runs=args.runs, scenarios=args.scenarios, down_for=args.down_for
     )
