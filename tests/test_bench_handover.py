@@ -3,8 +3,13 @@ table, the command line (no root); and one scenario run for real on the lab (net
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,25 +132,61 @@ def test_summarise_scenario_leaves_out_runs_with_errors():
 def _download(**fields) -> dict:
     base = {
         "expected_bytes": 1000,
-        "http_status": 200,
-        "connects": 1,
         "bytes": 1000,
-        "seconds": 4.0,
         "sha256_ok": True,
+        "connects": 1,
+        "seconds": 4.0,
         "finished_after_event_s": 3.0,
     }
     return base | fields
 
 
 def test_a_download_survives_only_whole_on_its_one_connection_across_the_event():
-    assert download_failure(_download(), running=False, returncode=0) is None
-    assert "still running" in download_failure(_download(), running=True, returncode=None)
-    assert download_failure(_download(), False, 28, "timed out") == "curl exit 28: timed out"
-    assert "2 connections" in download_failure(_download(connects=2), False, 0)
-    assert "sha256 wrong" in download_failure(_download(sha256_ok=False), False, 0)
-    assert "999 bytes of 1000" in download_failure(_download(bytes=999), False, 0)
+    assert download_failure(_download(), running=False, error=None) is None
+    running = download_failure(_download(bytes=400), running=True, error=None)
+    assert running == "still running at the end of the window (400 of 1000 bytes)"
+    broken = download_failure(_download(bytes=10), False, "ConnectionResetError: reset")
+    assert broken == "ConnectionResetError: reset (10 of 1000 bytes)"
+    assert "sha256 wrong" in download_failure(_download(sha256_ok=False), False, None)
+    assert "999 bytes of 1000" in download_failure(_download(bytes=999), False, None)
     late = _download(finished_after_event_s=-0.5)
-    assert download_failure(late, False, 0) == "finished before the event"
+    assert download_failure(late, False, None) == "finished before the event"
+
+
+def test_the_paced_sender_keeps_its_pace_and_the_reader_checks_the_whole_file(tmp_path):
+    data = os.urandom(20_000)
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(data)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    module = "ntma.bench.handover.tcpstream"
+    server = subprocess.Popen(
+        [sys.executable, "-m", module, "serve", str(port), str(blob), "--rate", "40000"]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the sender does not listen"
+                time.sleep(0.05)
+        out = subprocess.run(
+            [sys.executable, "-m", module, "get", "127.0.0.1", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+    finally:
+        server.kill()
+        server.wait()
+    got = json.loads(out.stdout)
+    assert got["bytes"] == len(data) and got["error"] is None
+    assert got["sha256"] == hashlib.sha256(data).hexdigest()
+    assert 0.4 <= got["seconds"] < 2.0  # 20 kB at 40 kB/s: the sender's pace, not the wire's
 
 
 # ---------------------------------------------------------------- logs on the monotonic clock
@@ -286,13 +327,8 @@ def test_bad_handover_arguments_are_one_line_and_exit_2(argv, message, capsys):
 
 # ---------------------------------------------------------------- on the lab
 
-needs_tools = pytest.mark.skipif(
-    shutil.which("curl") is None, reason="the handover benchmark needs curl (install.sh)"
-)
-
 
 @pytest.mark.netns
-@needs_tools
 def test_one_scenario_once_on_the_lab(tmp_path, capsys):
     out_json, out_md = tmp_path / "h.json", tmp_path / "h.md"
     argv = ["--handover", "--runs", "1", "--scenarios", "mn-cone-to-public-cn-public"]

@@ -37,7 +37,6 @@ from .settings import (
     CN,
     CN_NAME,
     GN,
-    HTTP_PORT,
     MIN_AFTER_S,
     MN,
     PPS,
@@ -73,9 +72,10 @@ NOTES = (
     "the old link down and building the new one, started_at to up_at).",
     "re-registration: from the event to the DC's first node_moved or node_registered for "
     "the mover (both movers: the later of the two), read from the DC's JSON log.",
-    "TCP: a curl download of random bytes from http.server in cn, rate-limited so that it "
-    "spans the event; survived = finished with the right size and sha256 on its one "
-    "connection (curl does not retry).",
+    "TCP: one connection from the client to cn (by name for ntma) carrying a file of random "
+    "bytes, paced by the sender in cn at 200 kB/s so that it is still sending for seconds "
+    "after the event; survived = the whole file with the right sha256 on that connection "
+    "(it never connects again) within the window.",
     "p99 is the nearest-rank 99th percentile: with fewer than 100 runs it is the largest "
     "value (the worst run). A gap target passes when every run recovered within it.",
     "wireguard-go: the same events, no DC. The end behind a NAT (or the only one that can "
@@ -116,7 +116,7 @@ class ScenarioRun:
         self.wg: WireGuard | None = None
         self.client_ns = GN if scenario.client == "gn" else MN
         self.ping_target = ""  # cn's VIP, or its wireguard-go address
-        self.blob = ("", "")
+        self.blob: tuple[Path, str] = (Path(), "")
         self.blob_size = round(TCP_RATE * (PRE_S + self.down_for + AFTER_S))
         self.notes: list[str] = []
 
@@ -140,9 +140,8 @@ class ScenarioRun:
             adapter=self.sc.client == "gn",
             wait_s=30.0,
         )
-        www = self.procs.dir / "www"
-        self.blob = write_blob(www, self.blob_size)
-        start_servers(self.procs, www)
+        self.blob = write_blob(self.procs.dir, self.blob_size)
+        start_servers(self.procs, self.blob[0])
         if self.sc.client == "gn":
             self._gn_lease()
         if self.ntma:
@@ -243,10 +242,9 @@ class ScenarioRun:
 
     def run_once(self, k: int) -> dict[str, Any]:
         host = CN_NAME if self.ntma else WG_IPS["cn"]
-        url = f"http://{host}:{HTTP_PORT}/{self.blob[0]}"
         offsets = self._log_offsets()
         longest = PRE_S + 2 * self.down_for + self.window + 5.0
-        traffic = start_traffic(self.procs, self.client_ns, host, url, f"run{k}", longest)
+        traffic = start_traffic(self.procs, self.client_ns, host, f"run{k}", longest)
         record: dict[str, Any] = {"run": k}
         time.sleep(PRE_S)
         clock = clock_offset()
@@ -255,7 +253,7 @@ class ScenarioRun:
         earliest = t + self.down_for + MIN_AFTER_S
         deadline = t + 2 * self.down_for + self.window
         while time.monotonic() < deadline:
-            if traffic.curl.poll() is not None and time.monotonic() >= earliest:
+            if traffic.tcp.poll() is not None and time.monotonic() >= earliest:
                 break
             time.sleep(0.05)
         end = time.monotonic()
@@ -374,7 +372,6 @@ def versions() -> dict[str, Any]:
     return {
         "wireguard-go": tool_version("wireguard-go", "--version"),
         "wireguard-tools": tool_version("wg", "--version"),
-        "curl": tool_version("curl", "--version"),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

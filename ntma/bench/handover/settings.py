@@ -15,9 +15,9 @@ from ...lab import GN_NS
 MN, CN, GN = "ntma-mn", "ntma-cn", GN_NS
 CN_NAME = "cn.ntm.example"
 ECHO_PORT = 9310  # the UDP echo server in ntma-cn (ntma.lab.traffic)
-HTTP_PORT = 8080  # http.server in ntma-cn, serving the TCP transfer's file
+TCP_PORT = 9311  # the paced TCP sender in ntma-cn (tcpstream.py)
 PPS = 100.0  # the UDP echo stream's rate
-TCP_RATE = 200_000  # bytes/s: curl --limit-rate of the TCP transfer
+TCP_RATE = 200_000  # bytes/s: the TCP sender's pace
 PRE_S = 1.0  # traffic before the event (the stream and the transfer are flowing)
 AFTER_S = 3.0  # the transfer's file lasts this long after the event at TCP_RATE...
 MIN_AFTER_S = 2.0  # ...and the stream runs at least this long after it
@@ -48,8 +48,8 @@ TARGETS: dict[str, tuple[float | None, str, str]] = {
 
 #: Tools each kind of scenario needs beyond the lab's own.
 TOOLS: dict[str, tuple[str, ...]] = {
-    "ntma": ("curl", "ping", "dig"),
-    "wireguard-go": ("curl", "ping", "wireguard-go", "wg"),
+    "ntma": ("ping", "dig"),
+    "wireguard-go": ("ping", "wireguard-go", "wg"),
     "adapter": ("dhclient",),
     "nat-reset": ("conntrack",),
 }
@@ -67,13 +67,14 @@ def src_root() -> str:
     return str(Path(__file__).resolve().parents[3])
 
 
+def _module_cmd(module: str, *args: object) -> list[str]:
+    """`python3 -m MODULE ARGS` as run inside a namespace (uninstalled works too)."""
+    return ["env", f"PYTHONPATH={src_root()}", sys.executable, "-m", module, *map(str, args)]
+
+
 def traffic_cmd(*args: object) -> list[str]:
-    """`python3 -m ntma.lab.traffic ARGS` as run inside a namespace (uninstalled works too)."""
-    return [
-        "env",
-        f"PYTHONPATH={src_root()}",
-        sys.executable,
-        "-m",
-        "ntma.lab.traffic",
-        *(str(a) for a in args),
-    ]
+    return _module_cmd("ntma.lab.traffic", *args)
+
+
+def tcpstream_cmd(*args: object) -> list[str]:
+    return _module_cmd("ntma.bench.handover.tcpstream", *args)
