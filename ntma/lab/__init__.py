@@ -123,6 +123,7 @@ from .topology import (
     ntm_public_addresses,
     resolve_nat_modes,
 )
+from .traffic import gap_after
 
 __all__ = [
     "ADAPTER_DEF",
@@ -163,6 +164,7 @@ __all__ = [
     "events_named",
     "exit_report",
     "format_status",
+    "gap_after",
     "generate_key",
     "ip",
     "lab_down",
