@@ -27,13 +27,13 @@ from typing import Any
 from ntma.lab import (
     LabState,
     events_named,
+    gap_after,
     lab_move,
     log_events,
     log_size,
     ns_exec,
     ns_run,
 )
-from ntma.lab.traffic import gap_after
 
 from .netns_util import dig, listening, serve_dir, stop, wait_for
 
