@@ -9,6 +9,8 @@ These are the lab's own tests: besides its public API they reach `ntma.lab.mobil
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,35 @@ def test_state_after_a_move_round_trips(tmp_path: Path) -> None:
     assert back.to_json() == state.to_json()
     assert back.nodes["mn"].slots == {"nat": 2} and back.nodes["mn"].slot == 2
     assert back.adapter.public_address == "198.51.100.50"
+
+
+def test_two_moves_at_once_both_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two hosts moved from two threads at once: each records its own move (the state is
+    read, changed and saved under the run directory's lock), none is lost."""
+    lab.save_state(_state(tmp_path))
+    barrier = threading.Barrier(2)
+
+    def slow_detach(ns: str, routers: object) -> None:
+        time.sleep(0.1)  # both threads have read the state by now, without the lock
+
+    monkeypatch.setattr(mobility, "check_prerequisites", lambda: None)
+    monkeypatch.setattr(mobility, "detach_host", slow_detach)
+    monkeypatch.setattr(mobility, "forget_neighbour", lambda *a: None)
+    monkeypatch.setattr(mobility, "attach_host", lambda *a: None)
+
+    def move(node: str, to: str) -> None:
+        barrier.wait()
+        mobility.lab_move(tmp_path, node, to)
+
+    threads = [threading.Thread(target=move, args=m) for m in (("mn", "public"), ("cn", "cone"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    saved = lab.load_state(tmp_path)
+    assert saved is not None
+    assert (saved.nat["mn"], saved.nat["cn"]) == ("none", "cone")
+    assert "ntma-cn-nat" in saved.namespaces and "ntma-mn-nat" not in saved.namespaces
 
 
 def test_a_shared_nat_owner_stays_its_guest_may_leave(tmp_path: Path) -> None:

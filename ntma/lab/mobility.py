@@ -13,9 +13,13 @@ time a handover from the moment it asked for the move.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,20 @@ def _load(run_dir: Path) -> LabState:
     if state is None:
         raise LabRefused(f"no lab in {run_dir} (ntma lab up first)")
     return state
+
+
+@contextlib.contextmanager
+def _state_locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock (flock on the directory itself) while the state is
+    read, changed and saved: two hosts moved at once (`lab move` from two threads or
+    processes) then each record their own move, instead of the last save dropping the
+    other's."""
+    fd = os.open(Path(run_dir), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _check_host(name: str) -> None:
@@ -151,13 +169,15 @@ def lab_move(run_dir: Path, node: str, to: str, down_for: float = 0.0) -> dict[s
     _check_target(node, to)
     if down_for < 0:
         raise LabRefused(f"--down-for must be 0 or more seconds, not {down_for:g}")
-    state = _load(run_dir)
-    plan = plan_move(state, node, to)
-    check_prerequisites()
-    detach_host(plan.old.ns, plan.removed)
-    down = time.monotonic()
-    record_attachment(state, plan.new, plan.attachment, plan.removed)
-    save_state(state)  # the new network is planned: `status` and `down` stay right
+    _load(run_dir)  # refused before the lock when there is no lab
+    with _state_locked(run_dir):
+        state = _load(run_dir)
+        plan = plan_move(state, node, to)
+        check_prerequisites()
+        detach_host(plan.old.ns, plan.removed)
+        down = time.monotonic()
+        record_attachment(state, plan.new, plan.attachment, plan.removed)
+        save_state(state)  # the new network is planned: `status` and `down` stay right
     time.sleep(max(0.0, down + down_for - time.monotonic()))
     forget_neighbour(plan.segment, plan.new.public_address)
     attach_host(plan.attachment.host, plan.attachment.routers, plan.attachment.links)
