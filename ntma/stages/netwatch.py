@@ -2,8 +2,9 @@
 
     kernel (rtnetlink notices) -> netwatch -> NetChange -> the consumer (re-announces)
 
-One `ip addr flush; ip addr add; ip route add` is a dozen notices; netwatch waits
-`settle_s` after the first relevant one and sends a single NetChange for the burst. The
+One `ip addr flush; ip addr add; ip route add` is a dozen notices; netwatch sends a
+NetChange at the first relevant one (the consumer re-announces at once) and one more
+for whatever follows within `settle_s`, when it settles: at most two per burst. The
 change says only what kind of thing changed and where: the consumer re-reads the
 kernel's state itself (`io.addresses.interface_endpoints`), so nothing in a notice needs
 to be exact, and a lost notice (the kernel's buffer overran: kind "overrun") is a change
@@ -167,26 +168,43 @@ async def _watch(
     changes: trio.abc.SendChannel[NetChange],
     settle_s: float,
 ) -> None:
+    """Leading and trailing edge: the first relevant notice is a change at once (a mover
+    re-announces without waiting), what follows within settle_s is one more change when
+    it settles (the state the burst left)."""
     while True:
-        burst = await _next_burst(source, watch, settle_s)
-        try:
-            changes.send_nowait(burst.change())
-            watch.stats.count("changes")
-        except trio.WouldBlock:  # the pending change stands for this one too
-            watch.stats.count("coalesced")
-        except trio.BrokenResourceError:  # nobody is listening any more
+        found: list[tuple[NetEvent, str | None]] = []
+        while not found:
+            found = watch.relevant(await source.read_batch())
+        first = Burst(trio.current_time())
+        for event, name in found:
+            first.add(event, name)
+        if not _send(changes, first, watch):
+            return
+        rest = await _rest_of_burst(source, watch, settle_s)
+        if rest is not None and not _send(changes, rest, watch):
             return
 
 
-async def _next_burst(source: NetlinkSocket, watch: Watch, settle_s: float) -> Burst:
-    """Wait for a relevant notice, then gather what follows within settle_s."""
-    found: list[tuple[NetEvent, str | None]] = []
-    while not found:
-        found = watch.relevant(await source.read_batch())
-    burst = Burst(trio.current_time())
+def _send(changes: trio.abc.SendChannel[NetChange], burst: Burst, watch: Watch) -> bool:
+    """False when nobody listens any more."""
+    try:
+        changes.send_nowait(burst.change())
+        watch.stats.count("changes")
+    except trio.WouldBlock:  # the pending change stands for this one too
+        watch.stats.count("coalesced")
+    except trio.BrokenResourceError:
+        return False
+    return True
+
+
+async def _rest_of_burst(source: NetlinkSocket, watch: Watch, settle_s: float) -> Burst | None:
+    """What follows the first notice within settle_s, as one burst (None: nothing)."""
+    burst: Burst | None = None
     with trio.move_on_after(settle_s):
         while True:
-            for event, name in found:
-                burst.add(event, name)
             found = watch.relevant(await source.read_batch())
+            if found and burst is None:
+                burst = Burst(trio.current_time())
+            for event, name in found:
+                burst.add(event, name)  # type: ignore[union-attr]
     return burst
