@@ -120,10 +120,15 @@ def test_summarise_scenario_leaves_out_runs_with_errors():
     s = summarise_scenario(sc, runs, target)
     assert (s["runs"], s["measured"], s["tcp_survived"]) == (3, 2, 2)
     assert s["gap_s"]["p99"] == 0.13 and s["after_link_up_s"]["p99"] == 0.05
-    assert s["checks"] == {"gap": False, "tcp": True}
+    # a move is judged after its new link is up: 50 ms passes the 100 ms of "public",
+    # though the gap from the move's start (130 ms, the lab's switch in it) would not
+    assert s["checks"] == {"gap": True, "gap_judged_on": "after_link_up", "tcp": True}
+    slow = [_run(1, 0.2, 0.2, True, resumed_after_link_up_s=0.15)]
+    assert summarise_scenario(sc, slow, target)["checks"]["gap"] is False
     restart = summarise_scenario(BY_NAME["restart"], [_run(1, 0.3, 0.3, False)], target)
     assert restart["after_link_up_s"]["n"] == 0  # not a move
     assert restart["checks"]["tcp"] is False
+    assert restart["checks"]["gap_judged_on"] == "gap"
 
 
 # ---------------------------------------------------------------- the TCP verdict
