@@ -34,7 +34,6 @@ WG_IFACES = {"mn": "wgho-mn", "cn": "wgho-cn"}
 WG_IPS = {"mn": "10.93.0.1", "cn": "10.93.0.2"}
 WG_PORT = 51820
 WG_KEEPALIVE_S = 25
-WG_SOCKET_DIR = Path("/var/run/wireguard")
 
 #: Target classes (issue 11, item 8; item 6 for NAT rebinding): the gap limit in seconds
 #: (None: read from the lab, see `stats.gap_target`), a short label, what the class means.

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from pathlib import Path
 
 from ...lab import LabError, ip, load_state, ns_run, run, write_private
+from ..lab.session import link_exists
+from ..lab.tunnels import clear_stale_wg_socket, wg_socket
 from .settings import (
     CN,
     MN,
@@ -23,7 +24,6 @@ from .settings import (
     WG_IPS,
     WG_KEEPALIVE_S,
     WG_PORT,
-    WG_SOCKET_DIR,
     HandoverError,
 )
 from .traffic import Processes
@@ -36,24 +36,7 @@ def _other(side: str) -> str:
 
 
 def _socket(side: str) -> Path:
-    return WG_SOCKET_DIR / f"{WG_IFACES[side]}.sock"
-
-
-def _clear_stale_socket(side: str) -> None:
-    path = _socket(side)
-    if not path.exists():
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            path.unlink(missing_ok=True)  # nobody behind it: left by a crash
-            return
-    raise HandoverError(f"{path} is in use by a running wireguard-go")
-
-
-def _link_exists(ns: str, name: str) -> bool:
-    return ns_run(ns, "ip", "link", "show", name, check=False).returncode == 0
+    return wg_socket(WG_IFACES[side])
 
 
 def public_address(run_dir: Path, side: str) -> str:
@@ -79,7 +62,7 @@ class WireGuard:
             private = run("wg", "genkey").stdout.strip()
             write_private(base / f"{side}.key", private + "\n")
             self.public[side] = run("wg", "pubkey", input=private + "\n").stdout.strip()
-            _clear_stale_socket(side)
+            clear_stale_wg_socket(WG_IFACES[side], HandoverError)
         for side, ns in SIDES.items():
             self.procs.spawn(
                 f"wireguard-go-{side}",
@@ -92,7 +75,7 @@ class WireGuard:
             )
         deadline = time.monotonic() + 10.0
         for side, ns in SIDES.items():
-            while not (_link_exists(ns, WG_IFACES[side]) and _socket(side).exists()):
+            while not (link_exists(ns, WG_IFACES[side]) and _socket(side).exists()):
                 if time.monotonic() >= deadline:
                     tail = self.procs.tail(f"wireguard-go-{side}")
                     raise HandoverError(f"wireguard-go did not make {WG_IFACES[side]}: {tail}")
@@ -127,7 +110,7 @@ class WireGuard:
     def down(self) -> None:
         for side, ns in SIDES.items():
             with contextlib.suppress(LabError):
-                if _link_exists(ns, WG_IFACES[side]):
+                if link_exists(ns, WG_IFACES[side]):
                     ns_run(ns, "ip", "link", "del", WG_IFACES[side], check=False)
             with contextlib.suppress(OSError):
                 _socket(side).unlink(missing_ok=True)

@@ -155,12 +155,13 @@ def tinc_wait_pmtu(procs: dict[str, subprocess.Popen[Any]], base: Path) -> dict[
     }
 
 
-def _wg_socket(iface: str) -> Path:
+def wg_socket(iface: str) -> Path:
     return WG_SOCKET_DIR / f"{iface}.sock"
 
 
-def _clear_stale_wg_socket(iface: str) -> None:
-    path = _wg_socket(iface)
+def clear_stale_wg_socket(iface: str, error: type[Exception] = BenchError) -> None:
+    """Remove a wireguard-go control socket left by a crash; `error` if one is in use."""
+    path = wg_socket(iface)
     if not path.exists():
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -169,13 +170,13 @@ def _clear_stale_wg_socket(iface: str) -> None:
         except OSError:
             path.unlink(missing_ok=True)  # nobody behind it: left by a crash
             return
-    raise BenchError(f"{path} is in use by a running wireguard-go")
+    raise error(f"{path} is in use by a running wireguard-go")
 
 
 def cleanup_wg(side: str) -> None:
     iface, ns = WG_IFACES[side], _tunnel_sides()[side]
     with contextlib.suppress(OSError):
-        _wg_socket(iface).unlink(missing_ok=True)
+        wg_socket(iface).unlink(missing_ok=True)
     with contextlib.suppress(LabError):
         if link_exists(ns, iface):
             ns_run(ns, "ip", "link", "del", iface, check=False)
@@ -190,7 +191,7 @@ def setup_wireguard(run_: BenchRun, entry: dict[str, Any]) -> None:
         private = run("wg", "genkey").stdout.strip()
         write_private(base / f"{side}.key", private + "\n")
         public[side] = run("wg", "pubkey", input=private + "\n").stdout.strip()
-        _clear_stale_wg_socket(WG_IFACES[side])
+        clear_stale_wg_socket(WG_IFACES[side])
     env = {**os.environ, "WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"}
     procs = {}
     try:
@@ -200,7 +201,7 @@ def setup_wireguard(run_: BenchRun, entry: dict[str, Any]) -> None:
             )
         for side, ns in _tunnel_sides().items():
             wait_link(run_, ns, WG_IFACES[side], procs[side], f"wireguard-go-{side}")
-            wait_until(_wg_socket(WG_IFACES[side]).exists, 10.0, f"{_wg_socket(WG_IFACES[side])}")
+            wait_until(wg_socket(WG_IFACES[side]).exists, 10.0, f"{wg_socket(WG_IFACES[side])}")
         adapter_peer = [
             "peer",
             public["cn"],
