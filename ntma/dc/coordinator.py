@@ -203,6 +203,7 @@ class Coordinator:
             self._sweep_at = now + SWEEP_INTERVAL_S
             self._mark_offline(now)
             self._release(self.table.expire(now))
+        self.redirects.expire(now)  # its deadline is in get_timer: not only at the sweep
         self.redirects.run(now)
 
     def receive(self, datagram: bytes, addr: Endpoint, now: float) -> None:

@@ -119,7 +119,9 @@ class Redirects:
     # --- acting -------------------------------------------------------------------------
 
     def run(self, now: float) -> None:
-        """Re-direct what is ready; end dormant tunnels past their time."""
+        """Re-direct what is ready (after each authentic datagram, and on the timer)."""
+        if not self.due:
+            return
         for key, due in list(self.due.items()):
             session = self._sessions.get(key)
             if session is None:
@@ -133,6 +135,9 @@ class Redirects:
             self._remember(key, now)
             for tunnel in self._director.tunnels.of_key(key):
                 self._redirect(tunnel, due.cause, now)
+
+    def expire(self, now: float) -> None:
+        """End dormant tunnels past their time (on the timer)."""
         while self.dormant:
             tunnel_id, since = next(iter(self.dormant.items()))
             if now - since < DORMANT_KEEP_S:
