@@ -276,3 +276,13 @@ def test_an_outage_on_the_same_network_brings_the_tunnel_back():
     net.nodes["mn"].network_changed(net.now)  # the link is up again
     assert _recovery_s(net, 2.0) <= 2.0
     assert _of(net.dc_events, RouteUpdated)[-1].cause == "back_online"
+
+
+def test_an_offline_nodes_tunnels_end_at_the_dc_after_they_waited():
+    net = _net((MN_LAN, MN_NAT, None), (CN_PUBLIC, None, None))
+    _connected(net)
+    net.nodes.pop("cn")
+    net.run(60.0, 1.0)
+    assert len(net.dc.tunnels) == 1 and net.dc.redirects.dormant  # waiting for cn
+    net.run(600.0, 1.0)
+    assert len(net.dc.tunnels) == 0 and not net.dc.redirects.dormant
