@@ -99,8 +99,7 @@ class _Changes:
             await self.channel.aclose()
 
     async def next(self, sm: NodeSignalling) -> None:
-        if self.channel is None:
-            await trio.sleep_forever()
+        assert self.channel is not None  # _next_input waits on it only while it lasts
         try:
             change = await self.channel.receive()
         except trio.EndOfChannel:
@@ -144,7 +143,8 @@ async def _next_input(
 
         nursery.start_soon(datagrams)
         nursery.start_soon(names)
-        nursery.start_soon(network)
+        if watch.channel is not None:  # no netlink (or it ended): no task to wait on it
+            nursery.start_soon(network)
 
 
 async def _flush(sm, udp_out, broker, log, on_registered) -> None:
