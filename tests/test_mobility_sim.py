@@ -12,10 +12,11 @@ import struct
 
 from ntma.dc.events import NodeMoved, RouteUpdated, TunnelsDormant
 from ntma.proto.fields_v2 import Status
+from ntma.proto.handshake import T_SIGNAL
 from ntma.proto.node import DirectionResolved, TunnelUp
 from ntma.proto.session import ExpiredKeys
 
-from .sim import Net
+from .sim import DC_EP, Net
 
 ZONE = "ntm.example"
 MN_LAN, CN_LAN = ("10.10.1.2", 7401), ("10.10.2.2", 7401)
@@ -286,3 +287,33 @@ def test_an_offline_nodes_tunnels_end_at_the_dc_after_they_waited():
     assert len(net.dc.tunnels) == 1 and net.dc.redirects.dormant  # waiting for cn
     net.run(600.0, 1.0)
     assert len(net.dc.tunnels) == 0 and not net.dc.redirects.dormant
+
+
+def test_a_registration_confirmed_by_its_probe_moves_the_session_first():
+    """mn comes back from an outage behind another NAT, and the first authentic packet of
+    its new registration is the PROBE on the probe port (its main-port packets are late).
+    The DC moves the session to where the REGISTER came from before it re-directs, so no
+    re-direction is decided from the old network's endpoint."""
+    net = _net((MN_LAN, MN_NAT, (MN_NAT[0], 40001)), (CN_LAN, CN_NAT, (CN_NAT[0], 40002)))
+    _connected(net)
+    net.drop = lambda d, src, dst: src == net.outside["mn"] or dst == net.outside["mn"]
+    net.run(30.0)
+    before = len(_of(net.dc_events, RouteUpdated))
+    late_until = net.now + 0.3
+
+    def late_main_signals(datagram, src, dst):
+        return dst == DC_EP and src == MN_NAT2 and datagram[1] == T_SIGNAL and net.now < late_until
+
+    net.drop = late_main_signals
+    _move(net, "mn", MN_LAN, MN_NAT2, (MN_NAT2[0], 40003))
+    net.run(0.3)
+    mn_session = net.dc.table.by_key[net.keys["mn"].public]
+    assert mn_session.endpoint == MN_NAT2  # confirmed by the PROBE alone
+    net.drop = lambda d, s, t: False
+    assert _recovery_s(net, 2.0) <= 2.0
+    updates = _of(net.dc_events, RouteUpdated)[before:]
+    assert updates
+    first, last = updates[0], updates[-1]
+    assert (first.requester_reach, first.target_reach, first.route) == (
+        last.requester_reach, last.target_reach, last.route,
+    ), updates

@@ -351,6 +351,9 @@ class Coordinator:
         self.store.record_timestamp(pending.public_key, pending.timestamp)
         self.gate.pin(pending.public_key)
         if replaced is None and session.previous is not None:
+            # The REGISTER's source is where the node is now, whichever port confirmed it
+            # (a PROBE on the probe port must not leave the old endpoint to re-direct to).
+            self._move_to(session, pending.endpoint, now)
             if was_offline:  # registered again after an outage, same process: it is back
                 self._events.append(NodeOnline(session.fqdn))
                 self.redirects.back_online(session, now)
@@ -508,14 +511,20 @@ class Coordinator:
             session.online = True
             self._events.append(NodeOnline(session.fqdn))
             self.redirects.back_online(session, now)
+        if fresh:
+            self._move_to(session, addr, now)
+
+    def _move_to(self, session: NodeSession, addr: Endpoint, now: float) -> None:
+        """An authentic datagram from `addr`: NAT rebinding or the node moved (roaming)."""
         family = family_of(addr)
         old = session.endpoints.get(family)
-        if fresh and old != addr:  # NAT rebinding or the node moved: roaming
-            session.endpoints[family] = addr
-            if old is not None:
-                self._events.append(NodeMoved(session.fqdn, _ep(old), _ep(addr)))
-                self.redirects.moved(session, now)
-            self.store.update_observed(session.fqdn, session.endpoint, self._epoch_ms(now))
+        if old == addr:
+            return
+        session.endpoints[family] = addr
+        if old is not None:
+            self._events.append(NodeMoved(session.fqdn, _ep(old), _ep(addr)))
+            self.redirects.moved(session, now)
+        self.store.update_observed(session.fqdn, session.endpoint, self._epoch_ms(now))
 
     def _end(self, session: NodeSession, now: float) -> None:
         self._release(self.table.remove(session))
