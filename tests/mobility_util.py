@@ -130,6 +130,25 @@ def wait_route_updated(
         raise AssertionError(f"{exc}\n{diag(state, since)}") from None
 
 
+#: fqdn -> the lab host it runs on; a NAT mode -> the reach the DC should see.
+HOST_OF = {"mn.ntm.example": "mn", "cn.ntm.example": "cn", "gn.ntm.example": "adapter"}
+REACH_OF = {"none": "public", "cone": "cone", "symmetric": "symmetric"}
+
+
+def check_reaches(
+    state: LabState, since: dict[str, int], updates: list[dict[str, Any]], nat: dict[str, str]
+) -> None:
+    """Every re-direction saw both ends as they are now (`nat`: host -> NAT mode): the DC
+    re-decides a route from the ends' current reach (7.3), never from a stale endpoint."""
+    for u in updates:
+        seen = (u["requester_reach"], u["target_reach"])
+        want = tuple(REACH_OF[nat[HOST_OF[u[end]]]] for end in ("requester", "target"))
+        assert seen == want, (
+            f"route_updated ({u['cause']}) saw reaches {seen}, the ends are {want}: {u}\n"
+            + diag(state, since)
+        )
+
+
 def diag(state: LabState, since: dict[str, int] | None = None) -> str:
     """What the DC and the ends said (moves, routes, tunnels, warnings) since `since`."""
     since = since or {}

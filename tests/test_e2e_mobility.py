@@ -12,7 +12,8 @@ move while both run; then:
 - the stream resumed after the move (`gap_after` not None, echoes going on after it), its
   gap printed and held to a generous bound (the strict targets are `ntma bench`'s);
 - the DC re-directed the tunnel (`route_updated`, cause moved) onto the route the NATs now
-  call for, so a cell passing by luck (a public peer roaming alone) is noticed;
+  call for, each re-direction seeing both ends' reach as they are now, so a cell passing
+  by luck (a public peer roaming alone) is noticed;
 - break before make for longer than the DC's keep-alive misses: the DC marked the mover
   offline and told its peer the tunnel was gone (`tunnels_dormant`), and re-directed it
   when the mover came back (cause back_online, or moved: the mover has given the DC up by
@@ -30,10 +31,11 @@ from typing import Any
 
 import pytest
 
-from ntma.lab import lab_move, ns_run
+from ntma.lab import MOVE_TARGETS, lab_move, ns_run
 
 from .mobility_util import (
     check_download,
+    check_reaches,
     check_stream,
     diag,
     events_since,
@@ -61,6 +63,14 @@ class Cell:
     down_for: float = 0.0
     causes: frozenset[str] = field(default=frozenset({"moved"}))
     offline: bool = False  # the DC marks the mover offline meanwhile
+
+    @property
+    def nat_after(self) -> dict[str, str]:
+        """Each host's NAT mode once the moves are done."""
+        nat = {"mn": "cone", "cn": "none", "adapter": "cone"}  # lab_up's defaults
+        nat.update({k.removesuffix("_nat"): v for k, v in self.lab.items()})
+        nat.update({host: MOVE_TARGETS[to] for host, to in self.moves})
+        return nat
 
 
 CELLS = [
@@ -144,6 +154,7 @@ def run_cell(cell: Cell, tmp: Path, open_lab: Any) -> None:
             print(f"  route_updated: {[(u['cause'], u['route']) for u in updates]}")
             why = diag(state, sp.since)
             assert updates[-1]["route"] == cell.route, f"re-directed as {updates[-1]}\n{why}"
+            check_reaches(state, sp.since, updates, cell.nat_after)
             if cell.offline:
                 mover = fqdn(cell.moves[0][0])
                 dormant = events_since(state, sp.since, "dc", "tunnels_dormant")

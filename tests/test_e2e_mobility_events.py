@@ -31,6 +31,7 @@ from ntma.lab import lab_nat_reset, lab_restart, log_size, ns_run, stop_daemon
 
 from .mobility_util import (
     check_download,
+    check_reaches,
     check_stream,
     diag,
     events_since,
@@ -78,6 +79,7 @@ def test_stream_and_download_survive_a_restart(node: str, tmp_path: Path, open_l
         check_stream(state, sp, GAP_BOUND_S)
         updates = wait_route_updated(state, sp.since, {"restarted"}, (MN, CN))
         print(f"  route_updated: {[(u['cause'], u['route']) for u in updates]}")
+        check_reaches(state, sp.since, updates, {"mn": "cone", "cn": "none"})
         assert events_since(state, sp.since, "dc", "node_restarted"), diag(state, sp.since)
         check_download(state, sp)
 
@@ -120,6 +122,7 @@ def test_stream_resumes_after_a_nat_reset(
             )
             print(f"  route_updated: {[(u['cause'], u['route']) for u in updates]}")
             assert updates[-1]["route"] == route, f"{updates[-1]}\n{diag(state, sp.since)}"
+            check_reaches(state, sp.since, updates, {"mn": mn_nat, "cn": cn_nat})
         else:
             print(f"  route_updated: {route_updates(state, sp.since)}")
 
