@@ -16,16 +16,13 @@ from ntma.config import (
     LogConfig,
     NodeConfig,
     RelayConfig,
-    RoleConfig,
-    config_toml,
-    format_endpoint,
     load_adapter_config,
     load_dc_config,
     load_node_config,
     load_relay_config,
     parse_endpoint,
-    write_config,
 )
+from ntma.config_write import RoleConfig, config_toml, format_endpoint, write_config
 from ntma.dc.admission import SubZone
 from ntma.proto.crypto import StaticKey, write_key_file
 

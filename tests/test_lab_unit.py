@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ntma import lab
-from ntma.config import to_toml
+from ntma.config_write import to_toml
 from ntma.lab import LabError, configs, demo, lab_status, lab_up, lifecycle
 
 from .netns_util import DEFAULT_NAMESPACES

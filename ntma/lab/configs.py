@@ -9,15 +9,8 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from ..config import (
-    AdapterConfig,
-    DcConfig,
-    LogConfig,
-    NodeConfig,
-    RelayConfig,
-    RoleConfig,
-    write_config,
-)
+from ..config import AdapterConfig, DcConfig, LogConfig, NodeConfig, RelayConfig
+from ..config_write import RoleConfig, write_config
 from ..proto.crypto import StaticKey, decode_key, load_key_file
 from .keys import new_key
 from .settings import (
