@@ -17,6 +17,7 @@ from .dc.admission import SUBZONE_PREFIX, SubZone
 from .proto.buffer import CodecError, Endpoint
 from .proto.crypto import KeyError_, StaticKey, decode_key, load_key_file
 from .proto.fields_v2 import check_name
+from .proto.inbound import parse_rule
 from .proto.names import normalize_fqdn
 
 
@@ -316,8 +317,17 @@ def load_node_config(path: Path) -> NodeConfig:
 
 
 @dataclass(frozen=True)
+class DeviceConfig:
+    """A device behind the adapter, by MAC ([devices] in the adapter's config)."""
+
+    mac: bytes
+    fqdn: str
+    inbound: tuple[str, ...] | None = None  # rules as written ("tcp/80"); None: open
+
+
+@dataclass(frozen=True)
 class AdapterConfig:
-    fqdn: str  # the name the GN is registered under
+    fqdn: str  # the adapter's REGISTER name; the default device's name
     key: StaticKey
     gn_interface: str
     listen: Endpoint
@@ -330,6 +340,12 @@ class AdapterConfig:
     ntm_suffixes: list[str]
     log: LogConfig
     key_path: Path | None = field(default=None, compare=False)  # its .ts file sits beside
+    devices: tuple[DeviceConfig, ...] = ()
+    default_device: bool = True  # the first device not in `devices` is named `fqdn`
+    host_names: str | None = None  # zone for names from DHCP options 12 and 81; None: off
+    inbound: tuple[str, ...] | None = None  # the rule of devices not in `devices`
+    max_devices: int = 64
+    leases_file: Path | None = None  # MAC -> name across restarts; default beside the key
 
 
 def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
@@ -359,7 +375,61 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         ntm_suffixes=_suffixes(dns),
         log=_log(data, base),
         key_path=adapter.path("private_key_file"),
+        devices=_devices(data.get("devices", {})),
+        default_device=adapter.get("default_device", bool, True),
+        host_names=_host_names(adapter),
+        inbound=_inbound(adapter.get("inbound", list, None), "adapter.inbound"),
+        max_devices=adapter.positive("max_devices", int, 64),
+        leases_file=adapter.path("leases_file", None) if "leases_file" in adapter.data else None,
     )
+
+
+def _mac(text: str, where: str) -> bytes:
+    parts = text.split(":")
+    try:
+        mac = bytes(int(p, 16) for p in parts if len(p) == 2)
+    except ValueError:
+        mac = b""
+    if len(mac) != 6 or len(parts) != 6:
+        raise ConfigError(where, f"{text!r} is not a MAC address", 'write "02:00:5e:00:00:01"')
+    return mac
+
+
+def _inbound(rules: list | None, where: str) -> tuple[str, ...] | None:
+    if rules is None:
+        return None
+    for rule in rules:
+        try:
+            parse_rule(rule if isinstance(rule, str) else "")
+        except ValueError as exc:
+            raise ConfigError(where, str(exc), 'write rules like ["tcp/80", "udp/5353"]') from None
+    return tuple(rule.strip().lower() for rule in rules)
+
+
+def _devices(table: Any) -> tuple[DeviceConfig, ...]:
+    """[devices]: "MAC" = "name" or "MAC" = { name = "...", inbound = [...] }."""
+    if not isinstance(table, dict):
+        raise ConfigError("devices", "must be a table", 'write [devices] then "MAC" = "NAME"')
+    devices, names = [], set()
+    for mac_text, value in table.items():
+        where = f"devices.{mac_text}"
+        entry = value if isinstance(value, dict) else {"name": value}
+        name, inbound = entry.get("name"), entry.get("inbound")
+        if not isinstance(name, str) or set(entry) - {"name", "inbound"}:
+            raise ConfigError(where, "needs a name (and at most inbound)", 'write "MAC" = "NAME"')
+        if inbound is not None and not isinstance(inbound, list):
+            raise ConfigError(f"{where}.inbound", "must be a list", 'write ["tcp/80"]')
+        fqdn = _admitted_name(name, where)
+        if fqdn in names:
+            raise ConfigError(where, f"{fqdn} is named twice", "give each device its own name")
+        names.add(fqdn)
+        devices.append(DeviceConfig(_mac(mac_text, where), fqdn, _inbound(inbound, where)))
+    return tuple(devices)
+
+
+def _host_names(adapter: _Section) -> str | None:
+    zone = adapter.get("host_names", str, None)
+    return None if zone is None else _admitted_name(zone, "adapter.host_names")
 
 
 @dataclass(frozen=True)

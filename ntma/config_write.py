@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import AdapterConfig, DcConfig, LogConfig, NodeConfig, RelayConfig
+from .config import AdapterConfig, DcConfig, DeviceConfig, LogConfig, NodeConfig, RelayConfig
 from .dc.admission import SUBZONE_PREFIX
 from .proto.buffer import Endpoint
+from .proto.ether import mac_text
 
 #: Any role's config: what `write_config` writes and the matching `load_*_config` reads.
 RoleConfig = DcConfig | NodeConfig | AdapterConfig | RelayConfig
@@ -77,12 +78,28 @@ def _node_sections(c: NodeConfig, key_file: Path) -> _Sections:
 def _adapter_sections(c: AdapterConfig, key_file: Path) -> _Sections:
     adapter = {"fqdn": c.fqdn, "private_key_file": key_file, "gn_interface": c.gn_interface}
     adapter |= {"listen": format_endpoint(c.listen), "passthrough_tun": c.passthrough_tun}
-    return {
-        "adapter": adapter | {"mtu": c.mtu, "lease_time": c.lease_time},
+    adapter |= {"mtu": c.mtu, "lease_time": c.lease_time}
+    adapter |= {"default_device": c.default_device, "max_devices": c.max_devices}
+    if c.host_names is not None:
+        adapter["host_names"] = c.host_names
+    if c.inbound is not None:
+        adapter["inbound"] = list(c.inbound)
+    if c.leases_file is not None:
+        adapter["leases_file"] = c.leases_file
+    sections: _Sections = {
+        "adapter": adapter,
         "dc": _dc_link(c.dc_address, c.dc_public_key),
         "dns": _dns_table(c.dns_upstream, c.ntm_suffixes),
-        "log": _log_table(c.log),
     }
+    if c.devices:
+        sections["devices"] = {mac_text(d.mac): _device_entry(d) for d in c.devices}
+    return sections | {"log": _log_table(c.log)}
+
+
+def _device_entry(device: DeviceConfig) -> str | dict[str, Any]:
+    if device.inbound is None:
+        return device.fqdn
+    return {"name": device.fqdn, "inbound": list(device.inbound)}
 
 
 def _relay_sections(c: RelayConfig, key_file: Path) -> _Sections:

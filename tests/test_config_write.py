@@ -13,6 +13,7 @@ import pytest
 from ntma.config import (
     AdapterConfig,
     DcConfig,
+    DeviceConfig,
     LogConfig,
     NodeConfig,
     RelayConfig,
@@ -106,6 +107,31 @@ def _configs(tmp: Path, key: StaticKey) -> list[RoleConfig]:
             ntm_suffixes=["ntm.example"],
             log=log,
         ),
+        AdapterConfig(  # several devices behind it (issue 12)
+            fqdn="adapter.site1.ntm.example",
+            key=key,
+            gn_interface="gn0",
+            listen=("0.0.0.0", 7401),
+            passthrough_tun="ntmpt0",
+            mtu=1400,
+            lease_time=600,
+            dc_address=("198.51.100.10", 7400),
+            dc_public_key=_pub(),
+            dns_upstream=None,
+            ntm_suffixes=["ntm.example"],
+            log=log,
+            devices=(
+                DeviceConfig(bytes.fromhex("020000000a02"), "gn.site1.ntm.example"),
+                DeviceConfig(
+                    bytes.fromhex("020000000a03"), "web.site1.ntm.example", ("tcp/80", "udp/5353")
+                ),
+            ),
+            default_device=False,
+            host_names="site1.ntm.example",
+            inbound=("tcp/22",),
+            max_devices=8,
+            leases_file=tmp / "leases.json",
+        ),
         RelayConfig(
             listen=("198.51.100.60", 7500),
             key=key,
@@ -116,7 +142,7 @@ def _configs(tmp: Path, key: StaticKey) -> list[RoleConfig]:
     ]
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_build_write_load_gives_the_same_config(tmp_path: Path, index: int) -> None:
     key = StaticKey.generate()
     key_file = tmp_path / "keys" / "role.key"
