@@ -133,7 +133,7 @@ def test_ipv6_inner_checked_against_the_vip6s():
         open_data(table, a.seal(_ipv6("fd00::9", self6), 0.0), GN_SIDE, 0.0)
     with pytest.raises(InnerDrop):
         open_data(table, a.seal(_ipv6(peer6, "fd00::9"), 0.0), GN_SIDE, 0.0)
-    assert table.by_vip[bytes.fromhex("fd00" + "00" * 13 + "03")] is b
+    assert table.by_pair[b.self_vip6_packed + bytes.fromhex("fd00" + "00" * 13 + "03")] is b
 
 
 def _ipv6(src: str, dst: str) -> bytes:
@@ -232,8 +232,9 @@ def test_table_lookups_replacement_and_removal():
     assert table.by_ref[(DC_ID, 7)] is b and table.by_fqdn("gn.ntm.example") is b
     assert table.by_index[0x0B0B0B0B] == (b, b.ring.current)
     _, b2 = tunnel_pair(tunnel_id=8)
-    assert table.install(b2) is b  # same peer VIP: replaced, and unlinked
-    assert (DC_ID, 7) not in table.by_ref and table.by_vip[b.peer_vip_packed] is b2
+    assert table.install(b2) is b  # same VIP pair: replaced, and unlinked
+    assert (DC_ID, 7) not in table.by_ref
+    assert table.by_pair[b.self_vip_packed + b.peer_vip_packed] is b2
     assert table.by_index[0x0B0B0B0B][0] is b2
     table.remove(b2)
     assert len(table) == 0 and not table.by_index and table.removed == [b2]
@@ -418,3 +419,18 @@ def test_write_key_file_over_existing_file_is_0600(tmp_path):
     os.chmod(path, 0o644)
     write_key_file(path, StaticKey.generate())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_two_devices_keep_their_own_tunnels_to_one_peer():
+    """An adapter's devices each have a tunnel to the same peer: keyed by the VIP pair, so
+    neither replaces the other and each packet finds its own device's tunnel."""
+    table = TunnelTable()
+    first = Tunnel(DC_ID, 7, "cn.ntm.example", PEER_VIP, GN_VIP, ELSEWHERE, 0.0)
+    second = Tunnel(DC_ID, 8, "cn.ntm.example", PEER_VIP, "10.99.0.77", ELSEWHERE, 0.0,
+                    self_fqdn="gn2.ntm.example")
+    assert table.install(first) is None and table.install(second) is None
+    assert table.by_pair[PACKET[12:20]] is first
+    assert table.by_pair[udp_packet("10.99.0.77", PEER_VIP, 10)[12:20]] is second
+    assert table.by_fqdn("cn.ntm.example", "gn2.ntm.example") is second
+    table.discard(first)
+    assert table.by_pair.get(PACKET[12:20]) is None and len(table) == 1

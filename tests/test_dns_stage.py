@@ -30,7 +30,8 @@ ANSWERS = {
 
 
 async def fake_signalling(broker: DirectionBroker, asked: list[str]) -> None:
-    async for fqdn in broker.requests:
+    async for ask in broker.requests:
+        fqdn = ask.fqdn
         asked.append(fqdn)
         if fqdn in ANSWERS:
             broker.deliver(ANSWERS[fqdn])

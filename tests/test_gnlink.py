@@ -209,7 +209,7 @@ def test_route_to_tunnels_icmp_for_no_tunnel_and_df_too_big():
 
     table = TunnelTable()
     tunnel = FakeTunnel()
-    table.by_vip[ip_packed(PEER)] = tunnel
+    table.by_pair[ip_packed(GN_VIP) + ip_packed(PEER)] = tunnel
     stats = StageStats("classify")
     big_df = build_udp(ip_packed(GN_VIP), ip_packed(PEER), 1, 2, bytes(1450))
     big_no_df = bytearray(big_df)

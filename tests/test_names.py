@@ -104,3 +104,32 @@ def test_name_remove_ends_its_tunnels():
     net.run(1.0)
     assert not net.nodes["cn"].tunnels.by_ref
     assert net.dc.online_record(DEV1) is None
+
+
+def test_two_device_names_reach_one_peer_each_through_a_tunnel_of_its_own():
+    """request_direction(from_name=...): each device asks as itself, gets its own tunnel (by
+    VIP pair), and its DirectionResolved names it, so the adapter answers the right GN."""
+    net = _net()
+    mn, cn = net.nodes["mn"], net.nodes["cn"]
+    mn.add_name(DEV1, net.now)
+    mn.add_name(DEV2, net.now)
+    net.run(1.0)
+    mn.request_direction(f"cn.{ZONE}", net.now, DEV1)
+    mn.request_direction(f"cn.{ZONE}", net.now, DEV2)
+    net.run(2.0)
+    resolved = {e.from_name: e for e in _of(net.events["mn"], DirectionResolved)}
+    assert set(resolved) == {DEV1, DEV2}
+    assert all(e.status == Status.OK for e in resolved.values())
+    vips = _registered(net)
+    tunnels = {t.self_fqdn: t for t in mn.tunnels}
+    assert {name: t.self_vip for name, t in tunnels.items()} == {DEV1: vips[DEV1], DEV2: vips[DEV2]}
+    assert {t.peer_vip for t in cn.tunnels} == {vips[DEV1], vips[DEV2]}
+
+
+def test_a_name_not_yet_added_cannot_ask_for_a_direction():
+    net = _net()
+    net.nodes["mn"].request_direction(f"cn.{ZONE}", net.now, DEV1)
+    net.run(1.0)
+    (resolved,) = _of(net.events["mn"], DirectionResolved)
+    assert (resolved.status, resolved.from_name) == (Status.NO_ROUTE, DEV1)
+    assert not net.nodes["mn"].tunnels.by_ref

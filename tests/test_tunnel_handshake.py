@@ -216,7 +216,7 @@ def test_direct_tunnel_comes_up_and_carries_data_both_ways():
     assert mn_t is not None and cn_t is not None
     assert mn_t.route == cn_t.route == "direct"
     assert mn_t.endpoint == CN_EP and cn_t.endpoint == MN_EP
-    assert mn.events(DirectionResolved) == [DirectionResolved(CN_NAME, Status.OK, CN_VIP)]
+    assert mn.events(DirectionResolved) == [DirectionResolved(CN_NAME, Status.OK, CN_VIP, MN_NAME)]
     (up,) = mn.events(TunnelUp)
     assert up.log_fields()["tunnel"] == TID and up.log_fields()["peer"] == CN_NAME
     assert up.log_fields()["replaced"] is False
@@ -315,7 +315,8 @@ def test_no_answer_until_the_deadline_is_no_route_and_frees_everything():
     while t < FIRST_DEADLINE_S + 1:
         t += 0.25
         link.tick(t)
-    assert mn.events(DirectionResolved) == [DirectionResolved(CN_NAME, Status.NO_ROUTE)]
+    no_route = DirectionResolved(CN_NAME, Status.NO_ROUTE, None, MN_NAME)
+    assert mn.events(DirectionResolved) == [no_route]
     assert not mn.wire.initiations.pending and not mn.wire.indexes.in_use
     assert (DC_ID, TID) not in mn.hs and mn.hs.get_timer() is None
 

@@ -189,8 +189,8 @@ async def _bench_dns_async(seconds: float) -> list[StageResult]:
     await upstream.bind(("127.0.0.1", 0))
 
     async def live_tunnel_signalling() -> None:  # answers at once, as with a live tunnel
-        async for fqdn in broker.requests:
-            broker.deliver(DirectionResolved(fqdn, Status.OK, PEER_VIP))
+        async for ask in broker.requests:
+            broker.deliver(DirectionResolved(ask.fqdn, Status.OK, PEER_VIP))
 
     async def stub_upstream() -> None:
         while True:

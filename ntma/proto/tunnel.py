@@ -107,6 +107,15 @@ class Tunnel:
     def ref(self) -> TunnelRef:
         return (self.dc_id, self.tunnel_id)
 
+    def pair_keys(self) -> list[bytes]:
+        """Its keys in TunnelTable.by_pair: (our VIP + the peer's) per family both have."""
+        keys = []
+        if self.peer_vip_packed and self.self_vip_packed:
+            keys.append(self.self_vip_packed + self.peer_vip_packed)
+        if self.peer_vip6_packed and self.self_vip6_packed:
+            keys.append(self.self_vip6_packed + self.peer_vip6_packed)
+        return keys
+
     @property
     def peer_endpoint(self) -> Endpoint:
         """Where DATA goes now (the log field keeps its v1 name)."""
@@ -244,12 +253,14 @@ class UnknownIndex(LookupError):
 
 
 class TunnelTable:
-    """Live tunnels: by (dc_id, tunnel_id), by packed peer VIP (the send path) and by
-    local session index (the receive path, one entry per keypair)."""
+    """Live tunnels: by (dc_id, tunnel_id), by VIP pair (the send path: an IPv4 packet's
+    bytes 12:20, source then destination, are our VIP and the peer's; IPv6's 8:40) and by
+    local session index (the receive path, one entry per keypair). Keyed by the pair, not
+    the peer alone: an adapter's devices each have their own tunnel to the same peer."""
 
     def __init__(self) -> None:
         self.by_ref: dict[TunnelRef, Tunnel] = {}
-        self.by_vip: dict[bytes, Tunnel] = {}
+        self.by_pair: dict[bytes, Tunnel] = {}
         self.by_index: dict[int, tuple[Tunnel, Keypair]] = {}
         # Keypairs the data path dropped (confirm) and tunnels the keep-alive stage
         # removed: the handshake part drains both to free indexes and pins.
@@ -262,16 +273,16 @@ class TunnelTable:
 
     def install(self, tunnel: Tunnel) -> Tunnel | None:
         """Add tunnel (and its keypairs' indexes); returns the tunnel it replaced for the
-        same peer VIP, removed here (the caller frees what else it held)."""
-        old = self.by_vip.get(tunnel.peer_vip_packed) if tunnel.peer_vip_packed else None
+        same pair of VIPs, removed here (the caller frees what else it held)."""
+        keys = tunnel.pair_keys()
+        old = self.by_pair.get(keys[0]) if keys else None
         if old is tunnel:
             old = None
         if old is not None:
             self._unlink(old)
         self.by_ref[tunnel.ref] = tunnel
-        for packed in (tunnel.peer_vip_packed, tunnel.peer_vip6_packed):
-            if packed:
-                self.by_vip[packed] = tunnel
+        for key in keys:
+            self.by_pair[key] = tunnel
         for keypair in tunnel.ring.all():
             self.by_index[keypair.local_index] = (tunnel, keypair)
         return old
@@ -297,16 +308,24 @@ class TunnelTable:
     def _unlink(self, tunnel: Tunnel) -> None:
         if self.by_ref.get(tunnel.ref) is tunnel:
             del self.by_ref[tunnel.ref]
-        for packed in (tunnel.peer_vip_packed, tunnel.peer_vip6_packed):
-            if packed and self.by_vip.get(packed) is tunnel:
-                del self.by_vip[packed]
+        for key in tunnel.pair_keys():
+            if self.by_pair.get(key) is tunnel:
+                del self.by_pair[key]
         for keypair in tunnel.ring.all():
             entry = self.by_index.get(keypair.local_index)
             if entry is not None and entry[0] is tunnel:
                 del self.by_index[keypair.local_index]
 
-    def by_fqdn(self, fqdn: str) -> Tunnel | None:
-        return next((t for t in self.by_ref.values() if t.peer_fqdn == fqdn), None)
+    def by_fqdn(self, fqdn: str, self_fqdn: str | None = None) -> Tunnel | None:
+        """The tunnel to fqdn (from our name self_fqdn, when given)."""
+        return next(
+            (
+                t
+                for t in self.by_ref.values()
+                if t.peer_fqdn == fqdn and (self_fqdn is None or t.self_fqdn == self_fqdn)
+            ),
+            None,
+        )
 
     def __iter__(self):
         return iter(list(self.by_ref.values()))

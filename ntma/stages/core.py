@@ -41,7 +41,7 @@ class NodePipeline:
     def __post_init__(self) -> None:
         self.table = self.sm.tunnels
         if self.broker is None:
-            self.broker = DirectionBroker(self.spans.stage("dns"))
+            self.broker = DirectionBroker(self.spans.stage("dns"), self.sm.fqdn)
 
 
 async def start_core(

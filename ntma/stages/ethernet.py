@@ -85,9 +85,9 @@ def route_to_tunnels(
     """(packets for encapsulate, ICMP errors for the GN)."""
     routed: list[tuple[Tunnel, bytes]] = []
     errors: list[bytes] = []
-    by_vip, max_mss, router = table.by_vip, mtu - 40, link.router_ip
+    by_pair, max_mss, router = table.by_pair, mtu - 40, link.router_ip
     for packet in packets:
-        tunnel = by_vip.get(packet[16:20])
+        tunnel = by_pair.get(packet[12:20])
         if tunnel is None:
             stats.drop("no_tunnel")
             errors.append(build_icmp_error(router, packet, ICMP_HOST_UNREACH))

@@ -40,14 +40,14 @@ async def run_tun_read(
 def classify_packets(
     batch: list[bytes], table: TunnelTable, stats: StageStats
 ) -> list[tuple[Tunnel, bytes]]:
-    """Keep IPv4 packets whose destination VIP has a tunnel; count the rest."""
+    """Keep IPv4 packets whose (source, destination) VIP pair has a tunnel; count the rest."""
     routed: list[tuple[Tunnel, bytes]] = []
-    by_vip = table.by_vip
+    by_pair = table.by_pair
     for packet in batch:
         if len(packet) < 20 or packet[0] >> 4 != 4:
             stats.drop("not_ipv4" if packet and packet[0] >> 4 == 6 else "malformed")
             continue
-        tunnel = by_vip.get(packet[16:20])
+        tunnel = by_pair.get(packet[12:20])
         if tunnel is None:
             stats.drop("no_tunnel")
             continue

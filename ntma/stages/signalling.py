@@ -10,8 +10,10 @@ table).
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 import trio
@@ -25,37 +27,61 @@ from .channels import DIRECTION_QUEUE, Batch
 from .netwatch import NetChange
 
 
+class AskKind(enum.Enum):
+    DIRECTION = "direction"  # resolve a name (a DNS query for it)
+    ADD_NAME = "add_name"  # one more name of ours (a device behind an adapter)
+    REMOVE_NAME = "remove_name"
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """The broker's channel item: what a DNS handler or the adapter asks of signalling."""
+
+    kind: AskKind
+    fqdn: str
+    from_name: str = ""  # DIRECTION: which of our names asks ("": the session's)
+
+
 class DirectionBroker:
-    """Lets DNS handlers await a name's resolution; concurrent asks share one exchange."""
+    """Lets DNS handlers await a name's resolution (per asking name of ours: an adapter's
+    devices each get their own tunnel); concurrent asks share one exchange."""
 
-    def __init__(self, stats: StageStats) -> None:
-        self.requests_send, self.requests = trio.open_memory_channel[str](DIRECTION_QUEUE)
-        self._waiting: dict[str, list[trio.abc.SendChannel]] = {}
+    def __init__(self, stats: StageStats, own_name: str = "") -> None:
+        self.requests_send, self.requests = trio.open_memory_channel[Ask](DIRECTION_QUEUE)
+        self._waiting: dict[tuple[str, str], list[trio.abc.SendChannel]] = {}
         self._stats = stats
+        self.own_name = normalize_fqdn(own_name)  # what "" stands for in results
 
-    async def resolve(self, fqdn: str) -> DirectionResolved:
+    async def resolve(self, fqdn: str, from_name: str = "") -> DirectionResolved:
         """Wait for fqdn's outcome; the caller bounds the wait with a cancel scope."""
-        fqdn = normalize_fqdn(fqdn)
+        fqdn, from_name = normalize_fqdn(fqdn), normalize_fqdn(from_name)
+        key = (from_name or self.own_name, fqdn)
         send, recv = trio.open_memory_channel[DirectionResolved](1)
-        first = fqdn not in self._waiting
-        self._waiting.setdefault(fqdn, []).append(send)
+        first = key not in self._waiting
+        self._waiting.setdefault(key, []).append(send)
         try:
-            if first:
-                try:
-                    self.requests_send.send_nowait(fqdn)
-                except trio.WouldBlock:
-                    self._stats.drop("direction_queue_full")
-                    return DirectionResolved(fqdn, Status.NO_ROUTE)
+            if first and not self.ask(Ask(AskKind.DIRECTION, fqdn, from_name)):
+                return DirectionResolved(fqdn, Status.NO_ROUTE, from_name=from_name)
             return await recv.receive()
         finally:
-            waiters = self._waiting.get(fqdn, [])
+            waiters = self._waiting.get(key, [])
             if send in waiters:
                 waiters.remove(send)
                 if not waiters:
-                    del self._waiting[fqdn]
+                    del self._waiting[key]
+
+    def ask(self, item: Ask) -> bool:
+        """Queue item for signalling without waiting (drop newest when full, counted)."""
+        try:
+            self.requests_send.send_nowait(item)
+            return True
+        except trio.WouldBlock:
+            self._stats.drop("direction_queue_full")
+            return False
 
     def deliver(self, result: DirectionResolved) -> None:
-        for send in self._waiting.pop(result.fqdn, []):
+        key = (result.from_name or self.own_name, result.fqdn)
+        for send in self._waiting.pop(key, []):
             send.send_nowait(result)
 
 
@@ -133,8 +159,14 @@ async def _next_input(
             nursery.cancel_scope.cancel()
 
         async def names() -> None:
-            fqdn = await broker.requests.receive()
-            sm.request_direction(fqdn, trio.current_time())
+            ask = await broker.requests.receive()
+            now = trio.current_time()
+            if ask.kind is AskKind.DIRECTION:
+                sm.request_direction(ask.fqdn, now, ask.from_name)
+            elif ask.kind is AskKind.ADD_NAME:
+                sm.add_name(ask.fqdn, now)
+            else:
+                sm.remove_name(ask.fqdn, now)
             nursery.cancel_scope.cancel()
 
         async def network() -> None:

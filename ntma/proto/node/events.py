@@ -108,9 +108,11 @@ class DirectionResolved(NodeEvent):
     fqdn: str
     status: Status
     vip: str | None = None
+    from_name: str = ""  # which of our names asked (an adapter's device); "": the session's
 
     def log_fields(self) -> dict[str, Any]:
-        return {"peer": self.fqdn, "status": self.status.name}
+        fields: dict[str, Any] = {"peer": self.fqdn, "status": self.status.name}
+        return fields | ({"from_name": self.from_name} if self.from_name else {})
 
 
 @dataclass(frozen=True)

@@ -420,7 +420,8 @@ class Handshakes:
             if old is not None and old.tunnel is replaced:
                 self._forget(old)
         wire.events.append(TunnelUp(tunnel, replaced is not None))
-        wire.events.append(DirectionResolved(tunnel.peer_fqdn, Status.OK, tunnel.peer_vip))
+        resolved = DirectionResolved(tunnel.peer_fqdn, Status.OK, tunnel.peer_vip, tunnel.self_fqdn)
+        wire.events.append(resolved)
 
     def _release(self, keypairs: list[Keypair]) -> None:
         """Free what dropped keypairs held: their index, here and in both tables."""
@@ -464,7 +465,8 @@ class Handshakes:
 
     def _give_up(self, held: Directed) -> None:
         """A first handshake found no route: the name has none (DirectionResolved)."""
-        self._wire.events.append(DirectionResolved(held.direction.peer_name, Status.NO_ROUTE))
+        d = held.direction
+        self._wire.events.append(DirectionResolved(d.peer_name, Status.NO_ROUTE, None, d.self_name))
         self._forget(held)
 
     def _forget(self, held: Directed) -> None:

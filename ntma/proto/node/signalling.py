@@ -119,8 +119,8 @@ class NodeSignalling:
         )
         self.relays.on_bound = self.handshakes.on_relay_bound
         self.names = DeviceNames(self.wire, self.session)
-        self._waiting_names: list[str] = []  # asked before registration finished
-        self._asking: dict[str, int] = {}  # fqdn -> direction txid in flight
+        self._waiting_names: list[tuple[str, str]] = []  # (from_name, fqdn) asked early
+        self._asking: dict[tuple[str, str], int] = {}  # (from_name, fqdn) -> txid in flight
         self._dc_txids: OrderedDict[int, None] = OrderedDict()
 
     @property
@@ -197,30 +197,37 @@ class NodeSignalling:
             except CodecError:  # no keys to send with yet (a responder not confirmed)
                 continue
 
-    def request_direction(self, fqdn: str, now: float) -> None:
-        """Resolve fqdn through the DC and build a tunnel; a DirectionResolved follows."""
-        fqdn = normalize_fqdn(fqdn)
+    def request_direction(self, fqdn: str, now: float, from_name: str = "") -> None:
+        """Resolve fqdn through the DC and build a tunnel from our name from_name (an
+        adapter's device; "": the session's own name); a DirectionResolved follows, with
+        from_name set to the name that asked."""
+        fqdn, from_name = normalize_fqdn(fqdn), normalize_fqdn(from_name or self.fqdn)
         try:
             check_name(fqdn)
         except CodecError:
-            self.wire.events.append(DirectionResolved(fqdn, Status.UNKNOWN))
+            self.wire.events.append(DirectionResolved(fqdn, Status.UNKNOWN, from_name=from_name))
             return
-        tunnel = self.tunnels.by_fqdn(fqdn)
+        tunnel = self.tunnels.by_fqdn(fqdn, from_name)
         registered = self.session.registration is not None
         if tunnel is not None:
             # VIPs are stable, so answer now; ask the DC again in the background when
             # the tunnel has gone quiet (the peer may have restarted).
-            self.wire.events.append(DirectionResolved(fqdn, Status.OK, tunnel.peer_vip))
+            resolved = DirectionResolved(fqdn, Status.OK, tunnel.peer_vip, from_name)
+            self.wire.events.append(resolved)
             quiet_since = max(getattr(tunnel, "created_at", 0.0), tunnel.last_receive)
             if now - quiet_since < TUNNEL_STALE_S or not registered:
                 return
         if not registered:
-            self._wait_for_registration(fqdn)
+            self._wait_for_registration(fqdn, from_name)
             return
-        if fqdn not in self._asking:
-            msg = DirectionRequest(self.wire.txid(), self.fqdn, fqdn, Want.V4)
-            self.session.request(msg, DcTx.DIRECTION, now, DIRECTION_TIMEOUT_S, context=fqdn)
-            self._asking[fqdn] = msg.txid
+        if from_name not in self.wire.names:  # a device whose NAME_ADD is not answered yet
+            self.wire.events.append(DirectionResolved(fqdn, Status.NO_ROUTE, from_name=from_name))
+            return
+        if (from_name, fqdn) not in self._asking:
+            msg = DirectionRequest(self.wire.txid(), from_name, fqdn, Want.V4)
+            context = (from_name, fqdn)
+            self.session.request(msg, DcTx.DIRECTION, now, DIRECTION_TIMEOUT_S, context=context)
+            self._asking[context] = msg.txid
 
     def handle_timer(self, now: float) -> None:
         inits = self.wire.initiations
@@ -229,9 +236,10 @@ class NodeSignalling:
         for pending in inits.expired(now):
             self._init_expired(pending, now)
         for tx in self.session.handle_timer(now):
-            if tx.kind == DcTx.DIRECTION and isinstance(tx.context, str):
+            if tx.kind == DcTx.DIRECTION and isinstance(tx.context, tuple):
                 self._asking.pop(tx.context, None)
-                self.wire.events.append(DirectionResolved(tx.context, Status.NO_ROUTE))
+                from_name, fqdn = tx.context
+                self.wire.events.append(DirectionResolved(fqdn, Status.NO_ROUTE, None, from_name))
             elif tx.kind == DcTx.NAME_ADD:
                 self.names.on_unanswered(tx.context)
         self.relays.handle_timer(now)
@@ -380,7 +388,7 @@ class NodeSignalling:
             self.session.mapping_changed = False
             self._follow(now)
         elif isinstance(msg, DirectionResponse):
-            if isinstance(tx.context, str):
+            if isinstance(tx.context, tuple):
                 self._on_direction_response(tx.context, msg, now)
         elif isinstance(msg, ProbeAck):
             self.session.on_probe_ack(msg)
@@ -403,24 +411,27 @@ class NodeSignalling:
         else:
             self._on_direction(msg.direction, now, again=isinstance(msg, RouteUpdate))
 
-    def _wait_for_registration(self, fqdn: str) -> None:
-        if fqdn in self._waiting_names:
+    def _wait_for_registration(self, fqdn: str, from_name: str) -> None:
+        if (from_name, fqdn) in self._waiting_names:
             return
         if len(self._waiting_names) >= WAITING_NAMES_MAX:
             self.drops.drop("too_many_waiting_names")
-            self.wire.events.append(DirectionResolved(fqdn, Status.NO_ROUTE))
+            self.wire.events.append(DirectionResolved(fqdn, Status.NO_ROUTE, from_name=from_name))
             return
-        self._waiting_names.append(fqdn)
+        self._waiting_names.append((from_name, fqdn))
 
     def _ask_waiting_names(self, now: float) -> None:
         waiting, self._waiting_names = self._waiting_names, []
-        for fqdn in waiting:
-            self.request_direction(fqdn, now)
+        for from_name, fqdn in waiting:
+            self.request_direction(fqdn, now, from_name)
 
-    def _on_direction_response(self, fqdn: str, msg: DirectionResponse, now: float) -> None:
-        self._asking.pop(fqdn, None)
+    def _on_direction_response(
+        self, asked: tuple[str, str], msg: DirectionResponse, now: float
+    ) -> None:
+        self._asking.pop(asked, None)
         if msg.direction is None:
-            self.wire.events.append(DirectionResolved(fqdn, msg.status))
+            from_name, fqdn = asked
+            self.wire.events.append(DirectionResolved(fqdn, msg.status, None, from_name))
         else:
             self._on_direction(msg.direction, now)
 
