@@ -103,7 +103,7 @@ async def test_arp_answered_for_router_and_peer_vips_only(world, autojump_clock)
             GN_MAC,
             ip_packed(adapter.vip),
         )
-    assert adapter.link.gn_mac == GN_MAC
+    assert adapter.link.devices.by_mac[GN_MAC].source == "default"  # learnt from its ARP
     await wait_all_tasks_blocked()  # inject records the path once its write returns
     assert adapter.pipe.spans.stage("arp").drops["not_answered"] == 2
     assert adapter.pipe.spans.path("arp_processing").count == 2  # frame in -> reply sent
@@ -123,12 +123,13 @@ async def test_dhcp_discover_and_request_lease_the_vip(world, autojump_clock):
     assert offer.yiaddr == adapter.vip and offer.chaddr == GN_MAC
     assert offer.ip_option(OPT_ROUTER) == router and offer.server_id == router
     assert struct.unpack("!H", offer.options[OPT_MTU])[0] == 1400
-    assert adapter.link.gn_mac is None  # an offer is not a lease
+    device = adapter.link.devices.by_mac[GN_MAC]  # the default device: the adapter's name
+    assert device.fqdn == adapter.sm.fqdn and not device.dhcp.bound  # an offer is no lease
     await adapter.gn.inject([dhcp_request_frame(0x1234, adapter.vip, router)])
     (ack_frame,) = await frames_to_gn(adapter, 1)
     ack = parse_dhcp(parse_udp(ack_frame[ETH_HEADER:])[2])
     assert (ack.message_type, ack.yiaddr) == (5, adapter.vip)
-    assert adapter.link.gn_mac == GN_MAC  # learnt from the lease
+    assert device.dhcp.bound
 
 
 async def test_dns_for_an_ntm_name_builds_the_tunnel_and_traffic_crosses_it(world, autojump_clock):

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from ntma.observe.log import RateLimitedDebug
 from ntma.observe.spans import StageStats
 from ntma.proto.buffer import CodecError
-from ntma.proto.dhcp import DhcpConfig, DhcpServer
+from ntma.proto.devices import DeviceRule, Devices
 from ntma.proto.dhcp_codec import RELEASE, build_dhcp
 from ntma.proto.ether import (
     ETH_P_ARP,
@@ -38,9 +38,12 @@ OTHER_MAC = bytes.fromhex("02cc00000003")
 GN_VIP, ROUTER, PEER = "10.99.0.3", "10.99.0.1", "10.99.0.2"
 
 
-def registered_link() -> GnLink:
+def registered_link(gn_known: bool = True) -> GnLink:
+    """Registered, and (gn_known) the GN has shown itself as the default device."""
     link = GnLink(ADAPTER_MAC)
     link.set_vip(GN_VIP, 16)
+    if gn_known:
+        link.devices.admit(GN_MAC)
     return link
 
 
@@ -95,9 +98,7 @@ def test_router_address_is_first_pool_host():
     ],
 )
 def test_classify_frame(frame, expected):
-    link = registered_link()
-    link.gn_mac = GN_MAC
-    assert classify_frame(frame, link) == expected
+    assert classify_frame(frame, registered_link()) == expected
 
 
 def test_before_registration_only_dhcp_and_arp_pass():
@@ -110,9 +111,13 @@ def test_before_registration_only_dhcp_and_arp_pass():
 
 
 def test_static_gn_is_learnt_from_its_first_frame():
-    link = registered_link()
+    link = registered_link(gn_known=False)
+    assert classify_frame(ip_frame(OTHER_MAC, "10.99.0.77", PEER), link) == (
+        Kind.DROP,
+        "foreign_mac",
+    )  # not the adapter's VIP: not the default device
     assert classify_frame(ip_frame(GN_MAC, GN_VIP, PEER), link)[0] is Kind.TUNNEL
-    assert link.gn_mac == GN_MAC
+    assert link.devices.by_mac[GN_MAC].source == "default"
     assert classify_frame(ip_frame(OTHER_MAC, GN_VIP, PEER), link) == (Kind.DROP, "foreign_mac")
 
 
@@ -144,10 +149,16 @@ def test_arp_not_answered(sender_ip, target):
 
 
 def test_arp_learns_gn_from_gratuitous_and_ignores_replies():
-    link = registered_link()
-    assert answer_arp(arp_request(GN_MAC, GN_VIP, GN_VIP), link) is None
-    assert link.gn_mac == GN_MAC
+    link = registered_link(gn_known=False)
+    gratuitous = arp_request(GN_MAC, GN_VIP, GN_VIP)
+    assert classify_frame(gratuitous, link) == (Kind.ARP, "")
+    assert answer_arp(gratuitous, link) is None
+    assert link.devices.by_mac[GN_MAC].vip == ip_packed(GN_VIP)
     assert answer_arp(arp_request(GN_MAC, GN_VIP, PEER, op=2), link) is None
+    assert classify_frame(arp_request(OTHER_MAC, "10.99.0.77", PEER), link) == (
+        Kind.DROP,
+        "foreign_mac",
+    )
 
 
 def test_arp_with_spoofed_sender_or_truncated_is_codec_error():
@@ -215,9 +226,10 @@ def test_route_to_tunnels_icmp_for_no_tunnel_and_df_too_big():
     big_no_df = bytearray(big_df)
     big_no_df[6] = 0
     no_tunnel = build_udp(ip_packed(GN_VIP), ip_packed("10.99.0.50"), 1, 2, b"x")
-    routed, errors = route_to_tunnels(
+    routed, local, errors = route_to_tunnels(
         [big_df, bytes(big_no_df), no_tunnel, tcp_syn(1460)], table, link, 1400, stats
     )
+    assert local == []
     assert [p for _, p in routed][0] == bytes(big_no_df)  # without DF it still goes
     assert struct.unpack_from("!H", routed[1][1], 42)[0] == 1360
     assert len(errors) == 2
@@ -237,22 +249,23 @@ def test_icmp_error_quotes_header_and_eight_bytes():
 
 
 def test_the_dhcp_stage_counts_and_logs_a_spoofed_chaddr():
-    """A frame from one MAC whose DHCP message speaks for another gets no answer, is counted
-    and logged (rate-limited) by the DHCP stage's per-batch functions."""
+    """A frame from one device whose DHCP message speaks for another gets no answer, is
+    counted and logged (rate-limited) by the DHCP stage's per-batch functions."""
     intruder = bytes.fromhex("02bb000000ee")
-    server = DhcpServer(DhcpConfig(server_ip="10.99.0.1", prefix_len=16))
-    server.set_address("10.99.0.23")
+    devices = Devices("gn.ntm.example", (DeviceRule(intruder, "dev2.ntm.example"),))
+    link = GnLink(ADAPTER_MAC, devices)
+    gn_services.serve_gn_vip(link, "10.99.0.23", 16, lease_time=600, mtu=1400)
+    devices.named("dev2.ntm.example", "10.99.0.24")
     payload = build_dhcp(message_type=RELEASE, xid=7, chaddr=GN_MAC, ciaddr=ip_packed("10.99.0.23"))
     udp = build_udp(ip_packed("10.99.0.23"), ip_packed("10.99.0.1"), 68, 67, payload)
     frame = eth_header(b"\xff" * 6, intruder, ETH_P_IP) + udp
-    link = GnLink(ADAPTER_MAC)
-    link.set_vip("10.99.0.23", 16)
     stats = StageStats("dhcp")
-    replies, events = gn_services.answer_dhcp([frame, frame], server, link, stats, 0.0)
+    replies, events = gn_services.answer_dhcp([frame, frame], link, stats, 0.0)
     assert replies == []
     with capture_logs() as logs:
         spoof_log = RateLimitedDebug(structlog.get_logger(), level="warning")
         gn_services._log_dhcp_events(events, None, stats, spoof_log, 0.0)
     assert stats.drops["chaddr not the frame's source"] == 2
+    assert devices.by_mac[intruder].drops["dhcp_spoofed"] == 2
     assert [e["log_level"] for e in logs] == ["warning"]  # once, not per frame
     assert logs[0]["chaddr"] == "02:bb:00:00:00:02" and logs[0]["src_mac"] == "02:bb:00:00:00:ee"

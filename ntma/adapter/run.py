@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import signal
 import socket
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -29,13 +30,15 @@ from ..io.tun import TunDevice, run_ip
 from ..node.lifecycle import log_final, make_signalling, wait_then_deregister
 from ..node.timestamps import keep_saving, restore_timestamp
 from ..observe.spans import run_stats_logger
-from ..proto.ether import ip_text
+from ..proto.devices import Devices
+from ..proto.ether import ip_packed, ip_text
 from ..proto.gnlink import GnLink
 from ..proto.node import Registered
 from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver, run_dns_tcp
-from ..stages.gn_services import DhcpSlot, serve_gn_vip
+from ..stages.gn_services import on_device_name, replay_held, serve_gn_vip
 from ..stages.pipeline import AdapterParts, start_adapter_pipeline
+from .devices import devices_from_config, leases_path, load_leases, log_device_stats, save_leases
 
 PASSTHROUGH_MTU = 1500
 NAT_TABLE = "ntma_adapter"
@@ -81,19 +84,23 @@ def _remove_nft_tables() -> None:
         subprocess.run(["nft", "delete", "table", family, table], capture_output=True, check=False)
 
 
-async def _configure_passthrough(tun: TunDevice, link: GnLink, vip: str) -> None:
+async def _configure_passthrough(tun: TunDevice, link: GnLink) -> None:
+    """The router address on the passthrough TUN, and the VIP pool routed to it: the
+    kernel's replies to any device's ordinary traffic come back through it."""
     router = ip_text(link.router_ip)
     await run_ip("addr", "flush", "dev", tun.name)
     await run_ip("addr", "add", f"{router}/32", "dev", tun.name)
     await run_ip("link", "set", "dev", tun.name, "mtu", str(PASSTHROUGH_MTU), "up")
-    await run_ip("route", "replace", f"{vip}/32", "dev", tun.name)
+    await run_ip("route", "replace", str(link.pool), "dev", tun.name)
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
 
 async def run_adapter(config: AdapterConfig) -> None:
     log = structlog.get_logger().bind(role="adapter", fqdn=config.fqdn)
     raw = RawSocket(config.gn_interface)
-    link = GnLink(adapter_mac=raw.mac)
+    leases_file = leases_path(config)
+    devices = devices_from_config(config, load_leases(leases_file, log))
+    link = GnLink(adapter_mac=raw.mac, devices=devices)
     passthrough = TunDevice(config.passthrough_tun, PASSTHROUGH_MTU)
     udp = UdpSocket.bind(config.listen)
     sm = make_signalling(
@@ -104,15 +111,21 @@ async def run_adapter(config: AdapterConfig) -> None:
         listen=config.listen,
         exclude={config.passthrough_tun, config.gn_interface},
     )
-    pipe = NodePipeline(
-        sm, watch_exclude=frozenset({config.passthrough_tun, config.gn_interface})
-    )
+    for name in devices.names_to_add():  # asked as soon as the adapter is registered
+        sm.add_name(name, 0.0)
+    pipe = NodePipeline(sm, watch_exclude=frozenset({config.passthrough_tun, config.gn_interface}))
     stamps = restore_timestamp(sm.wire.initiations, config.key_path)
     resolver = DnsResolver(
-        pipe.broker, config.dns_upstream, config.ntm_suffixes, pipe.spans.stage("dns")
+        pipe.broker,
+        config.dns_upstream,
+        config.ntm_suffixes,
+        pipe.spans.stage("dns"),
+        local=devices.vip_of_name,
     )
-    slot = DhcpSlot()
-    parts = AdapterParts(raw, passthrough, slot, resolver, link, config.mtu)
+    parts = AdapterParts(
+        raw, passthrough, resolver, link, config.mtu, partial(save_leases, leases_file)
+    )
+    pipe.on_name = partial(on_device_name, link, parts)
     await _nft(nft_rules(config.gn_interface, config.passthrough_tun))
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -121,22 +134,25 @@ async def run_adapter(config: AdapterConfig) -> None:
                 async def on_registered(event: Registered) -> None:
                     lease_time, mtu = config.lease_time, config.mtu
                     if not serve_gn_vip(
-                        link, slot, event.vip, event.prefix_len, lease_time=lease_time, mtu=mtu
+                        link, event.vip, event.prefix_len, lease_time=lease_time, mtu=mtu
                     ):
                         return
                     router = ip_text(link.router_ip)
-                    await _configure_passthrough(passthrough, link, event.vip)
-                    await nursery.start(_serve_tcp_dns, router, resolver, pipe)
+                    await _configure_passthrough(passthrough, link)
+                    await nursery.start(_serve_tcp_dns, router, resolver, pipe, devices)
+                    replay_held(link, parts, config.fqdn)
                     log.info(
                         "gn_ready",
                         vip=event.vip,
                         router=router,
                         mtu=config.mtu,
                         gn_interface=config.gn_interface,
+                        devices=len(config.devices),
                     )
 
                 await start_adapter_pipeline(nursery, pipe, parts, udp, on_registered)
                 await nursery.start(run_stats_logger, pipe.spans, config.log.stats_interval)
+                await nursery.start(log_device_stats, devices, config.log.stats_interval)
                 if stamps is not None:
                     nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(
@@ -157,13 +173,25 @@ async def run_adapter(config: AdapterConfig) -> None:
 
 
 async def _serve_tcp_dns(
-    router: str, resolver: DnsResolver, pipe: NodePipeline, *, task_status=trio.TASK_STATUS_IGNORED
+    router: str,
+    resolver: DnsResolver,
+    pipe: NodePipeline,
+    devices: Devices,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """DNS over TCP for the GN, on the router address (reached through the passthrough TUN)."""
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     await sock.bind((router, 53))
     sock.listen(64)
+    def name_of(source: str) -> str:
+        return devices.name_of_vip(ip_packed(source)) if source != "?" else ""
+
     await run_dns_tcp(
-        trio.SocketListener(sock), resolver, pipe.spans.stage("dns"), task_status=task_status
+        trio.SocketListener(sock),
+        resolver,
+        pipe.spans.stage("dns"),
+        name_of,
+        task_status=task_status,
     )

@@ -31,7 +31,7 @@ from ..proto.session import parse_transport
 from ..proto.tunnel import TunnelTable
 from ..stages.dns import DnsResolver
 from ..stages.ethernet import answer_arps, frame_packets, sort_frames
-from ..stages.gn_services import DhcpSlot, answer_dhcp, serve_gn_vip
+from ..stages.gn_services import answer_dhcp, serve_gn_vip
 from ..stages.receive import decapsulate_datagrams
 from ..stages.send import encapsulate_packets
 from ..stages.signalling import DirectionBroker
@@ -112,13 +112,13 @@ def bench_arp(seconds: float) -> StageResult:
 
 
 def bench_dhcp(seconds: float) -> StageResult:
-    link, slot = GnLink(ADAPTER_MAC), DhcpSlot()  # as registration leaves them
-    serve_gn_vip(link, slot, GN_VIP, 16, lease_time=600, mtu=1400)
+    link = GnLink(ADAPTER_MAC)  # as registration leaves it
+    serve_gn_vip(link, GN_VIP, 16, lease_time=600, mtu=1400)
     discovers = [dhcp_frame(1, xid=0x1234)] * BATCH
     stats = StageStats("dhcp")
 
     def run() -> int:
-        return len(answer_dhcp(discovers, slot.server, link, stats, 0.0)[0])
+        return len(answer_dhcp(discovers, link, stats, 0.0)[0])
 
     return _time_batches("dhcp", "DISCOVER -> OFFER frame", run, seconds)
 

@@ -401,7 +401,7 @@ _BIND = [seeds.dhcp_request_selecting()]  # then the GN holds a lease
 def _link() -> GnLink:
     link = GnLink(seeds.ADAPTER_MAC)
     link.set_vip("10.99.0.23", 16)
-    link.gn_mac = seeds.GN_MAC
+    link.devices.admit(seeds.GN_MAC)
     return link
 
 

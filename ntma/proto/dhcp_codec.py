@@ -54,6 +54,7 @@ OPT_T1 = 58
 OPT_T2 = 59
 OPT_VENDOR_CLASS = 60
 OPT_CLIENT_ID = 61
+OPT_CLIENT_FQDN = 81  # RFC 4702
 OPT_END = 255
 
 # Options whose length the parser checks (exact length, or a multiple for address lists).

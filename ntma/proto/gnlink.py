@@ -1,27 +1,27 @@
-"""The adapter's view of its link to the general node (sans-IO).
+"""The adapter's view of its link to the general nodes (sans-IO).
 
 Rules:
-- GnLink holds everything known about the link: our MAC, the router address
-  (the first address of the VIP pool, where the adapter answers), the GN's VIP
-  once registered, and the GN's MAC once it has shown itself.
-- The GN's MAC is learnt in one method, learn_gn_mac(), from three sources: a DHCP
-  lease (always wins: the server keeps to one client), and, while the MAC is still
-  unknown, the first IPv4 frame or ARP from the GN's VIP (a GN with a static VIP).
-- classify_frame() sorts one frame into a Kind; frames that are not the GN's
-  (another source MAC, or a source IP other than its VIP) are refused with a
-  reason, so they can be counted.
-- answer_arp() answers for the router address and every pool address except
-  the GN's own (the GN ARPs for its peers' VIPs); gratuitous ARP and probes are
-  only learnt from.
+- GnLink holds what is known about the link: our MAC, the VIP pool and the router address
+  (the pool's first address, where the adapter answers), and the devices on the link
+  (devices.py: each by MAC, with its own name and VIP).
+- classify_frame() sorts one frame into a Kind. An IPv4 frame passes only from a known
+  device (its MAC) with that device's VIP as its source (MAC and VIP bound together);
+  others are refused with a reason (foreign_mac, foreign_ip), so they can be counted. A
+  configured device, or the default device using the adapter's VIP statically, is known
+  from its first frame.
+- answer_arp() answers a device for the router address and every pool address except its
+  own VIP (peers' VIPs, and other devices on this link, whose traffic the adapter then
+  forwards and counts); gratuitous ARP and probes are not answered.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .buffer import CodecError
+from .devices import Device, Devices
 from .ether import (
     ARP_REQUEST,
     ETH_HEADER,
@@ -48,35 +48,40 @@ class Kind(enum.Enum):
 @dataclass
 class GnLink:
     adapter_mac: bytes
+    devices: Devices = field(default_factory=Devices)
     router_ip: bytes | None = None
     pool: ipaddress.IPv4Network | None = None
-    gn_ip: bytes | None = None
-    gn_mac: bytes | None = None
 
     pool_mask: int = 0
-    pool_net: int = -1  # matches nothing until set_vip()
+    pool_net: int = -1  # matches nothing until set_pool()
 
-    def set_vip(self, vip: str, prefix_len: int) -> None:
-        """The DC gave the GN its VIP: the pool's first address is the adapter's."""
+    def __post_init__(self) -> None:
+        self.devices.adapter_mac = self.adapter_mac
+
+    def set_pool(self, vip: str, prefix_len: int) -> None:
+        """The DC registered us with a VIP in its pool: the pool's first address is ours."""
         self.pool = ipaddress.IPv4Network(f"{vip}/{prefix_len}", strict=False)
         self.pool_mask = int(self.pool.netmask)
         self.pool_net = int(self.pool.network_address)
         self.router_ip = next(self.pool.hosts()).packed
-        self.gn_ip = ipaddress.IPv4Address(vip).packed
+
+    def set_vip(self, vip: str, prefix_len: int) -> None:
+        """The adapter's REGISTER name got its VIP: the pool, and the default device's VIP."""
+        self.set_pool(vip, prefix_len)
+        self.devices.named(self.devices.own_name, vip)
 
     def in_pool(self, packed: bytes) -> bool:
         return int.from_bytes(packed, "big") & self.pool_mask == self.pool_net
 
-    def learn_gn_mac(self, mac: bytes, *, leased: bool = False) -> None:
-        """The GN showed itself with this MAC; a lease replaces what was learnt."""
-        if leased or self.gn_mac is None:
-            self.gn_mac = mac
+    def device_of(self, frame: bytes, src_ip: bytes) -> Device | None:
+        """The device a frame comes from (its source MAC), if it is one of ours."""
+        device = self.devices.by_mac.get(frame[6:12])
+        if device is None:
+            device = self.devices.claim_static(frame[6:12], src_ip)
+        return device
 
-    def foreign_mac(self, frame: bytes) -> bool:
-        return self.gn_mac is not None and frame[6:12] != self.gn_mac
 
-
-def classify_frame(frame: bytes, link: GnLink) -> tuple[Kind, str]:
+def classify_frame(frame: bytes, link: GnLink, now: float = 0.0) -> tuple[Kind, str]:
     """(kind, drop reason or "") for one Ethernet frame from the GN link.
 
     On the hot path: fixed offsets into the frame (IPv4 starts at 14), no copies but
@@ -87,7 +92,8 @@ def classify_frame(frame: bytes, link: GnLink) -> tuple[Kind, str]:
     ethertype = (frame[12] << 8) | frame[13]
     if ethertype != ETH_P_IP:
         if ethertype == ETH_P_ARP:
-            return (Kind.DROP, "foreign_mac") if link.foreign_mac(frame) else (Kind.ARP, "")
+            known = len(frame) >= 32 and link.device_of(frame, frame[28:32]) is not None
+            return (Kind.ARP, "") if known else (Kind.DROP, "foreign_mac")
         return Kind.DROP, ("ipv6" if ethertype == ETH_P_IPV6 else "other_ethertype")
     if len(frame) < ETH_HEADER + 20 or frame[14] >> 4 != 4:
         return Kind.DROP, "malformed"
@@ -105,21 +111,25 @@ def classify_frame(frame: bytes, link: GnLink) -> tuple[Kind, str]:
         and frame[l4 + 2] == 0
         and frame[l4 + 3] == 67
     ):
-        return Kind.DHCP, ""  # any MAC may ask; the DHCP server keeps to one client
-    if link.gn_ip is None:
+        return Kind.DHCP, ""  # any MAC may ask; each device's server keeps to its MAC
+    if link.router_ip is None:
         return Kind.DROP, "not_registered"
-    if frame[26:30] != link.gn_ip:
-        return Kind.DROP, "foreign_ip"
-    if link.gn_mac is None:  # tested here so the hot path pays no call
-        link.learn_gn_mac(frame[6:12])  # a GN with a static VIP shows itself here
-    elif frame[6:12] != link.gn_mac:
+    device = link.devices.by_mac.get(frame[6:12]) or link.device_of(frame, frame[26:30])
+    if device is None:
         return Kind.DROP, "foreign_mac"
+    if frame[26:30] != device.vip:
+        device.drops["foreign_ip"] += 1
+        return Kind.DROP, "foreign_ip"
+    device.packets_out += 1
+    device.bytes_out += len(frame)
     dst = frame[30:34]
     if dst == link.router_ip:
         if udp and frame[l4 + 2] == 0 and frame[l4 + 3] == 53:
             return Kind.DNS, ""
         return Kind.PASSTHROUGH, ""
     if int.from_bytes(dst, "big") & link.pool_mask == link.pool_net:
+        if udp and device.inbound is not None:  # replies to its own UDP flows may come in
+            device.inbound.note_outbound(frame[ETH_HEADER:], now)
         return Kind.TUNNEL, ""
     return Kind.PASSTHROUGH, ""
 
@@ -135,11 +145,11 @@ def answer_arp(frame: bytes, link: GnLink) -> bytes | None:
     op, sender_mac, sender_ip, _, target_ip = parse_arp(frame)
     if sender_mac != frame[6:12]:
         raise CodecError("ARP sender MAC differs from the frame's source")
-    probe_or_gratuitous = sender_ip in (_ZERO_IP, target_ip)
-    if link.gn_ip is not None and sender_ip == link.gn_ip:
-        link.learn_gn_mac(sender_mac)
-    if op != ARP_REQUEST or probe_or_gratuitous or link.router_ip is None:
-        return None
-    if target_ip == link.gn_ip or not (target_ip == link.router_ip or link.in_pool(target_ip)):
+    if op != ARP_REQUEST or sender_ip in (_ZERO_IP, target_ip) or link.router_ip is None:
+        return None  # a reply, a probe or a gratuitous ARP: nothing to answer
+    device = link.devices.by_mac.get(sender_mac)
+    if device is None or sender_ip != device.vip:
+        return None  # only a device asking as itself
+    if target_ip == device.vip or not (target_ip == link.router_ip or link.in_pool(target_ip)):
         return None
     return build_arp_reply(link.adapter_mac, target_ip, sender_mac, sender_ip)

@@ -11,13 +11,14 @@ pipeline.py starts it under each front end (the node's TUN, the adapter's GN lin
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from ..io.packetio import DatagramIO
 from ..observe.spans import Spans
-from ..proto.node import NodeSignalling
+from ..proto.node import NameFailed, NameRegistered, NodeSignalling
 from ..proto.tunnel import TunnelTable
 from .channels import DATA_QUEUE_BATCHES, NETWATCH_QUEUE, SIGNAL_QUEUE_BATCHES, Batch
 from .hop import open_hop_channel
@@ -25,7 +26,7 @@ from .keepalive import run_tunnel_keepalive
 from .netwatch import run_netwatch
 from .receive import run_decapsulate, run_udp_receive
 from .send import run_encapsulate, run_udp_send
-from .signalling import DirectionBroker, run_signalling
+from .signalling import Ask, AskKind, DirectionBroker, run_signalling
 
 
 @dataclass
@@ -37,11 +38,18 @@ class NodePipeline:
     # Interfaces netwatch ignores (our own TUN, the GN link); None: no netwatch (tests that
     # run without a kernel of their own).
     watch_exclude: frozenset[str] | None = None
+    # The adapter's: what to do when one of its devices' names got its VIP (or was refused).
+    on_name: Callable[[NameRegistered | NameFailed], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         self.table = self.sm.tunnels
         if self.broker is None:
             self.broker = DirectionBroker(self.spans.stage("dns"), self.sm.fqdn)
+
+    def ask_name(self, fqdn: str) -> bool:
+        """One more name of ours (a device behind the adapter), asked through signalling."""
+        assert self.broker is not None
+        return self.broker.ask(Ask(AskKind.ADD_NAME, fqdn))
 
 
 async def start_core(
@@ -90,7 +98,7 @@ async def start_core(
     else:
         await changes_send.aclose()  # signalling then waits on datagrams and names only
     await nursery.start(
-        functools.partial(run_signalling, changes=changes),
+        functools.partial(run_signalling, changes=changes, on_name=pipe.on_name),
         pipe.sm,
         udp_to_signalling[1],
         to_udp_send[0],

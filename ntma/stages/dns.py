@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -17,8 +18,9 @@ import trio
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.dns import Query, answer_for_status, parse_query, servfail
+from ..proto.ether import ip_text
 from ..proto.fields_v2 import Status
-from ..proto.names import is_ntm_name
+from ..proto.names import is_ntm_name, normalize_fqdn
 from .signalling import DirectionBroker
 
 DIRECTION_WAIT_S = 12.0  # > the signalling deadlines (5 s + 6 s), so they decide
@@ -38,18 +40,26 @@ class DnsResolver:
         upstream: Endpoint | None,
         suffixes: list[str],
         stats: StageStats,
+        local: Callable[[str], bytes | None] | None = None,
     ) -> None:
         self.broker, self.upstream, self.suffixes, self.stats = broker, upstream, suffixes, stats
+        # An adapter's own devices: name -> packed VIP, answered without a tunnel.
+        self.local = local
 
-    async def answer(self, data: bytes) -> bytes | None:
+    async def answer(self, data: bytes, from_name: str = "") -> bytes | None:
+        """The reply to one query from our name from_name (an adapter's device; "": the
+        node's own), or None for a query too broken to answer."""
         try:
             query = parse_query(data)
         except CodecError:
             self.stats.drop("malformed_query")
             return None
         if is_ntm_name(query.name, self.suffixes):
+            vip = self.local(normalize_fqdn(query.name)) if self.local is not None else None
+            if vip is not None:  # a device on our own link
+                return answer_for_status(query, Status.OK, ip_text(vip))
             with trio.move_on_after(DIRECTION_WAIT_S):
-                result = await self.broker.resolve(query.name)
+                result = await self.broker.resolve(query.name, from_name)
                 if result.status != Status.NOT_NTM:
                     return answer_for_status(query, result.status, result.vip)
                 return await self.forward(query, data)
@@ -153,6 +163,7 @@ async def run_dns_tcp(
     listener: trio.SocketListener,
     resolver: DnsResolver,
     stats: StageStats,
+    name_of: Callable[[str], str] | None = None,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -174,7 +185,8 @@ async def run_dns_tcp(
                 return
             try:
                 async with stream:
-                    await _serve_tcp(stream, resolver, connections, key)
+                    from_name = name_of(source) if name_of is not None else ""
+                    await _serve_tcp(stream, resolver, connections, key, from_name)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 stats.drop("tcp_connection_error")
             finally:
@@ -185,7 +197,9 @@ async def run_dns_tcp(
     await trio.serve_listeners(serve, [listener])
 
 
-async def _serve_tcp(stream, resolver: DnsResolver, connections: TcpConnections, key) -> None:
+async def _serve_tcp(
+    stream, resolver: DnsResolver, connections: TcpConnections, key, from_name: str
+) -> None:
     buf = b""
     while True:
         connections.idle.add(key)
@@ -198,7 +212,7 @@ async def _serve_tcp(stream, resolver: DnsResolver, connections: TcpConnections,
         while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
             size = int.from_bytes(buf[:2], "big")
             query, buf = buf[2 : 2 + size], buf[2 + size :]
-            reply = await resolver.answer(query)
+            reply = await resolver.answer(query, from_name)
             if reply is None:
                 return
             await stream.send_all(len(reply).to_bytes(2, "big") + reply)

@@ -8,6 +8,7 @@ Inbound from the GN:
                                   no tunnel: ICMP unreachable; too big with DF: ICMP
                                   fragmentation needed; TCP SYNs get their MSS clamped)
                                -> passthrough_out -> kernel (routing, conntrack, NAT)
+                               -> inject    (IPv4 to another device on the link)
 Back to the GN:
     decapsulate (core) -> inject
     passthrough_in (kernel replies) -> inject
@@ -37,13 +38,11 @@ from ..observe.spans import PathStats, StageStats
 from ..proto.buffer import CodecError
 from ..proto.ether import (
     ETH_HEADER,
-    ETH_P_IP,
     ICMP_FRAG_NEEDED,
     ICMP_HOST_UNREACH,
     PROTO_TCP,
     build_icmp_error,
     clamp_mss,
-    eth_header,
 )
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.tunnel import Tunnel, TunnelTable
@@ -81,14 +80,19 @@ class FrameRoutes:
 
 def route_to_tunnels(
     packets: list[bytes], table: TunnelTable, link: GnLink, mtu: int, stats: StageStats
-) -> tuple[list[tuple[Tunnel, bytes]], list[bytes]]:
-    """(packets for encapsulate, ICMP errors for the GN)."""
+) -> tuple[list[tuple[Tunnel, bytes]], list[bytes], list[bytes]]:
+    """(packets for encapsulate, packets to another device on this link, ICMP errors for
+    the sender). A packet rides the tunnel of its (source, destination) VIP pair."""
     routed: list[tuple[Tunnel, bytes]] = []
+    local: list[bytes] = []
     errors: list[bytes] = []
     by_pair, max_mss, router = table.by_pair, mtu - 40, link.router_ip
     for packet in packets:
         tunnel = by_pair.get(packet[12:20])
         if tunnel is None:
+            if packet[16:20] in link.devices.by_vip:  # a device on this link: no tunnel
+                local.append(packet)
+                continue
             stats.drop("no_tunnel")
             errors.append(build_icmp_error(router, packet, ICMP_HOST_UNREACH))
             continue
@@ -99,23 +103,29 @@ def route_to_tunnels(
         if packet[9] == PROTO_TCP:  # only TCP SYNs are rewritten; skip the call otherwise
             packet = clamp_mss(packet, max_mss)
         routed.append((tunnel, packet))
-    return routed, errors
+    return routed, local, errors
 
 
 @dataclass(slots=True)
 class SortedFrames:
-    """One batch from the GN, sorted by where each frame goes next."""
+    """One batch from the GN link, sorted by where each frame goes next."""
 
     arp: list[bytes]  # frames, for the ARP responder
     dhcp: list[bytes]  # frames, for the DHCP responder
     dns: list[bytes]  # IPv4 packets to the router's port 53
     routed: list[tuple[Tunnel, bytes]]  # IPv4 packets for encapsulate (MSS clamped)
+    local: list[bytes]  # IPv4 packets to another device on the link (through inject)
     errors: list[bytes]  # ICMP errors back to the GN (no tunnel, too big with DF)
     passthrough: list[bytes]  # IPv4 packets for the kernel
 
 
 def sort_frames(
-    frames: list[bytes], link: GnLink, table: TunnelTable, mtu: int, stats: StageStats
+    frames: list[bytes],
+    link: GnLink,
+    table: TunnelTable,
+    mtu: int,
+    stats: StageStats,
+    now: float = 0.0,
 ) -> SortedFrames:
     """classify_frames' work on one batch (drops counted), without the sends."""
     arp, dhcp, dns, tunnel, passthrough = [], [], [], [], []
@@ -129,21 +139,22 @@ def sort_frames(
     }
     drop = Kind.DROP
     for frame in frames:
-        kind, reason = classify_frame(frame, link)
+        kind, reason = classify_frame(frame, link, now)
         if kind is drop:
             stats.drop(reason)
         else:
             append[kind](frame)
     if tunnel:
         packets = [frame[ETH_HEADER:] for frame in tunnel]
-        routed, errors = route_to_tunnels(packets, table, link, mtu, stats)
+        routed, local, errors = route_to_tunnels(packets, table, link, mtu, stats)
     else:
-        routed, errors = [], []
+        routed, local, errors = [], [], []
     return SortedFrames(
         arp=arp,
         dhcp=dhcp,
         dns=[frame[ETH_HEADER:] for frame in dns] if dns else dns,
         routed=routed,
+        local=local,
         errors=errors,
         passthrough=[frame[ETH_HEADER:] for frame in passthrough] if passthrough else passthrough,
     )
@@ -168,7 +179,7 @@ async def run_classify_frames(
             await outputs.enter_async_context(channel)
         task_status.started()
         async for batch in inbox:
-            frames = sort_frames(batch, link, table, mtu, stats)
+            frames = sort_frames(batch, link, table, mtu, stats, trio.current_time())
             await _send_sorted(frames, batch.arrived, routes, stats, arp_span, relay_span)
             stats.record(len(batch), sum(map(len, batch)), batch.arrived)
 
@@ -199,6 +210,8 @@ async def _send_sorted(
         await routes.tunnel.send(Batch(frames.routed, arrived))
     if frames.passthrough:
         await routes.passthrough.send(Batch(frames.passthrough, arrived))
+    if frames.local:
+        await routes.inject.send(Batch(frames.local, arrived))
 
 
 def answer_arps(frames: list[bytes], link: GnLink, stats: StageStats) -> list[bytes]:
@@ -272,19 +285,35 @@ async def run_passthrough_in(
                 await trio.lowlevel.checkpoint()
 
 
-def frame_packets(packets: list[bytes], link: GnLink, stats: StageStats) -> list[bytes]:
-    """Ethernet frames to the GN for IPv4 packets addressed to its VIP."""
-    gn_mac, gn_ip = link.gn_mac, link.gn_ip
-    if gn_mac is None:
-        stats.drop("gn_unknown", len(packets))
-        return []
-    header = eth_header(gn_mac, link.adapter_mac, ETH_P_IP)
+def frame_packets(
+    packets: list[bytes], link: GnLink, stats: StageStats, now: float = 0.0
+) -> list[bytes]:
+    """Ethernet frames for IPv4 packets to a device's VIP, each to that device's MAC. A
+    packet from an NTM peer (a pool source other than the router) meets the device's
+    inbound rule; kernel replies (passthrough) do not."""
+    by_vip, pool_mask, pool_net, router = (
+        link.devices.by_vip,
+        link.pool_mask,
+        link.pool_net,
+        link.router_ip,
+    )
     frames = []
     for packet in packets:
-        if packet[16:20] != gn_ip:
+        device = by_vip.get(packet[16:20])
+        if device is None:
             stats.drop("not_for_gn")
             continue
-        frames.append(header + packet)
+        rule = device.inbound
+        if rule is not None:
+            src = packet[12:16]
+            from_peer = int.from_bytes(src, "big") & pool_mask == pool_net and src != router
+            if from_peer and not rule.allows(packet, now):
+                device.drops["inbound_rule"] += 1
+                stats.drop("inbound_rule")
+                continue
+        device.packets_in += 1
+        device.bytes_in += len(packet)
+        frames.append(device.header + packet)
     return frames
 
 
@@ -299,7 +328,7 @@ async def run_inject(
     """The raw socket's only writer: frames as they are, packets framed for the GN."""
 
     def frames_of(batch: Batch) -> list[bytes]:
-        return batch if batch.framed else frame_packets(batch, link, stats)
+        return batch if batch.framed else frame_packets(batch, link, stats, trio.current_time())
 
     async with inbox:
         task_status.started()

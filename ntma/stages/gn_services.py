@@ -1,9 +1,12 @@
-"""The adapter's services for the GN: DHCP (the GN's VIP) and DNS (NTM names through
-signalling, other names upstream), each a thin stage around sans-IO code."""
+"""The adapter's services for the devices on its link: DHCP (each device's VIP, devices.py)
+and DNS (NTM names through signalling, as the asking device; other names upstream), each a
+thin stage around sans-IO code."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -11,10 +14,10 @@ import trio
 from ..observe.log import RateLimitedDebug
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
+from ..proto.devices import Device, client_fqdn
 from ..proto.dhcp import (
     Declined,
     DhcpConfig,
-    DhcpServer,
     Event,
     Ignored,
     Informed,
@@ -22,6 +25,7 @@ from ..proto.dhcp import (
     Released,
     Spoofed,
 )
+from ..proto.dhcp_codec import OPT_CLIENT_FQDN, OPT_HOSTNAME, parse_dhcp
 from ..proto.ether import (
     BROADCAST_MAC,
     ETH_HEADER,
@@ -34,81 +38,141 @@ from ..proto.ether import (
     parse_udp,
 )
 from ..proto.gnlink import GnLink
+from ..proto.node import NameFailed, NameRegistered
 from .channels import Batch, Frames
 from .dns import CONCURRENT_QUERIES, DnsResolver
 
 
-class DhcpSlot:
-    """Holds the DHCP server once the VIP (and so the router address) is known."""
-
-    server: DhcpServer | None = None
-
-
-def serve_gn_vip(
-    link: GnLink, slot: DhcpSlot, vip: str, prefix_len: int, *, lease_time: int, mtu: int
-) -> bool:
-    """The DC gave the GN its VIP: the link answers for the pool and DHCP hands the VIP
-    out (router and DNS = the pool's first address). False if the GN had it already."""
-    if link.gn_ip is not None and ip_text(link.gn_ip) == vip:
+def serve_gn_vip(link: GnLink, vip: str, prefix_len: int, *, lease_time: int, mtu: int) -> bool:
+    """The DC registered the adapter: the link answers for the pool, and each device's DHCP
+    server hands out its VIP (router and DNS = the pool's first address). False if the
+    adapter had this VIP already (a re-registration)."""
+    own = link.devices.vip_of_name(link.devices.own_name)
+    if own is not None and ip_text(own) == vip and link.router_ip is not None:
         return False
     link.set_vip(vip, prefix_len)
+    assert link.router_ip is not None
     config = DhcpConfig(
         server_ip=ip_text(link.router_ip), prefix_len=prefix_len, lease_time=lease_time, mtu=mtu
     )
-    server = DhcpServer(config)
-    server.set_address(vip)
-    slot.server = server
+    link.devices.set_dhcp(config)
     return True
+
+
+async def on_device_name(link: GnLink, parts, event: NameRegistered | NameFailed) -> None:
+    """A device's name got its VIP (NameRegistered: its held DHCP frames are answered now)
+    or was refused (NameFailed: logged, its frames dropped). `parts`: pipeline.AdapterParts."""
+    if isinstance(event, NameRegistered):
+        link.devices.named(event.fqdn, event.vip)
+        replay_held(link, parts, event.fqdn)
+        return
+    device = link.devices.refused(event.fqdn)
+    if device is not None:
+        log = structlog.get_logger().bind(stage="dhcp")
+        log.warning("device_refused", device=event.fqdn, mac=mac_text(device.mac))
+
+
+def replay_held(link: GnLink, parts, fqdn: str) -> None:
+    """The DHCP frames a device sent while its name waited go to the DHCP responder."""
+    device = link.devices.by_name.get(fqdn)
+    if device is None or device.dhcp is None or parts.dhcp_replay is None:
+        return
+    held = link.devices.take_held(device)
+    if held:
+        with contextlib.suppress(trio.WouldBlock):  # full: the client retries
+            parts.dhcp_replay.send_nowait(Frames(held))
 
 
 async def run_dhcp_responder(
     inbox: trio.abc.ReceiveChannel[Frames],
     inject: trio.abc.SendChannel[Batch],
-    slot: DhcpSlot,
     link: GnLink,
     stats: StageStats,
+    ask_name: Callable[[str], object] = lambda fqdn: None,
+    save_leases: Callable[[dict[bytes, str]], None] | None = None,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """DHCP for every device on the link. A new device's name is asked of the DC
+    (ask_name); its DHCP frames wait (devices.HELD_MAX) and come back through this inbox
+    when its VIP does. Names learnt from host names are saved (save_leases)."""
     log = structlog.get_logger().bind(stage="dhcp")
     spoof_log = RateLimitedDebug(log, level="warning")
     async with inbox, inject:
         task_status.started()
         async for frames in inbox:
-            server = slot.server
-            if server is None:
-                stats.drop("not_registered", len(frames))
-                continue
             started = time.perf_counter_ns()
             now = trio.current_time()
-            replies, events = answer_dhcp(frames, server, link, stats, now)
+            replies, events = answer_dhcp(frames, link, stats, now, ask_name)
             _log_dhcp_events(events, log, stats, spoof_log, now)
+            if link.devices.leases_changed and save_leases is not None:
+                link.devices.leases_changed = False
+                save_leases(dict(link.devices.leases))
             stats.record(len(replies), sum(map(len, replies)), started)
             if replies:
                 await inject.send(Frames(replies, frames.arrived))
 
 
 def answer_dhcp(
-    frames: list[bytes], server: DhcpServer, link: GnLink, stats: StageStats, now: float
-) -> tuple[list[bytes], list[Event]]:
-    """The DHCP responder's work on one batch: (reply frames, the server's events to
-    log); a lease also tells the link the GN's MAC."""
-    replies = []
+    frames: list[bytes],
+    link: GnLink,
+    stats: StageStats,
+    now: float,
+    ask_name: Callable[[str], object] = lambda fqdn: None,
+) -> tuple[list[bytes], list[tuple[Device, Event]]]:
+    """The DHCP responder's work on one batch: (reply frames, each device's server events
+    to log)."""
+    replies: list[bytes] = []
+    events: list[tuple[Device, Event]] = []
     for frame in frames:
-        reply = _answer_one(frame, server, link, stats, now)
+        device = _device_for(frame, link, stats, ask_name)
+        if device is None:
+            continue
+        reply = _answer_one(frame, device, link, stats, now)
         if reply is not None:
             replies.append(reply)
-    events = server.events()
-    _learn_from_leases(events, link)
+        if device.dhcp is not None:
+            events += [(device, event) for event in device.dhcp.events()]
     return replies, events
 
 
+def _device_for(
+    frame: bytes, link: GnLink, stats: StageStats, ask_name: Callable[[str], object]
+) -> Device | None:
+    """The device a DHCP frame is from, admitted (and its name asked) if new; None when it
+    is refused or must wait for its VIP (its frame held)."""
+    devices, src = link.devices, frame[6:12]
+    device = devices.by_mac.get(src)
+    if device is None:
+        try:
+            _, _, payload = parse_udp(frame[ETH_HEADER:])
+            msg = parse_dhcp(payload)
+        except CodecError:
+            stats.drop("malformed")
+            return None
+        host = msg.options.get(OPT_HOSTNAME, b"").decode("ascii", "replace") or None
+        device, why = devices.admit(src, host, client_fqdn(msg.options.get(OPT_CLIENT_FQDN, b"")))
+        if device is None:
+            stats.drop(why)
+            return None
+        if device.vip is None and device.fqdn != devices.own_name:
+            ask_name(device.fqdn)
+    if device.dhcp is None:
+        if device.refused:
+            stats.drop("name_refused")
+        elif not devices.hold(device, frame):
+            stats.drop("held_replaced")
+        return None
+    return device
+
+
 def _answer_one(
-    frame: bytes, server: DhcpServer, link: GnLink, stats: StageStats, now: float
+    frame: bytes, device: Device, link: GnLink, stats: StageStats, now: float
 ) -> bytes | None:
+    assert device.dhcp is not None
     try:
         _, _, payload = parse_udp(frame[ETH_HEADER:])
-        reply = server.handle(payload, now, src_mac=frame[6:12])
+        reply = device.dhcp.handle(payload, now, src_mac=frame[6:12])
     except CodecError:
         stats.drop("malformed")
         return None
@@ -121,31 +185,31 @@ def _answer_one(
     return eth_header(dst_mac, link.adapter_mac, ETH_P_IP) + packet
 
 
-def _learn_from_leases(events: list[Event], link: GnLink) -> None:
-    """A lease names the GN's MAC: inject frames packets for the VIP to it."""
-    for event in events:
-        if isinstance(event, Leased):
-            link.learn_gn_mac(event.mac, leased=True)
-
-
 def _log_dhcp_events(
-    events: list[Event], log, stats: StageStats, spoof_log: RateLimitedDebug, now: float
+    events: list[tuple[Device, Event]],
+    log,
+    stats: StageStats,
+    spoof_log: RateLimitedDebug,
+    now: float,
 ) -> None:
-    for event in events:
+    for device, event in events:
         if isinstance(event, Leased):
             log.info(
                 "dhcp_lease",
+                device=device.fqdn,
                 mac=mac_text(event.mac),
                 ip=event.ip,
                 lease_s=event.lease_time,
                 renewal=event.renewal,
             )
         elif isinstance(event, Released | Declined):
-            log.info(f"dhcp_{type(event).__name__.lower()}", mac=mac_text(event.mac), ip=event.ip)
+            name = f"dhcp_{type(event).__name__.lower()}"
+            log.info(name, device=device.fqdn, mac=mac_text(event.mac), ip=event.ip)
         elif isinstance(event, Informed):
-            log.info("dhcp_inform", mac=mac_text(event.mac), ip=event.ip)
+            log.info("dhcp_inform", device=device.fqdn, mac=mac_text(event.mac), ip=event.ip)
         elif isinstance(event, Spoofed):
             stats.drop("chaddr not the frame's source")
+            device.drops["dhcp_spoofed"] += 1
             spoof_log(
                 now,
                 "dhcp_spoofed",
@@ -206,7 +270,7 @@ async def _answer_dns(
 ) -> None:
     async with limiter:
         started = time.perf_counter_ns()
-        reply = await resolver.answer(query)
+        reply = await resolver.answer(query, link.devices.name_of_vip(client_ip))
         if reply is None or link.router_ip is None:
             return
         packet = build_udp(link.router_ip, client_ip, 53, client_port, reply)

@@ -14,13 +14,14 @@ each path starts, as an argument beside its StageStats; the batch carries it on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from ..io.packetio import DatagramIO, PacketIO
 from ..proto.gnlink import GnLink
-from .channels import CONTROL_QUEUE_BATCHES, DATA_QUEUE_BATCHES
+from .channels import CONTROL_QUEUE_BATCHES, DATA_QUEUE_BATCHES, Frames
 from .core import NodePipeline, start_core
 from .dns import DnsResolver
 from .ethernet import (
@@ -32,7 +33,7 @@ from .ethernet import (
     run_passthrough_in,
     run_passthrough_out,
 )
-from .gn_services import DhcpSlot, run_dhcp_responder, run_dns_frames
+from .gn_services import run_dhcp_responder, run_dns_frames
 from .hop import open_hop_channel
 from .receive import run_tun_write
 from .send import run_classify, run_tun_read
@@ -57,10 +58,12 @@ async def start_node_pipeline(
 class AdapterParts:
     raw: PacketIO  # the GN-facing raw socket
     passthrough: PacketIO  # TUN into the kernel for ordinary traffic
-    dhcp: DhcpSlot
     resolver: DnsResolver
     link: GnLink
     mtu: int
+    save_leases: Callable[[dict[bytes, str]], None] | None = None
+    # Set by start_adapter_pipeline: DHCP frames held for a device, once its VIP came.
+    dhcp_replay: trio.abc.SendChannel[Frames] | None = None
 
 
 async def start_adapter_pipeline(
@@ -78,8 +81,15 @@ async def start_adapter_pipeline(
     await nursery.start(run_inject, to_inject[1], parts.raw, link, spans.stage("inject"))
     to_encap = await start_core(nursery, pipe, udp, inject.clone(), on_registered)
     await nursery.start(run_arp_responder, to_arp[1], inject.clone(), link, spans.stage("arp"))
+    parts.dhcp_replay = to_dhcp[0].clone()
     await nursery.start(
-        run_dhcp_responder, to_dhcp[1], inject.clone(), parts.dhcp, link, spans.stage("dhcp")
+        run_dhcp_responder,
+        to_dhcp[1],
+        inject.clone(),
+        link,
+        spans.stage("dhcp"),
+        pipe.ask_name,
+        parts.save_leases,
     )
     await nursery.start(
         run_dns_frames, to_dns[1], inject.clone(), parts.resolver, link, spans.stage("dns")

@@ -22,7 +22,13 @@ from ..observe.spans import StageStats
 from ..proto.fields_v2 import Status
 from ..proto.machine import Drops
 from ..proto.names import normalize_fqdn
-from ..proto.node import DirectionResolved, NodeSignalling, Registered
+from ..proto.node import (
+    DirectionResolved,
+    NameFailed,
+    NameRegistered,
+    NodeSignalling,
+    Registered,
+)
 from .channels import DIRECTION_QUEUE, Batch
 from .netwatch import NetChange
 
@@ -94,6 +100,7 @@ async def run_signalling(
     on_registered: Callable[[Registered], Awaitable[None]],
     *,
     changes: trio.abc.ReceiveChannel[NetChange] | None = None,
+    on_name: Callable[[NameRegistered | NameFailed], Awaitable[None]] | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     log = structlog.get_logger().bind(stage="signalling", fqdn=sm.fqdn)
@@ -104,7 +111,7 @@ async def run_signalling(
         task_status.started()
         while True:
             _count_drops(sm.drops, counted, stats)
-            await _flush(sm, udp_out, broker, log, on_registered)
+            await _flush(sm, udp_out, broker, log, on_registered, on_name)
             timer = sm.get_timer()
             with trio.move_on_at(timer if timer is not None else trio.current_time() + 60):
                 await _next_input(sm, inbox, broker, watch)
@@ -179,7 +186,7 @@ async def _next_input(
             nursery.start_soon(network)
 
 
-async def _flush(sm, udp_out, broker, log, on_registered) -> None:
+async def _flush(sm, udp_out, broker, log, on_registered, on_name=None) -> None:
     for event in sm.events():
         if isinstance(event, DirectionResolved):
             if event.status != Status.OK:
@@ -189,6 +196,8 @@ async def _flush(sm, udp_out, broker, log, on_registered) -> None:
         getattr(log, event.log_level)(event.log_name, **event.log_fields())
         if isinstance(event, Registered):
             await on_registered(event)
+        elif isinstance(event, NameRegistered | NameFailed) and on_name is not None:
+            await on_name(event)
     datagrams = sm.datagrams_to_send()
     if datagrams:
         await udp_out.send(Batch(datagrams))

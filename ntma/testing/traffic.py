@@ -33,7 +33,7 @@ def gn_link() -> GnLink:
     """A registered link whose GN has shown its MAC."""
     link = GnLink(ADAPTER_MAC)
     link.set_vip(GN_VIP, 16)
-    link.gn_mac = GN_MAC
+    link.devices.admit(GN_MAC)
     return link
 
 

@@ -11,6 +11,7 @@ or a benchmark drives packets through exactly the code a deployment runs.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -23,11 +24,12 @@ from ..io.fake import FakeNetwork, FakePackets, FakeUdp
 from ..observe.spans import Spans
 from ..proto.buffer import Endpoint
 from ..proto.crypto import StaticKey
+from ..proto.devices import DeviceRule, Devices
 from ..proto.gnlink import GnLink
 from ..proto.node import NodeSignalling, Registered
 from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver
-from ..stages.gn_services import DhcpSlot, serve_gn_vip
+from ..stages.gn_services import on_device_name, replay_held, serve_gn_vip
 from ..stages.pipeline import AdapterParts, start_adapter_pipeline, start_node_pipeline
 from .traffic import ADAPTER_MAC
 
@@ -43,9 +45,10 @@ REGISTER_WAIT_S = 10
 class FakeDc:
     """The DC's static key and the keys it admits, one per name."""
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], extra: dict[str, str] | None = None) -> None:
         self.key = StaticKey.generate()
         self.node_keys = {name: StaticKey.generate() for name in names}
+        self.extra = extra or {}  # one more admitted fqdn -> the name whose key it is
 
     async def start(self, nursery: trio.Nursery, net: FakeNetwork, keepalive_s: int) -> None:
         store = NodeStore(":memory:", ipaddress.IPv4Network(VIP_POOL))
@@ -53,7 +56,8 @@ class FakeDc:
             static=self.key,
             store=store,
             zone=ZONE,
-            admission={f"{n}.{ZONE}": k.public for n, k in self.node_keys.items()},
+            admission={f"{n}.{ZONE}": k.public for n, k in self.node_keys.items()}
+            | {fqdn: self.node_keys[owner].public for fqdn, owner in self.extra.items()},
             keepalive_s=keepalive_s,
             keepalive_misses=3,
             epoch_offset=1.7e9,
@@ -110,32 +114,37 @@ class FakeAdapter:
         mtu: int = 1400,
         lease_time: int = 600,
         dns_upstream: Endpoint | None = None,
+        devices: tuple[DeviceRule, ...] = (),
     ) -> None:
         self.udp: FakeUdp = net.attach(endpoint)
         self.gn = FakePackets(depth=depth)
         self.passthrough = FakePackets(depth=depth)
-        self.link = GnLink(adapter_mac=ADAPTER_MAC)
-        self.slot = DhcpSlot()
         self.sm = dc.signalling(name, endpoint)
+        self.link = GnLink(adapter_mac=ADAPTER_MAC, devices=Devices(self.sm.fqdn, devices))
+        for rule in devices:  # as adapter.run asks them
+            if rule.fqdn != self.sm.fqdn:
+                self.sm.add_name(rule.fqdn, 0.0)
         self.pipe = NodePipeline(self.sm)
         dns_stats = self.pipe.spans.stage("dns")
-        self.resolver = DnsResolver(self.pipe.broker, dns_upstream, [ZONE], dns_stats)
+        self.resolver = DnsResolver(
+            self.pipe.broker, dns_upstream, [ZONE], dns_stats, local=self.link.devices.vip_of_name
+        )
         self.mtu, self.lease_time = mtu, lease_time
         self.vip = ""
+        self.parts: AdapterParts | None = None
 
     async def on_registered(self, event: Registered) -> None:
         """As adapter.run's, without the kernel's part (passthrough address, TCP DNS)."""
         lease_time, mtu = self.lease_time, self.mtu
-        if serve_gn_vip(
-            self.link, self.slot, event.vip, event.prefix_len, lease_time=lease_time, mtu=mtu
-        ):
+        if serve_gn_vip(self.link, event.vip, event.prefix_len, lease_time=lease_time, mtu=mtu):
             self.vip = event.vip
+            if self.parts is not None:
+                replay_held(self.link, self.parts, self.sm.fqdn)
 
     async def start(self, nursery: trio.Nursery) -> None:
-        parts = AdapterParts(
-            self.gn, self.passthrough, self.slot, self.resolver, self.link, self.mtu
-        )
-        await start_adapter_pipeline(nursery, self.pipe, parts, self.udp, self.on_registered)
+        self.parts = AdapterParts(self.gn, self.passthrough, self.resolver, self.link, self.mtu)
+        self.pipe.on_name = functools.partial(on_device_name, self.link, self.parts)
+        await start_adapter_pipeline(nursery, self.pipe, self.parts, self.udp, self.on_registered)
 
 
 async def wait_registered(*members: FakeNode | FakeAdapter) -> None:
@@ -163,13 +172,19 @@ async def start_fake_world(
 
 
 async def start_adapter_world(
-    nursery: trio.Nursery, *, depth: int = 64, keepalive_s: int = 15, mtu: int = 1400
+    nursery: trio.Nursery,
+    *,
+    depth: int = 64,
+    keepalive_s: int = 15,
+    mtu: int = 1400,
+    devices: tuple[DeviceRule, ...] = (),
 ) -> tuple[FakeNetwork, FakeAdapter, FakeNode]:
-    """A DC, the adapter (its GN registered as gn) and the node cn, all registered."""
+    """A DC, the adapter (its GN registered as gn; `devices` admitted with the adapter's
+    key and in its table) and the node cn, all registered."""
     net = FakeNetwork(depth=depth)
-    dc = FakeDc(["gn", "cn"])
+    dc = FakeDc(["gn", "cn"], {rule.fqdn: "gn" for rule in devices})
     await dc.start(nursery, net, keepalive_s)
-    adapter = FakeAdapter(net, dc, "gn", ADAPTER_ENDPOINT, depth, mtu=mtu)
+    adapter = FakeAdapter(net, dc, "gn", ADAPTER_ENDPOINT, depth, mtu=mtu, devices=devices)
     cn = FakeNode(net, dc, "cn", CN_ENDPOINT, depth)
     await adapter.start(nursery)
     await cn.start(nursery)
