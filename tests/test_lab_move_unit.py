@@ -177,12 +177,14 @@ def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str], match:
 
 def test_cli_refusals_name_the_choices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = ["--run-dir", str(tmp_path)]
-    hosts = "('mn', 'cn', 'adapter')"
+    hosts = "('mn', 'cn', 'adapter', 'adapter2')"
     _one_line_exit_2(["move", "gn", "--to", "public", *run_dir], capsys, f"choose {hosts}")
     _one_line_exit_2(
         ["move", "mn", "--to", "same", *run_dir], capsys, "choose ('public', 'cone', 'symmetric')"
     )
-    _one_line_exit_2(["restart", "web", *run_dir], capsys, "('dc', 'rs', 'mn', 'cn', 'adapter')")
+    _one_line_exit_2(
+        ["restart", "web", *run_dir], capsys, "('dc', 'rs', 'mn', 'cn', 'adapter', 'adapter2')"
+    )
     _one_line_exit_2(["nat-reset", "dc", *run_dir], capsys, f"choose {hosts}")
     _one_line_exit_2(["move", "mn", "--to", "public", *run_dir], capsys, "no lab in")
     assert list(tmp_path.iterdir()) == []  # nothing touched

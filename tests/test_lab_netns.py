@@ -205,6 +205,8 @@ def expected_adapter_toml(run_dir: Path, dc_public_key: str) -> str:
         'passthrough_tun = "ntmpt0"\n'
         "mtu = 1400\n"
         "lease_time = 600\n"
+        "default_device = false\n"
+        "max_devices = 64\n"
         "\n"
         "[dc]\n"
         'address = "198.51.100.10:7400"\n'
@@ -213,6 +215,9 @@ def expected_adapter_toml(run_dir: Path, dc_public_key: str) -> str:
         "[dns]\n"
         'upstream = "198.51.100.20:53"\n'
         'ntm_suffixes = ["ntm.example"]\n'
+        "\n"
+        "[devices]\n"
+        '"02:00:00:00:0a:01" = "gn.ntm.example"\n'
         "\n"
         "[log]\n"
         'level = "info"\n'

@@ -385,7 +385,7 @@ def test_state_json_round_trip_and_read_only_view(tmp_path: Path) -> None:
     state.daemons["dc"].pid = 4242
     lab.save_state(state)
     saved = json.loads((tmp_path / "state.json").read_text())
-    assert saved == state.to_json() and saved["version"] == 1
+    assert saved == state.to_json() and saved["version"] == 2
     loaded = lab.load_state(tmp_path)
     assert loaded == state  # typed all the way: Paths, Namespace rows, records
     assert loaded.namespaces["ntma-inet"].block_udp_between == tuple(
@@ -396,7 +396,7 @@ def test_state_json_round_trip_and_read_only_view(tmp_path: Path) -> None:
         state["daemons"]["dc"]["pid"] = 1  # type: ignore[index]
     with pytest.raises(KeyError):
         state["no_such_field"]
-    (tmp_path / "state.json").write_text(json.dumps({**saved, "version": 2}))
+    (tmp_path / "state.json").write_text(json.dumps({**saved, "version": 1}))
     assert lab.load_state(tmp_path) is None  # another version: `down` cleans up by name
 
 

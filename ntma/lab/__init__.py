@@ -16,13 +16,22 @@ Topology (every namespace is named ``ntma-*``; nothing is created in the root na
     ntma-adapter  the NTMobile adapter (NTMA) for the general node, registered as gn.ntm.example:
                 gn0 (veth peer of ntma-gn eth0, no IPv4 address) and eth0 10.10.3.2 behind
                 ntma-adapter-nat (wan0 .51, lan0 10.10.3.1), or eth0 198.51.100.50 directly
-    ntma-gn     the general node (GN): eth0 up, no address, no routes, no ntma code; dhclient
-                there writes /etc/netns/ntma-gn/resolv.conf, never the machine's resolv.conf
+    ntma-gn     the general node (GN): eth0 (MAC 02:00:00:00:0a:01) up, no address, no routes,
+                no ntma code; dhclient there writes /etc/netns/ntma-gn/resolv.conf, never the
+                machine's resolv.conf
+    ntma-gn2 .. ntma-gnN  (--gns N, up to 8) further GNs, eth0 MAC 02:00:00:00:0a:0N, named
+                gnN.ntm.example; then ntma-gnsw is the GN link: a switch (bridge sw0, no
+                IPv6) with a port for the adapter's gn0 and one for each GN's eth0
+    ntma-adapter2  (--adapters 2) a second adapter, registered as gnb.ntm.example: eth0
+                10.10.4.2 behind ntma-adapter2-nat (wan0 .71, lan0 10.10.4.1), or 198.51.100.70
+                directly, or (--adapter2-nat same) 10.10.3.3 behind the adapter's NAT; its GN
+                ntma-gnb (eth0 MAC 02:00:00:00:0b:01) on its gn0
 
 `lab move` puts mn, cn or the adapter on another network while its daemon runs on; each
 host has a second public address and a second NAT slot for it (mn .42, or 10.10.11.2 behind
 ntma-mn-nat2 with wan0 .43; cn .32, or 10.10.12.2 behind ntma-cn-nat2, wan0 .33; the adapter
-.52, or 10.10.13.2 behind ntma-adapter-nat2, wan0 .53), and a move alternates slots per kind
+.52, or 10.10.13.2 behind ntma-adapter-nat2, wan0 .53; adapter2 .72, or 10.10.14.2 behind
+ntma-adapter2-nat2, wan0 .73), and a move alternates slots per kind
 (public; behind a NAT), so it always lands on a new public address.
 
 As in the source paper: GN -- NTMA -- NAT -- Internet (DC, RS, web, cn). NAT routers are
@@ -45,10 +54,10 @@ One module per concern, each importing only those above it in this list:
     demo        `ntma lab demo`
     cli         `ntma lab ...` (argparse, main)
 
-Where coming features go: more GNs on
-one adapter or a second adapter are rows in `settings` and `topology` (a gn0 bridge like the
-shared NAT LAN) with their records in `state`; an IPv6-only network is `Iface`/`Namespace`
-rows with v6 cidrs and the NAT rules in `netns` for `ip6`.
+Every GN's name is admitted at the DC with its adapter's key, and each adapter's config
+lists its GNs in [devices] (MAC -> name). Where coming features go: a third adapter is a
+row in `settings` (ADAPTER_DEFS); an IPv6-only network is `Iface`/`Namespace` rows with v6
+cidrs and the NAT rules in `netns` for `ip6`.
 
 The names below are the lab's public API: `ntma.bench` and the tests use these, never a
 submodule (the lab's own tests excepted, which also test its parts).
@@ -83,7 +92,9 @@ from .netns import (
     run,
 )
 from .settings import (
+    ADAPTER2_DEF,
     ADAPTER_DEF,
+    ADAPTER_DEFS,
     ADAPTER_GN_IFACE,
     BLOCK_DIRECT_TABLE,
     DC_IP,
@@ -93,16 +104,19 @@ from .settings import (
     GN_IFACE,
     GN_NS,
     GN_RESOLV_CONF,
+    MAX_GNS,
     MOVE_TARGETS,
     NODE_DEFS,
     RS_IP,
     STATS_INTERVAL,
     WEB_IP,
     ZONE,
+    GnDef,
     LabError,
     LabNotReady,
     LabRefused,
     NodeDef,
+    gn_defs,
 )
 from .state import (
     AdapterState,
@@ -119,6 +133,7 @@ from .status import FALLBACK_FIELDS, ROUTE_FIELDS, format_status, lab_events, la
 from .topology import (
     Topology,
     build_topology,
+    lab_gns,
     move_topology,
     ntm_public_addresses,
     resolve_nat_modes,
@@ -126,7 +141,9 @@ from .topology import (
 from .traffic import gap_after
 
 __all__ = [
+    "ADAPTER2_DEF",
     "ADAPTER_DEF",
+    "ADAPTER_DEFS",
     "ADAPTER_GN_IFACE",
     "BLOCK_DIRECT_TABLE",
     "DC_IP",
@@ -137,6 +154,7 @@ __all__ = [
     "GN_IFACE",
     "GN_NS",
     "GN_RESOLV_CONF",
+    "MAX_GNS",
     "MOVE_TARGETS",
     "NODE_DEFS",
     "RESTARTABLE",
@@ -147,6 +165,7 @@ __all__ = [
     "ZONE",
     "AdapterState",
     "DaemonSpec",
+    "GnDef",
     "GnState",
     "HostState",
     "KeyRecord",
@@ -166,9 +185,11 @@ __all__ = [
     "format_status",
     "gap_after",
     "generate_key",
+    "gn_defs",
     "ip",
     "lab_down",
     "lab_events",
+    "lab_gns",
     "lab_move",
     "lab_nat_reset",
     "lab_restart",

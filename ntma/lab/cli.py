@@ -14,13 +14,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .demo import run_demo
-from .lifecycle import lab_down, lab_up
+from .lifecycle import lab_down, lab_nat_modes, lab_up
 from .mobility import RESTARTABLE, lab_move, lab_nat_reset, lab_restart
 from .settings import (
+    ADAPTER_COUNTS,
     CN_NAT_MODES,
     DEFAULT_RUN_DIR,
+    MAX_GNS,
     MOVE_TARGETS,
     NAT_MODES,
     NTM_DEFS,
@@ -30,7 +33,7 @@ from .settings import (
     one_line,
 )
 from .status import format_status, lab_status
-from .topology import resolve_nat_modes
+from .topology import check_layout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-adapter",
         action="store_true",
-        help="do not start the adapter daemon (ntma-gn and ntma-adapter are still built)",
+        help="do not start the adapter daemons (their namespaces and GNs are still built)",
+    )
+    up.add_argument(
+        "--dhcp",
+        action="store_true",
+        help="run a DHCP client in every GN (dhclient; udhcpc in ntma-gn2) and wait until "
+        "each has a lease (within --wait)",
     )
     up.add_argument(
         "--wait",
@@ -124,7 +133,29 @@ def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
         "--adapter-nat",
         choices=NAT_MODES,
         default="cone",
-        help="how the adapter (and the GN behind it) reaches the Internet (default cone)",
+        help="how the adapter (and the GNs behind it) reaches the Internet (default cone)",
+    )
+    parser.add_argument(
+        "--gns",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"general nodes on the adapter's link, 1..{MAX_GNS}: ntma-gn, ntma-gn2, ... "
+        "(gn.ntm.example, gn2.ntm.example, ...; more than one share a switch; default 1)",
+    )
+    parser.add_argument(
+        "--adapters",
+        type=int,
+        default=1,
+        choices=ADAPTER_COUNTS,
+        help="2: a second adapter, ntma-adapter2, with its GN ntma-gnb (gnb.ntm.example)",
+    )
+    parser.add_argument(
+        "--adapter2-nat",
+        choices=CN_NAT_MODES,
+        default="cone",
+        help="how adapter2 reaches the Internet; same: behind the adapter's NAT (needs "
+        "--adapter-nat cone|symmetric; default cone)",
     )
     parser.add_argument(
         "--block-direct",
@@ -146,6 +177,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             daemons=not args.no_daemons,
             adapter=not args.no_adapter,
             wait_s=args.wait,
+            dhcp=args.dhcp,
+            **layout_options(args),
         )
     except LabNotReady as exc:
         print(f"ntma lab: error: {exc} (lab left up; `ntma lab down` to remove)", file=sys.stderr)
@@ -153,6 +186,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(format_status(lab_status(args.run_dir)))
     print(f"lab up in {time.monotonic() - t0:.1f}s")
     return 0
+
+
+def layout_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"gns": args.gns, "adapters": args.adapters, "adapter2_nat": args.adapter2_nat}
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -175,6 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cn_nat=args.cn_nat,
         adapter_nat=args.adapter_nat,
         block_direct=args.block_direct,
+        **layout_options(args),
     )
 
 
@@ -221,7 +259,10 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("up", "demo"):
         try:  # a layout that cannot be built: one line, exit status 2, nothing touched
-            resolve_nat_modes({"mn": args.mn_nat, "cn": args.cn_nat, "adapter": args.adapter_nat})
+            check_layout(args.gns, args.adapters)
+            lab_nat_modes(
+                args.mn_nat, args.cn_nat, args.adapter_nat, args.adapter2_nat, args.adapters
+            )
         except LabError as exc:
             print(f"ntma lab {args.command}: error: {exc}", file=sys.stderr)
             return 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from ..config import AdapterConfig, DcConfig, LogConfig, NodeConfig, RelayConfig
+from ..config import AdapterConfig, DcConfig, DeviceConfig, LogConfig, NodeConfig, RelayConfig
 from ..config_write import RoleConfig, write_config
 from ..proto.crypto import StaticKey, decode_key, load_key_file
 from .keys import new_key
@@ -41,6 +41,16 @@ def _public(state: LabState, name: str) -> bytes:
     return decode_key(state.keys[name].public_key)
 
 
+def admission(state: LabState) -> dict[str, bytes]:
+    """name -> the key that may register it: each node's own; each GN's name its adapter's
+    (one adapter key holds the names of all its devices)."""
+    names = {node.fqdn: _public(state, name) for name, node in state.nodes.items()}
+    for name, adapter in state.adapters.items():
+        names[adapter.fqdn] = _public(state, name)
+        names |= {gn.fqdn: _public(state, name) for gn in state.adapter_gns(name)}
+    return names
+
+
 def dc_config(state: LabState) -> DcConfig:
     dc, relay = state.dc, state.relay
     return DcConfig(
@@ -53,7 +63,7 @@ def dc_config(state: LabState) -> DcConfig:
         dns_listen=(dc.address, DNS_PORT),
         keepalive_interval=DC_KEEPALIVE_INTERVAL,
         keepalive_misses=DC_KEEPALIVE_MISSES,
-        admission={host.fqdn: _public(state, name) for name, host in state.hosts().items()},
+        admission=admission(state),
         relays=[((relay.address, relay.port), _public(state, relay.key))],
         log=LAB_LOG,
     )
@@ -87,8 +97,20 @@ def node_config(state: LabState, name: str) -> NodeConfig:
     )
 
 
-def adapter_config(state: LabState) -> AdapterConfig:
-    adapter = state.adapter
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def devices(state: LabState, adapter: str) -> tuple[DeviceConfig, ...]:
+    """[devices]: every GN on `adapter`'s link, MAC -> name (the first one's name is the
+    adapter's own fqdn, its REGISTER name)."""
+    return tuple(DeviceConfig(mac_bytes(gn.mac), gn.fqdn) for gn in state.adapter_gns(adapter))
+
+
+def adapter_config(state: LabState, name: str | None = None) -> AdapterConfig:
+    """Adapter `name`'s config (default: the first adapter). Every GN is listed, so no
+    device is left to `default_device` (which would name an unlisted MAC like the first)."""
+    adapter = state.adapters[name] if name else state.adapter
     return AdapterConfig(
         fqdn=adapter.fqdn,
         key=_key(state, adapter.name),
@@ -102,6 +124,8 @@ def adapter_config(state: LabState) -> AdapterConfig:
         dns_upstream=(WEB_IP, DNS_PORT),
         ntm_suffixes=[ZONE],
         log=LAB_LOG,
+        devices=devices(state, adapter.name),
+        default_device=False,
     )
 
 
@@ -112,14 +136,14 @@ def lab_configs(state: LabState) -> dict[str, tuple[RoleConfig, str]]:
         "relay": (relay_config(state), state.relay.key),
     }
     configs |= {name: (node_config(state, name), name) for name in state.nodes}
-    configs[state.adapter.name] = (adapter_config(state), state.adapter.name)
+    configs |= {name: (adapter_config(state, name), name) for name in state.adapters}
     return configs
 
 
 def write_keys_and_configs(state: LabState) -> None:
     """keys/<name>.key for every daemon, then configs/<daemon>.toml; both recorded in state."""
     keys, configs = state.run_dir / "keys", state.run_dir / "configs"
-    for name in ("dc", state.relay.key, *state.nodes, state.adapter.name):
+    for name in ("dc", state.relay.key, *state.nodes, *state.adapters):
         path = keys / f"{name}.key"
         state.keys[name] = KeyRecord(path, new_key(path).public_base64())
     for name, (config, key_name) in lab_configs(state).items():

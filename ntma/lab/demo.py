@@ -5,7 +5,10 @@ adapter (NTMA), the adapter behind a NAT, the DC and the NTM node cn on the Inte
 In the GN's namespace only ordinary tools run: ISC dhclient gets the GN its VIP, dig
 resolves cn's name (which makes the adapter run the Direction Request and build the
 tunnel), curl fetches a file from cn through the tunnel and a page from an ordinary
-web host through the adapter's passthrough. The adapter's own per-stage timings are
+web host through the adapter's passthrough. Then the responder side: cn fetches from a
+web server on the GN by its name. With `--gns N` every further GN asks for its own lease
+(dhclient; udhcpc in ntma-gn2); with `--adapters 2` the GN fetches from a web server on
+gnb, behind the second adapter, by name. The adapter's own per-stage timings are
 printed beside the paper's Table 2. The lab is torn down at the end.
 """
 
@@ -15,14 +18,19 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from ..bench.paper import PAPER_TABLE_2_US, TABLE2_LABELS, TABLE2_PATHS
 from ..observe.logread import LogEvent, events_named
-from .lifecycle import lab_down, lab_up
+from .lifecycle import gn_address, lab_down, lab_up
 from .netns import ns_exec, ns_run
-from .settings import GN_NS
+from .settings import GN_NS, ZONE
+from .state import GnState, LabState
 
 GN = GN_NS
+GN_WEB_PORT = 8080
+#: How long a further GN's DHCP client may try (the demo goes on without its lease).
+EXTRA_LEASE_S = 20
 
 
 def _timed(ns: str, *cmd: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -41,32 +49,120 @@ def _table2(paths: dict[str, LogEvent]) -> list[tuple[str, LogEvent | None]]:
     return [(TABLE2_LABELS[path], paths.get(path)) for path in TABLE2_PATHS]
 
 
+def _web_server(ns: str, www: Path, text: str) -> subprocess.Popen:
+    """python3 -m http.server on every address of `ns`, serving hello.txt = `text`;
+    returned once it listens (a fetch sent earlier would be refused)."""
+    www.mkdir(parents=True, exist_ok=True)
+    (www / "hello.txt").write_text(text)
+    server = ns_exec(
+        ns,
+        "python3",
+        "-m",
+        "http.server",
+        str(GN_WEB_PORT),
+        "--directory",
+        str(www),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while f":{GN_WEB_PORT} " not in ns_run(ns, "ss", "-ltn", check=False).stdout:
+        if time.monotonic() >= deadline or server.poll() is not None:
+            break  # the fetch then says what is wrong
+        time.sleep(0.05)
+    return server
+
+
+def _extra_lease(run_dir: Path, gn: GnState) -> tuple[str | None, float]:
+    """A further GN's DHCP client, once, bounded (it keeps no daemon behind); its address."""
+    files = run_dir / f"{gn.name}-dhclient"
+    if gn.dhcp_client == "udhcpc":
+        cmd = ["udhcpc", "-n", "-q", "-i", gn.interface, "-t", "5", "-T", "2"]
+    else:
+        cmd = ["dhclient", "-1", "-pf", f"{files}.pid", "-lf", f"{files}.leases", gn.interface]
+    _, ms = _timed(gn.ns, "timeout", str(EXTRA_LEASE_S), *cmd)
+    return gn_address(gn), ms
+
+
+def _leases_of_the_others(state: LabState, say: Any) -> bool:
+    """Step 1b: every GN but ntma-gn asks for its own lease; True when all got one."""
+    ok = True
+    for gn in list(state.gns.values())[1:]:
+        address, ms = _extra_lease(state.run_dir, gn)
+        ok &= address is not None
+        say(
+            f"1b. {gn.ns} ({gn.mac}, behind {gn.adapter}): {gn.dhcp_client} {gn.interface} -> "
+            f"{address or 'no lease'} in {ms:.0f} ms ([devices] names it {gn.fqdn})"
+        )
+    return ok
+
+
+def _responder(state: LabState, say: Any) -> bool:
+    """Step 6 (and 7 with two adapters): a GN as a server, reached by its name."""
+    server = _web_server(GN, state.run_dir / "gn-www", "hello from the GN, reached by name\n")
+    servers = [server]
+    try:
+        curl, ms = _timed(
+            "ntma-cn",
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            f"http://gn.{ZONE}:{GN_WEB_PORT}/hello.txt",
+        )
+        ok = "hello from the GN" in curl.stdout
+        say(
+            f"6. cn: curl http://gn.{ZONE}:{GN_WEB_PORT}/hello.txt (a server on the unmodified "
+            f"GN, the responder side) -> {curl.stdout.strip() or curl.stderr.strip()!r} in "
+            f"{ms:.0f} ms"
+        )
+        gnb = next((g for g in state.gns.values() if g.adapter != state.adapter.name), None)
+        if gnb is None:
+            return ok
+        if gn_address(gnb) is None:
+            say(f"7. {gnb.ns} has no address, so nothing to fetch from it through two adapters")
+            return False
+        www = state.run_dir / "gnb-www"
+        servers.append(_web_server(gnb.ns, www, "hello from gnb, through two adapters\n"))
+        url = f"http://{gnb.fqdn}:{GN_WEB_PORT}/hello.txt"
+        curl, ms = _timed(GN, "curl", "-sS", "--max-time", "10", url)
+        ok &= "hello from gnb" in curl.stdout
+        say(
+            f"7. GN: curl {url} (GN to GN, adapter to adapter) -> "
+            f"{curl.stdout.strip() or curl.stderr.strip()!r} in {ms:.0f} ms"
+        )
+        return ok
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(5)
+
+
 def run_demo(
     run_dir: Path,
     mn_nat: str = "cone",
     cn_nat: str = "none",
     adapter_nat: str = "cone",
     block_direct: bool = False,
+    gns: int = 1,
+    adapters: int = 1,
+    adapter2_nat: str = "cone",
 ) -> int:
     say = print
     t0 = time.perf_counter()
     state = lab_up(
-        run_dir, mn_nat=mn_nat, cn_nat=cn_nat, adapter_nat=adapter_nat, block_direct=block_direct
+        run_dir,
+        mn_nat=mn_nat,
+        cn_nat=cn_nat,
+        adapter_nat=adapter_nat,
+        block_direct=block_direct,
+        gns=gns,
+        adapters=adapters,
+        adapter2_nat=adapter2_nat,
     )
-    www = run_dir / "cn-www"
-    www.mkdir(exist_ok=True)
-    (www / "hello.txt").write_text("hello from cn, through the NTMobile tunnel\n")
-    server = ns_exec(
-        "ntma-cn",
-        "python3",
-        "-m",
-        "http.server",
-        "8080",
-        "--directory",
-        str(www),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    server = _web_server(
+        "ntma-cn", run_dir / "cn-www", "hello from cn, through the NTMobile tunnel\n"
     )
     leases = run_dir / "gn-dhclient"
     ok = True
@@ -94,6 +190,7 @@ def run_demo(
             f"1. GN: dhclient eth0 -> {', '.join(inet) or 'no address'} (mtu {address['mtu']})"
             f" in {dhcp_ms:.0f} ms; resolv.conf points at the adapter"
         )
+        ok &= _leases_of_the_others(state, say)
         dig, dig_ms = _timed(GN, "dig", "+short", "+time=5", "cn.ntm.example")
         ok &= dig.stdout.strip() == cn_reg["vip"]
         say(
@@ -122,6 +219,7 @@ def run_demo(
             f"NAT) -> {'ok' if 'ordinary web host' in web.stdout else 'FAILED'} in "
             f"{web_ms:.0f} ms"
         )
+        ok &= _responder(state, say)
         time.sleep(2.5)  # one more stats interval, so the spans include the traffic above
         say(
             "The adapter's own path spans beside the paper's Table 2 (light load: every"
@@ -148,6 +246,10 @@ def run_demo(
         say(f"Logs: {run_dir / 'logs'}")
     finally:
         ns_run(GN, "dhclient", "-x", "-pf", f"{leases}.pid", check=False)
+        for gn in list(state.gns.values())[1:]:  # dhclient -1 stays to renew a lease it got
+            pid = state.run_dir / f"{gn.name}-dhclient.pid"
+            if pid.exists():
+                ns_run(gn.ns, "dhclient", "-x", "-pf", str(pid), check=False)
         server.terminate()
         server.wait(5)
         lab_down(run_dir)

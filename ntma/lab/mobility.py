@@ -96,6 +96,8 @@ def _check_target(name: str, to: str) -> None:
 
 def _host(state: LabState, name: str) -> HostState:
     _check_host(name)
+    if name not in state.hosts():
+        raise LabRefused(f"{name} is not in this lab (it has {', '.join(state.hosts())})")
     return state.hosts()[name]
 
 
@@ -158,7 +160,7 @@ def move_record(plan: MovePlan, started: float, down: float, up: float) -> dict[
 
 
 def lab_move(run_dir: Path, node: str, to: str, down_for: float = 0.0) -> dict[str, Any]:
-    """Move NTM host `node` (mn, cn, adapter) to network `to` (public, cone, symmetric),
+    """Move NTM host `node` (mn, cn, adapter, adapter2) to network `to` (public, cone, symmetric),
     `down_for` seconds without a network in between; its daemon keeps running.
 
     Returns node, from, to, the old and new (public) addresses, and the monotonic times the
@@ -185,14 +187,16 @@ def lab_move(run_dir: Path, node: str, to: str, down_for: float = 0.0) -> dict[s
 
 
 def lab_restart(run_dir: Path, node: str, wait_s: float = 20.0) -> dict[str, Any]:
-    """Kill NODE's daemon (dc, rs, mn, cn, adapter) hard (SIGKILL to its process group) and
-    start it again with the same spec, waiting until it is ready (the DC: dc_ready, the RS:
-    relay_ready, the NTM ends: registered). Returns the kill time (None when it was not
-    running), the old and new pid, and when it was ready (time.monotonic())."""
+    """Kill NODE's daemon (dc, rs, mn, cn, adapter, adapter2) hard (SIGKILL to its process
+    group) and start it again with the same spec, waiting until it is ready (the DC:
+    dc_ready, the RS: relay_ready, the NTM ends: registered). Returns the kill time (None
+    when it was not running), the old and new pid, and when it was ready (time.monotonic())."""
     if node not in RESTARTABLE:
         raise LabRefused(f"unknown lab daemon {node!r} (choose {tuple(RESTARTABLE)})")
     state = _load(run_dir)
     name = RESTARTABLE[node]
+    if name not in state.daemons:
+        raise LabRefused(f"{node} is not in this lab (lab up --adapters 2 has adapter2)")
     check_prerequisites()
     old_pid = state.daemons[name].pid
     killed = kill_daemon(state, name)

@@ -80,11 +80,12 @@ def root_link_names() -> list[str]:
 
 
 def ns_addresses(ns: str) -> list[dict[str, Any]]:
-    """Interfaces of `ns`, read live: [{ifname, state, addresses: ["a.b.c.d/nn", ...]}]."""
+    """Interfaces of `ns`, read live: [{ifname, state, mac, addresses: ["a.b.c.d/nn", ...]}]."""
     out = []
     for entry in _ip_json("-n", ns, "addr"):
         addrs = [f"{a['local']}/{a['prefixlen']}" for a in entry.get("addr_info", [])]
-        out.append({"ifname": entry["ifname"], "state": entry.get("operstate"), "addresses": addrs})
+        state, mac = entry.get("operstate"), entry.get("address")
+        out.append({"ifname": entry["ifname"], "state": state, "mac": mac, "addresses": addrs})
     return out
 
 
@@ -94,6 +95,9 @@ def ns_addresses(ns: str) -> list[dict[str, Any]]:
 def create_namespace(ns: Namespace) -> None:
     run("ip", "netns", "add", ns.name)
     ip(ns.name, "link", "set", "lo", "up")
+    if ns.ipv6_off and Path("/proc/sys/net/ipv6").exists():
+        for conf in ("all", "default"):  # before its bridge and ports exist: they inherit
+            ns_run(ns.name, "sysctl", "-q", "-w", f"net.ipv6.conf.{conf}.disable_ipv6=1")
     if ns.bridge:
         ip(ns.name, "link", "add", ns.bridge, "type", "bridge")
         if ns.bridge_cidr:
@@ -116,6 +120,8 @@ def create_link(link: Link) -> None:
     for end in (a, b):
         if not end.ipv6:
             disable_ipv6(end)
+        if end.mac:
+            ip(end.ns, "link", "set", end.name, "address", end.mac)
         if end.cidr:
             ip(end.ns, "addr", "add", end.cidr, "dev", end.name)
         ip(end.ns, "link", "set", end.name, "up")

@@ -1,7 +1,8 @@
 """The lab's fixed facts: addresses, ports, names, the hosts that run NTMobile, and errors.
 
 Everything here is data; `topology.py` turns the host rows into namespaces and links. A
-further NTM host (a third node, a second adapter) is one more `NodeDef` row.
+further NTM host (a third node, a third adapter) is one more `NodeDef` row; the general
+nodes behind an adapter are `GnDef`s derived from its row (`gn_defs`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ VIP_POOL = "10.99.0.0/16"
 DEFAULT_RUN_DIR = Path("/run/ntma-lab")
 ETC_NETNS = Path("/etc/netns")
 STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: several adapters ("adapters") and general nodes ("gns")
 REQUIRED_TOOLS = ("ip", "nft", "dnsmasq", "ethtool")
 CONNTRACK = "conntrack"  # `lab nat-reset` (Debian's conntrack package)
 
@@ -55,6 +56,16 @@ NAT_LAN = "lan0"  # a NAT router's LAN side: a veth, or a bridge when nodes shar
 GN_NS = "ntma-gn"
 GN_IFACE = "eth0"  # the general node's only interface
 ADAPTER_GN_IFACE = "gn0"  # the adapter's side of the GN link
+#: `lab up --gns N`: how many general nodes the first adapter may have on its link.
+MAX_GNS = 8
+#: `lab up --adapters N`: the adapters a lab may have (rows of ADAPTER_DEFS).
+ADAPTER_COUNTS = (1, 2)
+#: With several GNs an adapter's link is a switch: this bridge in its own namespace.
+GN_SWITCH_BRIDGE = "sw0"
+#: The DHCP client `lab up --dhcp` runs in a GN, by GN label (dhclient where not listed):
+#: two clients on the link, as a real one has.
+GN_DHCP_CLIENTS = {"gn2": "udhcpc"}
+DHCP_CLIENT_DEFAULT = "dhclient"
 PASSTHROUGH_TUN = "ntmpt0"
 ADAPTER_LEASE_TIME = 600
 #: /etc/netns/ntma-gn/resolv.conf before anything runs in ntma-gn (`ip netns exec` bind-mounts
@@ -119,6 +130,7 @@ class NodeDef:
     same_nat_host: int = 3  # ...at <its lan_net>.<same_nat_host>
     slot2: Slot | None = None
     slot: int = 1  # which slot the address fields above are
+    gn_mac_base: str | None = None  # adapters: its GNs' MACs are <base>:01, <base>:02, ...
 
     @property
     def ns(self) -> str:
@@ -164,7 +176,8 @@ NODE_DEFS: tuple[NodeDef, ...] = (
         slot2=Slot("198.51.100.32", "198.51.100.33", "10.10.12"),
     ),
 )
-#: The adapter registers the general node behind it as gn.ntm.example.
+#: The adapter registers the general node behind it as gn.ntm.example (the first device;
+#: `--gns N` adds gn2 ... gnN, each with a name of its own).
 ADAPTER_DEF = NodeDef(
     "adapter",
     "198.51.100.50",
@@ -174,6 +187,64 @@ ADAPTER_DEF = NodeDef(
     role="adapter",
     label="gn",
     slot2=Slot("198.51.100.52", "198.51.100.53", "10.10.13"),
+    gn_mac_base="02:00:00:00:0a",
 )
-#: Every NTM end, by name: the nodes, then the adapter.
-NTM_DEFS: dict[str, NodeDef] = {d.name: d for d in (*NODE_DEFS, ADAPTER_DEF)}
+#: `--adapters 2`: a second adapter with one GN, gnb.ntm.example; "same" puts it behind the
+#: first adapter's NAT router (at 10.10.3.3).
+ADAPTER2_DEF = NodeDef(
+    "adapter2",
+    "198.51.100.70",
+    "198.51.100.71",
+    "10.10.4",
+    "cone",
+    role="adapter",
+    label="gnb",
+    same_nat_as="adapter",
+    slot2=Slot("198.51.100.72", "198.51.100.73", "10.10.14"),
+    gn_mac_base="02:00:00:00:0b",
+)
+ADAPTER_DEFS: tuple[NodeDef, ...] = (ADAPTER_DEF, ADAPTER2_DEF)
+#: Every NTM end the lab knows, by name: the nodes, then the adapters (a lab has the first
+#: `--adapters` of them: `lab_defs`).
+NTM_DEFS: dict[str, NodeDef] = {d.name: d for d in (*NODE_DEFS, *ADAPTER_DEFS)}
+
+
+def lab_defs(adapters: int = 1) -> dict[str, NodeDef]:
+    """The NTM ends of a lab with `adapters` adapters, by name (nodes first)."""
+    return {d.name: d for d in (*NODE_DEFS, *ADAPTER_DEFS[:adapters])}
+
+
+@dataclass(frozen=True)
+class GnDef:
+    """A general node: label "gn2" is namespace ntma-gn2 and name gn2.ntm.example."""
+
+    label: str
+    mac: str  # its eth0's, fixed (the adapter's [devices] table is keyed by it)
+    adapter: str  # the adapter whose link it is on
+
+    @property
+    def ns(self) -> str:
+        return NS_PREFIX + self.label
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.label}.{ZONE}"
+
+    @property
+    def dhcp_client(self) -> str:
+        return GN_DHCP_CLIENTS.get(self.label, DHCP_CLIENT_DEFAULT)
+
+
+def gn_defs(adapter: NodeDef, count: int = 1) -> tuple[GnDef, ...]:
+    """The `count` GNs on `adapter`'s link: the first is named like the adapter's label
+    (gn, gnb), the others get a number (gn2, gn3...); MACs <gn_mac_base>:01, :02, ..."""
+    if adapter.gn_mac_base is None or adapter.label is None:
+        raise LabError(f"{adapter.name} is not an adapter")
+    return tuple(
+        GnDef(
+            adapter.label + (str(i) if i > 1 else ""),
+            f"{adapter.gn_mac_base}:{i:02x}",
+            adapter.name,
+        )
+        for i in range(1, count + 1)
+    )

@@ -7,9 +7,10 @@ names). `new_state` plans a lab from a topology and the NAT modes, before anythi
 A host moved to another network (`lab move`) has its `HostState` (`nat`, `nat_ns`,
 `address`, `public_address`, `slot`, `slots`), `nat`, `namespaces` and `planned_addresses`
 rewritten by `record_attachment`; a restarted daemon is a new pid on its `DaemonSpec` (the
-spec keeps `log_start`, so status still reads the whole lab's log). Where coming features
-go: more GNs or a second adapter are more `AdapterState`s and `GnState`s (today one of
-each, under "adapter" and "gn").
+spec keeps `log_start`, so status still reads the whole lab's log).
+
+The adapters are `adapters` (by name) and the general nodes `gns` (by namespace); `adapter`
+and `gn` are the first of each, as state.json also spells them for readers of version 1.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from .settings import (
     ADAPTER_DEF,
+    ADAPTER_DEFS,
     ADAPTER_GN_IFACE,
     DC_IP,
     DC_NS,
@@ -36,6 +38,7 @@ from .settings import (
     GN_NS,
     INET_NS,
     NODE_DEFS,
+    NTM_DEFS,
     RS_IP,
     RS_KEY,
     RS_NS,
@@ -46,9 +49,18 @@ from .settings import (
     WEB_IP,
     WEB_NS,
     ZONE,
+    GnDef,
     NodeDef,
 )
-from .topology import Attachment, Namespace, Topology, network_kind, resolve_nat_modes
+from .topology import (
+    Attachment,
+    Namespace,
+    Topology,
+    lab_gns,
+    network_kind,
+    resolve_nat_modes,
+    switch_ns,
+)
 
 # --------------------------------------------------------------------------- records
 
@@ -72,19 +84,27 @@ class HostState:
 @dataclass
 class AdapterState(HostState):
     gn_interface: str = ADAPTER_GN_IFACE
-    gn_ns: str = GN_NS
+    gn_ns: str = GN_NS  # its first GN
     autostart: bool = True  # False: `lab up --no-adapter` / `--no-daemons`
+    gns: list[str] = field(default_factory=lambda: [GN_NS])  # its GNs' namespaces
+    switch_ns: str | None = None  # with several GNs: the switch they and gn0 are ports of
 
 
 @dataclass
 class GnState:
-    """The general node: an unmodified host on the adapter's gn0."""
+    """A general node: an unmodified host on an adapter's gn0 (directly, or by a switch)."""
 
     ns: str = GN_NS
     interface: str = GN_IFACE
     adapter_ns: str = ADAPTER_DEF.ns
     adapter_interface: str = ADAPTER_GN_IFACE
     resolv_conf: Path = ETC_NETNS / GN_NS / "resolv.conf"
+    name: str = "gn"  # its label
+    fqdn: str = f"gn.{ZONE}"
+    mac: str = "02:00:00:00:0a:01"
+    adapter: str = ADAPTER_DEF.name
+    switch_ns: str | None = None
+    dhcp_client: str = "dhclient"  # what `lab up --dhcp` runs there
 
 
 @dataclass
@@ -199,6 +219,8 @@ JSON_ORDER = (
     "web",
     "adapter",
     "gn",
+    "adapters",
+    "gns",
     "keys",
     "configs",
     "daemons",
@@ -216,19 +238,29 @@ class LabState:
     namespaces: dict[str, Namespace]  # as planned
     planned_addresses: dict[str, dict[str, str]]  # namespace -> interface -> cidr
     nodes: dict[str, HostState]
-    adapter: AdapterState
+    adapters: dict[str, AdapterState]  # by name, the first adapter first
     daemons: dict[str, DaemonSpec]
     block_direct: BlockDirect = field(default_factory=BlockDirect)
     dc: DcState = field(default_factory=DcState)
     relay: RelayState = field(default_factory=RelayState)
     web: WebState = field(default_factory=WebState)
-    gn: GnState = field(default_factory=GnState)
+    gns: dict[str, GnState] = field(default_factory=lambda: {GN_NS: GnState()})  # by namespace
     keys: dict[str, KeyRecord] = field(default_factory=dict)
     configs: dict[str, Path] = field(default_factory=dict)  # daemon -> its config file
     etc_netns: list[Path] = field(default_factory=list)  # /etc/netns/<ns> we wrote
     etc_netns_created: bool = False  # /etc/netns itself was made by us
     created: float = field(default_factory=time.time)
     version: int = STATE_VERSION
+
+    @property
+    def adapter(self) -> AdapterState:
+        """The first adapter (the lab's only one unless `--adapters 2`)."""
+        return next(iter(self.adapters.values()))
+
+    @property
+    def gn(self) -> GnState:
+        """The first adapter's first GN (ntma-gn)."""
+        return next(iter(self.gns.values()))
 
     def to_json(self) -> dict[str, Any]:
         return {name: _jsonable(getattr(self, name)) for name in JSON_ORDER}
@@ -252,13 +284,13 @@ class LabState:
             namespaces={n: _namespace(n, d) for n, d in data["namespaces"].items()},
             planned_addresses=data["planned_addresses"],
             nodes={n: _record(HostState, d) for n, d in data["nodes"].items()},
-            adapter=_record(AdapterState, data["adapter"]),
+            adapters={n: _record(AdapterState, d) for n, d in data["adapters"].items()},
             daemons={n: _record(DaemonSpec, d) for n, d in data["daemons"].items()},
             block_direct=_record(BlockDirect, data["block_direct"]),
             dc=_record(DcState, data["dc"]),
             relay=_record(RelayState, data["relay"]),
             web=_record(WebState, data["web"]),
-            gn=_record(GnState, data["gn"]),
+            gns={n: _record(GnState, d) for n, d in data["gns"].items()},
             keys={n: _record(KeyRecord, d) for n, d in data["keys"].items()},
             configs={n: Path(p) for n, p in data["configs"].items()},
             etc_netns=[Path(p) for p in data["etc_netns"]],
@@ -267,8 +299,12 @@ class LabState:
         )
 
     def hosts(self) -> dict[str, HostState]:
-        """Every NTM end by daemon name: the nodes, then the adapter."""
-        return {**self.nodes, self.adapter.name: self.adapter}
+        """Every NTM end by daemon name: the nodes, then the adapters."""
+        return {**self.nodes, **self.adapters}
+
+    def adapter_gns(self, adapter: str) -> list[GnState]:
+        """The GNs on `adapter`'s link, in order."""
+        return [self.gns[ns] for ns in self.adapters[adapter].gns]
 
 
 def state_path(run_dir: Path) -> Path:
@@ -319,8 +355,9 @@ def _role_cmd(role: str, config: Path) -> list[str]:
     return [sys.executable, "-m", "ntma", role, "--config", str(config)]
 
 
-def daemon_specs(run_dir: Path, nodes: Iterable[HostState]) -> dict[str, DaemonSpec]:
-    """Every daemon of the lab, in start order (web host, DNS, DC, RS, nodes, adapter)."""
+def daemon_specs(run_dir: Path, hosts: Iterable[HostState]) -> dict[str, DaemonSpec]:
+    """Every daemon of the lab, in start order (web host, DNS, DC, RS, then the NTM ends
+    `hosts`: nodes, adapters)."""
     logs, configs = run_dir / "logs", run_dir / "configs"
     www = ["--directory", str(run_dir / "www")]
     web = [sys.executable, "-m", "http.server", "80", "--bind", WEB_IP, *www]
@@ -334,12 +371,42 @@ def daemon_specs(run_dir: Path, nodes: Iterable[HostState]) -> dict[str, DaemonS
             RS_NS, _role_cmd("relay", configs / "relay.toml"), logs / "relay.log"
         ),
     }
-    for node in nodes:
-        cmd = _role_cmd("node", configs / f"{node.name}.toml")
-        specs[node.name] = _daemon_spec(node.ns, cmd, logs / f"{node.name}.log")
-    cmd = _role_cmd("adapter", configs / "adapter.toml")
-    specs["adapter"] = _daemon_spec(ADAPTER_DEF.ns, cmd, logs / "adapter.log")
+    for host in hosts:
+        role = "adapter" if isinstance(host, AdapterState) else "node"
+        cmd = _role_cmd(role, configs / f"{host.name}.toml")
+        specs[host.name] = _daemon_spec(host.ns, cmd, logs / f"{host.name}.log")
     return specs
+
+
+def dhcp_daemon(gn: GnState) -> str:
+    """The name of GN `gn`'s DHCP client among the lab's daemons (`lab up --dhcp`)."""
+    return f"dhcp-{gn.name}"
+
+
+def dhcp_client_cmd(run_dir: Path, gn: GnState) -> list[str]:
+    """`gn`'s DHCP client, in the foreground and retrying until it has a lease."""
+    if gn.dhcp_client == "udhcpc":  # busybox's default script sets address, route, DNS
+        return [shutil.which("udhcpc") or "udhcpc", "-f", "-i", gn.interface, "-t", "5", "-T", "2"]
+    files = run_dir / "dhcp" / gn.name
+    return [
+        shutil.which("dhclient") or "dhclient",
+        "-d",
+        "-pf",
+        f"{files}.pid",
+        "-lf",
+        f"{files}.leases",
+        gn.interface,
+    ]
+
+
+def dhcp_specs(run_dir: Path, gns: Iterable[GnState]) -> dict[str, DaemonSpec]:
+    logs = run_dir / "logs"
+    return {
+        dhcp_daemon(gn): _daemon_spec(
+            gn.ns, dhcp_client_cmd(run_dir, gn), logs / f"{dhcp_daemon(gn)}.log"
+        )
+        for gn in gns
+    }
 
 
 def host_state(node: NodeDef, nat: str, slot: int = 1) -> HostState:
@@ -349,7 +416,8 @@ def host_state(node: NodeDef, nat: str, slot: int = 1) -> HostState:
     node = node.at_slot(slot) if nat != SAME_NAT else node
     router, host = node, 2
     if nat == SAME_NAT:
-        router = next(d for d in NODE_DEFS if d.name == node.same_nat_as)
+        assert node.same_nat_as is not None
+        router = NTM_DEFS[node.same_nat_as]
         host = node.same_nat_host
     kind = network_kind(nat)
     return HostState(
@@ -366,19 +434,57 @@ def host_state(node: NodeDef, nat: str, slot: int = 1) -> HostState:
     )
 
 
-def adapter_state(adapter: NodeDef, nat: str, autostart: bool) -> AdapterState:
+def adapter_state(
+    adapter: NodeDef, nat: str, autostart: bool, gns: Iterable[GnDef] = ()
+) -> AdapterState:
     host = host_state(adapter, nat)
     fields_ = {f.name: getattr(host, f.name) for f in fields(host)}
-    return AdapterState(**fields_, autostart=autostart)
+    mine = [g.ns for g in gns] or [GN_NS]
+    switch = switch_ns(adapter) if len(mine) > 1 else None
+    return AdapterState(**fields_, gn_ns=mine[0], autostart=autostart, gns=mine, switch_ns=switch)
+
+
+def gn_state(gn: GnDef, adapter: AdapterState) -> GnState:
+    return GnState(
+        ns=gn.ns,
+        adapter_ns=adapter.ns,
+        resolv_conf=ETC_NETNS / gn.ns / "resolv.conf",
+        name=gn.label,
+        fqdn=gn.fqdn,
+        mac=gn.mac,
+        adapter=adapter.name,
+        switch_ns=adapter.switch_ns,
+        dhcp_client=gn.dhcp_client,
+    )
 
 
 def new_state(
-    run_dir: Path, topo: Topology, nat_by_node: dict[str, str], *, adapter_autostart: bool = True
+    run_dir: Path,
+    topo: Topology,
+    nat_by_node: dict[str, str],
+    *,
+    adapter_autostart: bool = True,
+    gns: int = 1,
+    adapters: int = 1,
+    dhcp: bool = False,
 ) -> LabState:
-    nat_of = resolve_nat_modes(nat_by_node)
+    """The lab as planned (`build_topology` with the same layout gave `topo`); `dhcp`: a
+    DHCP client daemon in every GN (`lab up --dhcp`)."""
+    nat_of = resolve_nat_modes(nat_by_node, adapters)
+    every_gn = lab_gns(gns, adapters)
     nodes = {n.name: host_state(n, nat_of[n.name]) for n in NODE_DEFS}
+    adapter_states = {
+        a.name: adapter_state(
+            a, nat_of[a.name], adapter_autostart, [g for g in every_gn if g.adapter == a.name]
+        )
+        for a in ADAPTER_DEFS[:adapters]
+    }
+    gn_states = {g.ns: gn_state(g, adapter_states[g.adapter]) for g in every_gn}
     inet = next(ns for ns in topo.namespaces if ns.name == INET_NS)
     blocked = list(inet.block_udp_between or ())
+    daemons = daemon_specs(Path(run_dir), [*nodes.values(), *adapter_states.values()])
+    if dhcp:
+        daemons |= dhcp_specs(Path(run_dir), gn_states.values())
     return LabState(
         run_dir=Path(run_dir),
         nat=nat_of,
@@ -386,8 +492,9 @@ def new_state(
         namespaces={ns.name: ns for ns in topo.namespaces},
         planned_addresses=topo.addresses(),
         nodes=nodes,
-        adapter=adapter_state(ADAPTER_DEF, nat_of[ADAPTER_DEF.name], adapter_autostart),
-        daemons=daemon_specs(Path(run_dir), nodes.values()),
+        adapters=adapter_states,
+        gns=gn_states,
+        daemons=daemons,
     )
 
 
@@ -399,9 +506,9 @@ def record_attachment(
 ) -> None:
     """The state once `host` (its new record) is attached as `attachment`, the router
     namespaces `removed` gone: its record and NAT mode, the planned namespaces and addresses."""
-    if host.name == state.adapter.name:
+    if host.name in state.adapters:
         assert isinstance(host, AdapterState)
-        state.adapter = host
+        state.adapters[host.name] = host
     else:
         state.nodes[host.name] = host
     state.nat[host.name] = host.nat

@@ -118,9 +118,11 @@ def lab_status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, Any]:
         "block_direct": saved["block_direct"],
         "namespaces": namespaces,
         "nodes": saved["nodes"],
-        "adapter": _with_daemon(saved["adapter"], state, "adapter"),
+        "adapter": _with_daemon(saved["adapter"], state, state.adapter.name),
+        "adapters": {n: _with_daemon(a, state, n) for n, a in saved["adapters"].items()},
         "relay": _with_daemon(saved["relay"], state, "relay"),
         "gn": saved["gn"],
+        "gns": saved["gns"],
         "daemons": {n: _daemon_status(d) for n, d in state.daemons.items()},
         "keys": {n: k.public_key for n, k in state.keys.items()},
         "configs": saved["configs"],
@@ -157,6 +159,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines.append("namespaces:")
     for name, info in status["namespaces"].items():
         lines += _format_ns(name, info)
+    lines += _format_gns(status)
     lines.append("daemons:")
     for name, d in status["daemons"].items():
         state = "running" if d["alive"] else ("dead" if d["pid"] else "not started")
@@ -171,6 +174,23 @@ def format_status(status: dict[str, Any]) -> str:
         )
     lines += _format_routes(status)
     return "\n".join(lines)
+
+
+def _format_gns(status: dict[str, Any]) -> list[str]:
+    """One line per general node: its name, MAC and adapter, and its address (live)."""
+    lines = ["general nodes:"]
+    for ns, gn in status.get("gns", {}).items():
+        eth0 = [
+            i
+            for i in status["namespaces"].get(ns, {}).get("interfaces", [])
+            if i["ifname"] == gn["interface"]
+        ]
+        addrs = [a for i in eth0 for a in i["addresses"] if ":" not in a]
+        lines.append(
+            f"  {ns:<12} {gn['fqdn']:<20} {gn['mac']}  behind {gn['adapter']:<9} "
+            f"{' '.join(addrs) or 'no address'}"
+        )
+    return lines
 
 
 def _format_routes(status: dict[str, Any]) -> list[str]:

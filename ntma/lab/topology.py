@@ -2,12 +2,13 @@
 
 `build_topology` is pure (no root, no commands): `netns.build_network` applies it. A host
 behind its own NAT gets a router namespace; hosts sharing a NAT ("same") become ports of
-that router's LAN bridge; the adapter attaches like a node and the GN hangs off its gn0.
+that router's LAN bridge; an adapter attaches like a node, and its GN hangs off its gn0 or,
+with several GNs, its gn0 and the GNs are ports of a switch (a bridge in a namespace of its
+own, `gn_topology`).
 
-Where coming features go: another node or a second adapter is a row in `settings` (and, for
-an adapter, its own GN namespace from `adapter_topology`); more GNs on one adapter make its
-gn0 a bridge the way `node_topology` makes a shared NAT LAN; an IPv6-only network is a
-`Namespace`/`Iface` with v6 cidrs (`Iface.ipv6` already says whether a link has IPv6).
+Where coming features go: another node or adapter is a row in `settings`; an IPv6-only
+network is a `Namespace`/`Iface` with v6 cidrs (`Iface.ipv6` already says whether a link
+has IPv6).
 """
 
 from __future__ import annotations
@@ -17,30 +18,33 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .settings import (
-    ADAPTER_DEF,
+    ADAPTER_COUNTS,
+    ADAPTER_DEFS,
     ADAPTER_GN_IFACE,
     BRIDGE,
     CN_NAT_MODES,
     DC_IP,
     DC_NS,
     GN_IFACE,
-    GN_NS,
+    GN_SWITCH_BRIDGE,
     INET_NS,
     INET_PREFIXLEN,
+    MAX_GNS,
     NAT_LAN,
     NAT_MODES,
     NAT_RULES,
-    NODE_DEFS,
     NS_PREFIX,
-    NTM_DEFS,
     RS_IP,
     RS_NS,
     SAME_NAT,
     SLOTS,
     WEB_IP,
     WEB_NS,
+    GnDef,
     LabError,
     NodeDef,
+    gn_defs,
+    lab_defs,
 )
 
 
@@ -50,6 +54,7 @@ class Iface:
     name: str
     cidr: str | None = None  # "198.51.100.10/24"
     ipv6: bool = True  # False: net.ipv6.conf.<name>.disable_ipv6=1 before the link goes up
+    mac: str | None = None  # a fixed MAC (the GNs': the adapter knows its devices by MAC)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class Link:
 @dataclass(frozen=True)
 class Namespace:
     name: str
-    role: str  # inet | dc | web | node | nat | adapter | general-node
+    role: str  # inet | dc | web | node | nat | adapter | general-node | switch
     node: str | None = None  # the node (or adapter) this namespace belongs to
     fqdn: str | None = None
     nat: str | None = None  # nodes: how they attach; NAT routers: their type
@@ -74,6 +79,7 @@ class Namespace:
     bridge_cidr: str | None = None  # an address on that bridge (a shared NAT LAN's router)
     ip_forward: bool = False  # net.ipv4.ip_forward=1 (NAT routers, the adapter)
     block_udp_between: tuple[str, ...] | None = None  # inet: --block-direct's address set
+    ipv6_off: bool = False  # no IPv6 on anything in it, its bridge included (a GN switch)
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, False) and k != "name"}
@@ -148,11 +154,12 @@ def _lan_port(owner: NodeDef, host: NodeDef, ip: str) -> Link:
     )
 
 
-def ntm_public_addresses() -> tuple[str, ...]:
-    """Every address an NTM end (node or adapter) can have on the Internet segment, on
-    either slot (`lab move` goes there): its own when it is public, its NAT router's wan0
-    otherwise."""
-    slots = [d.at_slot(s) for d in NTM_DEFS.values() for s in SLOTS if s == 1 or d.slot2]
+def ntm_public_addresses(adapters: int = 1) -> tuple[str, ...]:
+    """Every address an NTM end (node or adapter) of a lab with `adapters` adapters can have
+    on the Internet segment, on either slot (`lab move` goes there): its own when it is
+    public, its NAT router's wan0 otherwise."""
+    defs = lab_defs(adapters).values()
+    slots = [d.at_slot(s) for d in defs for s in SLOTS if s == 1 or d.slot2]
     return tuple(sorted({ip for d in slots for ip in (d.direct_ip, d.wan_ip)}))
 
 
@@ -162,9 +169,26 @@ def network_kind(nat: str) -> str | None:
     return {"none": "public", **dict.fromkeys(NAT_RULES, "nat")}.get(nat)
 
 
-def resolve_nat_modes(nat_by_node: dict[str, str]) -> dict[str, str]:
-    """name -> NAT mode for every node and the adapter (defaults filled in), validated."""
-    defs = NTM_DEFS
+def check_layout(gns: int, adapters: int) -> None:
+    """`--gns` and `--adapters` within what the lab builds."""
+    if not 1 <= gns <= MAX_GNS:
+        raise LabError(f"--gns {gns}: choose 1..{MAX_GNS} general nodes")
+    if adapters not in ADAPTER_COUNTS:
+        raise LabError(f"--adapters {adapters}: choose one of {ADAPTER_COUNTS}")
+
+
+def lab_gns(gns: int = 1, adapters: int = 1) -> tuple[GnDef, ...]:
+    """Every GN of the lab: `gns` on the first adapter, one on each other adapter."""
+    check_layout(gns, adapters)
+    counts = (gns, *([1] * (adapters - 1)))
+    return tuple(g for a, n in zip(ADAPTER_DEFS, counts, strict=False) for g in gn_defs(a, n))
+
+
+def resolve_nat_modes(nat_by_node: dict[str, str], adapters: int = 1) -> dict[str, str]:
+    """name -> NAT mode for every node and adapter of a lab with `adapters` adapters
+    (defaults filled in), validated."""
+    check_layout(1, adapters)
+    defs = lab_defs(adapters)
     unknown = sorted(set(nat_by_node) - set(defs))
     if unknown:
         raise LabError(f"unknown lab host {unknown[0]!r} (choose {tuple(defs)})")
@@ -182,17 +206,30 @@ def resolve_nat_modes(nat_by_node: dict[str, str]) -> dict[str, str]:
     return nat_of
 
 
-def adapter_topology(adapter: NodeDef, nat: str) -> tuple[list[Namespace], list[Link]]:
-    """The adapter attaches like a node and forwards; the GN hangs off its gn0, unaddressed."""
-    namespaces, links = node_topology(adapter, nat)
-    namespaces = [
-        replace(ns, ip_forward=True) if ns.name == adapter.ns else ns for ns in namespaces
+def switch_ns(adapter: NodeDef) -> str:
+    """The namespace of `adapter`'s GN switch (ntma-gnsw; the second adapter's ntma-gnbsw)."""
+    return f"{NS_PREFIX}{adapter.label}sw"
+
+
+def _gn_end(gn: GnDef) -> Iface:
+    return Iface(gn.ns, GN_IFACE, ipv6=False, mac=gn.mac)
+
+
+def gn_topology(adapter: NodeDef, gns: Sequence[GnDef]) -> tuple[list[Namespace], list[Link]]:
+    """`adapter`'s GN link: one GN on a veth to its gn0; several as ports of a switch, with
+    gn0. No addresses and no IPv6 anywhere on it (the GNs get theirs by DHCP)."""
+    hosts = [Namespace(g.ns, "general-node", node=adapter.name, fqdn=g.fqdn) for g in gns]
+    gn0 = Iface(adapter.ns, ADAPTER_GN_IFACE, ipv6=False)
+    if len(gns) == 1:
+        return hosts, [Link(gn0, _gn_end(gns[0]))]
+    sw = switch_ns(adapter)
+    switch = Namespace(sw, "switch", node=adapter.name, bridge=GN_SWITCH_BRIDGE, ipv6_off=True)
+    links = [Link(Iface(sw, _bridge_port_name(adapter.ns), ipv6=False), gn0, GN_SWITCH_BRIDGE)]
+    links += [
+        Link(Iface(sw, _bridge_port_name(g.ns), ipv6=False), _gn_end(g), GN_SWITCH_BRIDGE)
+        for g in gns
     ]
-    gn = Namespace(GN_NS, "general-node", node=adapter.name, fqdn=adapter.fqdn)
-    gn_link = Link(
-        Iface(adapter.ns, ADAPTER_GN_IFACE, ipv6=False), Iface(GN_NS, GN_IFACE, ipv6=False)
-    )
-    return [*namespaces, gn], [*links, gn_link]
+    return [switch, *hosts], links
 
 
 @dataclass(frozen=True)
@@ -219,26 +256,50 @@ def move_topology(node: NodeDef, nat: str, slot: int) -> Attachment:
     return Attachment(host, routers, tuple(links))
 
 
-def build_topology(nat_by_node: dict[str, str], *, block_direct: bool = False) -> Topology:
-    nat_of = resolve_nat_modes(nat_by_node)
+def _hosts(defs: dict[str, NodeDef], nat_of: dict[str, str]) -> tuple[list[Namespace], list[Link]]:
+    """Every NTM end on its network: each host with its own network, its "same" guests
+    behind its NAT; adapters forward."""
+    namespaces: list[Namespace] = []
+    links: list[Link] = []
+    for host in defs.values():
+        if nat_of[host.name] == SAME_NAT:
+            continue  # built with the host whose NAT it shares
+        guests = [g for g in defs.values() if g.same_nat_as == host.name]
+        guests = [g for g in guests if nat_of[g.name] == SAME_NAT]
+        nss, lks = node_topology(host, nat_of[host.name], guests)
+        namespaces += nss
+        links += lks
+    namespaces = [replace(ns, ip_forward=True) if ns.role == "adapter" else ns for ns in namespaces]
+    return namespaces, links
+
+
+def build_topology(
+    nat_by_node: dict[str, str],
+    *,
+    block_direct: bool = False,
+    gns: int = 1,
+    adapters: int = 1,
+) -> Topology:
+    """The lab: `gns` general nodes on the first adapter's link, `adapters` adapters."""
+    nat_of = resolve_nat_modes(nat_by_node, adapters)
+    every_gn = lab_gns(gns, adapters)
     namespaces = [
         Namespace(
             INET_NS,
             "inet",
             bridge=BRIDGE,
-            block_udp_between=ntm_public_addresses() if block_direct else None,
+            block_udp_between=ntm_public_addresses(adapters) if block_direct else None,
         ),
         Namespace(DC_NS, "dc"),
         Namespace(RS_NS, "relay"),
         Namespace(WEB_NS, "web"),
     ]
     links = [inet_link(DC_NS, DC_IP), inet_link(RS_NS, RS_IP), inet_link(WEB_NS, WEB_IP)]
-    for node in NODE_DEFS:
-        if nat_of[node.name] == SAME_NAT:
-            continue  # built with the node whose NAT it shares
-        guests = [g for g in NODE_DEFS if g.same_nat_as == node.name and nat_of[g.name] == SAME_NAT]
-        nss, lks = node_topology(node, nat_of[node.name], guests)
+    nss, lks = _hosts(lab_defs(adapters), nat_of)
+    namespaces += nss
+    links += lks
+    for adapter in ADAPTER_DEFS[:adapters]:
+        nss, lks = gn_topology(adapter, [g for g in every_gn if g.adapter == adapter.name])
         namespaces += nss
         links += lks
-    nss, lks = adapter_topology(ADAPTER_DEF, nat_of[ADAPTER_DEF.name])
-    return Topology(tuple(namespaces + nss), tuple(links + lks))
+    return Topology(tuple(namespaces), tuple(links))
