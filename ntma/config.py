@@ -379,7 +379,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         default_device=adapter.get("default_device", bool, True),
         host_names=_host_names(adapter),
         inbound=_inbound(adapter.get("inbound", list, None), "adapter.inbound"),
-        max_devices=adapter.positive("max_devices", int, 64),
+        max_devices=_max_devices(adapter),
         leases_file=adapter.path("leases_file", None) if "leases_file" in adapter.data else None,
     )
 
@@ -425,6 +425,13 @@ def _devices(table: Any) -> tuple[DeviceConfig, ...]:
         names.add(fqdn)
         devices.append(DeviceConfig(_mac(mac_text, where), fqdn, _inbound(inbound, where)))
     return tuple(devices)
+
+
+def _max_devices(adapter: _Section) -> int:
+    count = adapter.positive("max_devices", int, 64)
+    if count > 255:  # the names one DC session may hold besides its own (protocol 5.1)
+        raise ConfigError("adapter.max_devices", f"{count} is too many", "use 1..255")
+    return count
 
 
 def _host_names(adapter: _Section) -> str | None:

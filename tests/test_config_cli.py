@@ -680,6 +680,23 @@ def adapter_sections(tmp_path, dc_key) -> dict[str, dict]:
     }
 
 
+def test_adapter_devices_in_the_config(tmp_path, adapter_sections):
+    sections = adapter_sections | {
+        "devices": {
+            "02:00:00:00:0a:02": "printer.ntm.example",
+            "02:00:00:00:0a:03": {"name": "Web.ntm.example", "inbound": ["TCP/80", "udp/53"]},
+        }
+    }
+    sections["adapter"] = sections["adapter"] | {"host_names": "site1.ntm.example"}
+    cfg = load_adapter_config(_write(tmp_path / "adapter.toml", sections))
+    assert [(d.mac.hex(), d.fqdn, d.inbound) for d in cfg.devices] == [
+        ("020000000a02", "printer.ntm.example", None),
+        ("020000000a03", "web.ntm.example", ("tcp/80", "udp/53")),
+    ]
+    assert cfg.host_names == "site1.ntm.example" and cfg.default_device and cfg.max_devices == 64
+    assert cfg.leases_file is None and cfg.inbound is None
+
+
 def test_load_adapter_config(tmp_path, adapter_sections):
     cfg = load_adapter_config(_write(tmp_path / "adapter.toml", adapter_sections))
     assert (cfg.fqdn, cfg.gn_interface, cfg.passthrough_tun) == ("gn.ntm.example", "gn0", "ntmpt0")
@@ -702,6 +719,16 @@ def test_load_adapter_config(tmp_path, adapter_sections):
         (("dc", "public_key", "short"), "dc.public_key", "ntma keygen"),
         (("dns", "upstream", "not-an-address"), "dns.upstream", "ADDRESS:PORT"),
         (("adapter", None, None), "adapter", "add a [adapter] table"),
+        (("devices", "02:00:00:0a:zz", "gn2.ntm.example"), "devices.02:00:00:0a:zz", "MAC"),
+        (
+            ("devices", "02:00:00:00:0a:02", {"name": "x.ntm.example", "inbound": ["tcp/0"]}),
+            "devices.02:00:00:00:0a:02",
+            "1..65535",
+        ),
+        (("devices", "02:00:00:00:0a:02", {"inbound": []}), "devices.02:00:00:00:0a:02", "name"),
+        (("adapter", "inbound", ["smtp/25"]), "adapter.inbound", "unknown protocol"),
+        (("adapter", "max_devices", 300), "adapter.max_devices", "1..255"),
+        (("adapter", "host_names", "bad_zone!"), "adapter.host_names", "labels"),
     ],
 )
 def test_adapter_cli_bad_config(tmp_path, adapter_sections, edit, key, text):

@@ -4,8 +4,8 @@ resolv.conf, adapter2 behind its NAT and its GN, `lab move` of adapter2, `lab up
 naming each GN without a lease, and `lab down` leaving nothing behind.
 
 With the real daemons: both adapters register, and ntma-gn and ntma-gnb each get a VIP
-of their own by DHCP (one device per adapter). `test_every_gn_gets_its_own_lease` needs
-the adapter to serve several devices on one link; until it does it is a strict xfail.
+of their own by DHCP, and ntma-gn and ntma-gn2 on one link each get their own (dhclient and
+udhcpc).
 """
 
 from __future__ import annotations
@@ -186,10 +186,6 @@ class TestDaemons:
         restarted = lab.lab_restart(daemon_lab.run_dir, "adapter2")
         assert restarted["ready_event"] == "registered" and restarted["pid"] != restarted["old_pid"]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="adapter serves one device until the adapter's many-devices commit (issue 12)",
-    )
     def test_every_gn_gets_its_own_lease(self, daemon_lab: LabState, tmp_path: Path) -> None:
         """dhclient in ntma-gn, udhcpc in ntma-gn2 on one link: distinct VIPs."""
         if not _v4("ntma-gn"):
