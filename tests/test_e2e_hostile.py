@@ -442,17 +442,12 @@ def test_second_mac_on_the_gn_link_cannot_take_the_lease(lab, intruder):
     assert sent["sent"] == len(frames), sent
     blast(GN, f"--iface {intruder} --corpus frames --count {BURST} --seconds 4 --seed 11")
 
-    wait_drops_grow(state, "adapter", ("dhcp",), before, reason="chaddr")  # the spoofs
+    # The intruder's MAC is no device of the adapter's (the lab lists its GNs by MAC, and
+    # no default device): its DHCP gets no answer at all. A listed device speaking for
+    # another's chaddr is tests/test_e2e_devices.py's.
+    wait_drops_grow(state, "adapter", ("dhcp",), before, reason="unknown_device")
     wait_drops_grow(state, "adapter", ("capture", "classify", "arp"), before)
     assert_all_alive(state)
-    warnings = [
-        e
-        for e in events(state, "adapter", "input_dropped", since)
-        if e.get("reason") == "dhcp_spoofed"
-    ]
-    assert warnings and all(e["level"] == "warning" for e in warnings), warnings
-    assert warnings[0]["chaddr"] == gn_mac and warnings[0]["src_mac"] == INTRUDER_MAC
-    assert len(warnings) < len(frames), "dhcp_spoofed warnings are not rate-limited"
     assert not events(state, "adapter", "dhcp_released", since), "the intruder released it"
     leased_to = {e["mac"] for e in events(state, "adapter", "dhcp_lease", since)}
     assert leased_to <= {gn_mac}, f"a lease went to {leased_to - {gn_mac}}"
