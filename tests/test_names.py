@@ -133,3 +133,45 @@ def test_a_name_not_yet_added_cannot_ask_for_a_direction():
     (resolved,) = _of(net.events["mn"], DirectionResolved)
     assert (resolved.status, resolved.from_name) == (Status.NO_ROUTE, DEV1)
     assert not net.nodes["mn"].tunnels.by_ref
+
+
+def test_a_restarted_adapters_device_is_re_directed_once_its_name_is_back():
+    """cn holds a tunnel to a device name of mn's; mn restarts (new boot_id) and asks for the
+    name again after it registers. The DC re-directs that tunnel only once mn holds the name
+    again (before, the Direction would carry mn's own VIP for it), and both ends carry the
+    device's VIP pair again."""
+    net = _net()
+    net.nodes["mn"].add_name(DEV1, net.now)
+    net.run(1.0)
+    net.nodes["cn"].request_direction(DEV1, net.now)
+    net.run(2.0)
+    vip = _registered(net)[DEV1]
+    mn = net.restart("mn")
+    mn.add_name(DEV1, net.now)
+    net.run(3.0)
+    (at_cn,) = net.nodes["cn"].tunnels
+    (at_mn,) = mn.tunnels
+    assert (at_cn.peer_fqdn, at_cn.peer_vip) == (DEV1, vip)
+    assert (at_mn.self_fqdn, at_mn.self_vip) == (DEV1, vip)
+    assert at_mn.ring.current is not None and at_cn.ring.current is not None
+
+
+def test_a_direction_for_a_name_whose_ack_is_due_waits_for_it():
+    """A ROUTE_DIRECTION for a device name can arrive before the NAME_ADD_ACK (the ack was
+    lost and NAME_ADD is resent): it is held, not dropped, and acted on when the ack comes."""
+    net = _net()
+    net.nodes["mn"].add_name(DEV1, net.now)
+    net.run(1.0)
+    net.nodes["cn"].request_direction(DEV1, net.now)
+    net.run(2.0)
+    (held,) = net.nodes["mn"].handshakes._directed.values()
+    mn = net.restart("mn")
+    net.run(1.0)  # registered again, DEV1 not asked for yet
+    mn.names.wanted[DEV1] = None  # wanted, its ack not come: as after a lost NAME_ADD_ACK
+    mn._on_direction(held.direction, net.now)
+    assert mn.drops.get("direction_not_for_us", 0) == 0
+    assert held.ref not in mn.handshakes._directed
+    mn.add_name(DEV1, net.now)  # asked (again): the ack releases the Direction
+    mn.names._ask(DEV1, net.now)
+    net.run(1.0)
+    assert held.ref in mn.handshakes._directed

@@ -431,7 +431,11 @@ class Coordinator:
         if isinstance(msg, DirectionRequest):
             return self._on_direction_request(session, msg, now)
         if isinstance(msg, NameAdd):
-            return self.names.add(session, msg, now)
+            held = session.holds(msg.fqdn)
+            ack = self.names.add(session, msg, now)
+            if ack.status == Status.OK and not held:
+                self.redirects.name_added(session, now)
+            return ack
         if isinstance(msg, NameRemove):
             if self.names.remove(session, msg.fqdn):
                 self.redirects.name_removed(session, msg.fqdn, now)

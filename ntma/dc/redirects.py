@@ -12,6 +12,9 @@
   dead tunnel. Heard from again in time (`back_online`, a break-before-make move): the
   dormant tunnels are re-directed, so sessions survive a long gap.
 - `ended`: deregistered: TUNNEL_GONE(DEREGISTERED) to each peer, the tunnels end.
+- `name_added`: a session added a name (NAME_ADD). A tunnel of a name its end does not hold
+  (yet) is not re-directed but waits, dormant: a restarted adapter adds its devices' names
+  after its REGISTER, and their tunnels go on once it has.
 A tunnel whose other end is offline waits (dormant) for it; one whose other end has no
 session any more ends, its online end told. A node's tunnels are re-directed at most once
 per REDIRECT_MIN_INTERVAL_S: an authenticated node that flaps its source address cannot
@@ -78,6 +81,10 @@ class Redirects:
 
     def back_online(self, session: NodeSession, now: float) -> None:
         self._schedule(session, "back_online", now)
+
+    def name_added(self, session: NodeSession, now: float) -> None:
+        """NAME_ADD gave the session a name (again): tunnels that waited for it go on."""
+        self._schedule(session, "name_added", now)
 
     def went_offline(self, session: NodeSession, now: float) -> None:
         tunnels = self._director.tunnels.of_key(session.public_key)
@@ -163,6 +170,11 @@ class Redirects:
             return
         if not (requester.online and target.online):
             return  # dormant: it waits for the offline end
+        if not (requester.holds(tunnel.requester) and target.holds(tunnel.target)):
+            # A restarted adapter has not added this device's name again yet: its Direction
+            # would carry the adapter's own VIP. It waits; NAME_ADD re-directs it.
+            self.dormant.setdefault(tunnel.tunnel_id, now)
+            return
         self.dormant.pop(tunnel.tunnel_id, None)
         self._director.redirect(tunnel, requester, target, cause, now)
 

@@ -77,6 +77,7 @@ TUNNEL_CLOSED_TIMEOUT_S = 8.0
 _ANSWERS_FROM_DC = (KeepaliveAck, UpdateAck, DirectionResponse, ProbeAck, Ack, NameAddAck)
 TUNNEL_STALE_S = 30.0
 WAITING_NAMES_MAX = 64  # names asked before registration (section 10): newest refused
+HELD_DIRECTIONS_MAX = 64  # Directions for names whose NAME_ADD_ACK is due: oldest dropped
 DC_TXIDS_SEEN_MAX = 256  # ROUTE_DIRECTION / ROUTE_UPDATE / TUNNEL_GONE handled once
 
 MakeHandshakes = Callable[..., Handshakes]  # (wire, tunnels, generate_key, relays=...)
@@ -120,6 +121,7 @@ class NodeSignalling:
         self.relays.on_bound = self.handshakes.on_relay_bound
         self.names = DeviceNames(self.wire, self.session)
         self._waiting_names: list[tuple[str, str]] = []  # (from_name, fqdn) asked early
+        self._held_directions: list[tuple[Direction, bool]] = []  # for names not yet ours
         self._asking: dict[tuple[str, str], int] = {}  # (from_name, fqdn) -> txid in flight
         self._dc_txids: OrderedDict[int, None] = OrderedDict()
 
@@ -394,6 +396,8 @@ class NodeSignalling:
             self.session.on_probe_ack(msg)
         elif isinstance(msg, NameAddAck):
             self.names.on_ack(msg, tx.context)
+            if msg.fqdn in self.wire.names:
+                self._release_directions(msg.fqdn, now)
 
     def _from_dc_request(self, msg: RouteDirection | RouteUpdate | TunnelGone, now: float) -> None:
         """Ack every copy; act on each txid once."""
@@ -436,7 +440,29 @@ class NodeSignalling:
             self._on_direction(msg.direction, now)
 
     def _on_direction(self, direction: Direction, now: float, again: bool = False) -> None:
+        name = direction.self_name
+        if direction.dc_id == self.wire.dc_id and name in self.names.wanted and (
+            name not in self.wire.names  # its NAME_ADD_ACK is still due
+        ):
+            self._hold_direction(direction, again)
+            return
         if direction.dc_id != self.wire.dc_id or direction.self_name not in self.wire.names:
             self.drops.drop("direction_not_for_us")
             return
         self.handshakes.on_direction(direction, now, again)
+
+    def _hold_direction(self, direction: Direction, again: bool) -> None:
+        """A Direction for a name of ours whose NAME_ADD_ACK has not come (it was lost or is
+        behind): acted on when it comes (at most HELD_DIRECTIONS_MAX, the oldest dropped)."""
+        self._held_directions.append((direction, again))
+        if len(self._held_directions) > HELD_DIRECTIONS_MAX:
+            self._held_directions.pop(0)
+            self.drops.drop("held_directions_full")
+
+    def _release_directions(self, fqdn: str, now: float) -> None:
+        held, self._held_directions = self._held_directions, []
+        for direction, again in held:
+            if direction.self_name == fqdn:
+                self._on_direction(direction, now, again)
+            else:
+                self._held_directions.append((direction, again))
