@@ -10,14 +10,17 @@ import struct
 
 from dnslib import DNSRecord
 
+from ..observe.spans import StageStats
 from ..proto import dns, ether
 from ..proto import fields_v2 as f
 from ..proto.bodies_v2 import DIRECTION, RELAY_INFO, REQUESTER, TUNNEL_REF
 from ..proto.buffer import CodecError, Reader, Writer
 from ..proto.crypto import x25519
+from ..proto.devices import HELD_MAX, Devices
 from ..proto.dhcp import DhcpConfig, DhcpServer
 from ..proto.dhcp_codec import BOOTP_MIN_LEN, build_dhcp, parse_dhcp
 from ..proto.envelope import unwrap, wrap
+from ..proto.fields_v2 import check_name
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.grant import check_grant, make_grant
 from ..proto.handshake import (
@@ -32,11 +35,13 @@ from ..proto.handshake import (
     parse_resp,
     unframe_payload,
 )
+from ..proto.inbound import UDP_FLOWS_MAX, InboundFilter, parse_rule
 from ..proto.messages_v2 import MESSAGES, BodyKind, MsgType, decode, encode, kind_of, message_type
 from ..proto.names import normalize_fqdn
 from ..proto.noise import mac1_key
 from ..proto.replay import WINDOW_BITS, ReplayWindow
 from ..proto.session import TRANSPORT_HEADER, Keypair, ReplayError, parse_transport
+from ..stages.gn_services import answer_dhcp, serve_gn_vip
 from . import seeds
 from .registry import check, target
 
@@ -419,6 +424,51 @@ def fuzz_answer_arp(data: bytes) -> None:
     if reply is not None:
         check(len(reply) == 60 and reply[6:12] == seeds.ADAPTER_MAC, "bad ARP reply")
         check(ether.parse_arp(reply)[0] == ether.ARP_REPLY, "not an ARP reply")
+
+
+def _device_link() -> GnLink:
+    """Host names allowed, two devices at most: every DHCP path of devices.py is reachable."""
+    devices = Devices("gn.ntm.example", host_names="site.ntm.example", max_devices=2)
+    link = GnLink(seeds.ADAPTER_MAC, devices)
+    serve_gn_vip(link, "10.99.0.23", 16, lease_time=600, mtu=1400)
+    devices.named("printer.site.ntm.example", "10.99.0.24")
+    return link
+
+
+def _dhcp_with_names() -> list[bytes]:
+    """DISCOVERs from new MACs with a host name (12) and a client FQDN (81)."""
+    out = []
+    for i, options in enumerate(
+        ([(12, b"printer")], [(81, b"\x00\x00\x00cam.site.ntm.example")], [(12, b"\xff" * 70)])
+    ):
+        mac = bytes((2, 0, 0, 0, 0xDD, i))
+        payload = build_dhcp(message_type=1, xid=i, chaddr=mac, options=options)
+        udp = ether.build_udp(bytes(4), b"\xff" * 4, 68, 67, payload)
+        out.append(ether.eth_header(b"\xff" * 6, mac, ether.ETH_P_IP) + udp)
+    return out
+
+
+@target("devices.answer_dhcp", lambda: _dhcp_with_names() + seeds.frames()[:3])
+def fuzz_device_dhcp(data: bytes) -> None:
+    """A DHCP frame from any MAC: replies are frames from our MAC; the table stays bounded."""
+    link = _device_link()
+    stats = StageStats("dhcp")
+    replies, _ = answer_dhcp([data], link, stats, 0.0, lambda fqdn: None)
+    for reply in replies:
+        check(reply[6:12] == seeds.ADAPTER_MAC and len(reply) <= 1514, "bad DHCP reply frame")
+    check(len(link.devices.by_mac) <= 2, "more devices than max_devices")
+    for device in link.devices.by_mac.values():
+        check(len(device.held) <= HELD_MAX, "held frames past the bound")
+        check_name(device.fqdn)
+
+
+@target("inbound.allows", lambda: [p for p in seeds.ip_packets()])
+def fuzz_inbound(data: bytes) -> None:
+    """Any packet from a peer is judged without raising; the flow table stays bounded."""
+    rule = InboundFilter((parse_rule("tcp/80"), parse_rule("udp/53")))
+    rule.note_outbound(data, 0.0)
+    check(rule.allows(data, 1.0) in (True, False), "not a verdict")
+    check(len(rule._udp) <= UDP_FLOWS_MAX, "flow table past its bound")
 
 
 # --- ether -----------------------------------------------------------------------------------
