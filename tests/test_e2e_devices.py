@@ -4,19 +4,26 @@ ntma-gn2) get distinct VIPs, each the DC's record for that GN's name; cn fetches
 a web server on each GN (the responder side, nothing changed on the GNs); the GNs reach each
 other by name through the adapter without a tunnel; a GN that sends with another's VIP or
 speaks for another's MAC in DHCP is dropped and counted while the real one keeps working;
-and every GN keeps its VIP across an adapter restart."""
+every GN keeps its VIP across an adapter restart; and, where the operator allows it, a device
+not in the adapter's table is named by its DHCP host name (udhcpc -x hostname:...), reached
+by that name, and keeps it across a restart."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ntma.lab import DC_IP, lab_restart, log_events, log_size, ns_run
+from ntma.config import load_adapter_config, load_dc_config
+from ntma.config_write import write_config
+from ntma.dc.admission import SubZone
+from ntma.lab import DC_IP, events_named, lab_restart, log_events, log_size, ns_run
 from ntma.proto import dhcp_codec as dhcp
+from ntma.proto.crypto import decode_key
 from ntma.proto.ether import ETH_P_IP, build_udp, eth_header, ip_packed
 
 from .netns_util import dig, serve_dir, stop, wait_for
@@ -202,3 +209,55 @@ def test_every_gn_keeps_its_vip_across_an_adapter_restart(leased):
         wait_for(lambda ns=ns: _v4(ns), 10, f"{ns}'s address after the restart")
         assert _v4(ns) == vips[ns]
     assert _curl("ntma-cn", "http://gn2.ntm.example:8080/who.txt") == "gn2.ntm.example\n"
+
+
+HOST_ZONE = "gns.ntm.example"
+PRINTER_MAC = "02:00:00:00:0a:77"  # not in the adapter's table
+
+
+def _allow_host_names(state: Any) -> None:
+    """The operator's change: the DC admits names below gns.ntm.example for the adapter's
+    key, and the adapter names devices not in its table by their DHCP host names there."""
+    dc_path, adapter_path = state.configs["dc"], state.configs["adapter"]
+    adapter_key = decode_key(state.keys["adapter"].public_key)
+    dc = load_dc_config(dc_path)
+    dc = replace(dc, subzones=(*dc.subzones, SubZone(HOST_ZONE, adapter_key, 8)))
+    write_config(dc_path, dc, state.keys["dc"].private_key_file)
+    adapter = replace(load_adapter_config(adapter_path), host_names=HOST_ZONE)
+    write_config(adapter_path, adapter, state.keys["adapter"].private_key_file)
+
+
+def _udhcpc_named(ns: str, host: str | None) -> subprocess.CompletedProcess[str]:
+    cmd = ["udhcpc", "-n", "-q", "-i", "eth0", "-t", "5", "-T", "2"]
+    cmd += ["-x", f"hostname:{host}"] if host else []
+    return ns_run(ns, *cmd, check=False, timeout=40)
+
+
+def test_a_device_not_in_the_table_is_named_by_its_dhcp_host_name(leased):
+    state, _, _ = leased
+    _allow_host_names(state)
+    since = log_size(state, "cn")
+    lab_restart(Path(state.run_dir), "dc")
+    lab_restart(Path(state.run_dir), "adapter")
+    wait_for(
+        lambda: events_named(state.daemons["cn"].log, "registered", offset=since),
+        40,
+        "cn to register with the restarted DC",
+    )
+    ns_run("ntma-gn3", "ip", "link", "set", "eth0", "down")
+    ns_run("ntma-gn3", "ip", "addr", "flush", "dev", "eth0")
+    ns_run("ntma-gn3", "ip", "link", "set", "eth0", "address", PRINTER_MAC, "up")
+    result = _udhcpc_named("ntma-gn3", "Printer")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    address = wait_for(lambda: _v4("ntma-gn3"), 10, "the printer's address")
+    printer = f"printer.{HOST_ZONE}"
+    assert dig("ntma-web", printer, f"@{DC_IP}") == address
+    assert _curl("ntma-cn", f"http://{printer}:8080/who.txt") == "gn3.ntm.example\n"
+    leases = json.loads((state.keys["adapter"].private_key_file.with_suffix(".devices.json"))
+                        .read_text())
+    assert leases == {PRINTER_MAC: printer}
+    # After a restart the adapter remembers the name (no host name sent now): same VIP.
+    lab_restart(Path(state.run_dir), "adapter")
+    ns_run("ntma-gn3", "ip", "addr", "flush", "dev", "eth0")
+    assert _udhcpc_named("ntma-gn3", None).returncode == 0
+    assert wait_for(lambda: _v4("ntma-gn3"), 10, "the printer's address again") == address
