@@ -29,6 +29,16 @@ DEFAULT_NAMESPACES = {
 }
 
 
+def expected_route(a_nat: str, b_nat: str) -> str:
+    """What the DC should decide for two ends attached as `a_nat` and `b_nat` ("same":
+    behind the other's NAT)."""
+    if "none" in (a_nat, b_nat) or "same" in (a_nat, b_nat):
+        return "direct"
+    if a_nat == b_nat == "cone":
+        return "punch"
+    return "relay"
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while True:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ntma.bench.lab import (
+    SETUP_LABELS,
     SETUPS,
     TABLE2_PATHS,
     compute_ratios,
@@ -22,7 +23,7 @@ from ntma.bench.lab import (
 )
 from ntma.lab import live_namespaces
 
-BENCH_TOOLS = ("tincd", "wireguard-go", "wg", "iperf3", "dhclient")
+BENCH_TOOLS = ("tincd", "wireguard-go", "wg", "iperf3", "dhclient", "udhcpc")
 _missing = [t for t in BENCH_TOOLS if shutil.which(t) is None]
 needs_bench_tools = pytest.mark.skipif(
     bool(_missing),
@@ -67,6 +68,10 @@ def test_lab_bench_measures_every_setup_and_leaves_nothing(tmp_path):
     assert setups["plain"]["ratios"]["tcp_vs_plain"]["forward"] == 1.0
     for name in ("tinc", "wireguard-go"):
         assert setups[name]["udp_datagrams_into_cn"] > 1000, f"{name}: data not over UDP?"
+    a2a = setups["ntma-a2a"]  # GN -> gnb through both adapters, behind cone NATs
+    assert a2a["route"] == "punch" and a2a["target"] == a2a["gnb_address"]
+    assert a2a["udp_datagrams_into_adapter2"] > 1000, "adapter to adapter: data not over UDP?"
+    assert "udp_datagrams_into_cn" not in a2a
     best = result["ratios"]["best_peer"]
     assert best["tcp_forward"]["setup"] in ("tinc", "wireguard-go")
     table2 = result["table2"]["paths"]
@@ -77,7 +82,7 @@ def test_lab_bench_measures_every_setup_and_leaves_nothing(tmp_path):
     assert result["versions"]["tinc"] and result["versions"]["wireguard-go"]
     report = format_lab_report(result)
     for name in expected:
-        assert f"| {name} |" in report
+        assert f"| {SETUP_LABELS.get(name, name)} |" in report
     assert live_namespaces() == []
     assert _leftover_processes() == []
     assert not list(Path("/var/run/wireguard").glob("wgntma-*"))
@@ -94,6 +99,7 @@ def _entry(median: float, fwd: float, rev: float) -> dict:
 def test_format_lab_report_on_a_fixed_result():
     setups = {
         "ntma": _entry(400.0, 500e6, 600e6),
+        "ntma-a2a": {**_entry(700.0, 300e6, 300e6), "route": "punch"},
         "plain": _entry(50.0, 2000e6, 10000e6),
         "tinc": _entry(120.0, 530e6, 460e6),
         "wireguard-go": _entry(180.0, 340e6, 360e6),
@@ -138,7 +144,10 @@ def test_format_lab_report_on_a_fixed_result():
     }
     report = format_lab_report(result)
     for name in setups:
-        assert f"| {name} |" in report
+        assert f"| {SETUP_LABELS.get(name, name)} |" in report
+    a2a_row = "| ntma adapter to adapter | 700.0 | 2100.0 | 0 | 300.0 | 300.0 | 0.15 | 0.03 |"
+    assert a2a_row in report
+    assert "through both adapters; the DC's route: punch." in report
     assert "| ntma | 400.0 | 1200.0 | 0 | 500.0 | 600.0 | 0.25 | 0.06 | 0.94 |" in report
     assert "BenchError: timed out / waiting" in report  # a pipe would break the table
     assert "| 1002 | 45.2 | 44.2 | 71.4 | 43.0 | 20.5 | 70.0 | 246.1 |" in report

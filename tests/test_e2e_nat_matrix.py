@@ -29,6 +29,7 @@ import pytest
 from ntma.lab import lab_status, log_events, ns_run
 
 from .netns_util import (
+    expected_route,
     gn_dhclient,
     iperf,
     nc_one_way,
@@ -58,15 +59,6 @@ DIAG_EVENTS = {
     "relay_refused",
     "route_direction_unacked",
 }
-
-
-def expected_route(a_nat: str, b_nat: str) -> str:
-    """What the DC should decide for two ends attached as `a_nat` and `b_nat`."""
-    if "none" in (a_nat, b_nat) or "same" in (a_nat, b_nat):
-        return "direct"
-    if a_nat == b_nat == "cone":
-        return "punch"
-    return "relay"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Each benchmark times the work one stage does per batch by calling the same funct
 the stage's run_<stage> calls on each batch (sort_frames, answer_arps, answer_dhcp,
 encapsulate_packets, decapsulate_datagrams, frame_packets, DnsResolver.answer), in
 batches like the pipeline's, and reports the median and p99 cost per packet in ns and
-the packets/s one core sustains at the median. The signalling figure is a v2 SIGNAL
+the packets/s one core sustains at the median. Classify, ARP and DHCP are measured twice:
+with one GN, and with DEVICES devices on the link, one frame from each in every batch (each
+device with its own MAC, VIP, DHCP server and tunnel). The signalling figure is a v2 SIGNAL
 (seal, open, decode), the part of signalling that is per packet. No sockets,
 except the DNS forwarder's stub upstream on loopback.
 """
@@ -42,11 +44,18 @@ from ..testing.traffic import (
     PEER_VIP,
     arp_request_frame,
     data_frames,
+    device_mac,
+    device_vip,
+    devices_link,
     dhcp_frame,
+    gn_frame,
     gn_link,
     udp_packet,
 )
-from ..testing.tunnels import keypair_pair, tunnel_pair
+from ..testing.tunnels import device_tunnels, keypair_pair, tunnel_pair
+
+#: Devices on the link in the many-device variants (the adapter's default max_devices).
+DEVICES = 64
 
 
 @dataclass
@@ -121,6 +130,66 @@ def bench_dhcp(seconds: float) -> StageResult:
         return len(answer_dhcp(discovers, link, stats, 0.0)[0])
 
     return _time_batches("dhcp", "DISCOVER -> OFFER frame", run, seconds)
+
+
+def many_devices_classify(count: int = DEVICES) -> tuple[list[bytes], GnLink, TunnelTable]:
+    """A batch with one 1400-byte frame from each of `count` devices to the peer, the link,
+    and a table with each device's own tunnel to the peer."""
+    link, table = devices_link(count), TunnelTable()
+    for tunnel in device_tunnels([device_vip(i) for i in range(1, count + 1)]):
+        table.install(tunnel)
+    frames = [
+        gn_frame(udp_packet(device_vip(i), PEER_VIP, 1372), src_mac=device_mac(i))
+        for i in range(1, count + 1)
+    ]
+    return frames, link, table
+
+
+def bench_classify_devices(seconds: float) -> StageResult:
+    frames, link, table = many_devices_classify()
+    stats = StageStats("classify")
+
+    def run() -> int:
+        return len(sort_frames(frames, link, table, 1400, stats).routed)
+
+    what = f"{DEVICES} devices' frames, each to its own tunnel (1400 B)"
+    return _time_batches("classify", what, run, seconds)
+
+
+def many_devices_arp(count: int = DEVICES) -> tuple[list[bytes], GnLink]:
+    """ARP requests for the peer's VIP, one from each of `count` devices, and the link."""
+    requests = [
+        arp_request_frame(PEER_VIP, device_vip(i), device_mac(i)) for i in range(1, count + 1)
+    ]
+    return requests, devices_link(count)
+
+
+def bench_arp_devices(seconds: float) -> StageResult:
+    requests, link = many_devices_arp()
+    stats = StageStats("arp")
+
+    def run() -> int:
+        return len(answer_arps(requests, link, stats))
+
+    what = f"ARP requests from {DEVICES} devices -> reply frames"
+    return _time_batches("arp", what, run, seconds)
+
+
+def many_devices_dhcp(count: int = DEVICES) -> tuple[list[bytes], GnLink]:
+    """DISCOVERs, one from each of `count` known devices, and the link (DHCP ready)."""
+    discovers = [dhcp_frame(1, xid=0x1000 + i, mac=device_mac(i)) for i in range(1, count + 1)]
+    return discovers, devices_link(count, lease_time=600, mtu=1400)
+
+
+def bench_dhcp_devices(seconds: float) -> StageResult:
+    discovers, link = many_devices_dhcp()
+    stats = StageStats("dhcp")
+
+    def run() -> int:
+        return len(answer_dhcp(discovers, link, stats, 0.0)[0])
+
+    what = f"DISCOVERs from {DEVICES} devices -> OFFER frames"
+    return _time_batches("dhcp", what, run, seconds)
 
 
 def bench_encapsulate(seconds: float) -> StageResult:
@@ -226,8 +295,11 @@ async def _bench_dns_async(seconds: float) -> list[StageResult]:
 def run_stage_benchmarks(seconds: float = 1.0) -> list[StageResult]:
     results = [
         bench_classify(seconds),
+        bench_classify_devices(seconds),
         bench_arp(seconds),
+        bench_arp_devices(seconds),
         bench_dhcp(seconds),
+        bench_dhcp_devices(seconds),
         bench_encapsulate(seconds),
         bench_decapsulate(seconds),
         bench_inject_framing(seconds),

@@ -1,13 +1,15 @@
 """Packets and frames for tests and benchmarks, built with the project's own codecs.
 
 The defaults describe one GN link: the adapter's and the GN's MACs, the GN's VIP, the
-router (the pool's first address) and a peer's VIP.
+router (the pool's first address) and a peer's VIP. `devices_link` is a link with many
+devices, each known by its MAC (`device_mac`) with its own name and VIP (`device_vip`).
 """
 
 from __future__ import annotations
 
 import struct
 
+from ..proto.devices import DeviceRule, Devices
 from ..proto.dhcp_codec import OPT_PARAM_REQUEST, OPT_REQUESTED_IP, OPT_SERVER_ID, build_dhcp
 from ..proto.ether import (
     BROADCAST_MAC,
@@ -21,6 +23,7 @@ from ..proto.ether import (
     ip_packed,
 )
 from ..proto.gnlink import GnLink
+from ..stages.gn_services import serve_gn_vip
 
 BATCH = 64
 ADAPTER_MAC = bytes.fromhex("02aa00000001")
@@ -34,6 +37,33 @@ def gn_link() -> GnLink:
     link = GnLink(ADAPTER_MAC)
     link.set_vip(GN_VIP, 16)
     link.devices.admit(GN_MAC)
+    return link
+
+
+def device_mac(i: int) -> bytes:
+    """Device i's MAC (i from 1), apart from GN_MAC."""
+    return bytes.fromhex("02cc0000") + i.to_bytes(2, "big")
+
+
+def device_vip(i: int) -> str:
+    """Device i's VIP (1 <= i <= 254), in the pool, apart from GN_VIP and PEER_VIP."""
+    return f"10.99.1.{i}"
+
+
+def devices_link(count: int, **dhcp: int) -> GnLink:
+    """A registered link with `count` devices from the [devices] table, each with its VIP
+    from the DC and already seen (its MAC admitted). With `dhcp` (lease_time, mtu) every
+    device's DHCP server is ready too, as registration leaves it."""
+    rules = tuple(DeviceRule(device_mac(i), f"dev{i}.ntm.example") for i in range(1, count + 1))
+    link = GnLink(ADAPTER_MAC, Devices("gn.ntm.example", rules, max_devices=count))
+    for i, rule in enumerate(rules, 1):
+        link.devices.named(rule.fqdn, device_vip(i))
+    if dhcp:
+        serve_gn_vip(link, GN_VIP, 16, lease_time=dhcp["lease_time"], mtu=dhcp["mtu"])
+    else:
+        link.set_vip(GN_VIP, 16)
+    for rule in rules:
+        link.devices.admit(rule.mac)
     return link
 
 

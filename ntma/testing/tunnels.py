@@ -32,3 +32,16 @@ def tunnel_pair(tunnel_id: int = 7, now: float = 0.0) -> tuple[Tunnel, Tunnel]:
     b.install(kb)
     b.confirm(kb)
     return a, b
+
+
+def device_tunnels(vips: list[str], peer_vip: str = PEER_VIP) -> list[Tunnel]:
+    """One tunnel per device VIP to the same peer (an adapter's devices each have their own),
+    each with a current keypair."""
+    tunnels = []
+    for i, vip in enumerate(vips, 1):
+        tunnel = Tunnel(
+            DC_ID, 100 + i, "cn.ntm.example", peer_vip, vip, ("198.51.100.30", 7401), 0.0
+        )
+        tunnel.install(keypair_pair(0x0A000000 + i, 0x0B000000 + i)[0])
+        tunnels.append(tunnel)
+    return tunnels

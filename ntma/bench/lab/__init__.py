@@ -8,6 +8,10 @@ UDP echo server of `ntma.bench.udp_rtt`, both on 0.0.0.0). Setups, in this order
 
 ntma          the adapter; the GN gets its VIP with dhclient and reaches cn.ntm.example (cn's
               VIP) through the NTMobile tunnel. The adapter's path_stats give Table 2.
+ntma-a2a      adapter to adapter ("ntma adapter to adapter" in the table; the lab has
+              `--adapters 2`): the GN reaches gnb.ntm.example, ntma-gnb behind ntma-adapter2
+              (udhcpc there), through both adapters, each behind a cone NAT (punched); the
+              servers for this row run in ntma-gnb.
 plain         the adapter stopped; ntma-adapter is a plain kernel router with masquerade for
               the GN (10.98.0.2/24 via 10.98.0.1); GN -> cn's public address. The ceiling.
 tinc          tinc 1.0, router mode over UDP, ntma-adapter <-> ntma-cn; GN -> 10.96.0.2.
@@ -25,11 +29,12 @@ from ..paper import PAPER_TABLE_2_US, TABLE2_LABELS, TABLE2_PATHS
 from .markdown import format_lab_report
 from .results import compute_ratios, missing_tools, read_table2, tool_versions
 from .run import run_lab_bench
-from .settings import PEERS, SETUPS, BenchError
+from .settings import PEERS, SETUP_LABELS, SETUPS, BenchError
 
 __all__ = [
     "PAPER_TABLE_2_US",
     "PEERS",
+    "SETUP_LABELS",
     "SETUPS",
     "TABLE2_LABELS",
     "TABLE2_PATHS",

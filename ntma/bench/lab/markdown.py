@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..paper import TABLE2_LABELS
-from .settings import PEERS
+from .settings import PEERS, SETUP_LABELS
 
 
 def _fmt(value: Any, scale: float = 1.0, digits: int = 1) -> str:
@@ -39,7 +39,8 @@ def format_lab_report(result: dict[str, Any]) -> str:
         "| RTT overhead µs | overhead / best peer's |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for name, entry in result.get("setups", {}).items():
+    for key, entry in result.get("setups", {}).items():
+        name = SETUP_LABELS.get(key, key)
         if "error" in entry or "skipped" in entry:
             why = entry.get("error") or f"skipped: {entry['skipped']}"
             lines.append(f"| {name} | {why.replace('|', '/')} |" + " |" * 10)
@@ -67,6 +68,14 @@ def format_lab_report(result: dict[str, Any]) -> str:
             )
             + " |"
         )
+    a2a = result.get("setups", {}).get("ntma-a2a", {})
+    if "tcp_bps" in a2a:
+        lines += [
+            "",
+            f"{SETUP_LABELS['ntma-a2a']}: from the GN to ntma-gnb, the GN behind the second "
+            f"adapter (both adapters behind cone NATs), by name, through both adapters; the "
+            f"DC's route: {a2a.get('route') or '?'}.",
+        ]
     best = result.get("ratios", {}).get("best_peer", {})
     if best:
         parts = [

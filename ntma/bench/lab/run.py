@@ -9,11 +9,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ...lab import LabError, lab_down, lab_up, log_size, stop_daemon
+from ...lab import LabError, daemon_alive, lab_down, lab_up, log_size, stop_daemon
 from .results import compute_ratios, merge_light, missing_tools, read_table2, tool_versions
 from .session import BenchRun
 from .settings import (
     ADAPTER_STOP_TIMEOUT_S,
+    NTMA_SETUPS,
     OFFLOAD_NOTE,
     RATIO_NOTE,
     SETUPS,
@@ -24,29 +25,53 @@ from .setups import SETUP_FUNCS, route_gn
 from .tunnels import cleanup_wg
 
 
-def _start_lab(run_: BenchRun, want_ntma: bool) -> None:
-    """Lab with DC and nodes (the adapter is started by the ntma setup, so its failure is
-    that setup's error); if the daemons do not come up, the ntma setup fails and the lab is
-    rebuilt without them for the others."""
+def _start_lab(run_: BenchRun, want_ntma: bool, adapters: int) -> None:
+    """Lab with DC and nodes (the adapters are started by the ntma setups, so their failure
+    is those setups' error); if the daemons do not come up, the ntma setups fail and the lab
+    is rebuilt without them for the others. `adapters`: 2 for the adapter-to-adapter row."""
     try:
-        run_.state = lab_up(run_.run_dir, daemons=want_ntma, adapter=False, wait_s=30.0)
+        run_.state = lab_up(
+            run_.run_dir, daemons=want_ntma, adapter=False, wait_s=30.0, adapters=adapters
+        )
     except LabError as exc:
         if not want_ntma:
             raise
         lab_down(run_.run_dir)
-        run_.state = lab_up(run_.run_dir, daemons=False)
+        run_.state = lab_up(run_.run_dir, daemons=False, adapters=adapters)
         run_.ntma_error = f"lab daemons did not come up: {one_line(exc)}"
     # The run dir may hold logs of earlier runs (daemons append): read only this run's.
     run_.adapter_log_offset = log_size(run_.lab, "adapter")
 
 
 def _stop_lab_daemons(run_: BenchRun) -> None:
-    """After the ntma setup: the DC and nodes are not needed any more; quiet the machine."""
+    """After the ntma setups: the DC, relay, nodes and adapters are not needed any more;
+    quiet the machine."""
     state = run_.state
     for name, d in (state.daemons if state else {}).items():
         if name not in ("web", "dnsmasq") and d.pid:
             with contextlib.suppress(Exception):
                 stop_daemon(state, name, timeout=ADAPTER_STOP_TIMEOUT_S)
+
+
+def _table2_of_the_ntma_row(run_: BenchRun) -> dict[str, Any]:
+    """The adapter stopped (it logs its final path_stats, over the ntma row's traffic only:
+    the adapter-to-adapter row starts it again), then Table 2 from its log."""
+    state = run_.lab
+    if state.daemons["adapter"].pid and daemon_alive(state, "adapter"):
+        try:
+            stop_daemon(state, "adapter", timeout=ADAPTER_STOP_TIMEOUT_S)
+        except Exception as exc:
+            run_.notes.append(one_line(f"stopping the adapter failed: {exc}"))
+    table2 = read_table2(state.daemons["adapter"].log, run_.adapter_log_offset)
+    merge_light(table2, run_.table2_light)
+    return table2
+
+
+def _leave_ntma(run_: BenchRun) -> None:
+    """Before the first setup without NTMobile: the lab's daemons stop, and ntma-adapter
+    becomes a plain router for the GN."""
+    _stop_lab_daemons(run_)
+    route_gn(run_)
 
 
 def run_lab_bench(
@@ -74,7 +99,8 @@ def run_lab_bench(
     table2: dict[str, Any] | None = None
     started = time.monotonic()
     try:
-        _start_lab(run_, "ntma" in chosen and not missing_tools("ntma"))
+        want_ntma = any(s in chosen and not missing_tools(s) for s in NTMA_SETUPS)
+        _start_lab(run_, want_ntma, adapters=2 if "ntma-a2a" in chosen else 1)
         run_.start_servers()
         for name in chosen:
             entry: dict[str, Any] = {}
@@ -85,20 +111,14 @@ def run_lab_bench(
                 continue
             t0 = time.monotonic()
             try:
-                if name != "ntma" and not run_.gn_routed:
-                    route_gn(run_)
+                if name not in NTMA_SETUPS and not run_.gn_routed:
+                    _leave_ntma(run_)
                 SETUP_FUNCS[name](run_, entry)
             except Exception as exc:  # one setup's failure must not stop the others
                 entry["error"] = one_line(f"{type(exc).__name__}: {exc}")
             finally:
                 if name == "ntma":
-                    try:
-                        route_gn(run_)  # stops the adapter: it logs its final path_stats
-                    except Exception as exc:
-                        run_.notes.append(one_line(f"routing the GN failed: {exc}"))
-                    table2 = read_table2(run_.lab.daemons["adapter"].log, run_.adapter_log_offset)
-                    merge_light(table2, run_.table2_light)
-                    _stop_lab_daemons(run_)
+                    table2 = _table2_of_the_ntma_row(run_)
                 entry["seconds_taken"] = round(time.monotonic() - t0, 1)
     finally:
         run_.stop_all()

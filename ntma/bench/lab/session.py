@@ -1,6 +1,7 @@
 """One benchmark run (`BenchRun`): the lab state, the processes it started, how it measures
-(RTT with the UDP echo probe, TCP with iperf3, both from the GN's namespace), and the small
-waits and probes the setups share.
+(RTT with the UDP echo probe, TCP with iperf3, both from the GN's namespace to servers in
+ntma-cn, or in ntma-gnb for the adapter-to-adapter row), and the small waits and probes the
+setups share.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...lab import GN_IFACE, LabError, LabState, ns_exec, ns_run
+from ...lab import GN_IFACE, LabError, LabState, ns_exec, ns_run, start_daemon, wait_log_events
 from .settings import (
     CN,
     ECHO_PORT,
@@ -46,9 +47,9 @@ class BenchRun:
         self.procs: list[tuple[str, subprocess.Popen[Any]]] = []
         self.notes: list[str] = []
         self.table2_light: dict[str, Any] | None = None
-        self.iperf_server: subprocess.Popen[Any] | None = None
         self.adapter_log_offset = 0
-        self.echo_server: subprocess.Popen[Any] | None = None
+        #: server namespace -> its iperf3 -s and UDP echo server
+        self.servers: dict[str, dict[str, subprocess.Popen[Any]]] = {}
 
     @property
     def lab(self) -> LabState:
@@ -107,25 +108,31 @@ class BenchRun:
         ).stdout
         return json.loads(out)
 
-    def start_servers(self) -> None:
-        """`iperf3 -s` and the UDP echo server in ntma-cn, on 0.0.0.0; wait until they listen."""
-        self.iperf_server = self.spawn("iperf3-server", CN, "iperf3", "-s", "-p", str(IPERF_PORT))
-        if self.echo_server is None:
-            self.echo_server = self.spawn("udp-echo", CN, *probe_cmd("server", ECHO_PORT))
+    def start_servers(self, ns: str = CN) -> None:
+        """`iperf3 -s` and the UDP echo server in `ns`, on 0.0.0.0 (each started unless it
+        runs); wait until they listen."""
+        servers = self.servers.setdefault(ns, {})
+        logs = {"iperf3": f"iperf3-server-{ns}", "echo": f"udp-echo-{ns}"}
+        cmds = {"iperf3": ["iperf3", "-s", "-p", str(IPERF_PORT)]}
+        cmds["echo"] = probe_cmd("server", ECHO_PORT)
+        for kind, cmd in cmds.items():
+            if kind not in servers or servers[kind].poll() is not None:
+                servers[kind] = self.spawn(logs[kind], ns, *cmd)
 
         def listening() -> bool:
-            for name, proc in (
-                ("iperf3-server", self.iperf_server),
-                ("udp-echo", self.echo_server),
-            ):
-                if proc is not None and proc.poll() is not None:
-                    raise BenchError(f"{name} exited: {self.log_tail(name)}")
-            out = ns_run(CN, "ss", "-lntu").stdout
+            for kind, proc in servers.items():
+                if proc.poll() is not None:
+                    raise BenchError(f"{logs[kind]} exited: {self.log_tail(logs[kind])}")
+            out = ns_run(ns, "ss", "-lntu").stdout
             return f":{IPERF_PORT} " in out and f":{ECHO_PORT} " in out
 
-        wait_until(listening, 10.0, "iperf3 -s and the echo server in ntma-cn")
+        wait_until(listening, 10.0, f"iperf3 -s and the echo server in {ns}")
 
-    def iperf(self, target: str, reverse: bool) -> dict[str, Any]:
+    def stop_servers(self, ns: str) -> None:
+        for proc in self.servers.pop(ns, {}).values():
+            self.stop(proc)
+
+    def iperf(self, target: str, reverse: bool, server_ns: str = CN) -> dict[str, Any]:
         """One iperf3 TCP test; a failed one is retried once with a fresh `iperf3 -s` (a
         client that hung leaves the server busy with its test)."""
         label = f"iperf3 {'-R ' if reverse else ''}to {target}"
@@ -133,9 +140,10 @@ class BenchRun:
             return self._iperf_once(target, reverse)
         except (BenchError, LabError) as exc:
             self.notes.append(f"{label} failed once ({one_line(exc)}); retried")
-            if self.iperf_server is not None:
-                self.stop(self.iperf_server)
-            self.start_servers()
+            iperf_server = self.servers.get(server_ns, {}).pop("iperf3", None)
+            if iperf_server is not None:
+                self.stop(iperf_server)
+            self.start_servers(server_ns)
         try:
             return self._iperf_once(target, reverse)
         except (BenchError, LabError) as exc:
@@ -158,10 +166,14 @@ class BenchRun:
         }
 
     def measure(
-        self, entry: dict[str, Any], target: str, between: Callable[[], None] | None = None
+        self,
+        entry: dict[str, Any],
+        target: str,
+        between: Callable[[], None] | None = None,
+        server_ns: str = CN,
     ) -> None:
-        """RTT, then `between` (if any), then TCP both ways from the GN to `target`; filled
-        into `entry` as they come."""
+        """RTT, then `between` (if any), then TCP both ways from the GN to `target` (its
+        servers in `server_ns`); filled into `entry` as they come."""
         entry["target"] = target
         udp_before = udp_in_datagrams(CN)
         rtt = self.udp_rtt(target)
@@ -177,13 +189,14 @@ class BenchRun:
         entry["tcp_bps"] = {"forward": None, "reverse": None}
         entry["tcp_retransmits"] = {"forward": None, "reverse": None}
         for direction, reverse in (("forward", False), ("reverse", True)):
-            result = self.iperf(target, reverse)
+            result = self.iperf(target, reverse, server_ns)
             entry["tcp_bps"][direction] = result["bps"]
             entry["tcp_retransmits"][direction] = result["retransmits"]
         # Datagrams delivered in ntma-cn meanwhile: the tunnels' outer UDP (so data went over
         # UDP, not a TCP fallback) and the echo probe's own. A socket with UDP GRO (the ntm
         # node's) gets coalesced datagrams, counted once per delivery.
-        entry["udp_datagrams_into_cn"] = udp_in_datagrams(CN) - udp_before
+        if server_ns == CN:
+            entry["udp_datagrams_into_cn"] = udp_in_datagrams(CN) - udp_before
 
 
 def udp_in_datagrams(ns: str) -> int:
@@ -231,3 +244,22 @@ def check_ip(text: str, what: str) -> str:
 
 def dhclient_files(run_: BenchRun) -> tuple[str, str]:
     return str(run_.run_dir / "gn.pid"), str(run_.run_dir / "gn.leases")
+
+
+def start_adapter(run_: BenchRun, name: str = "adapter") -> str:
+    """Start adapter `name`; wait until it registered and its GN link is up. Its VIP."""
+    state = run_.lab
+    start_daemon(state, name)
+    registered = wait_log_events(state, {name: "registered"}, timeout=20)[name]
+    wait_log_events(state, {name: "gn_ready"}, timeout=10)
+    return str(registered["vip"])
+
+
+def lease_gn(run_: BenchRun) -> float:
+    """ISC dhclient in the GN (it stays, to renew); the seconds it took."""
+    pid, leases = dhclient_files(run_)
+    started = time.monotonic()
+    dh = ns_run(GN, "dhclient", "-1", "-pf", pid, "-lf", leases, GN_IFACE, check=False, timeout=60)
+    if dh.returncode != 0:
+        raise BenchError(f"dhclient: {one_line(dh.stderr) or f'exit {dh.returncode}'}")
+    return round(time.monotonic() - started, 2)

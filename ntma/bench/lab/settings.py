@@ -16,6 +16,9 @@ from typing import Any
 from ...lab import GN_NS
 
 GN, ADAPTER, CN = GN_NS, "ntma-adapter", "ntma-cn"
+#: The adapter-to-adapter row: ntma-gn -> ntma-gnb, behind ntma-adapter2 (lab --adapters 2).
+GNB, ADAPTER2 = "ntma-gnb", "ntma-adapter2"
+GNB_NAME = "gnb.ntm.example"
 ADAPTER_WAN = "eth0"
 CN_PUBLIC = "198.51.100.30"
 CN_NAME = "cn.ntm.example"
@@ -26,11 +29,16 @@ GN_ROUTED_MTU = 1500  # what a GN has without the adapter's DHCP option 26
 BENCH_NFT_TABLE = "ntma_bench"
 ADAPTER_NFT_TABLES = (("ip", "ntma_adapter"), ("netdev", "ntma_adapter_gn"))
 
-SETUPS = ("ntma", "plain", "tinc", "wireguard-go", "openvpn")
+SETUPS = ("ntma", "ntma-a2a", "plain", "tinc", "wireguard-go", "openvpn")
+#: The setups that run on the adapters, with the lab's DC and relay (the others after them).
+NTMA_SETUPS = ("ntma", "ntma-a2a")
+#: How the markdown table names a setup (its key otherwise).
+SETUP_LABELS = {"ntma-a2a": "ntma adapter to adapter"}
 #: The tunnels a user would pick instead of the adapter; "best peer" is the best of these.
 PEERS = ("tinc", "wireguard-go")
 TOOLS: dict[str, tuple[str, ...]] = {
     "ntma": ("iperf3", "dhclient", "dig"),
+    "ntma-a2a": ("iperf3", "dhclient", "dig", "udhcpc"),
     "plain": ("iperf3", "nft"),
     "tinc": ("iperf3", "nft", "tincd"),
     "wireguard-go": ("iperf3", "nft", "wireguard-go", "wg"),

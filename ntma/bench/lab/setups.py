@@ -1,6 +1,7 @@
 """The setups measured on the lab, and the switch between them: the adapter ("ntma"), then
-ntma-adapter as a plain router ("plain", the ceiling); the userspace tunnels are in
-`tunnels.py`. `SETUP_FUNCS` is the table `run_lab_bench` walks, in the documented order.
+ntma-adapter as a plain router ("plain", the ceiling); adapter to adapter ("ntma-a2a") is in
+`a2a.py`, the userspace tunnels in `tunnels.py`. `SETUP_FUNCS` is the table `run_lab_bench`
+walks, in the documented order.
 """
 
 from __future__ import annotations
@@ -19,12 +20,19 @@ from ...lab import (
     daemon_alive,
     ip,
     ns_run,
-    start_daemon,
     stop_daemon,
-    wait_log_events,
 )
+from .a2a import setup_a2a
 from .results import TABLE2_PATHS, latest_paths, read_table2
-from .session import BenchRun, check_ip, dhclient_files, gn_ipv4, wait_reachable
+from .session import (
+    BenchRun,
+    check_ip,
+    dhclient_files,
+    gn_ipv4,
+    lease_gn,
+    start_adapter,
+    wait_reachable,
+)
 from .settings import (
     ADAPTER,
     ADAPTER_NFT_TABLES,
@@ -39,30 +47,17 @@ from .settings import (
     GN_ROUTED_MTU,
     ROUTER_IP,
     BenchError,
-    one_line,
     probe_cmd,
     wait_until,
 )
 from .tunnels import setup_openvpn, setup_tinc, setup_wireguard
 
 
-def _start_adapter(run_: BenchRun) -> None:
-    state = run_.lab
-    start_daemon(state, "adapter")
-    wait_log_events(state, {"adapter": "registered"}, timeout=20)
-    wait_log_events(state, {"adapter": "gn_ready"}, timeout=10)
-
-
 def setup_ntma(run_: BenchRun, entry: dict[str, Any]) -> None:
     if run_.ntma_error:
         raise BenchError(run_.ntma_error)
-    _start_adapter(run_)
-    pid, leases = dhclient_files(run_)
-    started = time.monotonic()
-    dh = ns_run(GN, "dhclient", "-1", "-pf", pid, "-lf", leases, GN_IFACE, check=False, timeout=60)
-    if dh.returncode != 0:
-        raise BenchError(f"dhclient: {one_line(dh.stderr) or f'exit {dh.returncode}'}")
-    entry["dhcp_s"] = round(time.monotonic() - started, 2)
+    start_adapter(run_)
+    entry["dhcp_s"] = lease_gn(run_)
     entry["gn_address"] = ", ".join(gn_ipv4())
     started = time.monotonic()
     answer = ns_run(GN, "dig", "+short", "+time=5", "+tries=2", CN_NAME, check=False).stdout
@@ -139,6 +134,7 @@ def setup_plain(run_: BenchRun, entry: dict[str, Any]) -> None:
 
 SETUP_FUNCS: dict[str, Callable[[BenchRun, dict[str, Any]], None]] = {
     "ntma": setup_ntma,
+    "ntma-a2a": setup_a2a,
     "plain": setup_plain,
     "tinc": setup_tinc,
     "wireguard-go": setup_wireguard,
