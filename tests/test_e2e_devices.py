@@ -26,7 +26,7 @@ from ntma.proto import dhcp_codec as dhcp
 from ntma.proto.crypto import decode_key
 from ntma.proto.ether import ETH_P_IP, build_udp, eth_header, ip_packed
 
-from .netns_util import dig, serve_dir, stop, wait_for
+from .netns_util import dig, nc_one_way, serve_dir, stop, wait_for
 from .test_e2e_hostile import blast, drops
 
 pytestmark = pytest.mark.netns
@@ -261,3 +261,30 @@ def test_a_device_not_in_the_table_is_named_by_its_dhcp_host_name(leased):
     ns_run("ntma-gn3", "ip", "addr", "flush", "dev", "eth0")
     assert _udhcpc_named("ntma-gn3", None).returncode == 0
     assert wait_for(lambda: _v4("ntma-gn3"), 10, "the printer's address again") == address
+
+
+def test_a_devices_inbound_rule_holds_peers_to_what_it_names(leased, tmp_path: Path):
+    """gn2 is given inbound = ["tcp/8080"]: cn still fetches from its web server, a UDP
+    datagram from cn to gn2 is dropped and counted, and gn2's own UDP (DNS) still works."""
+    state, _, vips = leased
+    path = state.configs["adapter"]
+    adapter = load_adapter_config(path)
+    devices = tuple(
+        replace(d, inbound=("tcp/8080",)) if d.fqdn == "gn2.ntm.example" else d
+        for d in adapter.devices
+    )
+    write_config(path, replace(adapter, devices=devices), state.keys["adapter"].private_key_file)
+    lab_restart(Path(state.run_dir), "adapter")
+    ns_run("ntma-gn2", "ip", "addr", "flush", "dev", "eth0")
+    assert _lease("ntma-gn2", tmp_path).returncode == 0
+    assert wait_for(lambda: _v4("ntma-gn2"), 10, "gn2's address") == vips["ntma-gn2"]
+    before = drops(state, "adapter", ("inject",)).get("inject:inbound_rule", 0)
+    assert _curl("ntma-cn", "http://gn2.ntm.example:8080/who.txt") == "gn2.ntm.example\n"
+    assert dig("ntma-gn2", CN_NAME)  # gn2's own UDP out and its answer back
+    with pytest.raises(subprocess.TimeoutExpired):  # the listener never got its datagram
+        nc_one_way("ntma-cn", "ntma-gn2", "gn2.ntm.example", 5353, tmp_path)
+    wait_for(
+        lambda: drops(state, "adapter", ("inject",)).get("inject:inbound_rule", 0) > before,
+        15,
+        "the adapter to count the inbound_rule drop",
+    )
