@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .dc.admission import SUBZONE_PREFIX, SubZone
+from .dc.vip6 import Vip6Plan
 from .proto.buffer import CodecError, Endpoint
 from .proto.crypto import KeyError_, StaticKey, decode_key, load_key_file
 from .proto.fields_v2 import check_name
@@ -48,6 +49,7 @@ class DcConfig:
     probe_listen: Endpoint | None = None  # second port: tells cone from symmetric NATs
     relays: list[tuple[Endpoint, bytes]] = field(default_factory=list)  # (address, key)
     subzones: tuple[SubZone, ...] = ()  # "*.site1.ntm.example" = { key, max_names }
+    vip6_pool: ipaddress.IPv6Network | None = None  # a ULA prefix: IPv6 VIPs (dc/vip6.py)
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,21 @@ def load_dc_config(path: Path) -> DcConfig:
         probe_listen=dc.endpoint("probe_listen", None),
         relays=_relays(data, base),
         subzones=subzones,
+        vip6_pool=_vip6_pool(dc, pool),
     )
+
+
+def _vip6_pool(dc: _Section, pool: ipaddress.IPv4Network) -> ipaddress.IPv6Network | None:
+    text = dc.get("vip6_pool", str, None)
+    if text is None:
+        return None
+    try:
+        pool6 = ipaddress.IPv6Network(text)
+        Vip6Plan(pool, pool6)
+    except ValueError as exc:
+        fix = 'write a ULA prefix like "fd00:99::/112"'
+        raise ConfigError("dc.vip6_pool", str(exc), fix) from None
+    return pool6
 
 
 def _admission(sec: _Section) -> tuple[dict[str, bytes], tuple[SubZone, ...]]:

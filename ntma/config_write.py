@@ -39,6 +39,8 @@ def _dc_sections(c: DcConfig, key_file: Path) -> _Sections:
         dc["probe_listen"] = format_endpoint(c.probe_listen)
     dc |= {"private_key_file": key_file, "database": c.database, "zone": c.zone}
     dc["vip_pool"] = str(c.vip_pool)
+    if c.vip6_pool is not None:
+        dc["vip6_pool"] = str(c.vip6_pool)
     if c.dns_listen is not None:
         dc["dns_listen"] = format_endpoint(c.dns_listen)
     dc |= {"keepalive_interval": c.keepalive_interval, "keepalive_misses": c.keepalive_misses}

@@ -105,11 +105,16 @@ class Net:
         grant_lifetime_s: float = 3600.0,
         admission: dict[str, str] | None = None,
         subzones: tuple[tuple[str, str, int], ...] = (),  # (suffix, owner node, max_names)
+        pool6: str | None = None,  # the DC's IPv6 VIP pool
     ) -> None:
         self.dc_key = StaticKey.generate()
         self.rs_key = StaticKey.generate()
         self.keys = {name: StaticKey.generate() for name in ("mn", "cn", "xn")}
-        self.store = NodeStore(":memory:", ipaddress.IPv4Network("10.99.0.0/16"))
+        self.store = NodeStore(
+            ":memory:",
+            ipaddress.IPv4Network("10.99.0.0/16"),
+            ipaddress.IPv6Network(pool6) if pool6 else None,
+        )
         self._seed = seed
         self.grant_lifetime_s = grant_lifetime_s
         self.extra_admission = admission or {}  # name -> the sim node whose key it is

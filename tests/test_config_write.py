@@ -63,6 +63,7 @@ def _configs(tmp: Path, key: StaticKey) -> list[RoleConfig]:
             database=tmp / "db" / "dc.sqlite",
             zone="ntm.example",
             vip_pool=ipaddress.IPv4Network("10.98.0.0/24"),
+            vip6_pool=ipaddress.IPv6Network("fd00:98::/120"),
             dns_listen=None,
             keepalive_interval=15,
             keepalive_misses=3,

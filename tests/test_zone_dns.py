@@ -4,12 +4,14 @@ limit, a truncated reply no larger than the query), and no input stops it."""
 from __future__ import annotations
 
 import socket
+from ipaddress import IPv4Network
 from types import SimpleNamespace
 
 import trio
 from dnslib import DNSRecord
 
 from ntma.dc.server import run_zone_dns
+from ntma.dc.vip6 import Vip6Plan
 from ntma.observe.spans import Spans
 from ntma.proto.dns import RRL_PER_S, ResponseRateLimit, parse_query, truncated
 
@@ -35,7 +37,7 @@ async def test_zone_dns_truncates_a_flooding_source(autojump_clock):
     record = SimpleNamespace(vip="10.99.0.2")
     dc = SimpleNamespace(
         zone="ntm.example",
-        store=SimpleNamespace(get=lambda name: record),
+        store=SimpleNamespace(get=lambda name: record, vip6=Vip6Plan(IPv4Network("10.99.0.0/16"))),
         online_record=lambda name: record,
     )
     spans = Spans()

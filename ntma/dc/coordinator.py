@@ -147,6 +147,7 @@ class Coordinator:
             events=self._events,
             tunnels=self.tunnels,
             drops=self.drops,
+            vip6_of=self.store.vip6.of,
         )
         self.redirects = Redirects(self.director, self._events)
         self.names = Names(self.store, self.admission, self.table, self._events, self._epoch_ms)
@@ -331,11 +332,14 @@ class Coordinator:
                 vip = self.store.free_vip(others)
         except PoolExhausted:
             return RegisterAck(msg.txid, Status.POOL_EXHAUSTED), None
+        vip6 = self.store.vip6
         ack = RegisterAck(
             msg.txid,
             Status.OK,
             vip4=vip,
             prefix4=self.store.pool.prefixlen,
+            vip6=vip6.of(vip),
+            prefix6=vip6.prefix6,
             observed=addr,
             keepalive_s=self.keepalive_s,
             probe=self.probe_endpoint,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..proto.bodies_v2 import (
     Direction,
@@ -35,7 +36,7 @@ from ..proto.bodies_v2 import (
     RouteUpdate,
     TunnelGone,
 )
-from ..proto.fields_v2 import GoneReason, Role, Route, Status
+from ..proto.fields_v2 import VIP6_NONE, GoneReason, Role, Route, Status
 from ..proto.machine import Drops
 from ..proto.transactions import Transactions
 from .directions import (
@@ -73,8 +74,10 @@ class Director:
         events: list[DcEvent],
         tunnels: DirectedTunnels,
         drops: Drops,
+        vip6_of: Callable[[str], str] = lambda vip4: VIP6_NONE,
     ) -> None:
         self.dc_id = dc_id
+        self.vip6_of = vip6_of  # a name's IPv6 VIP from its IPv4 one (vip6.py)
         self.sessions = sessions
         self.relays = relays
         self.tunnels = tunnels
@@ -237,6 +240,8 @@ class Director:
         for_requester = direction_for(
             self.dc_id, tunnel_id, plan, role, names[0], target, names[1], relay
         )
+        for_target = replace(for_target, peer_vip6=self.vip6_of(for_target.peer_vip4))
+        for_requester = replace(for_requester, peer_vip6=self.vip6_of(for_requester.peer_vip4))
         return for_requester, for_target, relay
 
 

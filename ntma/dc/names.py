@@ -42,7 +42,8 @@ class Names:
         session's key, not held by another online node; its VIP kept across restarts."""
         fqdn = msg.fqdn
         if session.holds(fqdn):
-            return NameAddAck(msg.txid, Status.OK, fqdn, vip4=session.vip_of(fqdn))
+            vip4 = session.vip_of(fqdn)
+            return NameAddAck(msg.txid, Status.OK, fqdn, vip4, self._store.vip6.of(vip4))
         if len(session.added) + 1 >= NAMES_PER_SESSION_MAX:
             return self._refused(session, msg, Status.TOO_MANY_NAMES, "names per session")
         record = self._store.get(fqdn)
@@ -68,7 +69,7 @@ class Names:
         )
         session.added[fqdn] = vip
         self._events.append(NameAdded(session.fqdn, fqdn, vip))
-        return NameAddAck(msg.txid, Status.OK, fqdn, vip4=vip)
+        return NameAddAck(msg.txid, Status.OK, fqdn, vip4=vip, vip6=self._store.vip6.of(vip))
 
     def _refused(
         self, session: NodeSession, msg: NameAdd, status: Status, reason: str

@@ -78,7 +78,9 @@ async def run_zone_dns(
         else:
             record = dc.store.get(query.name)
             online = dc.online_record(query.name)
-            reply = zone_answer(query, online.vip if online else None, record is not None)
+            vip = online.vip if online else None
+            vip6 = dc.store.vip6.of(vip) if vip else None
+            reply = zone_answer(query, vip, record is not None, vip6=vip6)
         try:
             await sock.sendto(reply, addr)
         except OSError:
@@ -92,7 +94,7 @@ async def run_dc(config: DcConfig) -> None:
     spans = Spans()
     with contextlib.ExitStack() as resources:
         store = resources.enter_context(
-            contextlib.closing(NodeStore(config.database, config.vip_pool))
+            contextlib.closing(NodeStore(config.database, config.vip_pool, config.vip6_pool))
         )
         dc = _coordinator(config, store)
         udp = resources.enter_context(contextlib.closing(UdpSocket.bind(config.listen)))
@@ -114,6 +116,7 @@ async def run_dc(config: DcConfig) -> None:
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",
             "vip_pool": str(config.vip_pool),
+            "vip6_pool": str(config.vip6_pool) if config.vip6_pool else None,
             "public_key": config.key.public_base64(),
             "admitted": sorted(config.admission),
             "relays": [f"{ep[0]}:{ep[1]}" for ep, _ in config.relays],

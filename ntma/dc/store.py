@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..proto.buffer import Endpoint
+from .vip6 import Vip6Plan
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -47,11 +48,17 @@ class PoolExhausted(Exception):
 class NodeStore:
     """SQLite-backed; pass ':memory:' for tests."""
 
-    def __init__(self, path: Path | str, pool: ipaddress.IPv4Network) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        pool: ipaddress.IPv4Network,
+        pool6: ipaddress.IPv6Network | None = None,
+    ) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self.pool = pool
+        self.vip6 = Vip6Plan(pool, pool6)  # each name's IPv6 VIP, from its IPv4 one
 
     def close(self) -> None:
         self._db.close()

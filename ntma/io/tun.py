@@ -34,10 +34,14 @@ class TunDevice(FdPackets):
         self.mtu = mtu
         super().__init__(fd, mtu)
 
-    async def configure(self, vip: str, prefix_len: int) -> None:
-        """Give the device its VIP (routes the VIP pool into it) and bring it up."""
+    async def configure(self, vip: str, prefix_len: int, vip6: str = "", prefix6: int = 0) -> None:
+        """Give the device its VIP (routes the VIP pool into it) and, when given, its IPv6
+        VIP (routes the IPv6 pool; no duplicate address detection: the DC assigned it), and
+        bring it up."""
         await run_ip("addr", "flush", "dev", self.name)
         await run_ip("addr", "add", f"{vip}/{prefix_len}", "dev", self.name)
+        if vip6:
+            await run_ip("-6", "addr", "add", f"{vip6}/{prefix6}", "dev", self.name, "nodad")
         await run_ip("link", "set", "dev", self.name, "mtu", str(self.mtu), "up")
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from ..config import NodeConfig
 from ..io.fdio import UdpSocket
 from ..io.tun import TunDevice
 from ..observe.spans import run_stats_logger
+from ..proto.fields_v2 import VIP6_NONE
 from ..proto.node import Registered
 from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
@@ -42,10 +43,14 @@ async def run_node(config: NodeConfig) -> None:
     current_vip: list[str] = []
 
     async def on_registered(event: Registered) -> None:
-        if current_vip != [event.vip]:
-            await tun.configure(event.vip, event.prefix_len)
-            current_vip[:] = [event.vip]
-            log.info("tun_configured", tun=tun.name, vip=event.vip, mtu=config.mtu)
+        vips = [event.vip, event.vip6]
+        if current_vip != vips:
+            vip6 = "" if event.vip6 == VIP6_NONE else event.vip6
+            await tun.configure(event.vip, event.prefix_len, vip6, event.prefix6)
+            current_vip[:] = vips
+            log.info(
+                "tun_configured", tun=tun.name, vip=event.vip, vip6=vip6 or None, mtu=config.mtu
+            )
 
     resolver = DnsResolver(
         pipe.broker, config.dns_upstream, config.ntm_suffixes, pipe.spans.stage("dns")

@@ -19,10 +19,10 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSLabel, DNSRecord
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSLabel, DNSRecord
 
 from .buffer import CodecError
-from .fields_v2 import Status
+from .fields_v2 import VIP6_NONE, Status
 from .names import normalize_fqdn
 
 NTM_TTL = 30
@@ -123,13 +123,22 @@ def _a_record(query: Query, vip: str, ttl: int) -> RR:
     return RR(_owner(query), QTYPE.A, rdata=A(vip), ttl=ttl)
 
 
-def answer_for_status(query: Query, status: Status, vip: str | None, ttl: int = NTM_TTL) -> bytes:
+def _add_addresses(reply, query: Query, vip: str | None, vip6: str | None, ttl: int) -> None:
+    """A for an A or ANY question, AAAA for AAAA or ANY, each when the name has one; other
+    types and a missing family: NOERROR with no answer (the name exists)."""
+    if vip is not None and query.qtype in (QTYPE.A, QTYPE.ANY):
+        reply.add_answer(_a_record(query, vip, ttl))
+    if vip6 not in (None, VIP6_NONE) and query.qtype in (QTYPE.AAAA, QTYPE.ANY):
+        reply.add_answer(RR(_owner(query), QTYPE.AAAA, rdata=AAAA(vip6), ttl=ttl))
+
+
+def answer_for_status(
+    query: Query, status: Status, vip: str | None, ttl: int = NTM_TTL, vip6: str | None = None
+) -> bytes:
     """The reply to an NTM-name query once the DC (and tunnel) gave its outcome."""
     reply = query.record.reply()
     if status == Status.OK and vip is not None:
-        if query.qtype in (QTYPE.A, QTYPE.ANY):
-            reply.add_answer(_a_record(query, vip, ttl))
-        # AAAA and other types: NOERROR with no answer until the VIPs have IPv6.
+        _add_addresses(reply, query, vip, vip6, ttl)
     elif status == Status.UNKNOWN:
         reply.header.rcode = RCODE.NXDOMAIN
     elif status == Status.OFFLINE:
@@ -145,12 +154,14 @@ def servfail(query: Query) -> bytes:
     return reply.pack()
 
 
-def zone_answer(query: Query, vip: str | None, known: bool, ttl: int = NTM_TTL) -> bytes:
-    """The DC's authoritative answer for its zone: A for an online node."""
+def zone_answer(
+    query: Query, vip: str | None, known: bool, ttl: int = NTM_TTL, vip6: str | None = None
+) -> bytes:
+    """The DC's authoritative answer for its zone: A (and AAAA) for an online node."""
     reply = query.record.reply()
     reply.header.aa = 1
-    if vip is not None and query.qtype in (QTYPE.A, QTYPE.ANY):
-        reply.add_answer(_a_record(query, vip, ttl))
+    if vip is not None:
+        _add_addresses(reply, query, vip, vip6, ttl)
     elif not known:
         reply.header.rcode = RCODE.NXDOMAIN
     return reply.pack()

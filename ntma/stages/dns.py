@@ -61,7 +61,7 @@ class DnsResolver:
             with trio.move_on_after(DIRECTION_WAIT_S):
                 result = await self.broker.resolve(query.name, from_name)
                 if result.status != Status.NOT_NTM:
-                    return answer_for_status(query, result.status, result.vip)
+                    return answer_for_status(query, result.status, result.vip, vip6=result.vip6)
                 return await self.forward(query, data)
             self.stats.drop("direction_timeout")
             return servfail(query)

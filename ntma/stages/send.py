@@ -40,14 +40,18 @@ async def run_tun_read(
 def classify_packets(
     batch: list[bytes], table: TunnelTable, stats: StageStats
 ) -> list[tuple[Tunnel, bytes]]:
-    """Keep IPv4 packets whose (source, destination) VIP pair has a tunnel; count the rest."""
+    """Keep packets whose (source, destination) VIP pair has a tunnel (IPv4: bytes 12:20,
+    IPv6: 8:40); count the rest."""
     routed: list[tuple[Tunnel, bytes]] = []
     by_pair = table.by_pair
     for packet in batch:
-        if len(packet) < 20 or packet[0] >> 4 != 4:
-            stats.drop("not_ipv4" if packet and packet[0] >> 4 == 6 else "malformed")
+        if len(packet) >= 20 and packet[0] >> 4 == 4:
+            tunnel = by_pair.get(packet[12:20])
+        elif len(packet) >= 40 and packet[0] >> 4 == 6:
+            tunnel = by_pair.get(packet[8:40])
+        else:
+            stats.drop("malformed")
             continue
-        tunnel = by_pair.get(packet[12:20])
         if tunnel is None:
             stats.drop("no_tunnel")
             continue

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..buffer import Endpoint
-from ..fields_v2 import Status
+from ..fields_v2 import VIP6_NONE, Status
 from ..machine import Event
 from ..tunnel import Tunnel
 
@@ -31,15 +31,20 @@ class Registered(NodeEvent):
     observed: Endpoint  # our endpoint as the DC sees it
     behind_nat: bool
     keepalive_s: int
+    vip6: str = VIP6_NONE  # our IPv6 VIP, when the DC has an IPv6 pool
+    prefix6: int = 0
 
     def log_fields(self) -> dict[str, Any]:
-        return {
+        fields: dict[str, Any] = {
             "vip": self.vip,
             "prefix_len": self.prefix_len,
             "observed": _ep(self.observed),
             "behind_nat": self.behind_nat,
             "keepalive_s": self.keepalive_s,
         }
+        if self.vip6 != VIP6_NONE:
+            fields |= {"vip6": self.vip6, "prefix6": self.prefix6}
+        return fields
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class NameRegistered(NodeEvent):
     fqdn: str
     vip: str
     prefix_len: int
+    vip6: str = VIP6_NONE
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class DirectionResolved(NodeEvent):
     status: Status
     vip: str | None = None
     from_name: str = ""  # which of our names asked (an adapter's device); "": the session's
+    vip6: str | None = None  # the peer's IPv6 VIP, when it has one
 
     def log_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"peer": self.fqdn, "status": self.status.name}

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ..bodies_v2 import Direction, RelayInfo, TunnelAccept, TunnelClose, TunnelInit
 from ..buffer import CodecError, Endpoint
 from ..crypto import AuthError
-from ..fields_v2 import Route, Status
+from ..fields_v2 import VIP6_NONE, Route, Status
 from ..gate import Admitted, SendCookie
 from ..handshake import InitFrame, OpenedInit, build_resp, open_init
 from ..initiate import PendingInit
@@ -420,7 +420,9 @@ class Handshakes:
             if old is not None and old.tunnel is replaced:
                 self._forget(old)
         wire.events.append(TunnelUp(tunnel, replaced is not None))
-        resolved = DirectionResolved(tunnel.peer_fqdn, Status.OK, tunnel.peer_vip, tunnel.self_fqdn)
+        resolved = DirectionResolved(
+            tunnel.peer_fqdn, Status.OK, tunnel.peer_vip, tunnel.self_fqdn, _vip6(tunnel.peer_vip6)
+        )
         wire.events.append(resolved)
 
     def _release(self, keypairs: list[Keypair]) -> None:
@@ -580,3 +582,6 @@ class Handshakes:
             else:
                 self._release(tunnel.ring.all())
 
+
+def _vip6(vip6: str) -> str | None:
+    return None if vip6 == VIP6_NONE else vip6

@@ -61,7 +61,7 @@ class DeviceNames:
         self._wire.names[msg.fqdn] = NameVips(msg.vip4, msg.vip6)
         registration = self._session.registration
         prefix = registration.prefix_len if registration else 0
-        self._wire.events.append(NameRegistered(msg.fqdn, msg.vip4, prefix))
+        self._wire.events.append(NameRegistered(msg.fqdn, msg.vip4, prefix, msg.vip6))
 
     def on_unanswered(self, asked: object) -> None:
         if asked in self.wanted:

@@ -191,7 +191,9 @@ class DcSession:
         wire = self._wire
         assert msg.observed is not None  # an OK REGISTER_ACK has one
         behind_nat = msg.observed not in self._local_endpoints()
-        registration = Registered(msg.vip4, msg.prefix4, msg.observed, behind_nat, msg.keepalive_s)
+        registration = Registered(
+            msg.vip4, msg.prefix4, msg.observed, behind_nat, msg.keepalive_s, msg.vip6, msg.prefix6
+        )
         anew = self.registration != registration
         self.registration = registration
         self.state = SessionState.REGISTERED

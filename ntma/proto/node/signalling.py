@@ -59,7 +59,7 @@ from ..bodies_v2 import (
 from ..buffer import CodecError, Endpoint
 from ..crypto import StaticKey
 from ..envelope import unwrap
-from ..fields_v2 import Status, Want, check_name, normalize_endpoint
+from ..fields_v2 import VIP6_NONE, Status, Want, check_name, normalize_endpoint
 from ..handshake import T_COOKIE, T_INIT, T_RELAY_ENVELOPE, T_RESP, T_SIGNAL, VERSION
 from ..initiate import PendingInit
 from ..names import normalize_fqdn
@@ -214,7 +214,8 @@ class NodeSignalling:
         if tunnel is not None:
             # VIPs are stable, so answer now; ask the DC again in the background when
             # the tunnel has gone quiet (the peer may have restarted).
-            resolved = DirectionResolved(fqdn, Status.OK, tunnel.peer_vip, from_name)
+            vip6 = None if tunnel.peer_vip6 == VIP6_NONE else tunnel.peer_vip6
+            resolved = DirectionResolved(fqdn, Status.OK, tunnel.peer_vip, from_name, vip6)
             self.wire.events.append(resolved)
             quiet_since = max(getattr(tunnel, "created_at", 0.0), tunnel.last_receive)
             if now - quiet_since < TUNNEL_STALE_S or not registered:
