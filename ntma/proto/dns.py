@@ -124,11 +124,12 @@ def _a_record(query: Query, vip: str, ttl: int) -> RR:
 
 
 def _add_addresses(reply, query: Query, vip: str | None, vip6: str | None, ttl: int) -> None:
-    """A for an A or ANY question, AAAA for AAAA or ANY, each when the name has one; other
-    types and a missing family: NOERROR with no answer (the name exists)."""
+    """A for an A or ANY question (ANY: that one record, RFC 8482, so a reply stays within
+    MAX_REPLY), AAAA for AAAA when the name has an IPv6 VIP; other types and a missing
+    family: NOERROR with no answer (the name exists)."""
     if vip is not None and query.qtype in (QTYPE.A, QTYPE.ANY):
         reply.add_answer(_a_record(query, vip, ttl))
-    if vip6 not in (None, VIP6_NONE) and query.qtype in (QTYPE.AAAA, QTYPE.ANY):
+    elif vip6 not in (None, VIP6_NONE) and query.qtype == QTYPE.AAAA:
         reply.add_answer(RR(_owner(query), QTYPE.AAAA, rdata=AAAA(vip6), ttl=ttl))
 
 
