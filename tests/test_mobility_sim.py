@@ -13,7 +13,7 @@ import struct
 from ntma.dc.events import NodeMoved, RouteUpdated, TunnelsDormant
 from ntma.proto.fields_v2 import Status
 from ntma.proto.handshake import T_SIGNAL
-from ntma.proto.node import DirectionResolved, TunnelUp
+from ntma.proto.node import DirectionResolved, PeerGone, TunnelUp
 from ntma.proto.session import ExpiredKeys
 
 from .sim import DC_EP, Net
@@ -317,3 +317,13 @@ def test_a_registration_confirmed_by_its_probe_moves_the_session_first():
     assert (first.requester_reach, first.target_reach, first.route) == (
         last.requester_reach, last.target_reach, last.route,
     ), updates
+
+
+def test_the_peer_told_its_tunnel_is_gone_reports_why():
+    net = _net((MN_LAN, MN_NAT, None), (CN_PUBLIC, None, None))
+    _connected(net)
+    net.nodes["cn"].deregister(net.now)
+    net.run(1.0)
+    (gone,) = _of(net.events["mn"], PeerGone)
+    assert (gone.peer, gone.reason) == (f"cn.{ZONE}", "deregistered")
+    assert gone.log_name == "tunnel_gone" and gone.log_fields()["reason"] == "deregistered"

@@ -106,6 +106,19 @@ class TunnelUp(NodeEvent):
 
 
 @dataclass(frozen=True)
+class PeerGone(NodeEvent):
+    """The DC said a tunnel's other end is gone (offline, deregistered, no route): dropped."""
+
+    log_name: ClassVar[str] = "tunnel_gone"
+    tunnel_id: int
+    peer: str
+    reason: str
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"tunnel": self.tunnel_id, "peer": self.peer, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class DirectionResolved(NodeEvent):
     """Outcome for a name asked with request_direction(): OK with the peer VIP once
     the tunnel is up, or the DC's (or a time-out's) status. Only failures are logged."""

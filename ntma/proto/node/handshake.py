@@ -41,7 +41,7 @@ from ..messages_v2 import REPLY_MAX, BodyKind, MsgType, decode, encode
 from ..noise import SessionKeys
 from ..session import REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, Keypair
 from ..tunnel import Tunnel, TunnelRef, TunnelTable, punch_datagram
-from .events import DirectionResolved, RouteFallback, TunnelUp
+from .events import DirectionResolved, PeerGone, RouteFallback, TunnelUp
 from .ports import HandshakeWire, RelayBinder
 from .tunnels import Directed, EarlyInit, EarlyInits, only_grant_renewed
 from .wire import TunnelContext
@@ -435,11 +435,12 @@ class Handshakes:
 
     # --- ends ---------------------------------------------------------------------------
 
-    def close(self, dc_id: bytes, tunnel_id: int, now: float) -> None:
+    def close(self, dc_id: bytes, tunnel_id: int, now: float, reason: str = "") -> None:
         """TUNNEL_GONE from the DC: forget the tunnel and its Direction (not reported back
         as TUNNEL_CLOSED: the DC keeps it to re-direct when the peer returns)."""
         held = self._directed.get((dc_id, tunnel_id))
         if held is not None:
+            self._wire.events.append(PeerGone(tunnel_id, held.direction.peer_name, reason))
             self._forget(held)
             self.forgotten.remove(held.ref)
 

@@ -412,7 +412,8 @@ class NodeSignalling:
         while len(self._dc_txids) > DC_TXIDS_SEEN_MAX:
             self._dc_txids.popitem(last=False)
         if isinstance(msg, TunnelGone):
-            self.handshakes.close(self.wire.dc_id, msg.tunnel_id, now)
+            reason = getattr(msg.reason, "name", str(msg.reason)).lower()
+            self.handshakes.close(self.wire.dc_id, msg.tunnel_id, now, reason)
         else:
             self._on_direction(msg.direction, now, again=isinstance(msg, RouteUpdate))
 
