@@ -7,9 +7,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
+from ntma.adapter.devices import load_leases, save_leases
 from ntma.proto.devices import HELD_MAX, DeviceRule, Devices, client_fqdn, host_label
 from ntma.proto.ether import build_ipv4, build_udp, ip_packed
 from ntma.proto.gnlink import GnLink, Kind, classify_frame
@@ -182,3 +185,14 @@ def test_any_bytes_are_judged_without_raising(packet, now):
     rule = InboundFilter((parse_rule("tcp/80"),))
     rule.note_outbound(packet, now)
     assert rule.allows(packet, now) in (True, False)
+
+
+def test_the_leases_file_round_trips_and_a_refusing_file_system_is_no_crash(tmp_path):
+    path = tmp_path / "adapter.devices.json"
+    save_leases(path, {MAC1: "printer.site1.ntm.example"})
+    assert load_leases(path, None) == {MAC1: "printer.site1.ntm.example"}
+    path.write_text("{not json")
+    with capture_logs() as logs:
+        assert load_leases(path, structlog.get_logger()) == {}
+        save_leases(tmp_path / "no-such-dir" / "x.json", {MAC1: "a.ntm.example"})
+    assert [e["event"] for e in logs] == ["leases_unreadable", "leases_not_saved"]

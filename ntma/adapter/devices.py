@@ -34,12 +34,17 @@ def load_leases(path: Path | None, log) -> dict[bytes, str]:
 
 
 def save_leases(path: Path | None, leases: dict[bytes, str]) -> None:
-    """Written whole to a temporary file and renamed over the old one (never half a file)."""
+    """Written whole to a temporary file and renamed over the old one (never half a file).
+    A file system that refuses (full, read-only) is logged, never raised: a device's DHCP
+    must not stop the DHCP stage; the names are saved again at the next change."""
     if path is None:
         return
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({mac_text(m): n for m, n in sorted(leases.items())}, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps({mac_text(m): n for m, n in sorted(leases.items())}, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        structlog.get_logger().warning("leases_not_saved", path=str(path), error=str(exc))
 
 
 def devices_from_config(config: AdapterConfig, leases: dict[bytes, str]) -> Devices:
