@@ -1,7 +1,8 @@
 """IPv6 inside the tunnel on the lab (issue 13, IPv6 VIPs): the DC's IPv6 pool gives every
 node an IPv6 VIP beside its IPv4 one; the node's TUN carries it; the node's resolver and the
 DC's zone answer AAAA; unmodified ping, curl and iperf3 reach the other node over IPv6 by
-name, through the tunnel (over the IPv4 underlay), with mn behind a NAT and cn public."""
+name, through the tunnel (over the IPv4 underlay), with mn behind a NAT and cn public
+(`lab up --vip6`)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _tun_v6(ns: str) -> list[str]:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, open_lab) -> Any:
     tmp = tmp_path_factory.mktemp("ipv6-vips")
-    with open_lab(tmp / "run", mn_nat="cone", cn_nat="none") as state:
+    with open_lab(tmp / "run", mn_nat="cone", cn_nat="none", vip6=True) as state:
         www = tmp / "www"
         www.mkdir()
         (www / "one-mb.bin").write_bytes(ONE_MB)

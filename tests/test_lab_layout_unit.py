@@ -11,6 +11,7 @@ The lab's own tests: besides its public API they reach `ntma.lab.configs`, `life
 from __future__ import annotations
 
 import base64
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,16 @@ def test_adapter2_moves_and_restarts_like_the_others(
     for argv in (["move", "adapter2", "--to", "public"], ["restart", "adapter2"]):
         assert lab.main([*argv, "--run-dir", str(tmp_path)]) == 2
         assert "adapter2 is not in this lab" in capsys.readouterr().err
+
+
+def test_ipv6_vips_are_the_labs_option(tmp_path: Path) -> None:
+    """`lab up --vip6` gives the DC its IPv6 pool; without it the DC has none."""
+    from ntma import config
+
+    for vip6, pool in ((False, None), (True, ipaddress.IPv6Network(lab.VIP6_POOL))):
+        run = tmp_path / str(vip6)
+        state = lab.new_state(run, lab.build_topology({}), {}, vip6=vip6)
+        lifecycle.prepare_run_dir(run)
+        configs.write_keys_and_configs(state)
+        assert config.load_dc_config(run / "configs" / "dc.toml").vip6_pool == pool
+        assert lab.LabState.from_json(state.to_json()).dc.vip6_pool == state.dc.vip6_pool

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         "each has a lease (within --wait)",
     )
     up.add_argument(
+        "--vip6",
+        action="store_true",
+        help="the DC hands out IPv6 VIPs too (fd00:99::/112): nodes answer AAAA and carry "
+        "IPv6 between VIPs; clients then prefer IPv6, so servers must listen on it",
+    )
+    up.add_argument(
         "--wait",
         type=float,
         default=20.0,
@@ -178,6 +184,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             adapter=not args.no_adapter,
             wait_s=args.wait,
             dhcp=args.dhcp,
+            vip6=args.vip6,
             **layout_options(args),
         )
     except LabNotReady as exc:

@@ -182,6 +182,7 @@ def lab_up(
     adapters: int = 1,
     adapter2_nat: str = ADAPTER2_DEF.default_nat,
     dhcp: bool = False,
+    vip6: bool = False,
 ) -> LabState:
     """Build the lab (bringing an existing one down first) and return its state.
 
@@ -192,7 +193,8 @@ def lab_up(
     on the Internet segment (the DC, RS and web host stay reachable).
     The topology (GNs and adapters included) is always built; `daemons=False` starts no
     DC/RS/node/adapter daemons, `adapter=False` skips only the adapter daemons, `dhcp=True`
-    runs a DHCP client in every GN once the adapters are up (see the module doc).
+    runs a DHCP client in every GN once the adapters are up (see the module doc); `vip6=True`
+    gives the DC an IPv6 VIP pool (VIP6_POOL).
     On any failure while building, everything made is torn down and the error re-raised.
     If the daemons do not report readiness within `wait_s` (or exit), or a GN gets no lease
     in that time, LabNotReady is raised and the lab is left up for inspection.
@@ -207,7 +209,13 @@ def lab_up(
     layout = {"gns": gns, "adapters": adapters}
     topo = build_topology(nat_by_node, block_direct=block_direct, **layout)
     state = new_state(
-        run_dir, topo, nat_by_node, adapter_autostart=daemons and adapter, dhcp=dhcp, **layout
+        run_dir,
+        topo,
+        nat_by_node,
+        adapter_autostart=daemons and adapter,
+        dhcp=dhcp,
+        vip6=vip6,
+        **layout,
     )
     try:
         prepare_run_dir(run_dir)

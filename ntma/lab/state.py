@@ -46,6 +46,7 @@ from .settings import (
     SAME_NAT,
     STATE_FILE,
     STATE_VERSION,
+    VIP6_POOL,
     WEB_IP,
     WEB_NS,
     ZONE,
@@ -114,6 +115,7 @@ class DcState:
     port: int = DC_PORT
     probe_port: int = DC_PROBE_PORT
     zone: str = ZONE
+    vip6_pool: str | None = None  # `lab up --vip6`: IPv6 VIPs from this ULA prefix
 
 
 @dataclass
@@ -467,9 +469,12 @@ def new_state(
     gns: int = 1,
     adapters: int = 1,
     dhcp: bool = False,
+    vip6: bool = False,
 ) -> LabState:
     """The lab as planned (`build_topology` with the same layout gave `topo`); `dhcp`: a
-    DHCP client daemon in every GN (`lab up --dhcp`)."""
+    DHCP client daemon in every GN (`lab up --dhcp`); `vip6`: the DC hands out IPv6 VIPs
+    (`lab up --vip6`; off by default, as clients then prefer IPv6 to a server that may
+    listen on IPv4 only)."""
     nat_of = resolve_nat_modes(nat_by_node, adapters)
     every_gn = lab_gns(gns, adapters)
     nodes = {n.name: host_state(n, nat_of[n.name]) for n in NODE_DEFS}
@@ -495,6 +500,7 @@ def new_state(
         adapters=adapter_states,
         gns=gn_states,
         daemons=daemons,
+        dc=DcState(vip6_pool=VIP6_POOL if vip6 else None),
     )
 
 
