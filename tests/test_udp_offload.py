@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import trio
 import trio.testing
 
@@ -119,3 +120,66 @@ async def test_no_destination_ends_the_sender():
     finally:
         sender.close()
         receiver.close()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def test_a_dual_stack_socket_serves_both_families_with_plain_ipv4_endpoints():
+    """Bound to "::", one socket talks to an IPv4 and an IPv6 peer; the IPv4 peer's address
+    comes up as plain IPv4 (never ::ffff:...), and replies to it go out mapped."""
+    if not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    dual = UdpSocket.bind(("::", 0))
+    port = dual.sock.getsockname()[1]
+    v4, v6 = UdpSocket.bind(("127.0.0.1", 0)), UdpSocket.bind(("::1", 0))
+    try:
+        for offload in (True, False):
+            dual.gso = v4.gso = v6.gso = offload
+            await v4.send_batch([(b"from four", ("127.0.0.1", port))])
+            await v6.send_batch([(b"from six", ("::1", port))])
+            got: list[tuple[bytes, tuple]] = []
+            with trio.fail_after(5):
+                while len(got) < 2:
+                    got += await dual.recv_batch(16)
+            by_payload = dict(got)
+            assert by_payload[b"from four"] == ("127.0.0.1", v4.sock.getsockname()[1])
+            assert by_payload[b"from six"] == ("::1", v6.sock.getsockname()[1])
+            sent = await dual.send_batch([(b"back", by_payload[b"from four"])] * 2)
+            sent += await dual.send_batch([(b"back6", by_payload[b"from six"])])
+            assert sent == 3 and dual.send_errors == 0
+            with trio.fail_after(5):
+                assert [d for d, _ in await v4.recv_batch(16)][:1] == [b"back"]
+                assert [d for d, a in await v6.recv_batch(16)] == [b"back6"]
+            with trio.move_on_after(0.2):
+                await v4.recv_batch(16)  # the second "back", coalesced or not
+    finally:
+        for sock in (dual, v4, v6):
+            sock.close()
+
+
+IF_INET6_SAMPLE = """\
+20010db8000000000000000000000040 02 40 00 80     eth0
+fe80000000000000020000fffe0a0001 02 40 20 80     eth0
+fd000099000000000000000000000003 05 70 00 80     ntm0
+20010db8000000000000000000000041 02 40 00 c0     eth0
+20010db8000000000000000000000042 03 40 00 20     wan0
+00000000000000000000000000000001 01 80 10 80       lo
+"""
+
+
+def test_a_dual_stack_node_reports_its_usable_global_ipv6_addresses(tmp_path):
+    """Global scope only; not our TUN (its VIP), not tentative (c0) or deprecated (20)."""
+    from ntma.io.addresses import global_ipv6_endpoints
+
+    table = tmp_path / "if_inet6"
+    table.write_text(IF_INET6_SAMPLE)
+    found = global_ipv6_endpoints(7401, {"ntm0"}, str(table))
+    assert found == [("2001:db8::40", 7401)]
+    assert global_ipv6_endpoints(7401, set(), str(tmp_path / "missing")) == []

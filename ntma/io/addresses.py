@@ -1,8 +1,10 @@
-"""This host's own view of its IPv4 endpoints, which it reports to the DC."""
+"""This host's own view of its endpoints (IPv4, and global IPv6 for a dual-stack socket),
+which it reports to the DC."""
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import socket
 import struct
 
@@ -29,8 +31,37 @@ def interface_endpoints(port: int, exclude: set[str]) -> list[Endpoint]:
     return found[:INTERFACES_MAX]
 
 
+IF_INET6 = "/proc/net/if_inet6"
+_SKIP_FLAGS = 0x08 | 0x20 | 0x40  # IFA_F_DADFAILED, DEPRECATED, TENTATIVE
+
+
+def global_ipv6_endpoints(port: int, exclude: set[str], table: str = IF_INET6) -> list[Endpoint]:
+    """This host's usable global-scope IPv6 addresses (ULA included) with our UDP port."""
+    found: list[Endpoint] = []
+    try:
+        lines = open(table).read().splitlines()  # noqa: SIM115 (a /proc file, read at once)
+    except OSError:
+        return found  # no IPv6 in this kernel or namespace
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 6 or fields[5] in exclude or fields[5] == "lo":
+            continue
+        scope, flags = int(fields[3], 16), int(fields[4], 16)
+        if scope != 0 or flags & _SKIP_FLAGS:
+            continue
+        found.append((str(ipaddress.IPv6Address(bytes.fromhex(fields[0]))), port))
+    return found[:INTERFACES_MAX]
+
+
 def local_endpoints_for_listen(listen: Endpoint, exclude: set[str]):
-    """What the node tells the DC about its own address(es), computed at each Register."""
+    """What the node tells the DC about its own address(es), computed at each Register:
+    the listen address itself when it names one, else every interface's (IPv4 for
+    0.0.0.0; IPv4 and global IPv6 for a dual-stack "::")."""
+    if listen[0] == "::":
+        return lambda: [
+            *interface_endpoints(listen[1], exclude),
+            *global_ipv6_endpoints(listen[1], exclude),
+        ]
     if listen[0] != "0.0.0.0":
         return lambda: [listen]
     return lambda: interface_endpoints(listen[1], exclude)

@@ -93,11 +93,16 @@ class BatchReader:
 
 class UdpSocket(BatchReader):
     """A non-blocking UDP socket read and written in batches, with UDP GSO for sends
-    and UDP GRO for receives where the kernel offers them (plain calls otherwise)."""
+    and UDP GRO for receives where the kernel offers them (plain calls otherwise).
+
+    Bound to an IPv6 address ("::" included) it is dual-stack: IPv4 peers arrive as
+    v4-mapped addresses and are handed up as plain IPv4 endpoints, and IPv4 destinations
+    are mapped on the way out, so the layers above see one endpoint form per family."""
 
     def __init__(self, sock: socket.socket, *, offload: bool = True) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.dual = sock.family == socket.AF_INET6
         self.send_errors = 0
         self.gso = offload
         self.gro = offload and self._enable_gro()
@@ -111,7 +116,11 @@ class UdpSocket(BatchReader):
 
     @classmethod
     def bind(cls, endpoint: Endpoint, *, offload: bool = True) -> UdpSocket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if ":" in endpoint[0]:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.bind(endpoint)
@@ -119,7 +128,10 @@ class UdpSocket(BatchReader):
 
     async def recv_batch(self, max_datagrams: int) -> list[tuple[bytes, Endpoint]]:
         drain = self._drain_gro if self.gro else self._drain_plain
-        return await self.read_drained(self.sock, drain, max_datagrams)
+        batch = await self.read_drained(self.sock, drain, max_datagrams)
+        if self.dual:
+            return [(datagram, unmapped(addr)) for datagram, addr in batch]
+        return batch
 
     def _drain_plain(self, batch: list[tuple[bytes, Endpoint]], max_datagrams: int) -> None:
         recvfrom = self.sock.recvfrom
@@ -153,6 +165,8 @@ class UdpSocket(BatchReader):
         return sent  # no checkpoint: the stage yields when its inbox is empty
 
     async def _send_group(self, group: list[bytes], addr: Endpoint, segment: int) -> int:
+        if self.dual and ":" not in addr[0]:
+            addr = ("::ffff:" + addr[0], addr[1])  # an IPv4 peer, from a dual-stack socket
         while True:
             try:
                 if segment:
@@ -181,6 +195,15 @@ class UdpSocket(BatchReader):
 
     def close(self) -> None:
         self.sock.close()
+
+
+def unmapped(addr: tuple) -> Endpoint:
+    """An address from a dual-stack socket as an endpoint: (host, port), v4-mapped IPv6
+    turned back into IPv4."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return (host, addr[1])
 
 
 class FdPackets(BatchReader):
