@@ -81,7 +81,7 @@ class RecordingHandshakes:
     def on_signal(self, tunnel, payload, addr, now):
         pass
 
-    def close(self, dc_id, tunnel_id, now):
+    def close(self, dc_id, tunnel_id, now, reason=""):
         self.closed.append((dc_id, tunnel_id))
 
     def get_timer(self):

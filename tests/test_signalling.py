@@ -376,7 +376,7 @@ def test_same_nat_goes_direct_to_private_addresses():
 
 def test_several_relays_spread_tunnels_and_each_tunnel_sticks_to_one():
     relays = [
-        RelayChoice((f"198.51.100.{60 + i}", 7500), StaticKey.generate().public, b"k")
+        RelayChoice({4: (f"198.51.100.{60 + i}", 7500)}, StaticKey.generate().public, b"k")
         for i in range(3)
     ]
     picks = Counter(choose_relay(relays, tid).endpoint for tid in range(1, 601))

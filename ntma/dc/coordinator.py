@@ -66,7 +66,7 @@ from ..proto.names import normalize_fqdn
 from ..proto.session import Keypair
 from .admission import Admission, SubZone
 from .directing import Director
-from .directions import DirectedTunnels, RelayChoice
+from .directions import DirectedTunnels, relay_choices
 from .events import (
     DcEvent,
     NodeDeregistered,
@@ -114,7 +114,7 @@ class Coordinator:
         self._static = static
         self.dc_id = dc_id_of(static.public)
         self.probe_endpoint = probe_endpoint
-        self.relays = [RelayChoice(ep, key, grant_key(static, key)) for ep, key in relays]
+        self.relays = relay_choices(relays, lambda key: grant_key(static, key))
         self._grant_lifetime_ms = int(grant_lifetime_s * 1000)
         self.store = store
         self.admission = Admission(zone, admission, subzones)

@@ -224,18 +224,20 @@ class Director:
         now: float,
     ) -> tuple[Direction, Direction, RelayInfo | None]:
         """(the requester's Direction, the target's, the relay with its fresh grant)."""
-        tunnel_id, relay = tunnel.tunnel_id, None
+        tunnel_id, relays = tunnel.tunnel_id, None
         tunnel.grant_expires_ms = None
         if plan.route != Route.DIRECT:
             expires_ms = self._epoch_ms(now) + self._grant_lifetime_ms
-            relay = relay_for(self.relays, self.dc_id, tunnel_id, expires_ms, requester, target)
-            if relay is not None:
+            relays = relay_for(self.relays, self.dc_id, tunnel_id, expires_ms, requester, target)
+            if relays is not None:
                 tunnel.grant_expires_ms = expires_ms
                 self._schedule_renewal(expires_ms, tunnel_id)
+        relay, relay_of_target = relays if relays is not None else (None, None)
         role = Role.INITIATE if plan.requester_initiates else Role.RESPOND
         names = (tunnel.requester, tunnel.target)
         for_target = direction_for(
-            self.dc_id, tunnel_id, plan, other(role), names[1], requester, names[0], relay
+            self.dc_id, tunnel_id, plan, other(role), names[1], requester, names[0],
+            relay_of_target,
         )
         for_requester = direction_for(
             self.dc_id, tunnel_id, plan, role, names[0], target, names[1], relay

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 
 from ..proto.bodies_v2 import Direction, RelayInfo
 from ..proto.buffer import Endpoint
 from ..proto.fields_v2 import DIRECTION_ENDPOINTS_MAX, Role, Route
 from ..proto.grant import Grant, make_grant
+from ..proto.tunnel import family_of
 from .route import Reach, RoutePlan, decide_route
 from .sessions import NodeSession
 
@@ -129,22 +130,61 @@ class DirectedTunnels:
         return len(self.by_id)
 
 
+_RANK = {Route.DIRECT: 0, Route.PUNCH: 1, Route.RELAY: 2}
+
+
 def plan_route(
     requester: NodeSession, target: NodeSession, *, relay_available: bool
 ) -> RoutePlan | None:
-    """The decision table (7.2) for two sessions as the DC sees them now."""
-    req_reach, tgt_reach = requester.reach(), target.reach()
+    """The decision table (7.2) for two sessions as the DC sees them now, per address family
+    both ends have (the DC has heard each end from an endpoint of that family): the best
+    route of any common family, IPv6 first on a tie (direct IPv6 between two dual-stack
+    ends). No family in common (an IPv4-only end and an IPv6-only one): the relay, which
+    each end reaches in its own family."""
+    common = [f for f in (6, 4) if f in requester.endpoints and f in target.endpoints]
+    if not common:
+        if not relay_available:
+            return None
+        return RoutePlan(Route.RELAY, True, "no address family in common: through the relay")
+    plans = [p for p in (_plan_in(requester, target, f, relay_available) for f in common) if p]
+    return min(plans, key=lambda p: _RANK[p.route], default=None)
+
+
+def _plan_in(
+    requester: NodeSession, target: NodeSession, family: int, relay_available: bool
+) -> RoutePlan | None:
+    req_reach, tgt_reach = requester.reach(family), target.reach(family)
     same_nat = (
-        Reach.PUBLIC not in (req_reach, tgt_reach) and requester.endpoint[0] == target.endpoint[0]
+        Reach.PUBLIC not in (req_reach, tgt_reach)
+        and requester.endpoints[family][0] == target.endpoints[family][0]
     )
-    return decide_route(req_reach, tgt_reach, same_nat=same_nat, relay_available=relay_available)
+    plan = decide_route(req_reach, tgt_reach, same_nat=same_nat, relay_available=relay_available)
+    return None if plan is None else replace(plan, family=family)
 
 
 @dataclass(frozen=True)
 class RelayChoice:
-    endpoint: Endpoint
+    endpoints: dict[int, Endpoint]  # the RS per family: each end is sent its own family's
     public_key: bytes
     secret: bytes  # the grant key this DC shares with that RS
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.endpoints.get(4) or self.endpoints[6]
+
+    def endpoint_for(self, end: NodeSession) -> Endpoint:
+        """The RS endpoint an end can reach: of the family it reaches the DC in, else any."""
+        return self.endpoints.get(family_of(end.endpoint)) or self.endpoint
+
+
+def relay_choices(
+    relays: list[tuple[Endpoint, bytes]], secret_for: Callable[[bytes], bytes]
+) -> list[RelayChoice]:
+    """The configured relays, one choice per RS key (an RS listed once per family)."""
+    by_key: dict[bytes, dict[int, Endpoint]] = {}
+    for endpoint, key in relays:
+        by_key.setdefault(key, {}).setdefault(family_of(endpoint), endpoint)
+    return [RelayChoice(eps, key, secret_for(key)) for key, eps in by_key.items()]
 
 
 def choose_relay(relays: list[RelayChoice], tunnel_id: int) -> RelayChoice | None:
@@ -170,18 +210,29 @@ def relay_for(
     expires_ms: int,
     a: NodeSession,
     b: NodeSession,
-) -> RelayInfo | None:
-    """The relay this tunnel uses, with its grant for both ends (None: no relays)."""
+) -> tuple[RelayInfo, RelayInfo] | None:
+    """The relay this tunnel uses, with its grant for both ends, as (a's, b's): the same
+    grant, each with the RS endpoint of that end's family (None: no relays)."""
     relay = choose_relay(relays, tunnel_id)
     if relay is None:
         return None
-    return relay_info(relay, dc_id, tunnel_id, expires_ms, a.public_key, b.public_key)
+    info = relay_info(relay, dc_id, tunnel_id, expires_ms, a.public_key, b.public_key)
+    return (
+        replace(info, endpoint=relay.endpoint_for(a)),
+        replace(info, endpoint=relay.endpoint_for(b)),
+    )
 
 
-def peer_endpoints(peer: NodeSession, private: bool) -> tuple[Endpoint, ...]:
-    """Observed per family first; local ones only for a same-NAT route (section 3)."""
-    observed = [peer.endpoints[f] for f in (4, 6) if f in peer.endpoints]
-    local = [ep for ep in peer.local_endpoints if ep not in observed] if private else []
+def peer_endpoints(peer: NodeSession, private: bool, family: int = 0) -> tuple[Endpoint, ...]:
+    """Observed per family first (the plan's family first, when it has one); local ones only
+    for a same-NAT route (section 3), of the plan's family."""
+    order = (family, 10 - family) if family else (4, 6)
+    observed = [peer.endpoints[f] for f in order if f in peer.endpoints]
+    local = [
+        ep
+        for ep in peer.local_endpoints
+        if ep not in observed and (not family or family_of(ep) == family)
+    ] if private else []
     return tuple((observed + local)[:DIRECTION_ENDPOINTS_MAX])
 
 
@@ -204,7 +255,7 @@ def direction_for(
         peer_name=peer_name,
         peer_vip4=peer.vip_of(peer_name),
         peer_key=peer.public_key,
-        peer_endpoints=peer_endpoints(peer, plan.private_endpoints),
+        peer_endpoints=peer_endpoints(peer, plan.private_endpoints, plan.family),
         relay=relay,
     )
 

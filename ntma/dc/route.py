@@ -49,6 +49,7 @@ class RoutePlan:
     requester_initiates: bool  # else the target opens the tunnel toward the requester
     why: str
     private_endpoints: bool = False  # same NAT: aim at the peer's own addresses
+    family: int = 0  # the address family the route is decided in (0: none, the relay)
 
 
 def decide_route(

@@ -86,8 +86,14 @@ class NodeSession:
         """The main endpoint: IPv4 if the node has one, else IPv6."""
         return self.endpoints.get(4) or self.endpoints[6]
 
-    def reach(self) -> Reach:
-        return reach_of(self.endpoint, self.local_endpoints, self.probe_observed)
+    def reach(self, family: int = 0) -> Reach:
+        """How the node is reached in `family` (0: its main endpoint's); a probe result
+        counts only for the family it was made in."""
+        endpoint = self.endpoints[family] if family else self.endpoint
+        probe = self.probe_observed
+        if probe is not None and family_of(probe) != family_of(endpoint):
+            probe = None
+        return reach_of(endpoint, self.local_endpoints, probe)
 
     def keypairs(self) -> list[Keypair]:
         return [k for k in (self.current, self.previous) if k is not None]
