@@ -66,6 +66,7 @@ class NodeConfig:
     ntm_suffixes: list[str] = field(default_factory=list)
     log: LogConfig = field(default_factory=LogConfig)
     key_path: Path | None = field(default=None, compare=False)  # its .ts file sits beside
+    dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
 
 
 class _Section:
@@ -329,6 +330,7 @@ def load_node_config(path: Path) -> NodeConfig:
         ntm_suffixes=_suffixes(dns),
         log=_log(data, base),
         key_path=node.path("private_key_file"),
+        dc_address6=dc.endpoint("address6", None),
     )
 
 
@@ -362,6 +364,7 @@ class AdapterConfig:
     inbound: tuple[str, ...] | None = None  # the rule of devices not in `devices`
     max_devices: int = 64
     leases_file: Path | None = None  # MAC -> name across restarts; default beside the key
+    dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
 
 
 def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
@@ -397,6 +400,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         inbound=_inbound(adapter.get("inbound", list, None), "adapter.inbound"),
         max_devices=_max_devices(adapter),
         leases_file=adapter.path("leases_file", None) if "leases_file" in adapter.data else None,
+        dc_address6=dc.endpoint("address6", None),
     )
 
 

@@ -56,8 +56,11 @@ def _dc_sections(c: DcConfig, key_file: Path) -> _Sections:
     }
 
 
-def _dc_link(address: Endpoint, public_key: bytes) -> dict[str, Any]:
-    return {"address": format_endpoint(address), "public_key": _b64(public_key)}
+def _dc_link(
+    address: Endpoint, public_key: bytes, address6: Endpoint | None = None
+) -> dict[str, Any]:
+    link = {"address": format_endpoint(address), "public_key": _b64(public_key)}
+    return link | ({"address6": format_endpoint(address6)} if address6 else {})
 
 
 def _dns_table(upstream: Endpoint | None, suffixes: list[str], **first: str) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def _node_sections(c: NodeConfig, key_file: Path) -> _Sections:
     node = {"fqdn": c.fqdn, "private_key_file": key_file, "listen": format_endpoint(c.listen)}
     return {
         "node": node | {"tun_name": c.tun_name, "mtu": c.mtu},
-        "dc": _dc_link(c.dc_address, c.dc_public_key),
+        "dc": _dc_link(c.dc_address, c.dc_public_key, c.dc_address6),
         "dns": _dns_table(c.dns_upstream, c.ntm_suffixes, listen=format_endpoint(c.dns_listen)),
         "log": _log_table(c.log),
     }
@@ -90,7 +93,7 @@ def _adapter_sections(c: AdapterConfig, key_file: Path) -> _Sections:
         adapter["leases_file"] = c.leases_file
     sections: _Sections = {
         "adapter": adapter,
-        "dc": _dc_link(c.dc_address, c.dc_public_key),
+        "dc": _dc_link(c.dc_address, c.dc_public_key, c.dc_address6),
         "dns": _dns_table(c.dns_upstream, c.ntm_suffixes),
     }
     if c.devices:

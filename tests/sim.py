@@ -31,6 +31,7 @@ from ntma.relay.relay import Relay
 
 DC_EP: Endpoint = ("198.51.100.10", 7400)
 DC_PROBE: Endpoint = ("198.51.100.10", 7401)
+DC_EP6: Endpoint = ("2001:db8::10", 7400)  # the DC's IPv6 address (dual-stack nodes)
 RS_EP: Endpoint = ("198.51.100.60", 7500)
 ZONE = "ntm.example"
 EPOCH = 1_700_000_000.0
@@ -133,6 +134,7 @@ class Net:
         self.inside: dict[str, Endpoint] = {}
         self.outside: dict[str, Endpoint] = {}
         self.probe_outside: dict[str, Endpoint] = {}
+        self.outside6: dict[str, Endpoint] = {}  # a dual-stack node's public IPv6 endpoint
         self.drop: Callable[[bytes, Endpoint, Endpoint], bool] = lambda d, s, t: False
         self.now = 0.0
         self.events: dict[str, list] = {}
@@ -170,19 +172,24 @@ class Net:
         outside: Endpoint | None = None,
         probe_outside: Endpoint | None = None,
         fqdn: str | None = None,
+        outside6: Endpoint | None = None,
     ) -> NodeSignalling:
         self.inside[name] = inside
         self.outside[name] = outside or inside
         if probe_outside is not None:
             self.probe_outside[name] = probe_outside
+        if outside6 is not None:
+            self.outside6[name] = outside6
         node = NodeSignalling(
             fqdn=fqdn or f"{name}.{ZONE}",
             static=self.keys[name],
             dc_public=self.dc_key.public,
             dc_endpoint=DC_EP,
-            local_endpoints=lambda name=name: [self.inside[name]],
+            local_endpoints=lambda name=name: [self.inside[name]]
+            + ([self.outside6[name]] if name in self.outside6 else []),
             epoch_offset=EPOCH,
             make_handshakes=RecordingHandshakes if self.fake_tunnels else None,
+            dc_other_endpoint=DC_EP6 if outside6 is not None else None,
         )
         self.nodes[name] = node
         self.events[name] = []
@@ -225,9 +232,12 @@ class Net:
         if self.drop(datagram, src, target):
             return
         for name, node in self.nodes.items():
-            if target not in (self.outside[name], self.probe_outside.get(name)):
+            if target not in (
+                self.outside[name], self.probe_outside.get(name), self.outside6.get(name)
+            ):
                 continue
-            if self.filtering and self.natted(name) and src not in self.opened[name]:
+            behind_nat = self.natted(name) and target != self.outside6.get(name)  # v6: public
+            if self.filtering and behind_nat and src not in self.opened[name]:
                 self.nat_dropped[name] += 1
                 continue
             if datagram[1:2] == bytes([T_DATA]):  # the data path's, as the stages sort it
@@ -249,6 +259,10 @@ class Net:
             src = self.outside[source_name]
             if target == DC_PROBE:
                 src = self.probe_outside.get(source_name, src)
+            elif ":" in target[0]:  # IPv6: from the node's IPv6 address (unreachable without)
+                if source_name not in self.outside6:
+                    continue
+                src = self.outside6[source_name]
             self.inject(datagram, src, target)
 
     def inject(self, datagram: bytes, src: Endpoint, target: Endpoint) -> None:
@@ -256,7 +270,7 @@ class Net:
         self.sent.append((src, target, datagram))
         if self.drop(datagram, src, target):
             return
-        if target == DC_EP:
+        if target in (DC_EP, DC_EP6):
             self.dc.receive(datagram, src, self.now)
         elif target == DC_PROBE:
             self.dc.receive_probe(datagram, src, self.now)

@@ -82,6 +82,7 @@ def _configs(tmp: Path, key: StaticKey) -> list[RoleConfig]:
             dns_upstream=("198.51.100.20", 53),
             ntm_suffixes=["ntm.example", "other.example"],
             log=log,
+            dc_address6=("2001:db8::10", 7400),
         ),
         NodeConfig(
             fqdn="cn.ntm.example",

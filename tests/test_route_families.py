@@ -55,3 +55,34 @@ def test_ipv4_only_pairs_decide_as_before_and_a_probe_counts_only_in_its_family(
     assert (plan.route, plan.family) == (Route.PUNCH, 4)
     dual = _session("c", {4: V4_NAT, 6: ("2001:db8::99", 7401)}, [V4_LAN], probe=V4_NAT)
     assert dual.reach(4).value == "cone" and dual.reach(6).value == "unknown"
+
+
+def test_two_dual_stack_nodes_behind_ipv4_nats_meet_directly_over_ipv6():
+    """The sans-IO DC and nodes over tests/sim.py: both behind cone IPv4 NATs that filter,
+    both with a public IPv6 address; each keeps its DC session alive in both families, the
+    DC decides direct IPv6, and DATA flows between the IPv6 endpoints."""
+    from ntma.dc.events import RouteDecided
+    from ntma.proto.node import DirectionResolved, TunnelUp
+
+    from .sim import Net
+
+    net = Net(filtering=True)
+    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401),
+                 ("198.51.100.41", 40001), outside6=V6_A)
+    net.add_node("cn", ("10.10.2.2", 7401), ("198.51.100.31", 7401),
+                 ("198.51.100.31", 40002), outside6=V6_B)
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(7.0)  # registered, and a keep-alive round in both families
+    sessions = net.dc.sessions
+    assert all(set(s.endpoints) == {4, 6} for s in sessions.values())
+    net.nodes["mn"].request_direction("cn.ntm.example", net.now)
+    net.run(3.0)
+    (decided,) = [e for e in net.dc_events if isinstance(e, RouteDecided)]
+    assert decided.route == "direct", decided
+    resolved = [e for e in net.events["mn"] if isinstance(e, DirectionResolved)][-1]
+    assert resolved.vip is not None
+    (up,) = [e for e in net.events["mn"] if isinstance(e, TunnelUp)]
+    assert up.tunnel.endpoint == V6_B
+    (at_cn,) = list(net.nodes["cn"].tunnels)
+    assert at_cn.endpoint == V6_A

@@ -108,6 +108,7 @@ async def run_adapter(config: AdapterConfig) -> None:
         key=config.key,
         dc_public_key=config.dc_public_key,
         dc_address=config.dc_address,
+        dc_address6=config.dc_address6,
         listen=config.listen,
         exclude={config.passthrough_tun, config.gn_interface},
     )

@@ -26,6 +26,7 @@ def make_signalling(
     dc_address: Endpoint,
     listen: Endpoint,
     exclude: set[str],
+    dc_address6: Endpoint | None = None,
 ) -> NodeSignalling:
     return NodeSignalling(
         fqdn=fqdn,
@@ -34,6 +35,7 @@ def make_signalling(
         dc_endpoint=dc_address,
         local_endpoints=local_endpoints_for_listen(listen, exclude),
         epoch_offset=time.time() - trio.current_time(),
+        dc_other_endpoint=dc_address6,
     )
 
 

@@ -35,6 +35,7 @@ async def run_node(config: NodeConfig) -> None:
         key=config.key,
         dc_public_key=config.dc_public_key,
         dc_address=config.dc_address,
+        dc_address6=config.dc_address6,
         listen=config.listen,
         exclude={config.tun_name},
     )

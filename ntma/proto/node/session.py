@@ -67,6 +67,7 @@ class DcTx(enum.Enum):
     """The node's requests to its DC; DIRECTION's context is the name asked for."""
 
     KEEPALIVE = "keepalive"
+    KEEPALIVE_OTHER = "keepalive_other"  # to the DC's other-family address: its loss is no alarm
     UPDATE = "update"
     PROBE = "probe"
     DIRECTION = "direction"
@@ -103,6 +104,7 @@ class DcSession:
         # After a refusal: when to ask again.
         self.retry_at: float | None = None
         self.probe_endpoint: Endpoint | None = None
+        self.other_dc: Endpoint | None = None  # the DC's address in our other family
         self.nat_probe_observed: Endpoint | None = None  # our endpoint as the probe port saw it
         self.mapping_changed = False  # set by on_observed; NodeSignalling clears it
 
@@ -242,15 +244,19 @@ class DcSession:
         self._send_request(kind, msg, now)
 
     def _send_request(self, kind: DcTx, msg: Message, now: float) -> None:
-        to = self.probe_endpoint if kind == DcTx.PROBE else None
+        to = {DcTx.PROBE: self.probe_endpoint, DcTx.KEEPALIVE_OTHER: self.other_dc}.get(kind)
         self.send(msg, now, to)
 
     def _keepalive(self, now: float) -> None:
+        """KEEPALIVE to the DC; a dual-stack node sends one to the DC's other-family address
+        too, so the DC hears it in both families (each end's route is decided per family)."""
         told_s = self.registration.keepalive_s if self.registration else 6
         timeout = max(2.0, min(6.0, told_s))
-        for old in self.tx.find(DcTx.KEEPALIVE):
+        for old in [*self.tx.find(DcTx.KEEPALIVE), *self.tx.find(DcTx.KEEPALIVE_OTHER)]:
             self.tx.finish(old.txid)
         self.request(Keepalive(self._wire.txid()), DcTx.KEEPALIVE, now, timeout)
+        if self.other_dc is not None:
+            self.request(Keepalive(self._wire.txid()), DcTx.KEEPALIVE_OTHER, now, timeout)
 
     def update(self, now: float) -> None:
         """Our local endpoints (valid ones, at most 6) to the DC."""
@@ -335,7 +341,7 @@ class DcSession:
         for tx in expired:
             if tx.kind == DcTx.KEEPALIVE:
                 self.on_unanswered("keepalive", now)
-            else:
+            elif tx.kind != DcTx.KEEPALIVE_OTHER:  # that path may be down: the main one counts
                 others.append(tx)
         if self.register_deadline is not None and now >= self.register_deadline:
             self.register_deadline = now + REGISTER_TIMEOUT_S

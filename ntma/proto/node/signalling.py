@@ -98,6 +98,7 @@ class NodeSignalling:
         tunnels: TunnelTable | None = None,
         boot_id: int | None = None,
         make_handshakes: MakeHandshakes | None = None,
+        dc_other_endpoint: Endpoint | None = None,  # the DC in our other family (dual-stack)
     ) -> None:
         if epoch_offset is None:  # wall clock minus the clock `now` comes from
             epoch_offset = time.time() - time.monotonic()
@@ -114,6 +115,7 @@ class NodeSignalling:
         if boot_id is None:
             boot_id = int.from_bytes(random_bytes(8), "big")
         self.session = DcSession(self.wire, fqdn, local_endpoints, boot_id)
+        self.session.other_dc = dc_other_endpoint
         self.relays = RelayBindings(self.wire)
         self.handshakes = (make_handshakes or Handshakes)(
             self.wire, self.tunnels, generate_key, relays=self.relays
@@ -383,6 +385,8 @@ class NodeSignalling:
         if tx is None:
             self.drops.drop("answer_to_no_request")  # a late duplicate, or a txid never asked
             return
+        if tx.kind == DcTx.KEEPALIVE_OTHER:
+            return  # heard in our other family too; its observed is the DC's main view
         if isinstance(msg, KeepaliveAck):
             self.session.on_keepalive_ack(msg, now)
         elif isinstance(msg, UpdateAck):
