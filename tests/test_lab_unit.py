@@ -119,6 +119,7 @@ def test_topology_cn_behind_mns_nat() -> None:
         "port": 7401,
         "slot": 1,
         "slots": {},  # behind another host's NAT: none of its own networks in use
+        "net": "v4",
     }
     assert state["nodes"]["mn"]["slots"] == {"nat": 1}
     assert state["nat"] == {"mn": "symmetric", "cn": "same", "adapter": "cone"}

@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a DHCP client in every GN (dhclient; udhcpc in ntma-gn2) and wait until "
         "each has a lease (within --wait)",
     )
+    for host in ("mn", "cn"):
+        up.add_argument(
+            f"--{host}-net",
+            choices=("v4", "v6", "dual"),
+            default="v4",
+            help=f"{host}'s address families (v6, dual: public only, with --{host}-nat none; "
+            "the DC, RS and web host are then dual-stack)",
+        )
     up.add_argument(
         "--vip6",
         action="store_true",
@@ -185,6 +193,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             wait_s=args.wait,
             dhcp=args.dhcp,
             vip6=args.vip6,
+            mn_net=args.mn_net,
+            cn_net=args.cn_net,
             **layout_options(args),
         )
     except LabNotReady as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..config import AdapterConfig, DcConfig, DeviceConfig, LogConfig, NodeConfig, RelayConfig
 from ..config_write import RoleConfig, write_config
 from ..proto.crypto import StaticKey, decode_key, load_key_file
+from .ipv6 import ipv6_of
 from .keys import new_key
 from .settings import (
     ADAPTER_LEASE_TIME,
@@ -53,8 +54,11 @@ def admission(state: LabState) -> dict[str, bytes]:
 
 def dc_config(state: LabState) -> DcConfig:
     dc, relay = state.dc, state.relay
+    relays = [((relay.address, relay.port), _public(state, relay.key))]
+    if dc.ipv6:  # the same RS in its other family: each end is sent its own
+        relays.append(((ipv6_of(relay.address), relay.port), _public(state, relay.key)))
     return DcConfig(
-        listen=(dc.address, dc.port),
+        listen=("::" if dc.ipv6 else dc.address, dc.port),
         probe_listen=(dc.address, dc.probe_port),
         key=_key(state, "dc"),
         database=state.run_dir / "dc.sqlite",
@@ -65,7 +69,7 @@ def dc_config(state: LabState) -> DcConfig:
         keepalive_interval=DC_KEEPALIVE_INTERVAL,
         keepalive_misses=DC_KEEPALIVE_MISSES,
         admission=admission(state),
-        relays=[((relay.address, relay.port), _public(state, relay.key))],
+        relays=relays,
         log=LAB_LOG,
     )
 
@@ -73,7 +77,7 @@ def dc_config(state: LabState) -> DcConfig:
 def relay_config(state: LabState) -> RelayConfig:
     relay = state.relay
     return RelayConfig(
-        listen=(relay.address, relay.port),
+        listen=("::" if state.dc.ipv6 else relay.address, relay.port),
         key=_key(state, relay.key),
         dc_public_key=_public(state, "dc"),
         idle_timeout=float(RS_IDLE_TIMEOUT),
@@ -82,14 +86,16 @@ def relay_config(state: LabState) -> RelayConfig:
 
 
 def node_config(state: LabState, name: str) -> NodeConfig:
-    node = state.nodes[name]
+    node, dc = state.nodes[name], state.dc
+    dc6 = (ipv6_of(dc.address), dc.port)
     return NodeConfig(
         fqdn=node.fqdn,
         key=_key(state, name),
-        listen=("0.0.0.0", node.port),
+        listen=("0.0.0.0" if node.net == "v4" else "::", node.port),
         tun_name=NODE_TUN,
         mtu=TUNNEL_MTU,
-        dc_address=(state.dc.address, state.dc.port),
+        dc_address=dc6 if node.net == "v6" else (dc.address, dc.port),
+        dc_address6=dc6 if node.net == "dual" else None,
         dc_public_key=_public(state, "dc"),
         dns_listen=("127.0.0.1", DNS_PORT),
         dns_upstream=(WEB_IP, DNS_PORT),

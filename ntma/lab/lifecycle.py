@@ -26,6 +26,7 @@ from .daemons import (
     wait_listening,
     wait_log_events,
 )
+from .ipv6 import check_nets, configure_ipv6
 from .netns import (
     build_network,
     delete_namespace,
@@ -183,6 +184,8 @@ def lab_up(
     adapter2_nat: str = ADAPTER2_DEF.default_nat,
     dhcp: bool = False,
     vip6: bool = False,
+    mn_net: str = "v4",
+    cn_net: str = "v4",
 ) -> LabState:
     """Build the lab (bringing an existing one down first) and return its state.
 
@@ -200,6 +203,8 @@ def lab_up(
     in that time, LabNotReady is raised and the lab is left up for inspection.
     """
     nat_by_node = lab_nat_modes(mn_nat, cn_nat, adapter_nat, adapter2_nat, adapters)
+    nets = {"mn": mn_net, "cn": cn_net}
+    check_nets(nets, nat_by_node)
     check_layout(gns, adapters)
     dhcp = dhcp and daemons and adapter  # a client with no adapter to answer it waits forever
     check_prerequisites(dhcp_tools(gns, adapters) if dhcp else ())
@@ -215,6 +220,7 @@ def lab_up(
         adapter_autostart=daemons and adapter,
         dhcp=dhcp,
         vip6=vip6,
+        nets=nets,
         **layout,
     )
     try:
@@ -222,6 +228,9 @@ def lab_up(
         save_state(state)  # first, so `down` can clean up after a crash from here on
         write_lab_resolv_confs(state)  # before anything runs in a namespace (sysctl in ntma-gn)
         build_network(topo)
+        if state.dc.ipv6:
+            hosts = {h.ns: (h.address, h.net) for h in state.nodes.values()}
+            configure_ipv6(lab_servers(state), hosts)
         write_keys_and_configs(state)
         save_state(state)
         start_web(state)
@@ -272,3 +281,9 @@ def lab_down(run_dir: Path = DEFAULT_RUN_DIR) -> None:
     state_path(run_dir).unlink(missing_ok=True)
     if errors:
         raise LabError("lab down incomplete: " + "; ".join(errors))
+
+
+def lab_servers(state: LabState) -> dict[str, str]:
+    """The DC, RS and web host: namespace -> IPv4 (each made dual-stack on an IPv6 lab)."""
+    return {state.dc.ns: state.dc.address, state.relay.ns: state.relay.address,
+            state.web.ns: state.web.address}

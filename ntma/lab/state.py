@@ -80,6 +80,7 @@ class HostState:
     port: int
     slot: int = 1  # which of its networks of this kind it is on (settings.SLOTS)
     slots: dict[str, int] = field(default_factory=dict)  # kind -> the slot it last used
+    net: str = "v4"  # v4 | v6 | dual (ipv6.py)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class DcState:
     probe_port: int = DC_PROBE_PORT
     zone: str = ZONE
     vip6_pool: str | None = None  # `lab up --vip6`: IPv6 VIPs from this ULA prefix
+    ipv6: bool = False  # the Internet segment is dual-stack (a host asked for IPv6)
 
 
 @dataclass
@@ -470,6 +472,7 @@ def new_state(
     adapters: int = 1,
     dhcp: bool = False,
     vip6: bool = False,
+    nets: dict[str, str] | None = None,
 ) -> LabState:
     """The lab as planned (`build_topology` with the same layout gave `topo`); `dhcp`: a
     DHCP client daemon in every GN (`lab up --dhcp`); `vip6`: the DC hands out IPv6 VIPs
@@ -478,6 +481,8 @@ def new_state(
     nat_of = resolve_nat_modes(nat_by_node, adapters)
     every_gn = lab_gns(gns, adapters)
     nodes = {n.name: host_state(n, nat_of[n.name]) for n in NODE_DEFS}
+    for name, net in (nets or {}).items():
+        nodes[name].net = net
     adapter_states = {
         a.name: adapter_state(
             a, nat_of[a.name], adapter_autostart, [g for g in every_gn if g.adapter == a.name]
@@ -500,7 +505,10 @@ def new_state(
         adapters=adapter_states,
         gns=gn_states,
         daemons=daemons,
-        dc=DcState(vip6_pool=VIP6_POOL if vip6 else None),
+        dc=DcState(
+            vip6_pool=VIP6_POOL if vip6 else None,
+            ipv6=any(net != "v4" for net in (nets or {}).values()),
+        ),
     )
 
 

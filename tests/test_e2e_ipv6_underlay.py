@@ -1,0 +1,74 @@
+"""The tunnel over an IPv6 underlay on the lab (issue 13): `lab up --mn-net ... --cn-net ...`
+puts 2001:db8::/64 on the Internet segment (the DC, RS and web host dual-stack). Two
+dual-stack public nodes take a direct IPv6 path (their DC sessions kept alive in both
+families); an IPv6-only mn (no IPv4 at all) reaches an IPv4-only cn through the RS, each in
+its own family. curl and nc -u by name, unmodified, through the tunnel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ntma.lab import log_events, ns_run
+
+from .netns_util import nc_one_way, serve_dir, stop, wait_for
+
+pytestmark = pytest.mark.netns
+
+CN_NAME = "cn.ntm.example"
+RS6 = "2001:db8::60"
+
+
+def _tunnel_up(state: Any, name: str) -> dict[str, Any]:
+    ups = wait_for(
+        lambda: [e for e in log_events(state.daemons[name].log) if e.get("event") == "tunnel_up"],
+        10,
+        f"{name}'s tunnel_up",
+    )
+    return ups[-1]
+
+
+def _v4(ns: str) -> list[str]:
+    info = json.loads(ns_run(ns, "ip", "-j", "-4", "addr", "show", "dev", "eth0").stdout)
+    return [a["local"] for i in info for a in i.get("addr_info", [])]
+
+
+@pytest.fixture(params=[("dual", "dual"), ("v6", "v4")], ids=["dual-dual", "v6only-v4only"])
+def underlay_lab(request, tmp_path: Path, open_lab) -> Iterator[tuple[str, str, Any, Path]]:
+    mn_net, cn_net = request.param
+    options = {"mn_nat": "none", "cn_nat": "none", "mn_net": mn_net, "cn_net": cn_net}
+    with open_lab(tmp_path / "run", **options) as state:
+        www = tmp_path / "www"
+        www.mkdir()
+        (www / "hello.txt").write_text("hello over the IPv6 underlay\n")
+        server = serve_dir("ntma-cn", www, tmp_path / "http.log")
+        try:
+            yield mn_net, cn_net, state, tmp_path
+        finally:
+            stop(server)
+
+
+def test_the_tunnel_rides_the_ipv6_underlay(underlay_lab) -> None:
+    mn_net, _, state, tmp = underlay_lab
+    if mn_net == "v6":
+        assert _v4("ntma-mn") == []  # nothing of mn can use IPv4
+    hello = ns_run(
+        "ntma-mn", "curl", "-sS", "--max-time", "20", f"http://{CN_NAME}:8080/hello.txt",
+        timeout=30,
+    )
+    assert hello.stdout == "hello over the IPv6 underlay\n"
+    assert nc_one_way("ntma-mn", "ntma-cn", CN_NAME, 9300, tmp) == (
+        "datagram from ntma-mn to ntma-cn\n"
+    )
+    up = _tunnel_up(state, "mn")
+    host = up["peer_endpoint"].rsplit(":", 1)[0]
+    if mn_net == "dual":  # direct, over IPv6, to cn's IPv6 address
+        assert up["route"] == "direct" and host == "2001:db8::30", up
+    else:  # no family in common: the relay, which mn reaches over IPv6
+        assert up["route"] == "relay" and host == RS6, up
+        cn_up = _tunnel_up(state, "cn")
+        assert cn_up["peer_endpoint"].rsplit(":", 1)[0] == "198.51.100.60", cn_up
