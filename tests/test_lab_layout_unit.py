@@ -273,3 +273,35 @@ def test_ipv6_vips_are_the_labs_option(tmp_path: Path) -> None:
         configs.write_keys_and_configs(state)
         assert config.load_dc_config(run / "configs" / "dc.toml").vip6_pool == pool
         assert lab.LabState.from_json(state.to_json()).dc.vip6_pool == state.dc.vip6_pool
+
+
+def test_ipv6_networks_are_for_public_hosts_and_named_after_their_ipv4_address() -> None:
+    from ntma.lab import ipv6
+
+    assert ipv6.ipv6_of("198.51.100.40") == "2001:db8::40"
+    ipv6.check_nets({"mn": "dual", "cn": "v6"}, {"mn": "none", "cn": "none"})
+    with pytest.raises(LabError, match="--mn-nat none"):
+        ipv6.check_nets({"mn": "v6"}, {"mn": "cone"})
+    with pytest.raises(LabError, match="unknown network"):
+        ipv6.check_nets({"cn": "v5"}, {"cn": "none"})
+    state = lab.new_state(Path("/nonexistent"), lab.build_topology({"mn": "none"}), {"mn": "none"},
+                          nets={"mn": "dual", "cn": "v4"})
+    assert state.dc.ipv6 and state.nodes["mn"].net == "dual"
+
+
+def test_a_dual_stack_labs_daemons_listen_on_both_families(tmp_path: Path) -> None:
+    from ntma import config
+
+    nat = {"mn": "none", "cn": "none"}
+    state = lab.new_state(tmp_path, lab.build_topology(nat), nat, nets={"mn": "dual", "cn": "v6"})
+    lifecycle.prepare_run_dir(tmp_path)
+    configs.write_keys_and_configs(state)
+    dc = config.load_dc_config(tmp_path / "configs" / "dc.toml")
+    assert dc.listen == ("::", 7400)
+    assert [ep for ep, _ in dc.relays] == [("198.51.100.60", 7500), ("2001:db8::60", 7500)]
+    mn = config.load_node_config(tmp_path / "configs" / "mn.toml")
+    assert (mn.listen, mn.dc_address, mn.dc_address6) == (
+        ("::", 7401), ("198.51.100.10", 7400), ("2001:db8::10", 7400)
+    )
+    cn = config.load_node_config(tmp_path / "configs" / "cn.toml")
+    assert (cn.dc_address, cn.dc_address6) == (("2001:db8::10", 7400), None)
