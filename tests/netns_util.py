@@ -39,6 +39,25 @@ def expected_route(a_nat: str, b_nat: str) -> str:
     return "relay"
 
 
+#: log events worth showing when a route or tunnel test fails
+DIAG_EVENTS = frozenset(
+    {
+        "node_nat",
+        "route_decided",
+        "no_route",
+        "route_fallback",
+        "tunnel_up",
+        "direction_failed",
+        "punch_failed",
+        "relay_bound",
+        "relay_refused",
+        "route_direction_unacked",
+        "dhcp_lease",
+        "device_refused",
+    }
+)
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while True:

@@ -25,7 +25,15 @@ import pytest
 
 from ntma.lab import RS_IP, LabState, lab_status, log_events, ns_run
 
-from .netns_util import expected_route, gn_dhclient, nc_one_way, serve_dir, stop, wait_for
+from .netns_util import (
+    DIAG_EVENTS,
+    expected_route,
+    gn_dhclient,
+    nc_one_way,
+    serve_dir,
+    stop,
+    wait_for,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -37,19 +45,6 @@ ADAPTER_NS = {"adapter": "ntma-adapter", "adapter2": "ntma-adapter2"}
 DAEMON_BY_FQDN = {GN_NAME: "adapter", GNB_NAME: "adapter2"}
 PORT = 8080
 FILE_BYTES = 256 * 1024
-DIAG_EVENTS = {
-    "node_nat",
-    "route_decided",
-    "no_route",
-    "route_fallback",
-    "tunnel_up",
-    "direction_failed",
-    "punch_failed",
-    "relay_bound",
-    "relay_refused",
-    "dhcp_lease",
-    "device_refused",
-}
 
 
 @dataclass(frozen=True)

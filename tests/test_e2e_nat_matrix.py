@@ -29,6 +29,7 @@ import pytest
 from ntma.lab import lab_status, log_events, ns_run
 
 from .netns_util import (
+    DIAG_EVENTS,
     expected_route,
     gn_dhclient,
     iperf,
@@ -46,19 +47,6 @@ HELLO = "hello from cn, across the NAT matrix\n"
 FALLBACK_WITHIN_S = 10.0
 #: fqdn -> the lab daemon that registers it
 DAEMON_BY_FQDN = {"mn.ntm.example": "mn", "cn.ntm.example": "cn", "gn.ntm.example": "adapter"}
-#: log events worth showing when a cell fails
-DIAG_EVENTS = {
-    "node_nat",
-    "route_decided",
-    "no_route",
-    "route_fallback",
-    "tunnel_up",
-    "direction_failed",
-    "punch_failed",
-    "relay_bound",
-    "relay_refused",
-    "route_direction_unacked",
-}
 
 
 @dataclass(frozen=True)
