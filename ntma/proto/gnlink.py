@@ -57,6 +57,7 @@ class GnLink:
 
     def __post_init__(self) -> None:
         self.devices.adapter_mac = self.adapter_mac
+        self.by_mac = self.devices.by_mac  # the same dict: one attribute load per frame
 
     def set_pool(self, vip: str, prefix_len: int) -> None:
         """The DC registered us with a VIP in its pool: the pool's first address is ours."""
@@ -75,10 +76,8 @@ class GnLink:
 
     def device_of(self, frame: bytes, src_ip: bytes) -> Device | None:
         """The device a frame comes from (its source MAC), if it is one of ours."""
-        device = self.devices.by_mac.get(frame[6:12])
-        if device is None:
-            device = self.devices.claim_static(frame[6:12], src_ip)
-        return device
+        mac = frame[6:12]
+        return self.by_mac.get(mac) or self.devices.claim_static(mac, src_ip)
 
 
 def classify_frame(frame: bytes, link: GnLink, now: float = 0.0) -> tuple[Kind, str]:
@@ -114,7 +113,8 @@ def classify_frame(frame: bytes, link: GnLink, now: float = 0.0) -> tuple[Kind, 
         return Kind.DHCP, ""  # any MAC may ask; each device's server keeps to its MAC
     if link.router_ip is None:
         return Kind.DROP, "not_registered"
-    device = link.devices.by_mac.get(frame[6:12]) or link.device_of(frame, frame[26:30])
+    mac = frame[6:12]  # a known device costs one lookup; the slow path only a new MAC
+    device = link.by_mac.get(mac) or link.devices.claim_static(mac, frame[26:30])
     if device is None:
         return Kind.DROP, "foreign_mac"
     if frame[26:30] != device.vip:
