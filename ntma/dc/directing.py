@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import replace
 
 from ..proto.bodies_v2 import (
     Direction,
@@ -237,13 +236,11 @@ class Director:
         names = (tunnel.requester, tunnel.target)
         for_target = direction_for(
             self.dc_id, tunnel_id, plan, other(role), names[1], requester, names[0],
-            relay_of_target,
+            relay_of_target, self.vip6_of,
         )
         for_requester = direction_for(
-            self.dc_id, tunnel_id, plan, role, names[0], target, names[1], relay
+            self.dc_id, tunnel_id, plan, role, names[0], target, names[1], relay, self.vip6_of
         )
-        for_target = replace(for_target, peer_vip6=self.vip6_of(for_target.peer_vip4))
-        for_requester = replace(for_requester, peer_vip6=self.vip6_of(for_requester.peer_vip4))
         return for_requester, for_target, relay
 
 

@@ -26,7 +26,7 @@ from hashlib import sha256
 
 from ..proto.bodies_v2 import Direction, RelayInfo
 from ..proto.buffer import Endpoint
-from ..proto.fields_v2 import DIRECTION_ENDPOINTS_MAX, Role, Route
+from ..proto.fields_v2 import DIRECTION_ENDPOINTS_MAX, VIP6_NONE, Role, Route
 from ..proto.grant import Grant, make_grant
 from ..proto.tunnel import family_of
 from .route import Reach, RoutePlan, decide_route
@@ -245,7 +245,9 @@ def direction_for(
     peer: NodeSession,
     peer_name: str,
     relay: RelayInfo | None,
+    vip6_of: Callable[[str], str] = lambda vip4: VIP6_NONE,
 ) -> Direction:
+    peer_vip4 = peer.vip_of(peer_name)
     return Direction(
         dc_id=dc_id,
         tunnel_id=tunnel_id,
@@ -253,7 +255,8 @@ def direction_for(
         role=role,
         self_name=self_name,
         peer_name=peer_name,
-        peer_vip4=peer.vip_of(peer_name),
+        peer_vip4=peer_vip4,
+        peer_vip6=vip6_of(peer_vip4),
         peer_key=peer.public_key,
         peer_endpoints=peer_endpoints(peer, plan.private_endpoints, plan.family),
         relay=relay,
