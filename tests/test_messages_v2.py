@@ -168,7 +168,8 @@ VECTORS: list[tuple[object, bytes]] = [
     (TunnelClosed(TXID, 0xABC), X("1c") + TX + TID),
     (Deregister(TXID), X("1d") + TX),
     (Ack(TXID), X("1e") + TX),
-    (NameAdd(TXID, "gn1.site1.ntm.example"), X("1f") + TX + T("gn1.site1.ntm.example")),
+    (NameAdd(TXID, "gn1.site1.ntm.example"), X("1f") + TX + T("gn1.site1.ntm.example") + NONE6),
+    (NameAdd(TXID, "gn1.site1.ntm.example", V6), X("1f") + TX + T("gn1.site1.ntm.example") + V6B),
     (NameAddAck(TXID, Status.OK, "gn1.site1.ntm.example", V4, V6),
      X("20") + TX + X("00") + T("gn1.site1.ntm.example") + V4B + V6B),
     (NameAddAck(TXID, Status.NAME_TAKEN), X("20") + TX + X("09 00") + NONE4 + NONE6),
@@ -379,7 +380,7 @@ def test_name_limits_are_inclusive():
     assert check_name(NAME_253) == NAME_253
     assert check_name("a" * 63 + ".b") == "a" * 63 + ".b"
     assert check_name("x-1.0-9") == "x-1.0-9"
-    assert decode(X("1f") + TX + T(NAME_253)) == NameAdd(TXID, NAME_253)
+    assert decode(X("1f") + TX + T(NAME_253) + NONE6) == NameAdd(TXID, NAME_253)
 
 
 @pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())
@@ -714,7 +715,7 @@ STRATEGIES = {
     MsgType.TUNNEL_CLOSED: st.builds(TunnelClosed, u32, tunnel_ids),
     MsgType.DEREGISTER: st.builds(Deregister, u32),
     MsgType.ACK: st.builds(Ack, u32),
-    MsgType.NAME_ADD: st.builds(NameAdd, u32, any_name),
+    MsgType.NAME_ADD: st.builds(NameAdd, u32, any_name, vip6s),
     MsgType.NAME_ADD_ACK: st.one_of(
         st.builds(NameAddAck, u32, st.just(Status.OK), any_name, vip4s, vip6s),
         _refused(NameAddAck, u32)),

@@ -109,3 +109,78 @@ def test_the_dc_config_takes_an_ipv6_pool_and_refuses_one_too_small(tmp_path):
         load_dc_config(_dc_toml(tmp_path, 'vip6_pool = "fd00:99::/120"\n'))
     with pytest.raises(ConfigError, match="dc.vip6_pool"):
         load_dc_config(_dc_toml(tmp_path, 'vip6_pool = "10.0.0.0/8"\n'))
+
+
+# --- a device's own IPv6 address (SLAAC behind an adapter; NAME_ADD vip6) -----------------
+
+POOL6_64 = ipaddress.IPv6Network("fd00:99::/64")
+SLAAC = "fd00:99::ff:fe00:a01"  # the modified EUI-64 of 02:00:00:00:0a:01
+
+
+def test_a_chosen_address_must_be_in_the_link_prefix_outside_the_derived_range_and_unique():
+    plan = Vip6Plan(POOL4, POOL6_64)
+    assert str(plan.link) == "fd00:99::/64"
+    assert plan.refusal("10.99.0.5", SLAAC) == ""
+    assert "outside the link prefix" in plan.refusal("10.99.0.5", "fd00:98::ff:fe00:a01")
+    assert "derived" in plan.refusal("10.99.0.5", "fd00:99::7")  # another name's derived VIP
+    assert "derived" in plan.refusal("10.99.0.5", "fd00:99::ffff")  # the /16's whole range
+    assert "not an IPv6 address" in plan.refusal("10.99.0.5", "10.0.0.1")
+    assert plan.choose("10.99.0.5", SLAAC) and plan.of("10.99.0.5") == SLAAC
+    assert not plan.choose("10.99.0.5", SLAAC)  # unchanged
+    assert "another name" in plan.refusal("10.99.0.6", SLAAC)
+    assert plan.of("10.99.0.6") == "fd00:99::6"
+    wide = Vip6Plan(POOL4, ipaddress.IPv6Network("fd00:99::/48"))
+    assert str(wide.link) == "fd00:99::/64" and wide.refusal("10.99.0.5", SLAAC) == ""
+    assert Vip6Plan(POOL4, POOL6).link is None  # a /112: no SLAAC on it
+    assert "no /64" in Vip6Plan(POOL4, POOL6).refusal("10.99.0.5", SLAAC)
+
+
+def test_the_store_keeps_a_chosen_address_across_dc_restarts(tmp_path):
+    from ntma.dc.store import NodeStore
+
+    store = NodeStore(tmp_path / "dc.db", POOL4, POOL6_64)
+    assert store.choose_vip6("10.99.0.5", SLAAC) == ""
+    assert "another name" in store.choose_vip6("10.99.0.6", SLAAC)
+    store.close()
+    again = NodeStore(tmp_path / "dc.db", POOL4, POOL6_64)
+    assert again.vip6.of("10.99.0.5") == SLAAC and again.vip6.of("10.99.0.6") == "fd00:99::6"
+    again.close()
+    narrowed = NodeStore(tmp_path / "dc.db", POOL4, POOL6)  # now a /112: derived again
+    assert narrowed.vip6.of("10.99.0.5") == "fd00:99::5"
+    narrowed.close()
+
+
+def test_name_add_with_the_devices_own_address_makes_it_the_names_ipv6_vip():
+    from ntma.dc.events import Vip6Chosen
+
+    net = Net(pool6=str(POOL6_64), admission={f"dev1.{ZONE}": "mn"})
+    net.add_node("mn", ("198.51.100.40", 7401))
+    net.add_node("cn", ("198.51.100.30", 7401))
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(1.0)
+    mn, cn, dev1 = net.nodes["mn"], net.nodes["cn"], f"dev1.{ZONE}"
+    mn.add_name(dev1, net.now)
+    net.run(1.0)
+    mn.add_name(dev1, net.now, vip6=SLAAC)  # its device configured itself by SLAAC
+    mn.add_name(f"mn.{ZONE}", net.now, vip6="fd00:99::ff:fe00:a02")  # the default device
+    net.run(1.0)
+    named = {e.fqdn: e.vip6 for e in net.events["mn"] if isinstance(e, NameRegistered)}
+    assert named == {dev1: SLAAC, f"mn.{ZONE}": "fd00:99::ff:fe00:a02"}
+    chosen = [(e.name, e.vip6, e.refused) for e in net.dc_events if isinstance(e, Vip6Chosen)]
+    assert chosen == [(dev1, SLAAC, ""), (f"mn.{ZONE}", "fd00:99::ff:fe00:a02", "")]
+    cn.request_direction(dev1, net.now)
+    net.run(2.0)
+    resolved = [e for e in net.events["cn"] if isinstance(e, DirectionResolved)][-1]
+    assert (resolved.status, resolved.vip6) == (Status.OK, SLAAC)
+    (at_mn,) = list(mn.tunnels)
+    assert at_mn.self_vip6 == SLAAC  # the adapter's side finds the device's packets by it
+    mn.add_name(dev1, net.now, vip6="fd00:99::9")  # in the derived range: refused
+    net.run(1.0)
+    assert [e.refused for e in net.dc_events if isinstance(e, Vip6Chosen)][-1].startswith(
+        "inside the range"
+    )
+    assert [e.vip6 for e in net.events["mn"] if isinstance(e, NameRegistered)][-1] == SLAAC
+    net.dc = net.make_dc()  # the DC restarts; the node registers and re-adds with its address
+    net.run(20.0)
+    assert net.dc.store.vip6.of(net.dc.online_record(dev1).vip) == SLAAC

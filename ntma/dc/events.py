@@ -43,6 +43,17 @@ class NameAdded(DcEvent):
 
 
 @dataclass(frozen=True)
+class Vip6Chosen(DcEvent):
+    """A device's own IPv6 address became its name's IPv6 VIP (NAME_ADD `vip6`), or was
+    refused (`refused` says why; the name keeps the IPv6 VIP it had)."""
+
+    fqdn: str  # the session's REGISTER name
+    name: str
+    vip6: str
+    refused: str = ""
+
+
+@dataclass(frozen=True)
 class NameRefused(DcEvent):
     fqdn: str
     name: str

@@ -5,6 +5,9 @@ NAME_ADD for one party's devices (an adapter), NAME_REMOVE.
   name, or a sub-zone within its max_names), no other online node holds it, and a VIP is
   free; the name keeps its VIP in the store across restarts of either end. Adding a name
   the session holds is answered OK again (the node re-adds after each registration).
+- NAME_ADD may carry the IPv6 address the device chose for itself (SLAAC on the adapter's
+  link); checked and kept by the store (vip6.py), also for the session's REGISTER name (the
+  default device). A refused address is logged; the name keeps its IPv6 VIP.
 - At most NAMES_PER_SESSION_MAX names per session (section 10).
 """
 
@@ -13,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..proto.bodies_v2 import NameAdd, NameAddAck
-from ..proto.fields_v2 import Status
+from ..proto.fields_v2 import VIP6_NONE, Status
 from .admission import Admission
-from .events import DcEvent, NameAdded, NameRefused, NameRemoved
+from .events import DcEvent, NameAdded, NameRefused, NameRemoved, Vip6Chosen
 from .sessions import NodeSession, SessionTable
 from .store import NodeStore, PoolExhausted
 
@@ -42,8 +45,7 @@ class Names:
         session's key, not held by another online node; its VIP kept across restarts."""
         fqdn = msg.fqdn
         if session.holds(fqdn):
-            vip4 = session.vip_of(fqdn)
-            return NameAddAck(msg.txid, Status.OK, fqdn, vip4, self._store.vip6.of(vip4))
+            return self._ok(session, msg, session.vip_of(fqdn))
         if len(session.added) + 1 >= NAMES_PER_SESSION_MAX:
             return self._refused(session, msg, Status.TOO_MANY_NAMES, "names per session")
         record = self._store.get(fqdn)
@@ -69,7 +71,14 @@ class Names:
         )
         session.added[fqdn] = vip
         self._events.append(NameAdded(session.fqdn, fqdn, vip))
-        return NameAddAck(msg.txid, Status.OK, fqdn, vip4=vip, vip6=self._store.vip6.of(vip))
+        return self._ok(session, msg, vip)
+
+    def _ok(self, session: NodeSession, msg: NameAdd, vip4: str) -> NameAddAck:
+        """The acknowledgement, after keeping the device's own IPv6 address if it sent one."""
+        if msg.vip6 != VIP6_NONE and msg.vip6 != self._store.vip6.of(vip4):
+            refused = self._store.choose_vip6(vip4, msg.vip6)
+            self._events.append(Vip6Chosen(session.fqdn, msg.fqdn, msg.vip6, refused))
+        return NameAddAck(msg.txid, Status.OK, msg.fqdn, vip4, self._store.vip6.of(vip4))
 
     def _refused(
         self, session: NodeSession, msg: NameAdd, status: Status, reason: str

@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS freshness (
     public_key BLOB PRIMARY KEY,
     timestamp BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vip6_chosen (
+    vip TEXT PRIMARY KEY,
+    vip6 TEXT NOT NULL UNIQUE
 )
 """
 
@@ -59,6 +63,9 @@ class NodeStore:
         self._db.executescript(_SCHEMA)
         self.pool = pool
         self.vip6 = Vip6Plan(pool, pool6)  # each name's IPv6 VIP, from its IPv4 one
+        for vip, vip6 in self._db.execute("SELECT vip, vip6 FROM vip6_chosen"):
+            if not self.vip6.refusal(vip, vip6):  # a pool changed since: derived again
+                self.vip6.choose(vip, vip6)
 
     def close(self) -> None:
         self._db.close()
@@ -130,6 +137,18 @@ class NodeStore:
             if str(host) not in used:
                 return str(host)
         raise PoolExhausted(str(self.pool))
+
+    def choose_vip6(self, vip: str, vip6: str) -> str:
+        """A device's own IPv6 address for the name holding `vip`: "" when kept (and
+        stored), else why it was refused (the name keeps its IPv6 VIP)."""
+        refusal = self.vip6.refusal(vip, vip6)
+        if not refusal and self.vip6.choose(vip, vip6):
+            self._db.execute(
+                "INSERT INTO vip6_chosen (vip, vip6) VALUES (?, ?) "
+                "ON CONFLICT(vip) DO UPDATE SET vip6 = excluded.vip6",
+                (vip, self.vip6.chosen[vip]),
+            )
+        return refusal
 
     # --- the greatest handshake timestamp per admitted key (4.3) -------------------------
 

@@ -320,10 +320,11 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class NameAdd:
-    """*(later: issue 12)*"""
-
     txid: int
     fqdn: str
+    vip6: str = VIP6_NONE
+    """The IPv6 address a device chose for itself in the adapter's link prefix (SLAAC), for
+    the DC to keep as the name's IPv6 VIP; `::` keeps the one the DC has."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,7 +231,7 @@ MESSAGES: dict[MsgType, Spec] = {
     MsgType.TUNNEL_CLOSED: Spec(TunnelClosed, _SESSION, (_TX, _TUNNEL)),
     MsgType.DEREGISTER: Spec(Deregister, _SESSION, (_TX,)),
     MsgType.ACK: Spec(Ack, _SESSION, (_TX,)),
-    MsgType.NAME_ADD: Spec(NameAdd, _SESSION, (_TX, ("fqdn", NAME))),
+    MsgType.NAME_ADD: Spec(NameAdd, _SESSION, (_TX, ("fqdn", NAME), ("vip6", VIP6))),
     MsgType.NAME_ADD_ACK: Spec(
         NameAddAck, _SESSION, (_TX, _ST, ("fqdn", NAME), ("vip4", VIP4), ("vip6", VIP6))
     ),

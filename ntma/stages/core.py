@@ -18,6 +18,7 @@ import trio
 
 from ..io.packetio import DatagramIO
 from ..observe.spans import Spans
+from ..proto.fields_v2 import VIP6_NONE
 from ..proto.node import NameFailed, NameRegistered, NodeSignalling
 from ..proto.tunnel import TunnelTable
 from .channels import DATA_QUEUE_BATCHES, NETWATCH_QUEUE, SIGNAL_QUEUE_BATCHES, Batch
@@ -46,10 +47,11 @@ class NodePipeline:
         if self.broker is None:
             self.broker = DirectionBroker(self.spans.stage("dns"), self.sm.fqdn)
 
-    def ask_name(self, fqdn: str) -> bool:
-        """One more name of ours (a device behind the adapter), asked through signalling."""
+    def ask_name(self, fqdn: str, vip6: str = VIP6_NONE) -> bool:
+        """One more name of ours (a device behind the adapter), or the IPv6 address its
+        device chose (vip6), asked through signalling."""
         assert self.broker is not None
-        return self.broker.ask(Ask(AskKind.ADD_NAME, fqdn))
+        return self.broker.ask(Ask(AskKind.ADD_NAME, fqdn, vip6=vip6))
 
 
 async def start_core(

@@ -19,7 +19,7 @@ import structlog
 import trio
 
 from ..observe.spans import StageStats
-from ..proto.fields_v2 import Status
+from ..proto.fields_v2 import VIP6_NONE, Status
 from ..proto.machine import Drops
 from ..proto.names import normalize_fqdn
 from ..proto.node import (
@@ -46,6 +46,7 @@ class Ask:
     kind: AskKind
     fqdn: str
     from_name: str = ""  # DIRECTION: which of our names asks ("": the session's)
+    vip6: str = VIP6_NONE  # ADD_NAME: the IPv6 address the device chose for itself
 
 
 class DirectionBroker:
@@ -171,7 +172,7 @@ async def _next_input(
             if ask.kind is AskKind.DIRECTION:
                 sm.request_direction(ask.fqdn, now, ask.from_name)
             elif ask.kind is AskKind.ADD_NAME:
-                sm.add_name(ask.fqdn, now)
+                sm.add_name(ask.fqdn, now, ask.vip6)
             else:
                 sm.remove_name(ask.fqdn, now)
             nursery.cancel_scope.cancel()

@@ -7,6 +7,10 @@ adapter's devices, each with its own VIP from the DC.
   VIPs in wire.names (Directions for it are then accepted) and reports NameRegistered;
   a refusal reports NameFailed and the name stays wanted (asked again at the next
   registration: an operator may admit it meanwhile).
+- `add(fqdn, vip6=...)`: the IPv6 address the device chose for itself (SLAAC on the
+  adapter's link), also for the REGISTER name (the default device): NAME_ADD again with it,
+  and at every registration; the DC keeps it as the name's IPv6 VIP (or keeps its own, if
+  it refuses it: NameRegistered then carries the DC's).
 - `remove(fqdn)`: NAME_REMOVE; the name leaves wire.names at once.
 - At most NAMES_MAX names (the DC's own bound per session).
 """
@@ -14,7 +18,7 @@ adapter's devices, each with its own VIP from the DC.
 from __future__ import annotations
 
 from ..bodies_v2 import NameAdd, NameAddAck, NameRemove
-from ..fields_v2 import Status
+from ..fields_v2 import VIP6_NONE, Status
 from .events import NameFailed, NameRegistered
 from .session import DcSession, DcTx, SessionState
 from .wire import NameVips, Wire
@@ -28,20 +32,30 @@ class DeviceNames:
         self._wire = wire
         self._session = session
         self.wanted: dict[str, None] = {}  # in the order they were added
+        self.vip6s: dict[str, str] = {}  # name -> its device's own IPv6 address (wanted or ours)
 
-    def add(self, fqdn: str, now: float) -> bool:
+    def add(self, fqdn: str, now: float, vip6: str = VIP6_NONE) -> bool:
         """False when the bound refuses it (counted)."""
-        if fqdn == self._session.fqdn or fqdn in self.wanted:
+        own = fqdn == self._session.fqdn
+        if vip6 != VIP6_NONE and self.vip6s.get(fqdn) != vip6 and (own or fqdn in self.wanted):
+            self.vip6s[fqdn] = vip6
+            if self._session.state == SessionState.REGISTERED:
+                self._ask(fqdn, now)
+            return True
+        if own or fqdn in self.wanted:
             return True
         if len(self.wanted) >= NAMES_MAX:
             self._wire.drops.drop("too_many_names")
             return False
         self.wanted[fqdn] = None
+        if vip6 != VIP6_NONE:
+            self.vip6s[fqdn] = vip6
         if self._session.state == SessionState.REGISTERED:
             self._ask(fqdn, now)
         return True
 
     def remove(self, fqdn: str, now: float) -> None:
+        self.vip6s.pop(fqdn, None)
         if self.wanted.pop(fqdn, 0) is None:
             self._wire.names.pop(fqdn, None)
             if self._session.state == SessionState.REGISTERED:
@@ -49,11 +63,13 @@ class DeviceNames:
                 self._session.request(msg, DcTx.NAME_REMOVE, now, NAME_ADD_TIMEOUT_S)
 
     def on_registered(self, now: float) -> None:
+        if self._session.fqdn in self.vip6s:  # the default device's own address
+            self._ask(self._session.fqdn, now)
         for fqdn in self.wanted:
             self._ask(fqdn, now)
 
     def on_ack(self, msg: NameAddAck, asked: object) -> None:
-        if asked not in self.wanted:
+        if asked not in self.wanted and asked != self._session.fqdn:
             return  # removed meanwhile
         if msg.status != Status.OK or msg.fqdn != asked:
             self._wire.events.append(NameFailed(str(asked), msg.status))
@@ -68,5 +84,5 @@ class DeviceNames:
             self._wire.events.append(NameFailed(str(asked), Status.NO_ROUTE))
 
     def _ask(self, fqdn: str, now: float) -> None:
-        msg = NameAdd(self._wire.txid(), fqdn)
+        msg = NameAdd(self._wire.txid(), fqdn, self.vip6s.get(fqdn, VIP6_NONE))
         self._session.request(msg, DcTx.NAME_ADD, now, NAME_ADD_TIMEOUT_S, context=fqdn)

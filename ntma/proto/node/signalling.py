@@ -166,15 +166,16 @@ class NodeSignalling:
     def deregister(self, now: float) -> None:
         self.session.deregister(now)
 
-    def add_name(self, fqdn: str, now: float) -> bool:
-        """One more name of ours (a device behind an adapter): NameRegistered follows."""
+    def add_name(self, fqdn: str, now: float, vip6: str = VIP6_NONE) -> bool:
+        """One more name of ours (a device behind an adapter), or the IPv6 address a device
+        chose for itself (`vip6`, names.py): NameRegistered follows."""
         fqdn = normalize_fqdn(fqdn)
         try:
             check_name(fqdn)
         except CodecError:
             self.drops.drop("bad_name")
             return False
-        return self.names.add(fqdn, now)
+        return self.names.add(fqdn, now, vip6)
 
     def remove_name(self, fqdn: str, now: float) -> None:
         self.names.remove(normalize_fqdn(fqdn), now)
