@@ -11,6 +11,9 @@
 # The namespaces go when the script ends, however it ends.
 set -euo pipefail
 
+for tool in ip tcpdump ping sysctl; do
+    command -v "$tool" >/dev/null || { echo "capture.sh needs $tool" >&2; exit 1; }
+done
 HERE=$(cd "$(dirname "$0")" && pwd)
 A=ntmacap-a-$$
 B=ntmacap-b-$$
