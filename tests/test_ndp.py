@@ -371,6 +371,7 @@ REFUSED = [
     (_with(NA, 24, ALL_NODES), "solicited NA to all-nodes", "solicited NA"),
     (_with(NS, 8, ALL_NODES), "multicast source", "multicast source"),
     (_with(RA, 8, GN_GLOBAL), "RA from a global address", "link-local"),
+    (_with(RA, 8, ip6("fec0::1")), "RA from a site-local address", "link-local"),
     (nd_packet(UNSPECIFIED, TARGET, ns_body(TARGET)), "DAD NS to a unicast address", "DAD"),
     (_with(NS, 8, UNSPECIFIED), "DAD NS with a source link-layer option", "unspecified"),
     (_with(RS, 8, UNSPECIFIED), "RS from :: with a source link-layer option", "unspecified"),
@@ -400,6 +401,7 @@ def test_parse_nd_accepts_the_bases_and_the_allowed_variants():
     assert parse_nd(reserved).flags == NA_SOLICITED | NA_OVERRIDE
     unsolicited = _with(_with(NA, 40 + 4, b"\x20"), 24, ALL_NODES)
     assert parse_nd(unsolicited).flags == NA_OVERRIDE  # to all-nodes, as DAD answers go
+    assert parse_nd(_with(RA, 8, ip6("febf::1"))).type == ND_RA  # fe80::/10 is link-local
 
 
 SEEDS = [RS, NS, NA, RA] + [vector(n)[14:] for n in ("linux_rs", "linux_ns_dad", "linux_na")]

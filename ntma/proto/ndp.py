@@ -126,7 +126,7 @@ def parse_nd(packet: bytes) -> NdMessage:
             raise CodecError("solicited NA to a multicast address")
     elif kind == ND_RA:
         flags = msg[5]
-        if src[:8] != _LINK_LOCAL_64:
+        if src[0] != 0xFE or src[1] & 0xC0 != 0x80:  # fe80::/10, as Linux checks it
             raise CodecError("RA from an address that is not link-local")
     elif src == UNSPECIFIED:
         if kind == ND_NS and dst[:13] != _SOLICITED_104:
