@@ -67,6 +67,7 @@ def test_every_decoder_and_machine_has_a_target():
         "gnlink.answer_arp",
         "ether.parsers",
         "ether.clamp_mss",
+        "ndp.parse_nd",
         "replay.window",
         *MACHINES,
     ):

@@ -11,7 +11,7 @@ import struct
 from dnslib import DNSRecord
 
 from ..observe.spans import StageStats
-from ..proto import dns, ether
+from ..proto import dns, ether, ndp
 from ..proto import fields_v2 as f
 from ..proto.bodies_v2 import DIRECTION, RELAY_INFO, REQUESTER, TUNNEL_REF
 from ..proto.buffer import CodecError, Reader, Writer
@@ -20,6 +20,7 @@ from ..proto.devices import HELD_MAX, Devices
 from ..proto.dhcp import DhcpConfig, DhcpServer
 from ..proto.dhcp_codec import BOOTP_MIN_LEN, build_dhcp, parse_dhcp
 from ..proto.envelope import unwrap, wrap
+from ..proto.ether6 import pseudo_checksum
 from ..proto.fields_v2 import check_name
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
 from ..proto.grant import check_grant, make_grant
@@ -510,6 +511,33 @@ def fuzz_clamp_mss(data: bytes) -> None:
     check(all(i in (ihl + 16, ihl + 17) or i > ihl + 20 for i in changed), "header changed")
     if (data[2] << 8 | data[3]) == len(data) and _tcp_checksum_ok(data, ihl):
         check(_tcp_checksum_ok(out, ihl), "clamping broke a right TCP checksum")
+
+
+# --- Neighbor Discovery --------------------------------------------------------------------
+
+
+@target("ndp.parse_nd", seeds.nd_packets)
+def fuzz_parse_nd(data: bytes) -> None:
+    """What parse_nd accepts is a whole ND packet (hop limit 255, checksum right) and reads
+    as NdMessage says. Each input is also tried with its ICMPv6 checksum made right, so
+    mutations reach the rules past the checksum."""
+    end = 40 + ((data[4] << 8) | data[5]) if len(data) >= 40 else 0
+    if 44 <= end <= len(data):
+        body = data[40:42] + b"\0\0" + data[44:end]
+        csum = pseudo_checksum(data[8:24], data[24:40], 58, body)
+        with contextlib.suppress(CodecError):
+            _check_nd(data[:42] + csum.to_bytes(2, "big") + data[44:])
+    _check_nd(data)
+
+
+def _check_nd(data: bytes) -> None:
+    msg = ndp.parse_nd(data)
+    check(msg.type in (ndp.ND_RS, ndp.ND_RA, ndp.ND_NS, ndp.ND_NA), "unknown type accepted")
+    check(len(msg.src) == len(msg.dst) == 16 and data[7] == 255, "bad addresses or hop limit")
+    check((msg.target is None) == (msg.type in (ndp.ND_RS, ndp.ND_RA)), "target wrong")
+    check(msg.lladdr is None or len(msg.lladdr) == 6, "link-layer address not 6 bytes")
+    end = 40 + ((data[4] << 8) | data[5])
+    check(pseudo_checksum(msg.src, msg.dst, 58, data[40:end]) == 0, "bad checksum accepted")
 
 
 # --- replay ----------------------------------------------------------------------------------

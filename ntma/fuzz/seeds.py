@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from dnslib import EDNS0, DNSQuestion, DNSRecord
 
 from ..proto import dhcp_codec as dhcp
+from ..proto import ndp
 from ..proto.bodies_v2 import (
     Ack,
     DcHello,
@@ -528,3 +529,19 @@ def frames() -> list[bytes]:
 
 def arp_frames() -> list[bytes]:
     return [f for f in frames() if f[12:14] == ETH_P_ARP.to_bytes(2, "big")]
+
+
+def nd_packets() -> list[bytes]:
+    """IPv6 packets (Ethernet payloads) of Neighbor Discovery: the Linux kernel's captured
+    RS, DAD NS, resolution NS and NA, and the adapter's own RA and NAs."""
+    out = [bytes.fromhex(p.read_text())[14:] for p in sorted((VECTORS / "ndp").glob("*.hex"))]
+    prefix = bytes.fromhex("fd000099" + "00" * 12)  # fd00:99::/64, the GN's
+    gn, target, dns = (prefix[:15] + bytes([n]) for n in (0x0B, 0x01, 0x53))
+    on_link = ((bytes.fromhex("fd000098" + "00" * 12), 48),)
+    to_all = (ADAPTER_MAC, ndp.multicast_mac(ndp.ALL_NODES), ndp.ALL_NODES)
+    ra = ndp.build_ra(
+        *to_all, prefix=prefix, on_link=on_link, router_lifetime=1800, mtu=1400, rdnss=(dns,)
+    )
+    na = ndp.build_na(ADAPTER_MAC, GN_MAC, gn, target, solicited=True, router=True)
+    dad_answer = ndp.build_na(*to_all, target, solicited=False, router=False)
+    return out + [ra[14:], na[14:], dad_answer[14:]]

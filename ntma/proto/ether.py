@@ -170,10 +170,18 @@ def clamp_mss(packet: bytes, max_mss: int) -> bytes:
         ihl = ipv4_header_len(packet)
     except CodecError:
         return packet
-    if packet[9] != PROTO_TCP or len(packet) < ihl + 20 or not packet[ihl + 13] & 0x02:
+    if packet[9] != PROTO_TCP:
         return packet
-    data_offset = (packet[ihl + 12] >> 4) * 4
-    pos, end = ihl + 20, min(ihl + data_offset, len(packet))
+    return clamp_mss_at(packet, ihl, max_mss)
+
+
+def clamp_mss_at(packet: bytes, tcp: int, max_mss: int) -> bytes:
+    """clamp_mss for a TCP header at offset `tcp` of packet (IPv4 or IPv6: the caller has
+    checked the protocol); anything but a SYN with a larger MSS option is returned as is."""
+    if len(packet) < tcp + 20 or not packet[tcp + 13] & 0x02:
+        return packet
+    data_offset = (packet[tcp + 12] >> 4) * 4
+    pos, end = tcp + 20, min(tcp + data_offset, len(packet))
     while pos < end:
         kind = packet[pos]
         if kind == 0:
@@ -189,24 +197,25 @@ def clamp_mss(packet: bytes, max_mss: int) -> bytes:
                 return packet
             out = bytearray(packet)
             out[pos + 2 : pos + 4] = max_mss.to_bytes(2, "big")
-            _update_tcp_checksum(packet, out, ihl, pos + 2)
+            _update_tcp_checksum(packet, out, tcp, pos + 2)
             return bytes(out)
         pos += packet[pos + 1]
     return packet
 
 
-def _update_tcp_checksum(old: bytes, new: bytearray, ihl: int, at: int) -> None:
-    """Fix the TCP checksum after new[at:at+2] changed (RFC 1624 eqn. 3). The checksum
-    sums 16-bit words from the TCP header's start, so a field at an odd offset spans
-    two words: update both, with old and new bytes taken word by word."""
-    first = ihl + ((at - ihl) & ~1)
-    last = at + 2 + ((at - ihl) & 1)  # end of the word holding the field's last byte
+def _update_tcp_checksum(old: bytes, new: bytearray, tcp: int, at: int) -> None:
+    """Fix the checksum of the TCP header at offset `tcp` after new[at:at+2] changed (RFC
+    1624 eqn. 3). The checksum sums 16-bit words from the TCP header's start, so a field at
+    an odd offset spans two words: update both, with old and new bytes taken word by word.
+    The pseudo-header does not change, so IPv4 and IPv6 are alike here."""
+    first = tcp + ((at - tcp) & ~1)
+    last = at + 2 + ((at - tcp) & 1)  # end of the word holding the field's last byte
     old_words = _words(old[first:last])
     new_words = _words(bytes(new[first:last]))
-    old_sum = (old[ihl + 16] << 8) | old[ihl + 17]
+    old_sum = (old[tcp + 16] << 8) | old[tcp + 17]
     terms = [~old_sum & 0xFFFF]
     terms += [~w & 0xFFFF for w in old_words] + new_words
-    new[ihl + 16 : ihl + 18] = _fold(*terms).to_bytes(2, "big")
+    new[tcp + 16 : tcp + 18] = _fold(*terms).to_bytes(2, "big")
 
 
 def _words(data: bytes) -> list[int]:
