@@ -11,7 +11,8 @@ from ntma.proto.handshake import T_DATA
 from ntma.proto.messages_v2 import decode, encode
 from ntma.proto.session import parse_transport
 from ntma.proto.tunnel import Tunnel, TunnelTable
-from ntma.stages.ethernet import answer_arps, frame_packets, sort_frames
+from ntma.stages.ethernet import frame_packets, sort_frames
+from ntma.stages.neighbours import answer_arps
 from ntma.stages.receive import decapsulate_datagrams
 from ntma.stages.send import classify_packets, encapsulate_packets
 from ntma.testing.traffic import (

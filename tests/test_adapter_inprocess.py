@@ -168,14 +168,14 @@ async def test_ordinary_traffic_goes_through_the_kernel_and_back(world, autojump
     await adapter.gn.inject([gn_frame(p) for p in out])
     assert await packets_at(adapter.passthrough, 2) == out
     reply = udp(WEB, adapter.vip, b"200 OK", 9000, 40000)
-    await adapter.passthrough.inject([b"\x60" + bytes(39), reply])  # IPv6 is not ours
+    await adapter.passthrough.inject([b"\x50" + bytes(39), reply])  # neither IPv4 nor IPv6
     (back,) = await frames_to_gn(adapter, 1)
     assert framed_for_gn(back) == reply
     spans = adapter.pipe.spans
     assert (
         spans.stage("passthrough_out").packets == 2 and spans.stage("passthrough_in").packets == 1
     )
-    assert spans.stage("passthrough_in").drops["not_ipv4"] == 1
+    assert spans.stage("passthrough_in").drops["not_ip"] == 1
 
 
 async def test_a_vip_without_tunnel_is_host_unreachable(world, autojump_clock):

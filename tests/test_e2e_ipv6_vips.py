@@ -21,7 +21,7 @@ from .netns_util import dig, iperf, start_in_ns, stop, wait_for
 pytestmark = pytest.mark.netns
 
 CN_NAME, MN_NAME = "cn.ntm.example", "mn.ntm.example"
-POOL6 = ipaddress.IPv6Network("fd00:99::/112")
+POOL6 = ipaddress.IPv6Network("fd00:99::/64")
 ONE_MB = os.urandom(1 << 20)
 
 

@@ -89,7 +89,7 @@ def test_router_address_is_first_pool_host():
         (ip_frame(GN_MAC, GN_VIP, ROUTER, proto=6), (Kind.PASSTHROUGH, "")),  # TCP DNS, ping
         (ip_frame(GN_MAC, "10.99.0.77", PEER), (Kind.DROP, "foreign_ip")),
         (ip_frame(OTHER_MAC, GN_VIP, PEER), (Kind.DROP, "foreign_mac")),
-        (eth_header(ADAPTER_MAC, GN_MAC, 0x86DD) + bytes(40), (Kind.DROP, "ipv6")),
+        (eth_header(ADAPTER_MAC, GN_MAC, 0x86DD) + bytes(40), (Kind.DROP, "ipv6_off")),
         (eth_header(ADAPTER_MAC, GN_MAC, 0x88CC) + bytes(40), (Kind.DROP, "other_ethertype")),
         (b"\x00" * 13, (Kind.DROP, "malformed")),
         (eth_header(ADAPTER_MAC, GN_MAC, ETH_P_IP) + b"\x45" + bytes(8), (Kind.DROP, "malformed")),

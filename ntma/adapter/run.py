@@ -10,11 +10,15 @@ Kernel set-up it does (and undoes on exit): an nftables netdev ingress chain on
 the GN interface that drops every frame after the raw socket has seen it (so the
 kernel never answers or forwards the GN's frames itself), a masquerade rule for
 traffic from the passthrough TUN, the router address and a route to the GN's VIP
-on that TUN, and IPv4 forwarding.
+on that TUN, and IPv4 forwarding. With IPv6 VIPs (the DC's pool has a /64): the router's
+IPv6 address and the link prefix on the TUN too, and, only when this namespace has an IPv6
+default route, IPv6 forwarding and NAT66 (masquerade) for the devices' ordinary IPv6: their
+addresses are ULAs from the DC's pool, which the Internet does not route.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 from functools import partial
@@ -24,6 +28,7 @@ import structlog
 import trio
 
 from ..config import AdapterConfig
+from ..io.addresses import has_ipv6_default_route
 from ..io.fdio import UdpSocket
 from ..io.rawsock import RawSocket
 from ..io.tun import TunDevice, run_ip
@@ -43,6 +48,7 @@ from .devices import devices_from_config, leases_path, load_leases, log_device_s
 PASSTHROUGH_MTU = 1500
 NAT_TABLE = "ntma_adapter"
 GN_TABLE = "ntma_adapter_gn"
+NAT6_TABLE = "ntma_adapter6"
 
 
 def nft_rules(gn_interface: str, passthrough_tun: str) -> str:
@@ -65,6 +71,19 @@ table netdev {GN_TABLE} {{
 """
 
 
+def nft_rules6(passthrough_tun: str) -> str:
+    return f"""
+add table ip6 {NAT6_TABLE}
+delete table ip6 {NAT6_TABLE}
+table ip6 {NAT6_TABLE} {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        iifname "{passthrough_tun}" oifname != "{passthrough_tun}" masquerade
+    }}
+}}
+"""
+
+
 async def _nft(script: str) -> None:
     result = await trio.run_process(
         ["nft", "-f", "-"],
@@ -80,7 +99,7 @@ async def _nft(script: str) -> None:
 def _remove_nft_tables() -> None:
     import subprocess
 
-    for family, table in (("ip", NAT_TABLE), ("netdev", GN_TABLE)):
+    for family, table in (("ip", NAT_TABLE), ("netdev", GN_TABLE), ("ip6", NAT6_TABLE)):
         subprocess.run(["nft", "delete", "table", family, table], capture_output=True, check=False)
 
 
@@ -93,6 +112,20 @@ async def _configure_passthrough(tun: TunDevice, link: GnLink) -> None:
     await run_ip("link", "set", "dev", tun.name, "mtu", str(PASSTHROUGH_MTU), "up")
     await run_ip("route", "replace", str(link.pool), "dev", tun.name)
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+
+
+async def _configure_passthrough6(tun: TunDevice, link: GnLink) -> None:
+    """The router's IPv6 address and the link prefix on the passthrough TUN (DNS over TCP,
+    pings to the router, and the kernel's replies); with upstream, forwarding and NAT66."""
+    v6 = link.v6
+    assert v6 is not None
+    router = str(ipaddress.IPv6Address(v6.router))
+    prefix = ipaddress.IPv6Network((v6.prefix + bytes(8), 64))
+    await run_ip("-6", "addr", "replace", f"{router}/128", "dev", tun.name, "nodad")
+    await run_ip("-6", "route", "replace", str(prefix), "dev", tun.name)
+    if v6.upstream:
+        await _nft(nft_rules6(tun.name))
+        Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1\n")
 
 
 async def run_adapter(config: AdapterConfig) -> None:
@@ -140,6 +173,7 @@ async def run_adapter(config: AdapterConfig) -> None:
                         return
                     router = ip_text(link.router_ip)
                     await _configure_passthrough(passthrough, link)
+                    await _serve_ipv6(link, passthrough, event, config.mtu, log)
                     await nursery.start(_serve_tcp_dns, router, resolver, pipe, devices)
                     replay_held(link, parts, config.fqdn)
                     log.info(
@@ -171,6 +205,19 @@ async def run_adapter(config: AdapterConfig) -> None:
         udp.close()
         passthrough.close()
         log.info("stopped")
+
+
+async def _serve_ipv6(link: GnLink, tun: TunDevice, event: Registered, mtu: int, log) -> None:
+    """IPv6 for the devices when the DC's pool allows it (gnlink.set_ipv6 says why not)."""
+    why_not = link.set_ipv6(event.vip6, event.prefix6, mtu, has_ipv6_default_route())
+    if why_not:
+        log.info("gn_ipv6_off", reason=why_not)
+        return
+    assert link.v6 is not None
+    await _configure_passthrough6(tun, link)
+    prefix = ipaddress.IPv6Network((link.v6.prefix + bytes(8), 64))
+    router = str(ipaddress.IPv6Address(link.v6.router))
+    log.info("gn_ipv6", prefix=str(prefix), router=router, upstream=link.v6.upstream)
 
 
 async def _serve_tcp_dns(

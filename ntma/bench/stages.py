@@ -32,8 +32,9 @@ from ..proto.node import DirectionResolved
 from ..proto.session import parse_transport
 from ..proto.tunnel import TunnelTable
 from ..stages.dns import DnsResolver
-from ..stages.ethernet import answer_arps, frame_packets, sort_frames
+from ..stages.ethernet import frame_packets, sort_frames
 from ..stages.gn_services import answer_dhcp, serve_gn_vip
+from ..stages.neighbours import answer_arps
 from ..stages.receive import decapsulate_datagrams
 from ..stages.send import encapsulate_packets
 from ..stages.signalling import DirectionBroker

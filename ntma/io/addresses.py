@@ -65,3 +65,22 @@ def local_endpoints_for_listen(listen: Endpoint, exclude: set[str]):
     if listen[0] != "0.0.0.0":
         return lambda: [listen]
     return lambda: interface_endpoints(listen[1], exclude)
+
+
+IPV6_ROUTE = "/proc/net/ipv6_route"
+
+
+def has_ipv6_default_route(table: str = IPV6_ROUTE) -> bool:
+    """Whether this namespace routes IPv6 beyond its links (a ::/0 route not via lo and
+    not a kernel 'unreachable' one): the adapter then lets its devices' ordinary IPv6 out."""
+    try:
+        lines = open(table).read().splitlines()  # noqa: SIM115 (a /proc file, read at once)
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 10 or fields[0] != "0" * 32 or fields[1] != "00":
+            continue
+        if fields[9] != "lo" and not int(fields[8], 16) & 0x0200:  # RTF_REJECT
+            return True
+    return False

@@ -14,6 +14,8 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_ALLMULTI = 2
 SIOCGIFHWADDR = 0x8927
 
 
@@ -43,6 +45,10 @@ class RawSocket(BatchReader):
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((ifname, 0))
+        # Every multicast frame too (IPv6 ND: RS to ff02::2, NS to solicited-node groups),
+        # which a real NIC's filter would drop; for as long as this socket is open.
+        mreq = struct.pack("iHH8s", socket.if_nametoindex(ifname), PACKET_MR_ALLMULTI, 0, b"")
+        sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
         sock.setblocking(False)
         self.sock = sock
         self.ignores_outgoing = _ignore_outgoing(sock)

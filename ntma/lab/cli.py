@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--vip6",
         action="store_true",
-        help="the DC hands out IPv6 VIPs too (fd00:99::/112): nodes answer AAAA and carry "
+        help="the DC hands out IPv6 VIPs too (fd00:99::/64): nodes answer AAAA and carry "
         "IPv6 between VIPs; clients then prefer IPv6, so servers must listen on it",
     )
     up.add_argument(

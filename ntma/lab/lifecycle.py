@@ -212,7 +212,7 @@ def lab_up(
     if lab_present(run_dir):
         lab_down(run_dir)
     layout = {"gns": gns, "adapters": adapters}
-    topo = build_topology(nat_by_node, block_direct=block_direct, **layout)
+    topo = build_topology(nat_by_node, block_direct=block_direct, gn_ipv6=vip6, **layout)
     state = new_state(
         run_dir,
         topo,

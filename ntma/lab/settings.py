@@ -28,7 +28,8 @@ RS_IDLE_TIMEOUT = 60
 NODE_PORT = 7401
 ZONE = "ntm.example"
 VIP_POOL = "10.99.0.0/16"
-VIP6_POOL = "fd00:99::/112"  # IPv6 VIPs: each the IPv4 VIP's offset in this ULA prefix
+VIP6_POOL = "fd00:99::/64"  # IPv6 VIPs: the IPv4 VIP's offset in this ULA prefix, or the
+# address a GN configured in it by SLAAC (a /64: the link prefix the adapters advertise)
 DEFAULT_RUN_DIR = Path("/run/ntma-lab")
 ETC_NETNS = Path("/etc/netns")
 STATE_FILE = "state.json"

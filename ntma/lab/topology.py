@@ -211,22 +211,26 @@ def switch_ns(adapter: NodeDef) -> str:
     return f"{NS_PREFIX}{adapter.label}sw"
 
 
-def _gn_end(gn: GnDef) -> Iface:
-    return Iface(gn.ns, GN_IFACE, ipv6=False, mac=gn.mac)
+def _gn_end(gn: GnDef, ipv6: bool = False) -> Iface:
+    return Iface(gn.ns, GN_IFACE, ipv6=ipv6, mac=gn.mac)
 
 
-def gn_topology(adapter: NodeDef, gns: Sequence[GnDef]) -> tuple[list[Namespace], list[Link]]:
+def gn_topology(
+    adapter: NodeDef, gns: Sequence[GnDef], gn_ipv6: bool = False
+) -> tuple[list[Namespace], list[Link]]:
     """`adapter`'s GN link: one GN on a veth to its gn0; several as ports of a switch, with
-    gn0. No addresses and no IPv6 anywhere on it (the GNs get theirs by DHCP)."""
+    gn0. No addresses on it (the GNs get theirs by DHCP); no IPv6 unless `gn_ipv6` (the
+    DC has IPv6 VIPs: each GN's own kernel configures its address from the adapter's RAs;
+    the adapter's gn0 and the switch still have none, the adapter answers on gn0 itself)."""
     hosts = [Namespace(g.ns, "general-node", node=adapter.name, fqdn=g.fqdn) for g in gns]
     gn0 = Iface(adapter.ns, ADAPTER_GN_IFACE, ipv6=False)
     if len(gns) == 1:
-        return hosts, [Link(gn0, _gn_end(gns[0]))]
+        return hosts, [Link(gn0, _gn_end(gns[0], gn_ipv6))]
     sw = switch_ns(adapter)
     switch = Namespace(sw, "switch", node=adapter.name, bridge=GN_SWITCH_BRIDGE, ipv6_off=True)
     links = [Link(Iface(sw, _bridge_port_name(adapter.ns), ipv6=False), gn0, GN_SWITCH_BRIDGE)]
     links += [
-        Link(Iface(sw, _bridge_port_name(g.ns), ipv6=False), _gn_end(g), GN_SWITCH_BRIDGE)
+        Link(Iface(sw, _bridge_port_name(g.ns), ipv6=False), _gn_end(g, gn_ipv6), GN_SWITCH_BRIDGE)
         for g in gns
     ]
     return [switch, *hosts], links
@@ -279,8 +283,10 @@ def build_topology(
     block_direct: bool = False,
     gns: int = 1,
     adapters: int = 1,
+    gn_ipv6: bool = False,
 ) -> Topology:
-    """The lab: `gns` general nodes on the first adapter's link, `adapters` adapters."""
+    """The lab: `gns` general nodes on the first adapter's link, `adapters` adapters;
+    `gn_ipv6`: IPv6 on the GNs (the lab's --vip6)."""
     nat_of = resolve_nat_modes(nat_by_node, adapters)
     every_gn = lab_gns(gns, adapters)
     namespaces = [
@@ -299,7 +305,8 @@ def build_topology(
     namespaces += nss
     links += lks
     for adapter in ADAPTER_DEFS[:adapters]:
-        nss, lks = gn_topology(adapter, [g for g in every_gn if g.adapter == adapter.name])
+        mine = [g for g in every_gn if g.adapter == adapter.name]
+        nss, lks = gn_topology(adapter, mine, gn_ipv6)
         namespaces += nss
         links += lks
     return Topology(tuple(namespaces), tuple(links))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from .buffer import CodecError
 from .dhcp import DhcpConfig, DhcpServer
-from .ether import ETH_P_IP, eth_header, mac_text
+from .ether import ETH_P_IP, ETH_P_IPV6, eth_header, mac_text
 from .fields_v2 import check_name
 from .inbound import InboundFilter, parse_rule
 
@@ -49,8 +49,10 @@ class Device:
     source: str  # table | lease | host_name | default
     inbound: InboundFilter | None = None
     vip: bytes | None = None  # packed IPv4, once the DC gave the name its VIP
+    vip6: bytes | None = None  # packed IPv6: the address it configured (gnlink6.py)
     dhcp: DhcpServer | None = None
     header: bytes = b""  # the Ethernet header of frames to it
+    header6: bytes = b""  # the same for IPv6 frames
     held: list[bytes] = field(default_factory=list)  # DHCP frames waiting for the VIP
     refused: bool = False  # the DC refused its name
     packets_out: int = 0  # from the device (classified)
@@ -64,6 +66,7 @@ class Device:
             "device": self.fqdn,
             "mac": mac_text(self.mac),
             "vip": str(ipaddress.IPv4Address(self.vip)) if self.vip else None,
+            "vip6": str(ipaddress.IPv6Address(self.vip6)) if self.vip6 else None,
             "packets_out": self.packets_out,
             "bytes_out": self.bytes_out,
             "packets_in": self.packets_in,
@@ -113,7 +116,7 @@ class Devices:
     ) -> None:
         self.own_name = own_name
         self.by_mac: dict[bytes, Device] = {}
-        self.by_vip: dict[bytes, Device] = {}
+        self.by_vip: dict[bytes, Device] = {}  # packed IPv4 and IPv6 VIPs
         self.by_name: dict[str, Device] = {}
         self.vips: dict[str, bytes] = {}  # name -> packed VIP, as the DC gave them
         self.adapter_mac = b"\x00" * 6
@@ -194,6 +197,7 @@ class Devices:
         rule = self._table.get(mac)
         device = Device(mac, name, source, _filter(rule.inbound if rule else self._inbound))
         device.header = eth_header(mac, self.adapter_mac, ETH_P_IP)
+        device.header6 = eth_header(mac, self.adapter_mac, ETH_P_IPV6)
         self.by_mac[mac] = device
         self.by_name[name] = device
         if source == "host_name" and self.leases.get(mac) != name:
@@ -228,6 +232,13 @@ class Devices:
             del self.by_vip[old]
         self._ready(device, packed)
         return device
+
+    def learned_vip6(self, device: Device, vip6: bytes) -> None:
+        """The device configured this IPv6 address (gnlink6.py checked it is free)."""
+        if device.vip6 is not None and self.by_vip.get(device.vip6) is device:
+            del self.by_vip[device.vip6]
+        device.vip6 = vip6
+        self.by_vip[vip6] = device
 
     def refused(self, fqdn: str) -> Device | None:
         device = self.by_name.get(fqdn)

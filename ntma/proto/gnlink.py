@@ -9,6 +9,7 @@ Rules:
   others are refused with a reason (foreign_mac, foreign_ip), so they can be counted. A
   configured device, or the default device using the adapter's VIP statically, is known
   from its first frame.
+- IPv6 frames are gnlink6.py's: the same binding of MAC and (IPv6) VIP, ND instead of ARP.
 - answer_arp() answers a device for the router address and every pool address except its
   own VIP (peers' VIPs, and other devices on this link, whose traffic the adapter then
   forwards and counts); gratuitous ARP and probes are not answered.
@@ -32,17 +33,23 @@ from .ether import (
     build_arp_reply,
     parse_arp,
 )
+from .gnlink6 import Link6, classify_ipv6
 
 _ZERO_IP = bytes(4)
 
 
 class Kind(enum.Enum):
     ARP = "arp"
+    ND = "nd"  # IPv6 Neighbor Discovery (and a first packet from an unlearnt address)
     DHCP = "dhcp"
-    DNS = "dns"
+    DNS = "dns"  # to the router address's port 53, IPv4 or IPv6
     TUNNEL = "tunnel"  # IPv4 to a VIP in the pool
-    PASSTHROUGH = "passthrough"  # other IPv4: through the kernel's routing and NAT
+    TUNNEL6 = "tunnel6"  # IPv6 to a VIP in the link prefix
+    PASSTHROUGH = "passthrough"  # other traffic: through the kernel's routing and NAT
     DROP = "drop"
+
+
+_KIND6 = {kind.value: kind for kind in Kind}
 
 
 @dataclass
@@ -51,6 +58,7 @@ class GnLink:
     devices: Devices = field(default_factory=Devices)
     router_ip: bytes | None = None
     pool: ipaddress.IPv4Network | None = None
+    v6: Link6 | None = None  # set when the DC gives IPv6 VIPs in a pool with a /64
 
     pool_mask: int = 0
     pool_net: int = -1  # matches nothing until set_pool()
@@ -70,6 +78,22 @@ class GnLink:
         """The adapter's REGISTER name got its VIP: the pool, and the default device's VIP."""
         self.set_pool(vip, prefix_len)
         self.devices.named(self.devices.own_name, vip)
+
+    def set_ipv6(self, vip6: str, prefix6: int, mtu: int, upstream: bool) -> str:
+        """IPv6 for the devices: "" when served, else why not (logged by the caller)."""
+        if prefix6 == 0 or vip6 == "::":
+            return "the DC has no IPv6 pool"
+        if prefix6 > 64:
+            return f"the DC's IPv6 pool is a /{prefix6}: SLAAC needs a /64"
+        if mtu < 1280:
+            return f"mtu {mtu} is below IPv6's minimum of 1280"
+        if self.pool is None:
+            return "no IPv4 pool yet"
+        prefix = ipaddress.IPv6Network(f"{vip6}/64", strict=False).network_address.packed[:8]
+        router = prefix + (1).to_bytes(8, "big")
+        derived = self.pool.num_addresses
+        self.v6 = Link6(self.adapter_mac, prefix, router, derived, mtu, upstream)
+        return ""
 
     def in_pool(self, packed: bytes) -> bool:
         return int.from_bytes(packed, "big") & self.pool_mask == self.pool_net
@@ -93,7 +117,10 @@ def classify_frame(frame: bytes, link: GnLink, now: float = 0.0) -> tuple[Kind, 
         if ethertype == ETH_P_ARP:
             known = len(frame) >= 32 and link.device_of(frame, frame[28:32]) is not None
             return (Kind.ARP, "") if known else (Kind.DROP, "foreign_mac")
-        return Kind.DROP, ("ipv6" if ethertype == ETH_P_IPV6 else "other_ethertype")
+        if ethertype == ETH_P_IPV6:
+            kind, reason = classify_ipv6(frame, link)
+            return _KIND6[kind], reason
+        return Kind.DROP, "other_ethertype"
     if len(frame) < ETH_HEADER + 20 or frame[14] >> 4 != 4:
         return Kind.DROP, "malformed"
     ihl = (frame[14] & 0x0F) * 4

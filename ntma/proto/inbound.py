@@ -10,8 +10,9 @@ device started:
   `iptables -p tcp ! --syn`: a stray ACK reaches the device, whose stack answers RST.
 - UDP: a reply to a flow the device sent (peer VIP and ports reversed), remembered for
   UDP_FLOW_IDLE_S in a table of at most UDP_FLOWS_MAX flows per device (oldest evicted).
-- ICMP: echo replies and errors always; echo requests need "icmp".
-Anything else (another protocol) needs no rule only when the list is None.
+- ICMP: echo replies and errors always; echo requests need "icmp" (ICMPv6 alike).
+Anything else (another protocol, or an IPv6 packet with extension headers) needs no rule
+only when the list is None. IPv4 and IPv6 alike; the flow key holds the peer's address.
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ UDP_FLOWS_MAX = 1024
 UDP_FLOW_IDLE_S = 180.0
 _TCP_SYN, _TCP_ACK = 0x02, 0x10
 _ICMP_ECHO_REQUEST = 8
+_ICMP6_ECHO_REQUEST = 128
+_PROTO_ICMPV6 = 58
+
+
+def _layout(packet: bytes | memoryview) -> tuple[int, int, slice, slice]:
+    """(protocol, transport offset, source slice, destination slice); offset 0: unusable."""
+    if len(packet) >= 40 and packet[0] >> 4 == 6:
+        proto = packet[6]
+        return (PROTO_ICMP if proto == _PROTO_ICMPV6 else proto), 40, _SRC6, _DST6
+    if len(packet) < 20:
+        return 0, 0, _SRC4, _DST4
+    return packet[9], (packet[0] & 0x0F) * 4, _SRC4, _DST4
+
+
+_SRC4, _DST4, _SRC6, _DST6 = slice(12, 16), slice(16, 20), slice(8, 24), slice(24, 40)
 
 
 @dataclass(frozen=True)
@@ -67,39 +83,36 @@ class InboundFilter:
 
     def note_outbound(self, packet: bytes | memoryview, now: float) -> None:
         """A packet the device sends to a peer: a UDP one opens its reply path."""
-        if len(packet) < 20 or packet[9] != PROTO_UDP:
-            return
-        ihl = (packet[0] & 0x0F) * 4
-        if len(packet) < ihl + 4:
+        proto, l4, _, dst = _layout(packet)
+        if proto != PROTO_UDP or len(packet) < l4 + 4:
             return
         # key: peer VIP, device port, peer port (as a reply will carry them reversed)
-        key = bytes(packet[16:20]) + bytes(packet[ihl : ihl + 2]) + bytes(packet[ihl + 2 : ihl + 4])
+        key = bytes(packet[dst]) + bytes(packet[l4 : l4 + 2]) + bytes(packet[l4 + 2 : l4 + 4])
         self._udp[key] = now
         self._udp.move_to_end(key)
         if len(self._udp) > UDP_FLOWS_MAX:
             self._udp.popitem(last=False)
 
     def allows(self, packet: bytes | memoryview, now: float) -> bool:
-        """An IPv4 packet from a peer to the device: may it pass?"""
-        if len(packet) < 20:
+        """A packet from a peer to the device: may it pass?"""
+        proto, l4, src, _ = _layout(packet)
+        if l4 == 0:
             return False
-        proto = packet[9]
-        ihl = (packet[0] & 0x0F) * 4
         if proto == PROTO_ICMP:
-            if len(packet) > ihl and packet[ihl] != _ICMP_ECHO_REQUEST:
+            if len(packet) > l4 and packet[l4] not in (_ICMP_ECHO_REQUEST, _ICMP6_ECHO_REQUEST):
                 return True  # echo replies and errors about the device's own packets
             return any(rule.proto == PROTO_ICMP for rule in self.rules)
-        if proto not in (PROTO_TCP, PROTO_UDP) or len(packet) < ihl + 4:
+        if proto not in (PROTO_TCP, PROTO_UDP) or len(packet) < l4 + 4:
             return False
-        dport = (packet[ihl + 2] << 8) | packet[ihl + 3]
+        dport = (packet[l4 + 2] << 8) | packet[l4 + 3]
         if any(rule.matches(proto, dport) for rule in self.rules):
             return True
         if proto == PROTO_TCP:
-            if len(packet) < ihl + 14:
+            if len(packet) < l4 + 14:
                 return False
-            flags = packet[ihl + 13]
+            flags = packet[l4 + 13]
             return not flags & _TCP_SYN or bool(flags & _TCP_ACK)
-        key = bytes(packet[12:16]) + bytes(packet[ihl + 2 : ihl + 4]) + bytes(packet[ihl : ihl + 2])
+        key = bytes(packet[src]) + bytes(packet[l4 + 2 : l4 + 4]) + bytes(packet[l4 : l4 + 2])
         seen = self._udp.get(key)
         if seen is None:
             return False

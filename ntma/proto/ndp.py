@@ -214,10 +214,13 @@ def build_na(
     solicited: bool,
     router: bool,
     override: bool = True,
+    lladdr: bool = True,
 ) -> bytes:
     """A Neighbor Advertisement for target, as a whole Ethernet frame from target itself
     (RFC 4861 7.2.4: an address of the sending interface), hop limit 255, with the target
-    link-layer address option adapter_mac.
+    link-layer address option adapter_mac unless `lladdr` is False (allowed for an answer
+    to a unicast NS, and enough to defend an address under DAD: the NA is then no larger
+    than the NS it answers).
 
     To answer an NS, dst_mac/dst_ip are its sender's and solicited is True; to answer a DAD
     NS (from ::), pass ALL_NODES, multicast_mac(ALL_NODES) and solicited=False (7.2.4).
@@ -230,7 +233,8 @@ def build_na(
         | (NA_OVERRIDE if override else 0)
     )
     body = struct.pack("!BBHB3x16s", ND_NA, 0, 0, flags, target)
-    body += struct.pack("!BB6s", OPT_TARGET_LLADDR, 1, adapter_mac)
+    if lladdr:
+        body += struct.pack("!BB6s", OPT_TARGET_LLADDR, 1, adapter_mac)
     return _nd_frame(dst_mac, adapter_mac, target, dst_ip, body)
 
 

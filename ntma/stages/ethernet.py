@@ -1,12 +1,13 @@
 """The adapter's Ethernet front end: the GN link instead of a TUN device.
 
 Inbound from the GN:
-    capture -> classify_frames -> arp       -> inject
+    capture -> classify_frames -> arp       -> inject   (ARP; IPv6 ND and RAs: neighbours.py)
                                -> dhcp      -> inject
                                -> dns       -> inject   (NTM names through signalling)
-                               -> encapsulate -> udp_send    (IPv4 to a VIP with a tunnel;
+                               -> encapsulate -> udp_send    (to a VIP with a tunnel;
                                   no tunnel: ICMP unreachable; too big with DF: ICMP
-                                  fragmentation needed; TCP SYNs get their MSS clamped)
+                                  fragmentation needed, IPv6: Packet Too Big; TCP SYNs
+                                  get their MSS clamped)
                                -> passthrough_out -> kernel (routing, conntrack, NAT)
                                -> inject    (IPv4 to another device on the link)
 Back to the GN:
@@ -35,7 +36,6 @@ import trio
 
 from ..io.packetio import BATCH_MAX, PacketIO
 from ..observe.spans import PathStats, StageStats
-from ..proto.buffer import CodecError
 from ..proto.ether import (
     ETH_HEADER,
     ICMP_FRAG_NEEDED,
@@ -44,7 +44,14 @@ from ..proto.ether import (
     build_icmp_error,
     clamp_mss,
 )
-from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
+from ..proto.ether6 import (
+    ICMP6_ADDR_UNREACH,
+    ICMP6_DEST_UNREACH,
+    ICMP6_PACKET_TOO_BIG,
+    build_icmp6_error,
+    clamp_mss6,
+)
+from ..proto.gnlink import GnLink, Kind, classify_frame
 from ..proto.tunnel import Tunnel, TunnelTable
 from .channels import Batch, Frames, send_or_drop
 from .writer import write_batches
@@ -106,11 +113,43 @@ def route_to_tunnels(
     return routed, local, errors
 
 
+def route_to_tunnels6(
+    packets: list[bytes], table: TunnelTable, link: GnLink, mtu: int, stats: StageStats
+) -> tuple[list[tuple[Tunnel, bytes]], list[bytes], list[bytes]]:
+    """route_to_tunnels for IPv6: the pair is bytes 8:40; a packet over the tunnel MTU
+    gets Packet Too Big (IPv6 is never fragmented on the way), a SYN's MSS mtu - 60."""
+    routed: list[tuple[Tunnel, bytes]] = []
+    local: list[bytes] = []
+    errors: list[bytes] = []
+    by_pair, max_mss = table.by_pair, mtu - 60
+    router = link.v6.router if link.v6 is not None else bytes(16)
+    for packet in packets:
+        tunnel = by_pair.get(packet[8:40])
+        error = None
+        if tunnel is None:
+            if packet[24:40] in link.devices.by_vip:
+                local.append(packet)
+                continue
+            stats.drop("no_tunnel")
+            error = build_icmp6_error(router, packet, ICMP6_DEST_UNREACH, ICMP6_ADDR_UNREACH)
+        elif len(packet) > mtu:
+            stats.drop("too_big")
+            error = build_icmp6_error(router, packet, ICMP6_PACKET_TOO_BIG, 0, mtu)
+        else:
+            if packet[6] == PROTO_TCP:
+                packet = clamp_mss6(packet, max_mss)
+            routed.append((tunnel, packet))
+            continue
+        if error is not None:
+            errors.append(error)
+    return routed, local, errors
+
+
 @dataclass(slots=True)
 class SortedFrames:
     """One batch from the GN link, sorted by where each frame goes next."""
 
-    arp: list[bytes]  # frames, for the ARP responder
+    arp: list[bytes]  # frames, for the neighbour responder (ARP, and IPv6 ND)
     dhcp: list[bytes]  # frames, for the DHCP responder
     dns: list[bytes]  # IPv4 packets to the router's port 53
     routed: list[tuple[Tunnel, bytes]]  # IPv4 packets for encapsulate (MSS clamped)
@@ -128,10 +167,12 @@ def sort_frames(
     now: float = 0.0,
 ) -> SortedFrames:
     """classify_frames' work on one batch (drops counted), without the sends."""
-    arp, dhcp, dns, tunnel, passthrough = [], [], [], [], []
+    arp, dhcp, dns, tunnel, tunnel6, passthrough = [], [], [], [], [], []
     # One dict lookup and call per frame: cheaper than setdefault(kind, []).append.
     append = {
         Kind.ARP: arp.append,
+        Kind.ND: arp.append,
+        Kind.TUNNEL6: tunnel6.append,
         Kind.DHCP: dhcp.append,
         Kind.DNS: dns.append,
         Kind.TUNNEL: tunnel.append,
@@ -149,6 +190,12 @@ def sort_frames(
         routed, local, errors = route_to_tunnels(packets, table, link, mtu, stats)
     else:
         routed, local, errors = [], [], []
+    if tunnel6:
+        packets = [frame[ETH_HEADER:] for frame in tunnel6]
+        routed6, local6, errors6 = route_to_tunnels6(packets, table, link, mtu, stats)
+        routed += routed6
+        local += local6
+        errors += errors6
     return SortedFrames(
         arp=arp,
         dhcp=dhcp,
@@ -214,41 +261,6 @@ async def _send_sorted(
         await routes.inject.send(Batch(frames.local, arrived))
 
 
-def answer_arps(frames: list[bytes], link: GnLink, stats: StageStats) -> list[bytes]:
-    """The ARP responder's work on one batch: the replies (refusals counted)."""
-    replies = []
-    for frame in frames:
-        try:
-            reply = answer_arp(frame, link)
-        except CodecError:
-            stats.drop("malformed")
-            continue
-        if reply is None:
-            stats.drop("not_answered")
-        else:
-            replies.append(reply)
-    return replies
-
-
-async def run_arp_responder(
-    inbox: trio.abc.ReceiveChannel[Frames],
-    inject: trio.abc.SendChannel[Batch],
-    link: GnLink,
-    stats: StageStats,
-    *,
-    task_status=trio.TASK_STATUS_IGNORED,
-) -> None:
-    async with inbox, inject:
-        task_status.started()
-        async for frames in inbox:
-            started = time.perf_counter_ns()
-            replies = Frames(answer_arps(frames, link, stats), frames.arrived, frames.span)
-            ended = time.perf_counter_ns()
-            if replies:
-                await inject.send(replies)
-            stats.record(len(replies), sum(map(len, replies)), started, ended)
-
-
 async def run_passthrough_out(
     inbox: trio.abc.ReceiveChannel[Batch],
     tun: PacketIO,
@@ -256,7 +268,7 @@ async def run_passthrough_out(
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Ordinary IPv4 from the GN into the kernel, which routes and NATs it."""
+    """Ordinary traffic from the GN into the kernel, which routes and NATs it."""
     async with inbox:
         task_status.started()
         await write_batches(inbox, tun.write_batch, stats, "rejected_by_kernel")
@@ -275,12 +287,12 @@ async def run_passthrough_in(
         while True:
             packets = await tun.read_batch(BATCH_MAX)
             started = time.perf_counter_ns()
-            ipv4 = [p for p in packets if p and p[0] >> 4 == 4]
-            if len(ipv4) < len(packets):
-                stats.drop("not_ipv4", len(packets) - len(ipv4))
-            stats.record(len(ipv4), sum(map(len, ipv4)), started)
-            if ipv4:
-                await inject.send(Batch(ipv4, started))
+            ip = [p for p in packets if p and p[0] >> 4 in (4, 6)]
+            if len(ip) < len(packets):
+                stats.drop("not_ip", len(packets) - len(ip))
+            stats.record(len(ip), sum(map(len, ip)), started)
+            if ip:
+                await inject.send(Batch(ip, started))
             else:
                 await trio.lowlevel.checkpoint()
 
@@ -288,7 +300,7 @@ async def run_passthrough_in(
 def frame_packets(
     packets: list[bytes], link: GnLink, stats: StageStats, now: float = 0.0
 ) -> list[bytes]:
-    """Ethernet frames for IPv4 packets to a device's VIP, each to that device's MAC. A
+    """Ethernet frames for packets to a device's VIP (IPv4 or IPv6), each to its MAC. A
     packet from an NTM peer (a pool source other than the router) meets the device's
     inbound rule; kernel replies (passthrough) do not.
 
@@ -301,15 +313,21 @@ def frame_packets(
     fast, last_vip, device, header, rule, run_start = _NO_VIP, _NO_VIP, None, b"", None, 0
     for packet in packets:
         vip = packet[16:20]
-        if vip == fast:
+        if vip == fast and packet[0] < 0x50:  # IPv4 to the run's device
             append(header + packet)
             continue
+        six = packet[0] >> 4 == 6
+        if six:
+            vip = packet[24:40]
         if vip != last_vip:
             if device is not None:
                 _count_in(device, frames, run_start)
             last_vip, device, run_start = vip, by_vip.get(vip), len(frames)
-            header, rule = (device.header, device.inbound) if device else (b"", None)
-            fast = vip if device is not None and rule is None else _NO_VIP
+            if device is None:
+                header, rule = b"", None
+            else:
+                header, rule = (device.header6 if six else device.header), device.inbound
+            fast = vip if device is not None and rule is None and not six else _NO_VIP
             if fast is vip:
                 append(header + packet)
                 continue
@@ -330,7 +348,7 @@ _NO_VIP = b"no VIP"  # equal to no packet's bytes 16:20 (six bytes)
 
 
 def _count_in(device, frames: list[bytes], start: int) -> None:
-    """A run of frames to one device: its inbound counters (IPv4 bytes, not Ethernet)."""
+    """A run of frames to one device: its inbound counters (IP bytes, not Ethernet)."""
     count = len(frames) - start
     if count:
         run = frames if start == 0 else frames[start:]  # most batches are one run
@@ -339,9 +357,14 @@ def _count_in(device, frames: list[bytes], start: int) -> None:
 
 
 def _inbound_ok(rule, packet: bytes, link: GnLink, now: float) -> bool:
-    src = packet[12:16]
-    from_peer = int.from_bytes(src, "big") & link.pool_mask == link.pool_net
-    return not from_peer or src == link.router_ip or rule.allows(packet, now)
+    if packet[0] >> 4 == 6:
+        src, v6 = packet[8:24], link.v6
+        from_peer = v6 is not None and v6.in_prefix(src) and src != v6.router
+    else:
+        src = packet[12:16]
+        from_peer = int.from_bytes(src, "big") & link.pool_mask == link.pool_net
+        from_peer = from_peer and src != link.router_ip
+    return not from_peer or rule.allows(packet, now)
 
 
 async def run_inject(

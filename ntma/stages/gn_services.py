@@ -5,6 +5,7 @@ thin stage around sans-IO code."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,7 @@ from ..proto.ether import (
     mac_text,
     parse_udp,
 )
+from ..proto.ether6 import build_udp6, parse_udp6
 from ..proto.gnlink import GnLink
 from ..proto.node import NameFailed, NameRegistered
 from .channels import Batch, Frames
@@ -63,13 +65,23 @@ async def on_device_name(link: GnLink, parts, event: NameRegistered | NameFailed
     """A device's name got its VIP (NameRegistered: its held DHCP frames are answered now)
     or was refused (NameFailed: logged, its frames dropped). `parts`: pipeline.AdapterParts."""
     if isinstance(event, NameRegistered):
-        link.devices.named(event.fqdn, event.vip)
+        device = link.devices.named(event.fqdn, event.vip)
         replay_held(link, parts, event.fqdn)
+        if _vip6_refused(device, event.vip6):
+            log = structlog.get_logger().bind(stage="arp")
+            log.warning("device_ipv6_refused", device=event.fqdn, dc_vip6=event.vip6)
         return
     device = link.devices.refused(event.fqdn)
     if device is not None:
         log = structlog.get_logger().bind(stage="dhcp")
         log.warning("device_refused", device=event.fqdn, mac=mac_text(device.mac))
+
+
+def _vip6_refused(device: Device | None, dc_vip6: str) -> bool:
+    """The DC kept another IPv6 VIP for the name than the address its device configured."""
+    if device is None or device.vip6 is None or dc_vip6 == "::":
+        return False
+    return ipaddress.IPv6Address(dc_vip6).packed != device.vip6
 
 
 def replay_held(link: GnLink, parts, fqdn: str) -> None:
@@ -229,14 +241,16 @@ async def run_dns_frames(
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """UDP DNS queries from the GN to the router address, each answered in its own task."""
+    """UDP DNS queries from the GN to the router address (IPv4 or IPv6), each answered in
+    its own task."""
     limiter = trio.CapacityLimiter(CONCURRENT_QUERIES)
     async with inbox, inject, trio.open_nursery() as nursery:
         task_status.started()
         async for packets in inbox:
             for packet in packets:
+                six = packet[0] >> 4 == 6
                 try:
-                    sport, _, payload = parse_udp(packet)
+                    sport, _, payload = parse_udp6(packet) if six else parse_udp(packet)
                 except CodecError:
                     stats.drop("malformed")
                     continue
@@ -247,7 +261,7 @@ async def run_dns_frames(
                     _answer_dns,
                     packets.arrived,
                     payload,
-                    packet[12:16],
+                    packet[8:24] if six else packet[12:16],
                     sport,
                     resolver,
                     inject,
@@ -273,6 +287,11 @@ async def _answer_dns(
         reply = await resolver.answer(query, link.devices.name_of_vip(client_ip))
         if reply is None or link.router_ip is None:
             return
-        packet = build_udp(link.router_ip, client_ip, 53, client_port, reply)
+        if len(client_ip) == 16:
+            if link.v6 is None:
+                return
+            packet = build_udp6(link.v6.router, client_ip, 53, client_port, reply)
+        else:
+            packet = build_udp(link.router_ip, client_ip, 53, client_port, reply)
         stats.record(1, len(packet), started)
         await inject.send(Batch([packet], arrived))

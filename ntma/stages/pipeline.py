@@ -3,7 +3,7 @@ front end on the core that core.py starts (the tunnel stages and signalling).
 
 Node front end (TUN):     tun_read -> classify -> (core) ... (core) -> tun_write
 Adapter front end (GN link, see ethernet.py):
-    capture -> classify_frames -> arp | dhcp | dns | (core) | passthrough_out -> inject
+    capture -> classify_frames -> arp (and ND) | dhcp | dns | (core) | passthrough_out -> inject
     passthrough_in -> inject;  (core) decapsulate -> inject
 
 Channel items are batches; see channels.py for sizes and overload policies. Stages
@@ -26,7 +26,6 @@ from .core import NodePipeline, start_core
 from .dns import DnsResolver
 from .ethernet import (
     FrameRoutes,
-    run_arp_responder,
     run_capture,
     run_classify_frames,
     run_inject,
@@ -35,6 +34,7 @@ from .ethernet import (
 )
 from .gn_services import run_dhcp_responder, run_dns_frames
 from .hop import open_hop_channel
+from .neighbours import run_arp_responder
 from .receive import run_tun_write
 from .send import run_classify, run_tun_read
 
@@ -80,7 +80,9 @@ async def start_adapter_pipeline(
     inject = to_inject[0]
     await nursery.start(run_inject, to_inject[1], parts.raw, link, spans.stage("inject"))
     to_encap = await start_core(nursery, pipe, udp, inject.clone(), on_registered)
-    await nursery.start(run_arp_responder, to_arp[1], inject.clone(), link, spans.stage("arp"))
+    await nursery.start(
+        run_arp_responder, to_arp[1], inject.clone(), link, spans.stage("arp"), pipe.ask_name
+    )
     parts.dhcp_replay = to_dhcp[0].clone()
     await nursery.start(
         run_dhcp_responder,

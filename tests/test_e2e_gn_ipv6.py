@@ -1,0 +1,145 @@
+"""IPv6 for the unmodified device behind the adapter (issue 13, docs/protocol.md 14 item 2),
+on the lab with `--vip6`: the GN's own kernel configures its IPv6 VIP by SLAAC from the
+adapter's Router Advertisements (no ntma code, no DHCPv6 client in the GN); the adapter
+learns the address from its duplicate address detection and the DC keeps it for the GN's
+name; the GN gets AAAA for cn (over IPv4 and over IPv6 DNS) and fetches from cn with
+`curl -6`; cn reaches the GN by name over IPv6; a packet too big for the tunnel gets
+ICMPv6 Packet Too Big and a SYN's MSS is clamped to fit."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from ntma.lab import DC_IP, events_named, ns_run
+
+from .netns_util import dig, gn_dhclient, start_in_ns, stop, wait_for
+
+pytestmark = pytest.mark.netns
+
+GN, CN = "ntma-gn", "ntma-cn"
+CN_NAME, GN_NAME = "cn.ntm.example", "gn.ntm.example"
+LINK_PREFIX = ipaddress.IPv6Network("fd00:99::/64")
+ROUTER6 = "fd00:99::1"
+ONE_MB = bytes(range(256)) * 4096
+
+
+def _slaac_address(ns: str = GN) -> str | None:
+    """The GN's global address the kernel configured from an RA (not tentative)."""
+    info = json.loads(ns_run(ns, "ip", "-j", "-6", "addr", "show", "dev", "eth0").stdout)[0]
+    for a in info.get("addr_info", []):
+        if a.get("scope") == "global" and a.get("dynamic") and not a.get("tentative"):
+            return a["local"]
+    return None
+
+
+def _eui64(mac: str) -> str:
+    octets = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([octets[0] ^ 0x02]) + octets[1:3] + b"\xff\xfe" + octets[3:]
+    return str(ipaddress.IPv6Address(LINK_PREFIX.network_address.packed[:8] + iid))
+
+
+def _gn_mac() -> str:
+    return json.loads(ns_run(GN, "ip", "-j", "link", "show", "eth0").stdout)[0]["address"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, open_lab) -> Any:
+    tmp = tmp_path_factory.mktemp("gn-ipv6")
+    with open_lab(tmp / "run", vip6=True) as state:
+        www = tmp / "www"
+        www.mkdir()
+        (www / "one-mb.bin").write_bytes(ONE_MB)
+        server = start_in_ns(
+            CN, "python3", "-m", "http.server", "8080", "--bind", "::",
+            "--directory", str(www), log=tmp / "http.log",
+        )
+        try:
+            wait_for(lambda: ":8080" in ns_run(CN, "ss", "-ltn6").stdout, 10, "http.server")
+            assert gn_dhclient(tmp).returncode == 0  # a dual-stack GN: IPv4 by DHCP too
+            wait_for(lambda: _slaac_address() is not None, 30, "the GN's SLAAC address")
+            yield state, tmp
+        finally:
+            stop(server)
+            gn_dhclient(tmp, "-x")
+
+
+def _cn_vip6(state) -> str:
+    return events_named(state.daemons["cn"].log, "registered")[-1]["vip6"]
+
+
+def test_the_gns_kernel_configures_its_ipv6_vip_from_the_adapters_ra(lab):
+    state, _ = lab
+    address = _slaac_address()
+    assert address == _eui64(_gn_mac())  # Linux's own choice: the EUI-64 of its MAC
+    assert ipaddress.IPv6Address(address) in LINK_PREFIX
+    routes = ns_run(GN, "ip", "-6", "route", "show", "dev", "eth0").stdout
+    assert "fd00:99::/64 proto ra" in routes or "fd00:99::/64 proto kernel" in routes
+    assert "default" not in routes  # the adapter has no IPv6 upstream: no default router
+    mtu = ns_run(GN, "sysctl", "-n", "net.ipv6.conf.eth0.mtu").stdout.strip()
+    assert mtu == "1400"  # the RA's MTU option: the tunnel's
+    adapter_log = state.daemons["adapter"].log
+    (learnt,) = [e for e in events_named(adapter_log, "device_ipv6") if e["vip6"] == address]
+    assert learnt["device"] == GN_NAME
+    assert events_named(adapter_log, "gn_ipv6")[-1]["prefix"] == str(LINK_PREFIX)
+    chosen = [e for e in events_named(state.daemons["dc"].log, "vip6_chosen")]
+    assert [(e["name"], e["vip6"], e["refused"]) for e in chosen] == [(GN_NAME, address, "")]
+    assert dig("ntma-web", GN_NAME, "AAAA", f"@{DC_IP}") == address  # the DC's zone
+
+
+def test_the_gn_gets_aaaa_for_cn_and_fetches_with_curl_6(lab):
+    state, _ = lab
+    cn6 = _cn_vip6(state)
+    assert dig(GN, CN_NAME, "AAAA") == cn6  # DNS over IPv4 (the DHCP server's)
+    assert dig(GN, CN_NAME, "AAAA", f"@{ROUTER6}") == cn6  # and over IPv6 (the RA's RDNSS)
+    fetched = ns_run(
+        GN,
+        "sh",
+        "-c",
+        f"curl -6 -sS --max-time 20 http://{CN_NAME}:8080/one-mb.bin | sha256sum",
+        timeout=30,
+    )
+    assert fetched.stdout.split()[0] == hashlib.sha256(ONE_MB).hexdigest()
+
+
+def test_cn_reaches_the_gn_by_name_over_ipv6(lab):
+    address = _slaac_address()
+    assert dig(CN, GN_NAME, "AAAA") == address
+    ping = ns_run(CN, "ping", "-6", "-c", "3", "-W", "2", GN_NAME, check=False, timeout=20)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_too_big_gets_packet_too_big_and_a_syn_is_clamped(lab):
+    state, tmp = lab
+    cn6 = _cn_vip6(state)
+    ns_run(GN, "ip", "link", "set", "eth0", "mtu", "1500")  # a GN ignoring option 26
+    ns_run(GN, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.mtu=1500")  # and the RA's MTU
+    try:
+        big = ns_run(GN, "ping", "-6", "-c", "1", "-W", "3", "-M", "do", "-s", "1420", cn6,
+                     check=False)
+        assert "Packet too big: mtu=1400" in big.stdout + big.stderr, big.stdout
+        route = ns_run(GN, "ip", "-6", "route", "get", cn6).stdout
+        assert "mtu 1400" in route  # the GN's kernel took the PTB's MTU for cn
+        ns_run(GN, "ip", "-6", "route", "flush", "cache", check=False)
+        capture = subprocess.Popen(
+            ["ip", "netns", "exec", CN, "tcpdump", "-l", "-n", "-v", "-c", "1", "-i", "ntm0",
+             "ip6 and tcp and dst port 8080"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        try:
+            time.sleep(1.0)  # tcpdump attached
+            ns_run(GN, "curl", "-6", "-sS", "--max-time", "10", "-o", "/dev/null",
+                   f"http://[{cn6}]:8080/one-mb.bin", check=False, timeout=20)
+            syn, _ = capture.communicate(timeout=10)
+        finally:
+            capture.kill()
+        assert "mss 1340" in syn, syn  # 1440 from the GN's 1500, clamped to 1400 - 60
+    finally:
+        ns_run(GN, "ip", "link", "set", "eth0", "mtu", "1400")  # its IPv6 MTU follows
+        ns_run(GN, "ip", "-6", "route", "flush", "cache", check=False)
