@@ -13,11 +13,12 @@ import ipaddress
 import json
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ntma.lab import DC_IP, events_named, ns_run
+from ntma.lab import DC_IP, events_named, lab_restart, ns_run
 
 from .netns_util import dig, gn_dhclient, start_in_ns, stop, wait_for
 
@@ -143,3 +144,20 @@ def test_too_big_gets_packet_too_big_and_a_syn_is_clamped(lab):
     finally:
         ns_run(GN, "ip", "link", "set", "eth0", "mtu", "1400")  # its IPv6 MTU follows
         ns_run(GN, "ip", "-6", "route", "flush", "cache", check=False)
+
+
+def test_after_an_adapter_restart_the_gns_first_packet_teaches_it_the_address_again(lab):
+    """Last: it restarts the adapter. The GN keeps its SLAAC address and sends no new DAD
+    probe, so the adapter learns the address from its first packet (that one is dropped)."""
+    state, _ = lab
+    address = _slaac_address()
+    restarted = lab_restart(Path(state.run_dir), "adapter")
+    assert restarted["pid"] != restarted["old_pid"]
+    cn6 = _cn_vip6(state)
+    assert dig(GN, CN_NAME, "AAAA", f"@{ROUTER6}") == cn6  # over IPv6: its first packet
+    ping = ns_run(GN, "ping", "-6", "-c", "4", "-W", "2", cn6, check=False, timeout=30)
+    assert " 0 received" not in ping.stdout, ping.stdout
+    learnt = events_named(state.daemons["adapter"].log, "device_ipv6")
+    assert learnt[-1]["vip6"] == address and len(learnt) == 2  # once before, once after
+    assert _slaac_address() == address
+    assert dig(CN, GN_NAME, "AAAA") == address

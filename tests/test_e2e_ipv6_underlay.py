@@ -2,7 +2,8 @@
 puts 2001:db8::/64 on the Internet segment (the DC, RS and web host dual-stack). Two
 dual-stack public nodes take a direct IPv6 path (their DC sessions kept alive in both
 families); an IPv6-only mn (no IPv4 at all) reaches an IPv4-only cn through the RS, each in
-its own family. curl and nc -u by name, unmodified, through the tunnel."""
+its own family; so does a GN behind an adapter whose only uplink is IPv6. curl, nc -u and
+iperf3 by name, unmodified, through the tunnel."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from ntma.lab import log_events, ns_run
 
-from .netns_util import nc_one_way, serve_dir, stop, wait_for
+from .netns_util import dig, gn_dhclient, iperf, nc_one_way, serve_dir, stop, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -72,3 +73,43 @@ def test_the_tunnel_rides_the_ipv6_underlay(underlay_lab) -> None:
         assert up["route"] == "relay" and host == RS6, up
         cn_up = _tunnel_up(state, "cn")
         assert cn_up["peer_endpoint"].rsplit(":", 1)[0] == "198.51.100.60", cn_up
+        cn_vip = [e for e in log_events(state.daemons["cn"].log) if e.get("event") == "registered"]
+        report = iperf("ntma-mn", "ntma-cn", cn_vip[-1]["vip"], 3)
+        assert report["end"]["sum_received"]["bytes"] > 1_000_000 and not report.get("error")
+
+
+@pytest.fixture
+def v6_uplink_lab(tmp_path: Path, open_lab) -> Iterator[tuple[Any, Path]]:
+    options = {"adapter_nat": "none", "adapter_net": "v6", "cn_nat": "none"}
+    with open_lab(tmp_path / "run", **options) as state:
+        www = tmp_path / "www"
+        www.mkdir()
+        (www / "hello.txt").write_text("hello to a GN on an IPv6-only uplink\n")
+        server = serve_dir("ntma-cn", www, tmp_path / "http.log")
+        try:
+            yield state, tmp_path
+        finally:
+            stop(server)
+            gn_dhclient(tmp_path, "-x")
+
+
+def test_a_gn_behind_an_adapter_on_an_ipv6_only_uplink_reaches_an_ipv4_only_cn(v6_uplink_lab):
+    state, tmp = v6_uplink_lab
+    assert _v4("ntma-adapter") == []  # the adapter's uplink has no IPv4 at all
+    assert gn_dhclient(tmp).returncode == 0  # the GN itself is an IPv4 host
+    cn_vip = [e for e in log_events(state.daemons["cn"].log) if e.get("event") == "registered"]
+    assert dig("ntma-gn", CN_NAME) == cn_vip[-1]["vip"]
+    hello = ns_run(
+        "ntma-gn", "curl", "-sS", "--max-time", "20", f"http://{CN_NAME}:8080/hello.txt",
+        timeout=30,
+    )
+    assert hello.stdout == "hello to a GN on an IPv6-only uplink\n"
+    assert nc_one_way("ntma-gn", "ntma-cn", CN_NAME, 9301, tmp) == (
+        "datagram from ntma-gn to ntma-cn\n"
+    )
+    report = iperf("ntma-gn", "ntma-cn", cn_vip[-1]["vip"], 3)
+    assert report["end"]["sum_received"]["bytes"] > 1_000_000 and not report.get("error")
+    up = _tunnel_up(state, "adapter")
+    assert up["route"] == "relay" and up["peer_endpoint"].rsplit(":", 1)[0] == RS6, up
+    cn_up = _tunnel_up(state, "cn")
+    assert cn_up["peer_endpoint"].rsplit(":", 1)[0] == "198.51.100.60", cn_up

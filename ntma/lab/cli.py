@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a DHCP client in every GN (dhclient; udhcpc in ntma-gn2) and wait until "
         "each has a lease (within --wait)",
     )
-    for host in ("mn", "cn"):
+    for host in ("mn", "cn", "adapter"):
         up.add_argument(
             f"--{host}-net",
             choices=("v4", "v6", "dual"),
@@ -195,6 +195,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             vip6=args.vip6,
             mn_net=args.mn_net,
             cn_net=args.cn_net,
+            adapter_net=args.adapter_net,
             **layout_options(args),
         )
     except LabNotReady as exc:

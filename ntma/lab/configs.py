@@ -28,7 +28,7 @@ from .settings import (
     WEB_IP,
     ZONE,
 )
-from .state import KeyRecord, LabState
+from .state import HostState, KeyRecord, LabState
 
 LAB_LOG = LogConfig(LOG_LEVEL, float(STATS_INTERVAL))
 DNS_PORT = 53
@@ -85,17 +85,25 @@ def relay_config(state: LabState) -> RelayConfig:
     )
 
 
-def node_config(state: LabState, name: str) -> NodeConfig:
-    node, dc = state.nodes[name], state.dc
+def _underlay(state: LabState, host: HostState) -> dict:
+    """An NTM end's listen and DC addresses for its address families (ipv6.py)."""
+    dc = state.dc
     dc6 = (ipv6_of(dc.address), dc.port)
+    return {
+        "listen": ("0.0.0.0" if host.net == "v4" else "::", host.port),
+        "dc_address": dc6 if host.net == "v6" else (dc.address, dc.port),
+        "dc_address6": dc6 if host.net == "dual" else None,
+    }
+
+
+def node_config(state: LabState, name: str) -> NodeConfig:
+    node = state.nodes[name]
     return NodeConfig(
         fqdn=node.fqdn,
         key=_key(state, name),
-        listen=("0.0.0.0" if node.net == "v4" else "::", node.port),
         tun_name=NODE_TUN,
         mtu=TUNNEL_MTU,
-        dc_address=dc6 if node.net == "v6" else (dc.address, dc.port),
-        dc_address6=dc6 if node.net == "dual" else None,
+        **_underlay(state, node),
         dc_public_key=_public(state, "dc"),
         dns_listen=("127.0.0.1", DNS_PORT),
         dns_upstream=(WEB_IP, DNS_PORT),
@@ -122,11 +130,10 @@ def adapter_config(state: LabState, name: str | None = None) -> AdapterConfig:
         fqdn=adapter.fqdn,
         key=_key(state, adapter.name),
         gn_interface=adapter.gn_interface,
-        listen=("0.0.0.0", adapter.port),
         passthrough_tun=PASSTHROUGH_TUN,
         mtu=TUNNEL_MTU,
         lease_time=ADAPTER_LEASE_TIME,
-        dc_address=(state.dc.address, state.dc.port),
+        **_underlay(state, adapter),
         dc_public_key=_public(state, "dc"),
         dns_upstream=(WEB_IP, DNS_PORT),
         ntm_suffixes=[ZONE],

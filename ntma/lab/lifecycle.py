@@ -186,6 +186,7 @@ def lab_up(
     vip6: bool = False,
     mn_net: str = "v4",
     cn_net: str = "v4",
+    adapter_net: str = "v4",
 ) -> LabState:
     """Build the lab (bringing an existing one down first) and return its state.
 
@@ -203,7 +204,7 @@ def lab_up(
     in that time, LabNotReady is raised and the lab is left up for inspection.
     """
     nat_by_node = lab_nat_modes(mn_nat, cn_nat, adapter_nat, adapter2_nat, adapters)
-    nets = {"mn": mn_net, "cn": cn_net}
+    nets = {"mn": mn_net, "cn": cn_net, "adapter": adapter_net}
     check_nets(nets, nat_by_node)
     check_layout(gns, adapters)
     dhcp = dhcp and daemons and adapter  # a client with no adapter to answer it waits forever
@@ -229,7 +230,8 @@ def lab_up(
         write_lab_resolv_confs(state)  # before anything runs in a namespace (sysctl in ntma-gn)
         build_network(topo)
         if state.dc.ipv6:
-            hosts = {h.ns: (h.address, h.net) for h in state.nodes.values()}
+            ends = [*state.nodes.values(), *state.adapters.values()]
+            hosts = {h.ns: (h.address, h.net) for h in ends}
             configure_ipv6(lab_servers(state), hosts)
         write_keys_and_configs(state)
         save_state(state)

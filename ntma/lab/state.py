@@ -481,14 +481,14 @@ def new_state(
     nat_of = resolve_nat_modes(nat_by_node, adapters)
     every_gn = lab_gns(gns, adapters)
     nodes = {n.name: host_state(n, nat_of[n.name]) for n in NODE_DEFS}
-    for name, net in (nets or {}).items():
-        nodes[name].net = net
     adapter_states = {
         a.name: adapter_state(
             a, nat_of[a.name], adapter_autostart, [g for g in every_gn if g.adapter == a.name]
         )
         for a in ADAPTER_DEFS[:adapters]
     }
+    for name, net in (nets or {}).items():
+        (nodes.get(name) or adapter_states[name]).net = net
     gn_states = {g.ns: gn_state(g, adapter_states[g.adapter]) for g in every_gn}
     inet = next(ns for ns in topo.namespaces if ns.name == INET_NS)
     blocked = list(inet.block_udp_between or ())

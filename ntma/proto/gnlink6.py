@@ -141,9 +141,9 @@ def classify_ipv6(frame: bytes, link) -> tuple[str, str]:
     if nh == _PROTO_ICMPV6 and len(frame) > _V6_FRAME_MIN and frame[54] in _ND_TYPES:
         return "nd", ""
     device = link.by_mac.get(frame[6:12])
-    if device is None:
-        return "drop", "foreign_mac"
     src = frame[22:38]
+    if device is None:  # a device not seen since the adapter started shows itself
+        return ("nd", "") if src[:8] == v6.prefix else ("drop", "foreign_mac")
     if src != device.vip6:
         if device.vip6 is None and src[:8] == v6.prefix:
             return "nd", ""  # its address, configured before the adapter (re)started
@@ -173,7 +173,8 @@ def answer_nd(frame: bytes, link) -> NdOutcome:
         return NdOutcome(reason="ipv6_off")
     packet, mac = frame[ETH_HEADER:], frame[6:12]
     if len(packet) < IPV6_HEADER or packet[6] != _PROTO_ICMPV6 or packet[40] not in _ND_TYPES:
-        return _learn(link, v6, link.by_mac.get(mac), packet[8:24], NdOutcome())  # 1st packet
+        device = link.by_mac.get(mac) or link.devices.admit(mac)[0]  # its first packet
+        return _learn(link, v6, device, packet[8:24], NdOutcome())
     msg = parse_nd(packet)
     if msg.lladdr is not None and msg.type != ND_NA and msg.lladdr != mac:
         raise CodecError("ND link-layer address differs from the frame's source")
