@@ -68,6 +68,7 @@ def test_every_decoder_and_machine_has_a_target():
         "ether.parsers",
         "ether.clamp_mss",
         "ndp.parse_nd",
+        "gnlink6.answer_nd",
         "replay.window",
         *MACHINES,
     ):

@@ -266,3 +266,25 @@ def _tunnel_for(table: TunnelTable, self6: bytes, peer6: bytes):
     )
     table.by_pair[self6 + peer6] = tunnel
     return tunnel
+
+
+def test_a_devices_inbound_rule_holds_ipv6_from_peers_as_it_does_ipv4():
+    from ntma.proto.inbound import InboundFilter, parse_rule
+
+    rule = InboundFilter((parse_rule("tcp/80"),))
+
+    def tcp6(dport: int, flags: int) -> bytes:
+        segment = struct.pack("!HHIIBBHHH", 50000, dport, 0, 0, 5 << 4, flags, 65535, 0, 0)
+        return build_ipv6(PEER6, GN6, 6, segment)
+
+    def icmp6(kind: int) -> bytes:
+        return build_ipv6(PEER6, GN6, 58, struct.pack("!BBHI", kind, 0, 0, 0))
+
+    assert rule.allows(tcp6(80, 0x02), 0.0)  # a SYN to the listed port
+    assert not rule.allows(tcp6(22, 0x02), 0.0)  # a SYN to another
+    assert rule.allows(tcp6(22, 0x12), 0.0) and rule.allows(tcp6(22, 0x10), 0.0)  # replies
+    assert not rule.allows(icmp6(128), 0.0) and rule.allows(icmp6(129), 0.0)  # echo / reply
+    reply = build_udp6(PEER6, GN6, 5353, 40000, b"r")
+    assert not rule.allows(reply, 0.0)
+    rule.note_outbound(build_udp6(GN6, PEER6, 40000, 5353, b"q"), 0.0)  # the device asked
+    assert rule.allows(reply, 1.0)

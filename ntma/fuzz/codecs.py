@@ -23,6 +23,7 @@ from ..proto.envelope import unwrap, wrap
 from ..proto.ether6 import pseudo_checksum
 from ..proto.fields_v2 import check_name
 from ..proto.gnlink import GnLink, Kind, answer_arp, classify_frame
+from ..proto.gnlink6 import answer_nd
 from ..proto.grant import check_grant, make_grant
 from ..proto.handshake import (
     COOKIE_REPLY_LEN,
@@ -405,10 +406,21 @@ _BIND = [seeds.dhcp_request_selecting()]  # then the GN holds a lease
 
 
 def _link() -> GnLink:
-    link = GnLink(seeds.ADAPTER_MAC)
+    link = GnLink(seeds.ADAPTER_MAC, Devices("gn.ntm.example"))
     link.set_vip("10.99.0.23", 16)
+    link.set_ipv6("fd00:99::17", 64, 1400, upstream=True)
     link.devices.admit(seeds.GN_MAC)
     return link
+
+
+@target("gnlink6.answer_nd", seeds.ipv6_frames)
+def fuzz_answer_nd(data: bytes) -> None:
+    """Replies are NAs from our MAC, no larger than the frame answered; an RA only by timer.
+    A fresh link each time: learning (an address per device) is part of what is fuzzed."""
+    outcome = answer_nd(data, _link())
+    for reply in outcome.replies:
+        check(reply[6:12] == seeds.ADAPTER_MAC and len(reply) <= max(len(data), 78), "bad NA")
+        check(ndp.parse_nd(reply[14:]).type == ndp.ND_NA, "not an NA")
 
 
 @target("gnlink.classify_frame", seeds.frames)
@@ -463,7 +475,7 @@ def fuzz_device_dhcp(data: bytes) -> None:
         check_name(device.fqdn)
 
 
-@target("inbound.allows", lambda: [p for p in seeds.ip_packets()])
+@target("inbound.allows", lambda: seeds.ip_packets() + [f[14:] for f in seeds.ipv6_frames()])
 def fuzz_inbound(data: bytes) -> None:
     """Any packet from a peer is judged without raising; the flow table stays bounded."""
     rule = InboundFilter((parse_rule("tcp/80"), parse_rule("udp/53")))

@@ -68,6 +68,7 @@ from ..proto.ether import (
     checksum,
     eth_header,
 )
+from ..proto.ether6 import build_udp6
 from ..proto.fields_v2 import GoneReason, Reach, Role, Route, Status, Want, dc_id_of
 from ..proto.grant import Grant, grant_key, make_grant
 from ..proto.handshake import (
@@ -522,8 +523,23 @@ def frames() -> list[bytes]:
     ]
     out += [eth + packet for packet in ip_packets()]
     out.append(eth_header(ADAPTER_MAC, OTHER_MAC, ETH_P_IP) + ip_packets()[6])
-    out.append(eth_header(ADAPTER_MAC, GN_MAC, ETH_P_IPV6) + bytes(40))
     out.append(eth_header(ADAPTER_MAC, GN_MAC, 0x8100) + bytes(46))
+    return out + ipv6_frames()
+
+
+def ipv6_frames() -> list[bytes]:
+    """IPv6 on the GN link (fd00:99::/64): ND, and the GN's data to a peer, the router's
+    DNS, the Internet and a multicast group, from its SLAAC address and an unlearnt one."""
+    eth = eth_header(ADAPTER_MAC, GN_MAC, ETH_P_IPV6)
+    out = [eth + packet for packet in nd_packets()]
+    prefix = bytes.fromhex("fd000099" + "00" * 8)
+    gn6, peer6, router6 = (prefix + i.to_bytes(8, "big") for i in (0xFFFE000B, 3, 1))
+    internet = bytes.fromhex("20010db8" + "00" * 11 + "20")
+    mdns = bytes.fromhex("ff02" + "00" * 13 + "fb")
+    for dst, port in ((peer6, 8080), (router6, 53), (internet, 80), (mdns, 5353)):
+        out.append(eth + build_udp6(gn6, dst, 40000, port, b"x"))
+    out.append(eth + build_udp6(prefix + b"\x12" * 8, peer6, 40000, 8080, b"x"))
+    out.append(eth + bytes(40))
     return out
 
 

@@ -172,7 +172,7 @@ def answer_nd(frame: bytes, link) -> NdOutcome:
     if v6 is None:
         return NdOutcome(reason="ipv6_off")
     packet, mac = frame[ETH_HEADER:], frame[6:12]
-    if len(packet) < IPV6_HEADER or packet[6] != _PROTO_ICMPV6 or packet[40] not in _ND_TYPES:
+    if len(packet) <= IPV6_HEADER or packet[6] != _PROTO_ICMPV6 or packet[40] not in _ND_TYPES:
         device = link.by_mac.get(mac) or link.devices.admit(mac)[0]  # its first packet
         return _learn(link, v6, device, packet[8:24], NdOutcome())
     msg = parse_nd(packet)
