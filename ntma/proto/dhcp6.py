@@ -18,8 +18,10 @@ Rules:
   ours, and no IA. All but INFORMATION-REQUEST need a Client Identifier. Relay messages
   (no relays here), messages that servers send and unknown types are ignored.
 - One client: the first DUID given the address is `client_duid`; while its lease is valid
-  every other DUID is ignored (the adapter keys servers by MAC already). A release,
-  decline or expiry frees the server for the next DUID that asks.
+  every other DUID is ignored (the adapter keys servers by MAC already), but in an
+  INFORMATION-REQUEST, which touches no lease: `dhclient -6 -S` sends DUID-LL where the
+  stateful dhclient of the same device sent DUID-LLT. A release, decline or expiry frees
+  the server for the next DUID that asks.
 - One address: the first IA_NA of a message gets it (an address asked for in it does not
   matter), with T1 = 0.5 and T2 = 0.8 of the preferred lifetime; further IA_NAs, IA_TAs
   and IA_PDs are answered inside the IA with NoAddrsAvail / NoPrefixAvail, so the client
@@ -243,6 +245,7 @@ class Dhcp6Server:
         self.client_duid: bytes | None = None
         self.refused = 0  # replies the budget refused
         self._address: bytes | None = None
+        self._leased: bytes | None = None  # the address client_duid was last given
         self._lease_end: float | None = None  # None: no lease (never, released, declined)
         self._clock = float("-inf")  # latest `now` seen
         self._budget = TokenBucket(REPLY_RATE, REPLY_BUDGET, float("-inf"))  # full at first
@@ -294,7 +297,7 @@ class Dhcp6Server:
         problem = self._invalid(msg)
         if problem is not None:
             return self._ignore(problem)
-        if msg.client_id is not None and msg.client_id != self.client_duid and self.bound:
+        if self._other_client(msg):
             return self._ignore("other client")
         if self._budget.empty(self._clock):
             self.refused += 1
@@ -333,9 +336,10 @@ class Dhcp6Server:
         return self._reply(REPLY, msg, [_status(STATUS_SUCCESS if on_link else STATUS_NOT_ON_LINK)])
 
     def _on_release(self, msg: Dhcp6Message, now: float) -> bytes:
-        """RELEASE and DECLINE: the leased address in an IA_NA ends the lease."""
+        """RELEASE and DECLINE: the address last given to the client, named in an IA_NA,
+        ends the lease (not the one set since, which it does not hold yet)."""
         assert msg.client_id is not None  # _invalid checked
-        leased = self._address if msg.client_id == self.client_duid and self.bound else None
+        leased = self._leased if msg.client_id == self.client_duid and self.bound else None
         event = Released6 if msg.msg_type == RELEASE else Declined6
         options = [_status(STATUS_SUCCESS)]
         for ia in msg.ias[:MAX_IAS]:
@@ -358,6 +362,12 @@ class Dhcp6Server:
     def _ignore(self, reason: str) -> None:
         self._events.append(Ignored6(reason))
         return None
+
+    def _other_client(self, msg: Dhcp6Message) -> bool:
+        """A DUID other than the bound one, in a message that could touch the lease."""
+        if msg.msg_type == INFORMATION_REQUEST or not self.bound:
+            return False
+        return msg.client_id is not None and msg.client_id != self.client_duid
 
     def _invalid(self, msg: Dhcp6Message) -> str | None:
         """Why RFC 8415 16 says to discard msg, or None."""
@@ -403,7 +413,7 @@ class Dhcp6Server:
 
     def _commit(self, msg: Dhcp6Message, iaid: int, now: float, *, renewal: bool) -> None:
         assert msg.client_id is not None and self._address is not None
-        self.client_duid = msg.client_id
+        self.client_duid, self._leased = msg.client_id, self._address
         self._lease_end = now + self.config.valid_lifetime
         self._events.append(
             Leased6(msg.client_id, iaid, _text(self._address), self.config.valid_lifetime, renewal)
