@@ -63,6 +63,7 @@ def test_every_decoder_and_machine_has_a_target():
         "dns.replies",
         "dhcp.parse",
         "dhcp.server",
+        "dhcp6.handle",
         "gnlink.classify_frame",
         "gnlink.answer_arp",
         "ether.parsers",

@@ -18,6 +18,9 @@ from ..proto.buffer import CodecError, Reader, Writer
 from ..proto.crypto import x25519
 from ..proto.devices import HELD_MAX, Devices
 from ..proto.dhcp import DhcpConfig, DhcpServer
+from ..proto.dhcp6 import REPLY_MAX as DHCP6_REPLY_MAX
+from ..proto.dhcp6 import Dhcp6Config, Dhcp6Server
+from ..proto.dhcp6_codec import ADVERTISE, REPLY, parse_dhcp6
 from ..proto.dhcp_codec import BOOTP_MIN_LEN, build_dhcp, parse_dhcp
 from ..proto.envelope import unwrap, wrap
 from ..proto.ether6 import pseudo_checksum
@@ -400,6 +403,27 @@ def fuzz_dhcp_server(data: bytes) -> None:
 
 
 _BIND = [seeds.dhcp_request_selecting()]  # then the GN holds a lease
+
+
+# --- DHCPv6 ----------------------------------------------------------------------------------
+
+_DHCP6_CONFIG = Dhcp6Config(seeds.ADAPTER_MAC, (bytes.fromhex("fd000099" + "00" * 11 + "01"),))
+
+
+@target("dhcp6.handle", seeds.dhcp6_payloads)
+def fuzz_dhcp6_handle(data: bytes) -> None:
+    """A bound server's receive path: a reply is an ADVERTISE/REPLY that parses, echoes the
+    transaction id, carries our server id and is within REPLY_MAX."""
+    server = Dhcp6Server(_DHCP6_CONFIG)
+    server.set_address(seeds.DHCP6_ADDRESS)
+    server.handle(seeds.dhcp6_request(), 0.0)
+    reply = server.handle(data, 1.0)
+    server.events()
+    if reply is not None:
+        check(len(reply) <= DHCP6_REPLY_MAX, "reply over REPLY_MAX")
+        msg = parse_dhcp6(reply)
+        check(msg.msg_type in (ADVERTISE, REPLY) and reply[1:4] == data[1:4], "bad reply")
+        check(msg.server_id == server.duid, "reply without our server id")
 
 
 # --- the GN link -----------------------------------------------------------------------------

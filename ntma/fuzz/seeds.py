@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from dnslib import EDNS0, DNSQuestion, DNSRecord
 
+from ..proto import dhcp6_codec as dhcp6
 from ..proto import dhcp_codec as dhcp
 from ..proto import ndp
 from ..proto.bodies_v2 import (
@@ -470,6 +471,53 @@ def dhcp_request_selecting() -> bytes:
     """The GN's REQUEST for 10.99.0.23 from the adapter (10.99.0.1): after it, a lease."""
     options = [(dhcp.OPT_REQUESTED_IP, GN_IP), (dhcp.OPT_SERVER_ID, ROUTER_IP)]
     return dhcp.build_dhcp(message_type=dhcp.REQUEST, xid=0x1234, chaddr=GN_MAC, options=options)
+
+
+# --- DHCPv6 ---------------------------------------------------------------------------------
+
+DHCP6_ADDRESS = bytes.fromhex("fd000099" + "00" * 11 + "23")  # the device's, in fd00:99::/64
+DHCP6_OTHER = bytes.fromhex("fd000099" + "00" * 11 + "24")
+
+
+def dhcp6_payloads() -> list[bytes]:
+    """ISC dhclient -6's captured messages (and dnsmasq's answers), those again with the
+    server id made the adapter's (so they pass validation), and our builder's."""
+    captured = [bytes.fromhex(p.read_text()) for p in sorted((VECTORS / "dhcp6").glob("*.hex"))]
+    ours, client = dhcp6.duid_ll(ADAPTER_MAC), dhcp6.duid_ll(GN_MAC)
+    out = list(captured)
+    for payload in captured:
+        msg = dhcp6.parse_dhcp6(payload)
+        if msg.server_id is not None:
+            options = [(c, ours if c == dhcp6.OPT_SERVERID else v) for c, v in msg.options]
+            out.append(dhcp6.build_dhcp6(msg.msg_type, msg.xid, options))
+    addresses = [(dhcp6.OPT_IAADDR, dhcp6.iaaddr_value(a, 0, 0)) for a in (DHCP6_OTHER,)]
+    ia_na = (dhcp6.OPT_IA_NA, dhcp6.ia_value(dhcp6.OPT_IA_NA, 1, 0, 0, addresses))
+    others = [
+        (dhcp6.OPT_IA_TA, dhcp6.ia_value(dhcp6.OPT_IA_TA, 2)),
+        (dhcp6.OPT_IA_PD, dhcp6.ia_value(dhcp6.OPT_IA_PD, 3)),
+    ]
+    head = [(dhcp6.OPT_CLIENTID, client)]
+    for kind, options in (
+        (dhcp6.SOLICIT, [*head, ia_na, *others, (dhcp6.OPT_RAPID_COMMIT, b"")]),
+        (dhcp6.REQUEST, [*head, (dhcp6.OPT_SERVERID, ours), ia_na, *others]),
+        (dhcp6.RENEW, [*head, (dhcp6.OPT_SERVERID, ours), ia_na]),
+        (dhcp6.REBIND, [*head, ia_na]),
+        (dhcp6.CONFIRM, [*head, ia_na]),
+        (dhcp6.RELEASE, [*head, (dhcp6.OPT_SERVERID, ours), ia_na]),
+        (dhcp6.INFORMATION_REQUEST, [(dhcp6.OPT_ORO, b"\x00\x17")]),
+    ):
+        out.append(dhcp6.build_dhcp6(kind, 0x123456, options))
+    return out
+
+
+def dhcp6_request() -> bytes:
+    """The device's REQUEST to the adapter: after it, the device holds the lease."""
+    options = [
+        (dhcp6.OPT_CLIENTID, dhcp6.duid_ll(GN_MAC)),
+        (dhcp6.OPT_SERVERID, dhcp6.duid_ll(ADAPTER_MAC)),
+        (dhcp6.OPT_IA_NA, dhcp6.ia_value(dhcp6.OPT_IA_NA, 1)),
+    ]
+    return dhcp6.build_dhcp6(dhcp6.REQUEST, 0x654321, options)
 
 
 def tcp_syn(options: bytes, src: bytes = GN_IP, dst: bytes = PEER_IP) -> bytes:
