@@ -1,10 +1,11 @@
 """IPv6 for the unmodified device behind the adapter (issue 13, docs/protocol.md 14 item 2),
 on the lab with `--vip6`: the GN's own kernel configures its IPv6 VIP by SLAAC from the
-adapter's Router Advertisements (no ntma code, no DHCPv6 client in the GN); the adapter
-learns the address from its duplicate address detection and the DC keeps it for the GN's
-name; the GN gets AAAA for cn (over IPv4 and over IPv6 DNS) and fetches from cn with
-`curl -6`; cn reaches the GN by name over IPv6; a packet too big for the tunnel gets
-ICMPv6 Packet Too Big and a SYN's MSS is clamped to fit."""
+adapter's Router Advertisements (no ntma code, no DHCPv6 client needed); the adapter learns
+the address from its duplicate address detection and the DC keeps it for the GN's name;
+`dhclient -6` gets the same address and the DNS server; the GN gets AAAA for cn (over IPv4
+and over IPv6 DNS) and fetches from cn with `curl -6`; cn reaches the GN by name over IPv6;
+a packet too big for the tunnel gets ICMPv6 Packet Too Big and a SYN's MSS is clamped to
+fit; after an adapter restart the GN's first packet teaches the adapter its address."""
 
 from __future__ import annotations
 
@@ -144,6 +145,30 @@ def test_too_big_gets_packet_too_big_and_a_syn_is_clamped(lab):
     finally:
         ns_run(GN, "ip", "link", "set", "eth0", "mtu", "1400")  # its IPv6 MTU follows
         ns_run(GN, "ip", "-6", "route", "flush", "cache", check=False)
+
+
+def _dhclient6(tmp, *args: str) -> subprocess.CompletedProcess:
+    return ns_run(
+        GN, "dhclient", "-6", "-1", "-pf", str(tmp / "dhclient6.pid"),
+        "-lf", str(tmp / "dhclient6.leases"), *args, "eth0", check=False, timeout=60,
+    )
+
+
+def test_dhclient_6_gets_the_same_address_and_the_dns_server(lab):
+    state, tmp = lab
+    address = _slaac_address()
+    try:
+        result = _dhclient6(tmp)
+        assert result.returncode == 0, result.stderr
+        lease = (tmp / "dhclient6.leases").read_text()
+        assert f"iaaddr {address}" in lease and "dhcp6.name-servers fd00:99::1" in lease
+        leased = events_named(state.daemons["adapter"].log, "dhcp6_lease")
+        assert leased[-1]["ip"] == address and leased[-1]["device"] == GN_NAME
+        stateless = _dhclient6(tmp, "-S")  # INFORMATION-REQUEST: DNS only
+        assert stateless.returncode == 0, stateless.stderr
+    finally:
+        _dhclient6(tmp, "-x")
+    assert _slaac_address() == address
 
 
 def test_after_an_adapter_restart_the_gns_first_packet_teaches_it_the_address_again(lab):

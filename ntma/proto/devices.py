@@ -51,6 +51,7 @@ class Device:
     vip: bytes | None = None  # packed IPv4, once the DC gave the name its VIP
     vip6: bytes | None = None  # packed IPv6: the address it configured (gnlink6.py)
     dhcp: DhcpServer | None = None
+    dhcp6: object | None = None  # its dhcp6.Dhcp6Server, made when it first asks
     header: bytes = b""  # the Ethernet header of frames to it
     header6: bytes = b""  # the same for IPv6 frames
     held: list[bytes] = field(default_factory=list)  # DHCP frames waiting for the VIP

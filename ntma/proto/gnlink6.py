@@ -15,6 +15,7 @@ answers for it (as ARP for IPv4). Rules:
 - An RS is answered by the next multicast RA, at most one per RA_MIN_GAP_S (RFC 4861
   6.2.6), so a flood of RSs gets no more than that; an NA is never larger than the NS it
   answers (no link-layer option for a unicast NS, or in a DAD defence).
+- DHCPv6 (to ff02::1:2 port 547) goes to the DHCP responder (stages/gn_dhcp6.py).
 - classify_ipv6() sorts a data frame as classify_frame() does an IPv4 one: the device's
   MAC and IPv6 VIP together, then DNS to the adapter, a pool address (a tunnel or a device
   here), or ordinary traffic (passthrough, only when the adapter has IPv6 upstream).
@@ -49,6 +50,8 @@ ROUTER_LIFETIME_S = 1800  # advertised only with IPv6 upstream
 _ND_TYPES = frozenset((ND_RS, ND_NS, ND_NA))
 _PROTO_ICMPV6 = 58
 _V6_FRAME_MIN = ETH_HEADER + IPV6_HEADER
+_ALL_DHCP = bytes.fromhex("ff020000000000000000000000010002")  # All_DHCP_Relay_Agents_and_Servers
+_DHCP6_SERVER = (547).to_bytes(2, "big")
 
 
 @dataclass
@@ -140,6 +143,8 @@ def classify_ipv6(frame: bytes, link) -> tuple[str, str]:
     nh = frame[20]
     if nh == _PROTO_ICMPV6 and len(frame) > _V6_FRAME_MIN and frame[54] in _ND_TYPES:
         return "nd", ""
+    if nh == PROTO_UDP and frame[38:54] == _ALL_DHCP and frame[56:58] == _DHCP6_SERVER:
+        return "dhcp", ""  # from its link-local address: each device's server keeps to it
     device = link.by_mac.get(frame[6:12])
     src = frame[22:38]
     if device is None:  # a device not seen since the adapter started shows itself

@@ -43,6 +43,10 @@ from ..proto.gnlink import GnLink
 from ..proto.node import NameFailed, NameRegistered
 from .channels import Batch, Frames
 from .dns import CONCURRENT_QUERIES, DnsResolver
+from .gn_dhcp6 import answer_dhcp6, log_dhcp6_events
+from .gn_dhcp6 import text as text6
+
+_IPV6 = (0x86DD).to_bytes(2, "big")
 
 
 def serve_gn_vip(link: GnLink, vip: str, prefix_len: int, *, lease_time: int, mtu: int) -> bool:
@@ -100,14 +104,14 @@ async def run_dhcp_responder(
     inject: trio.abc.SendChannel[Batch],
     link: GnLink,
     stats: StageStats,
-    ask_name: Callable[[str], object] = lambda fqdn: None,
+    ask_name: Callable[..., object] = lambda fqdn, vip6="::": None,
     save_leases: Callable[[dict[bytes, str]], None] | None = None,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """DHCP for every device on the link. A new device's name is asked of the DC
-    (ask_name); its DHCP frames wait (devices.HELD_MAX) and come back through this inbox
-    when its VIP does. Names learnt from host names are saved (save_leases)."""
+    """DHCP for every device on the link (and DHCPv6: gn_dhcp6.py). A new device's name is
+    asked of the DC (ask_name); its DHCP frames wait (devices.HELD_MAX) and come back
+    through this inbox when its VIP does. Names learnt from host names are saved."""
     log = structlog.get_logger().bind(stage="dhcp")
     spoof_log = RateLimitedDebug(log, level="warning")
     async with inbox, inject:
@@ -115,8 +119,16 @@ async def run_dhcp_responder(
         async for frames in inbox:
             started = time.perf_counter_ns()
             now = trio.current_time()
-            replies, events = answer_dhcp(frames, link, stats, now, ask_name)
+            v6 = [f for f in frames if f[12:14] == _IPV6]
+            v4 = [f for f in frames if f[12:14] != _IPV6] if v6 else frames
+            replies, events = answer_dhcp(v4, link, stats, now, ask_name)
             _log_dhcp_events(events, log, stats, spoof_log, now)
+            if v6:
+                replies6, learnt, events6 = answer_dhcp6(v6, link, stats, now)
+                log_dhcp6_events(events6, log, stats)
+                for device in learnt:
+                    ask_name(device.fqdn, text6(device.vip6))
+                replies += replies6
             if link.devices.leases_changed and save_leases is not None:
                 link.devices.leases_changed = False
                 save_leases(dict(link.devices.leases))
