@@ -32,7 +32,7 @@ GN_MAC = bytes.fromhex("02005e10000b")  # the kernel's MAC in tests/vectors/ndp
 OTHER_MAC = bytes.fromhex("02cc00000003")
 GN_NAME = "gn.ntm.example"
 ROUTER6 = ipaddress.IPv6Address("fd00:99::1").packed
-GN6 = ipaddress.IPv6Address("fd00:99::ff:fe10:b").packed  # SLAAC (EUI-64) of GN_MAC
+GN6 = ipaddress.IPv6Address("fd00:99::5eff:fe10:b").packed  # SLAAC (EUI-64) of GN_MAC
 PEER6 = ipaddress.IPv6Address("fd00:99::3").packed  # a node's derived VIP
 
 
@@ -288,3 +288,33 @@ def test_a_devices_inbound_rule_holds_ipv6_from_peers_as_it_does_ipv4():
     assert not rule.allows(reply, 0.0)
     rule.note_outbound(build_udp6(GN6, PEER6, 40000, 5353, b"q"), 0.0)  # the device asked
     assert rule.allows(reply, 1.0)
+
+
+def _dhcp6_frame(payload: bytes) -> bytes:
+    src, dst = link_local(GN_MAC), ip6("ff02::1:2")
+    multicast = b"\x33\x33\x00\x01\x00\x02"
+    return eth_header(multicast, GN_MAC, ETH_P_IPV6) + build_udp6(src, dst, 546, 547, payload)
+
+
+def test_dhclient_6s_rapid_solicit_gets_the_eui64_address_which_becomes_the_devices_vip6():
+    from ntma.proto.dhcp6 import Leased6
+    from ntma.proto.ether6 import parse_udp6
+    from ntma.stages.gn_dhcp6 import answer_dhcp6
+
+    link, stats = link6(learnt=False), StageStats("dhcp")
+    solicit = bytes.fromhex(
+        "".join((Path(__file__).parent / "vectors/dhcp6/dhclient_solicit_rapid_commit.hex")
+                .read_text().split())
+    )
+    frame = _dhcp6_frame(solicit)
+    assert classify_frame(frame, link) == (Kind.DHCP, "")
+    (reply,), learnt, events = answer_dhcp6([frame], link, stats, 0.0)
+    assert reply[:6] == GN_MAC and reply[22:38] == link_local(ADAPTER_MAC)
+    assert reply[38:54] == link_local(GN_MAC)
+    _, _, payload = parse_udp6(reply[14:])
+    assert payload[0] == 7 and GN6 in payload  # REPLY, with the EUI-64 address (SLAAC's)
+    assert learnt == [link.devices.by_mac[GN_MAC]] and link.devices.by_vip[GN6].vip6 == GN6
+    assert [type(e) for _, e in events] == [Leased6]
+    stranger = _dhcp6_frame(solicit).replace(GN_MAC, OTHER_MAC)
+    assert answer_dhcp6([stranger], link, stats, 1.0)[0] == []  # not one of our devices
+    assert stats.drops["foreign_mac"] == 1
