@@ -179,6 +179,7 @@ def test_after_an_adapter_restart_the_gns_first_packet_teaches_it_the_address_ag
     restarted = lab_restart(Path(state.run_dir), "adapter")
     assert restarted["pid"] != restarted["old_pid"]
     cn6 = _cn_vip6(state)
+    ns_run(GN, "ip", "-6", "neigh", "flush", "dev", "eth0")  # so it asks by NS again, too
     # Over IPv6: its first packet, which teaches the adapter and is dropped; dig retries.
     answer = dig(GN, CN_NAME, "AAAA", f"@{ROUTER6}", "+tries=3", "+time=2")
     assert answer.splitlines()[-1] == cn6, answer

@@ -318,3 +318,17 @@ def test_dhclient_6s_rapid_solicit_gets_the_eui64_address_which_becomes_the_devi
     stranger = _dhcp6_frame(solicit).replace(GN_MAC, OTHER_MAC)
     assert answer_dhcp6([stranger], link, stats, 1.0)[0] == []  # not one of our devices
     assert stats.drops["foreign_mac"] == 1
+
+
+def test_after_a_restart_an_ns_from_the_devices_global_address_teaches_it_and_is_answered():
+    """The GN kept its address and its neighbour entry for a peer expired: its NS comes
+    from the global address the adapter has not learnt yet (found by the bench)."""
+    link = GnLink(ADAPTER_MAC, devices=Devices(GN_NAME))
+    link.set_vip("10.99.0.2", 16)
+    link.set_ipv6("fd00:99::2", 64, 1400, False)
+    outcome = answer_nd(ns_frame(GN_MAC, GN6, PEER6), link)
+    assert outcome.learnt is not None and outcome.learnt.vip6 == GN6
+    (na,) = outcome.replies
+    assert parse_nd(na[14:]).target == PEER6
+    taken = answer_nd(ns_frame(OTHER_MAC, GN6, PEER6), link)  # another MAC claiming it
+    assert taken.learnt is None and taken.replies == [] and taken.reason == "foreign_mac"

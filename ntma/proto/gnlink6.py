@@ -236,21 +236,31 @@ def _learn(link, v6: Link6, device: Device | None, address: bytes, out: NdOutcom
 def _on_solicitation(
     link, v6: Link6, mac: bytes, src: bytes, dst: bytes, target: bytes, lladdr: bytes | None
 ) -> NdOutcome:
+    link_local_src = src[0] == 0xFE and src[1] & 0xC0 == 0x80
     device = link.by_mac.get(mac)
+    out = NdOutcome()
+    if not link_local_src and (device is None or device.vip6 is None):
+        # The adapter restarted after the device's DAD: its first NS teaches its address.
+        device = device or link.devices.admit(mac)[0]
+        _learn(link, v6, device, src, out)
+        if out.learnt is None:
+            return out
     if device is None:
         return NdOutcome(reason="foreign_mac")
-    link_local_src = src[0] == 0xFE and src[1] & 0xC0 == 0x80
     if src != device.vip6 and not link_local_src:
         device.drops["foreign_ip"] += 1
         return NdOutcome(reason="foreign_ip")
     routers = (v6.router, v6.router_ll)
     if target == device.vip6 or not (target in routers or v6.in_prefix(target)):
-        return NdOutcome(reason="not_answered")
+        out.reason = "not_answered"
+        return out
     multicast = dst[0] == 0xFF
     if multicast and lladdr is None:
-        return NdOutcome(reason="no_lladdr")  # the NA would be larger than the NS
+        out.reason = "no_lladdr"  # the NA would be larger than the NS
+        return out
     reply = build_na(
         v6.adapter_mac, mac, src, target, solicited=True, router=target in routers,
         lladdr=multicast,
     )
-    return NdOutcome(replies=[reply])
+    out.replies.append(reply)
+    return out
