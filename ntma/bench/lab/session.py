@@ -19,6 +19,7 @@ from ...lab import (
     GN_IFACE,
     LabError,
     LabState,
+    daemon_alive,
     ns_exec,
     ns_run,
     start_daemon,
@@ -58,6 +59,16 @@ class BenchRun:
         self.adapter_log_offset = 0
         #: server namespace -> its iperf3 -s and UDP echo server
         self.servers: dict[str, dict[str, subprocess.Popen[Any]]] = {}
+
+    def new_lab(self) -> None:
+        """Forget the lab just brought down (its processes stopped, `stop_all`): the next
+        one starts as the first did. The GN's dhclient died with its namespace."""
+        self.state = None
+        self.ntma_error = None
+        self.gn_routed = False
+        self.servers = {}
+        for path in dhclient_files(self):
+            Path(path).unlink(missing_ok=True)
 
     @property
     def lab(self) -> LabState:
@@ -261,6 +272,24 @@ def gn_ipv4() -> list[str]:
     return [a["local"] for a in info.get("addr_info", []) if a["family"] == "inet"]
 
 
+def slaac_address(addr_show: list[dict[str, Any]]) -> str | None:
+    """From `ip -j -6 addr show dev IFACE`: the global address the kernel configured from a
+    Router Advertisement (dynamic, its duplicate address detection done), or None."""
+    for iface in addr_show:
+        for a in iface.get("addr_info", []):
+            if a.get("family", "inet6") != "inet6" or a.get("scope") != "global":
+                continue
+            if a.get("dynamic") and not a.get("tentative"):
+                return str(a["local"])
+    return None
+
+
+def gn_slaac_address() -> str | None:
+    return slaac_address(
+        json.loads(ns_run(GN, "ip", "-j", "-6", "addr", "show", "dev", GN_IFACE).stdout)
+    )
+
+
 def check_ip(text: str, what: str, version: int = 4) -> str:
     """`text` as an address of IP `version` (4 or 6), or BenchError naming `what`."""
     kind = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
@@ -282,6 +311,15 @@ def start_adapter(run_: BenchRun, name: str = "adapter") -> str:
     registered = wait_log_events(state, {name: "registered"}, timeout=20)[name]
     wait_log_events(state, {name: "gn_ready"}, timeout=10)
     return str(registered["vip"])
+
+
+def ensure_adapter(run_: BenchRun) -> float | None:
+    """The first adapter running and the GN leased (a row after the ntma row, which stops
+    the adapter to log its final path_stats, or a row chosen alone). The seconds the lease
+    took, None if the GN had one."""
+    if not daemon_alive(run_.lab, "adapter"):
+        start_adapter(run_)
+    return None if gn_ipv4() else lease_gn(run_)
 
 
 def lease_gn(run_: BenchRun) -> float:
