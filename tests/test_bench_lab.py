@@ -72,6 +72,7 @@ def test_lab_bench_measures_every_setup_and_leaves_nothing(tmp_path):
     assert a2a["route"] == "punch" and a2a["target"] == a2a["gnb_address"]
     assert a2a["udp_datagrams_into_adapter2"] > 1000, "adapter to adapter: data not over UDP?"
     assert "udp_datagrams_into_cn" not in a2a
+    _check_ipv6_rows(result)
     best = result["ratios"]["best_peer"]
     assert best["tcp_forward"]["setup"] in ("tinc", "wireguard-go")
     table2 = result["table2"]["paths"]
@@ -86,6 +87,45 @@ def test_lab_bench_measures_every_setup_and_leaves_nothing(tmp_path):
     assert live_namespaces() == []
     assert _leftover_processes() == []
     assert not list(Path("/var/run/wireguard").glob("wgntma-*"))
+
+
+def _check_ipv6_rows(result: dict) -> None:
+    """ntma-v6: IPv6 inside (to cn's IPv6 VIP, the probe's datagrams IPv6 into cn, the
+    outer IPv4); ntma-u6: on its own lab, the tunnel's outer packets IPv6 to cn's address."""
+    setups = result["setups"]
+    v6, u6 = setups["ntma-v6"], setups["ntma-u6"]
+    assert v6["target"].startswith("fd00:99::") and v6["gn_address"].startswith("fd00:99::")
+    assert v6["outer"] == "ipv4" and v6["udp_datagrams_into_cn"] > 1000
+    assert v6["udp6_datagrams_into_cn"] >= v6["rtt_us"]["count"] - v6["rtt_us"]["lost"]
+    assert u6["route"] == "direct" and u6["peer_endpoint"].rsplit(":", 1)[0] == "2001:db8::30"
+    assert u6["outer"] == "ipv6" and u6["udp6_datagrams_into_cn"] > 1000, "outer not IPv6?"
+    assert "." in u6["target"]  # cn's IPv4 VIP
+    labs = result["labs"]
+    assert [lab["setups"] for lab in labs][-1] == ["ntma-u6"]
+    if len(labs) > 1:  # brought down and up again for it
+        assert u6["lab_rebuilt_s"] == round(labs[-1]["down_s"] + labs[-1]["up_s"], 1) > 0
+    report = format_lab_report(result)
+    assert "ntma IPv6 underlay: from the GN to cn's IPv4 VIP" in report
+    assert "route direct, to 2001:db8::30:" in report
+
+
+@pytest.mark.netns
+@needs_bench_tools
+def test_lab_bench_runs_the_ipv6_rows_alone(tmp_path):
+    """`ntma bench --lab --setups ntma-v6,ntma-u6`: the main lab with vip6 for the first,
+    then a lab of its own for the second."""
+    result = run_lab_bench(tmp_path / "run", seconds=1, rtt_count=50, setups=["ntma-u6", "ntma-v6"])
+    setups = result["setups"]
+    assert list(setups) == ["ntma-v6", "ntma-u6"]  # the report's order
+    errors = {name: e["error"] for name, e in setups.items() if "error" in e}
+    assert not errors, f"{errors}; notes: {result['notes']}"
+    for entry in setups.values():
+        assert entry["tcp_bps"]["forward"] > 0 and entry["tcp_bps"]["reverse"] > 0
+        assert entry["rtt_us"]["lost"] < 0.1 * entry["rtt_us"]["count"]
+    assert [lab["options"] for lab in result["labs"]][0] == {"vip6": True}
+    assert result["table2"] is None  # that is the ntma row's
+    _check_ipv6_rows(result)
+    assert live_namespaces() == []
 
 
 def _entry(median: float, fwd: float, rev: float) -> dict:

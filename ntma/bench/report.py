@@ -20,6 +20,7 @@ from .handover.cli import add_arguments as add_handover_arguments
 from .handover.cli import check_arguments as check_handover_arguments
 from .handover.cli import run_from_args as run_handover
 from .handover.settings import DEFAULT_RUN_DIR as HANDOVER_RUN_DIR
+from .lab.settings import SETUPS as LAB_SETUPS
 from .pipeline import run_pipeline_benchmark
 from .stages import StageResult, run_stage_benchmarks
 
@@ -66,6 +67,17 @@ def pipeline_table(p: dict) -> str:
     )
 
 
+def lab_setup_list(text: str) -> list[str]:
+    """ "ntma,ntma-v6" -> ["ntma", "ntma-v6"]; an unknown name is an argparse error naming
+    the choices."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in LAB_SETUPS]
+    if not names or unknown:
+        what = f"unknown setup {unknown[0]!r}" if unknown else "no setup named"
+        raise argparse.ArgumentTypeError(f"{what}; choose from {', '.join(LAB_SETUPS)}")
+    return names
+
+
 def plot_stage_latencies(results: list[StageResult], path: Path) -> bool:
     try:
         import matplotlib
@@ -100,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--lab", action="store_true", help="also measure end to end on the namespace lab (root)"
     )
     parser.add_argument(
+        "--setups",
+        type=lab_setup_list,
+        default=None,
+        metavar="A,B,...",
+        help="with --lab: the setups to measure, comma-separated (default all; run in their "
+        "own order): " + ", ".join(LAB_SETUPS),
+    )
+    parser.add_argument(
         "--run-dir",
         type=Path,
         default=None,
@@ -113,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.setups is not None and not args.lab:
+        parser.error("--setups needs --lab")
     check_handover_arguments(parser, args)
     return args
 
@@ -153,7 +175,9 @@ def main(argv: list[str]) -> int:
         from .lab import format_lab_report, run_lab_bench
 
         seconds = max(3.0, args.seconds * 5)
-        report["lab"] = run_lab_bench(args.run_dir or LAB_RUN_DIR, seconds=seconds)
+        report["lab"] = run_lab_bench(
+            args.run_dir or LAB_RUN_DIR, seconds=seconds, setups=args.setups
+        )
         md += ["", format_lab_report(report["lab"])]
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     (args.out / "bench.md").write_text("\n".join(md) + "\n")

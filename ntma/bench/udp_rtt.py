@@ -1,10 +1,12 @@
 """Small probes run inside the lab's namespaces (stdlib only: nothing else from ntma).
 
     python3 -m ntma.bench.udp_rtt server PORT
-        UDP echo server on 0.0.0.0:PORT (runs until killed).
+        UDP echo server on [::]:PORT, dual-stack (IPv4 too, as mapped addresses); on
+        0.0.0.0:PORT where the machine has no IPv6. Runs until killed.
     python3 -m ntma.bench.udp_rtt client HOST PORT COUNT [--size 64] [--give-up N]
         COUNT datagrams of --size bytes, one at a time: send, wait for its echo (1 s timeout,
-        then it counts as lost), time with perf_counter_ns. Prints one JSON object.
+        then it counts as lost), time with perf_counter_ns. Prints one JSON object. HOST is
+        an IPv4 or IPv6 address (or a name: its first address).
     python3 -m ntma.bench.udp_rtt arp IFACE TARGET_IP COUNT
         COUNT ARP requests for TARGET_IP from IFACE's MAC and IPv4 address, one at a time,
         each waiting up to 0.2 s for the reply (raw AF_PACKET socket, needs root). Prints JSON.
@@ -55,10 +57,23 @@ def summary(rtts_ns: list[int], count: int, **extra: object) -> dict[str, object
     return out
 
 
-def serve(port: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def echo_socket(port: int) -> socket.socket:
+    """The echo server's socket: [::]:port for both families, else 0.0.0.0:port."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    except OSError:  # no IPv6 in this kernel
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+        return sock
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
+    sock.bind(("::", port))
+    return sock
+
+
+def serve(port: int) -> None:
+    sock = echo_socket(port)
     while True:
         data, peer = sock.recvfrom(65535)
         sock.sendto(data, peer)
@@ -68,8 +83,9 @@ def client(host: str, port: int, count: int, size: int = 64, give_up: int = 0) -
     """`give_up` > 0: stop after that many consecutive losses (the rest count as lost)."""
     size = max(size, HEADER.size)
     run_id = int.from_bytes(os.urandom(4), "big")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.connect((host, port))
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.connect(address)
     padding = bytes(size - HEADER.size)
     rtts: list[int] = []
     consecutive_lost = 0
@@ -102,7 +118,8 @@ def client(host: str, port: int, count: int, size: int = 64, give_up: int = 0) -
                 consecutive_lost = 0
                 break
     sock.close()
-    return summary(rtts, count, host=host, port=port, size=size, sent=sent, aborted=aborted)
+    fields = {"host": host, "port": port, "size": size, "sent": sent, "aborted": aborted}
+    return summary(rtts, count, **fields, family="ipv6" if family == socket.AF_INET6 else "ipv4")
 
 
 def _iface_ipv4(sock: socket.socket, iface: str) -> bytes:

@@ -4,10 +4,17 @@ machine only ratios within one run mean anything).
 
 The lab's defaults: GN -- ntma-adapter -- cone NAT -- Internet -- ntma-cn (198.51.100.30).
 Every measurement runs from the GN's namespace to a server in ntma-cn (`iperf3 -s` and the
-UDP echo server of `ntma.bench.udp_rtt`, both on 0.0.0.0). Setups, in this order:
+UDP echo server of `ntma.bench.udp_rtt`, both dual-stack on [::]). Setups, in the report's
+order (the run's but for ntma-v6, which runs first, and ntma-u6, which runs last):
 
 ntma          the adapter; the GN gets its VIP with dhclient and reaches cn.ntm.example (cn's
               VIP) through the NTMobile tunnel. The adapter's path_stats give Table 2.
+ntma-v6       "ntma IPv6 inside" (the lab has --vip6), on the adapter's first start: the GN's
+              kernel configures an address by SLAAC from the adapter's RAs; GN -> cn's IPv6
+              VIP (dig AAAA) inside the tunnel, whose outer packets stay IPv4 (`ipv6.py`).
+ntma-u6       "ntma IPv6 underlay", on a lab of its own, built after the others' (adapter and cn
+              public and dual-stack): the DC directs a direct path between their IPv6
+              addresses; GN -> cn's IPv4 VIP through a tunnel whose outer packets are IPv6.
 ntma-a2a      adapter to adapter ("ntma adapter to adapter" in the table; the lab has
               `--adapters 2`): the GN reaches gnb.ntm.example, ntma-gnb behind ntma-adapter2
               (udhcpc there), through both adapters, each behind a cone NAT (punched); the

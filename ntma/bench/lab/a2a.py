@@ -13,12 +13,11 @@ import json
 import time
 from typing import Any
 
-from ...lab import daemon_alive, lab_status, ns_run
+from ...lab import lab_status, ns_run
 from .session import (
     BenchRun,
     check_ip,
-    gn_ipv4,
-    lease_gn,
+    ensure_adapter,
     start_adapter,
     udp_in_datagrams,
     wait_reachable,
@@ -45,15 +44,6 @@ def _lease_gnb(vip: str) -> float:
     return round(time.monotonic() - started, 2)
 
 
-def _ensure_first_adapter(run_: BenchRun) -> None:
-    """The first adapter running and the GN leased (both are left so by the ntma row but
-    the adapter, which it stopped)."""
-    if not daemon_alive(run_.lab, "adapter"):
-        start_adapter(run_)
-    if not gn_ipv4():
-        lease_gn(run_)
-
-
 def _pair_route(run_: BenchRun) -> dict[str, Any] | None:
     """The DC's last decision for the pair gn / gnb (either asking)."""
     routes = lab_status(run_.lab.run_dir)["routes"]
@@ -64,7 +54,7 @@ def _pair_route(run_: BenchRun) -> dict[str, Any] | None:
 def setup_a2a(run_: BenchRun, entry: dict[str, Any]) -> None:
     if run_.ntma_error:
         raise BenchError(run_.ntma_error)
-    _ensure_first_adapter(run_)
+    ensure_adapter(run_)
     vip = start_adapter(run_, "adapter2")
     entry["dhcp_s"] = _lease_gnb(vip)
     entry["gnb_address"] = vip

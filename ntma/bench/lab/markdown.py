@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..paper import TABLE2_LABELS
@@ -20,6 +21,56 @@ def _cpus_used(versions: dict[str, Any]) -> str:
     if not used or len(used) == versions.get("cpus"):
         return ""
     return f", all processes on CPU {', '.join(map(str, used))}"
+
+
+def _lab_of(result: dict[str, Any], setup: str) -> dict[str, Any]:
+    """The record of the lab `setup` was measured on ({} if none)."""
+    return next((lab for lab in result.get("labs", []) if setup in lab.get("setups", [])), {})
+
+
+def _tunnel(entry: dict[str, Any]) -> str:
+    return (
+        f"the adapter's tunnel: route {entry.get('route') or '?'}, "
+        f"to {entry.get('peer_endpoint') or '?'}"
+    )
+
+
+def _a2a_text(entry: dict[str, Any], lab: dict[str, Any]) -> str:
+    return (
+        "from the GN to ntma-gnb, the GN behind the second adapter (both adapters behind "
+        "cone NATs), by name, through both adapters; the DC's route: "
+        f"{entry.get('route') or '?'}."
+    )
+
+
+def _v6_text(entry: dict[str, Any], lab: dict[str, Any]) -> str:
+    return (
+        f"from the GN's SLAAC address ({entry.get('gn_address', '?')}) to cn's IPv6 VIP "
+        f"({entry.get('target', '?')}, by dig AAAA): IPv6 inside the tunnel, whose outer "
+        f"packets are {entry.get('outer') or '?'} (the adapter behind its cone NAT); "
+        f"{_tunnel(entry)}."
+    )
+
+
+def _u6_text(entry: dict[str, Any], lab: dict[str, Any]) -> str:
+    if "lab_rebuilt_s" in entry:
+        when = f"the lab brought down and up again for it in {entry['lab_rebuilt_s']:g} s"
+    else:
+        when = f"its lab up in {lab.get('up_s', '?')} s"
+    return (
+        f"from the GN to cn's IPv4 VIP ({entry.get('target', '?')}) through a tunnel whose "
+        f"outer packets are {entry.get('outer') or '?'}, on a lab of its own (the adapter "
+        f"and cn public and dual-stack; {when}); {_tunnel(entry)}. Its ratios are to the "
+        "plain row, on the main lab, where the adapter is behind a cone NAT."
+    )
+
+
+#: The rows described under the table, once measured: setup -> its text (entry, its lab).
+ROW_TEXTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
+    "ntma-v6": _v6_text,
+    "ntma-u6": _u6_text,
+    "ntma-a2a": _a2a_text,
+}
 
 
 def format_lab_report(result: dict[str, Any]) -> str:
@@ -68,14 +119,10 @@ def format_lab_report(result: dict[str, Any]) -> str:
             )
             + " |"
         )
-    a2a = result.get("setups", {}).get("ntma-a2a", {})
-    if "tcp_bps" in a2a:
-        lines += [
-            "",
-            f"{SETUP_LABELS['ntma-a2a']}: from the GN to ntma-gnb, the GN behind the second "
-            f"adapter (both adapters behind cone NATs), by name, through both adapters; the "
-            f"DC's route: {a2a.get('route') or '?'}.",
-        ]
+    for key, describe in ROW_TEXTS.items():
+        entry = result.get("setups", {}).get(key, {})
+        if "tcp_bps" in entry:
+            lines += ["", f"{SETUP_LABELS[key]}: {describe(entry, _lab_of(result, key))}"]
     best = result.get("ratios", {}).get("best_peer", {})
     if best:
         parts = [

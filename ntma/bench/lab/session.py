@@ -1,7 +1,7 @@
 """One benchmark run (`BenchRun`): the lab state, the processes it started, how it measures
 (RTT with the UDP echo probe, TCP with iperf3, both from the GN's namespace to servers in
-ntma-cn, or in ntma-gnb for the adapter-to-adapter row), and the small waits and probes the
-setups share.
+ntma-cn, or in ntma-gnb for the adapter-to-adapter row; to an IPv4 or an IPv6 address), and
+the small waits and probes the setups share.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...lab import GN_IFACE, LabError, LabState, ns_exec, ns_run, start_daemon, wait_log_events
+from ...lab import (
+    GN_IFACE,
+    LabError,
+    LabState,
+    daemon_alive,
+    ns_exec,
+    ns_run,
+    start_daemon,
+    wait_log_events,
+)
 from .settings import (
     CN,
     ECHO_PORT,
@@ -50,6 +59,16 @@ class BenchRun:
         self.adapter_log_offset = 0
         #: server namespace -> its iperf3 -s and UDP echo server
         self.servers: dict[str, dict[str, subprocess.Popen[Any]]] = {}
+
+    def new_lab(self) -> None:
+        """Forget the lab just brought down (its processes stopped, `stop_all`): the next
+        one starts as the first did. The GN's dhclient died with its namespace."""
+        self.state = None
+        self.ntma_error = None
+        self.gn_routed = False
+        self.servers = {}
+        for path in dhclient_files(self):
+            Path(path).unlink(missing_ok=True)
 
     @property
     def lab(self) -> LabState:
@@ -109,8 +128,8 @@ class BenchRun:
         return json.loads(out)
 
     def start_servers(self, ns: str = CN) -> None:
-        """`iperf3 -s` and the UDP echo server in `ns`, on 0.0.0.0 (each started unless it
-        runs); wait until they listen."""
+        """`iperf3 -s` and the UDP echo server in `ns`, both dual-stack on [::] (each started
+        unless it runs); wait until they listen."""
         servers = self.servers.setdefault(ns, {})
         logs = {"iperf3": f"iperf3-server-{ns}", "echo": f"udp-echo-{ns}"}
         cmds = {"iperf3": ["iperf3", "-s", "-p", str(IPERF_PORT)]}
@@ -151,6 +170,7 @@ class BenchRun:
 
     def _iperf_once(self, target: str, reverse: bool) -> dict[str, Any]:
         cmd = ["iperf3", "-c", target, "-p", str(IPERF_PORT), "-t", str(self.seconds), "-J"]
+        cmd += ["-6"] if ipaddress.ip_address(target).version == 6 else []
         cmd += ["--connect-timeout", "5000", *(["-R"] if reverse else [])]
         proc = ns_run(GN, *cmd, check=False, timeout=self.seconds + 30)
         try:
@@ -175,7 +195,7 @@ class BenchRun:
         """RTT, then `between` (if any), then TCP both ways from the GN to `target` (its
         servers in `server_ns`); filled into `entry` as they come."""
         entry["target"] = target
-        udp_before = udp_in_datagrams(CN)
+        udp_before, udp6_before = udp_in_datagrams(CN), udp6_in_datagrams(CN)
         rtt = self.udp_rtt(target)
         entry["rtt_us"] = {
             "median": rtt["median_us"],
@@ -193,10 +213,12 @@ class BenchRun:
             entry["tcp_bps"][direction] = result["bps"]
             entry["tcp_retransmits"][direction] = result["retransmits"]
         # Datagrams delivered in ntma-cn meanwhile: the tunnels' outer UDP (so data went over
-        # UDP, not a TCP fallback) and the echo probe's own. A socket with UDP GRO (the ntm
-        # node's) gets coalesced datagrams, counted once per delivery.
+        # UDP, not a TCP fallback) and the echo probe's own; over IPv6 apart (an IPv6 outer,
+        # or the probe to an IPv6 VIP). A socket with UDP GRO (the ntm node's) gets coalesced
+        # datagrams, counted once per delivery.
         if server_ns == CN:
             entry["udp_datagrams_into_cn"] = udp_in_datagrams(CN) - udp_before
+            entry["udp6_datagrams_into_cn"] = udp6_in_datagrams(CN) - udp6_before
 
 
 def udp_in_datagrams(ns: str) -> int:
@@ -204,6 +226,21 @@ def udp_in_datagrams(ns: str) -> int:
     rows = [line.split() for line in ns_run(ns, "cat", "/proc/net/snmp").stdout.splitlines()]
     udp = [row[1:] for row in rows if row and row[0] == "Udp:"]
     return int(udp[1][udp[0].index("InDatagrams")])
+
+
+def udp6_in_datagrams(ns: str) -> int:
+    """Udp6InDatagrams of namespace `ns` (/proc/net/snmp6; 0 where it has no IPv6)."""
+    out = ns_run(ns, "cat", "/proc/net/snmp6", check=False).stdout
+    return snmp6_counter(out, "Udp6InDatagrams")
+
+
+def snmp6_counter(text: str, name: str) -> int:
+    """One counter of /proc/net/snmp6's "name value" lines (0 if absent)."""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == name:
+            return int(fields[1])
+    return 0
 
 
 def _pings(ns: str, target: str) -> bool:
@@ -235,11 +272,32 @@ def gn_ipv4() -> list[str]:
     return [a["local"] for a in info.get("addr_info", []) if a["family"] == "inet"]
 
 
-def check_ip(text: str, what: str) -> str:
+def slaac_address(addr_show: list[dict[str, Any]]) -> str | None:
+    """From `ip -j -6 addr show dev IFACE`: the global address the kernel configured from a
+    Router Advertisement (dynamic, its duplicate address detection done), or None."""
+    for iface in addr_show:
+        for a in iface.get("addr_info", []):
+            if a.get("family", "inet6") != "inet6" or a.get("scope") != "global":
+                continue
+            if a.get("dynamic") and not a.get("tentative"):
+                return str(a["local"])
+    return None
+
+
+def gn_slaac_address() -> str | None:
+    return slaac_address(
+        json.loads(ns_run(GN, "ip", "-j", "-6", "addr", "show", "dev", GN_IFACE).stdout)
+    )
+
+
+def check_ip(text: str, what: str, version: int = 4) -> str:
+    """`text` as an address of IP `version` (4 or 6), or BenchError naming `what`."""
+    kind = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
     try:
-        return str(ipaddress.IPv4Address(text.strip()))
+        return str(kind(text.strip()))
     except ValueError:
-        raise BenchError(f"{what}: expected an IPv4 address, got {text.strip()!r}") from None
+        got = text.strip()
+        raise BenchError(f"{what}: expected an IPv{version} address, got {got!r}") from None
 
 
 def dhclient_files(run_: BenchRun) -> tuple[str, str]:
@@ -253,6 +311,15 @@ def start_adapter(run_: BenchRun, name: str = "adapter") -> str:
     registered = wait_log_events(state, {name: "registered"}, timeout=20)[name]
     wait_log_events(state, {name: "gn_ready"}, timeout=10)
     return str(registered["vip"])
+
+
+def ensure_adapter(run_: BenchRun) -> float | None:
+    """The first adapter running and the GN leased (a row after the ntma row, which stops
+    the adapter to log its final path_stats, or a row chosen alone). The seconds the lease
+    took, None if the GN had one."""
+    if not daemon_alive(run_.lab, "adapter"):
+        start_adapter(run_)
+    return None if gn_ipv4() else lease_gn(run_)
 
 
 def lease_gn(run_: BenchRun) -> float:

@@ -29,15 +29,40 @@ GN_ROUTED_MTU = 1500  # what a GN has without the adapter's DHCP option 26
 BENCH_NFT_TABLE = "ntma_bench"
 ADAPTER_NFT_TABLES = (("ip", "ntma_adapter"), ("netdev", "ntma_adapter_gn"))
 
-SETUPS = ("ntma", "ntma-a2a", "plain", "tinc", "wireguard-go", "openvpn")
+#: Every setup, in the order of the report (and of the run, but for RUN_FIRST and the rows
+#: on a lab of their own: see LAB_NEEDS).
+SETUPS = ("ntma", "ntma-v6", "ntma-u6", "ntma-a2a", "plain", "tinc", "wireguard-go", "openvpn")
 #: The setups that run on the adapters, with the lab's DC and relay (the others after them).
-NTMA_SETUPS = ("ntma", "ntma-a2a")
+NTMA_SETUPS = ("ntma", "ntma-v6", "ntma-u6", "ntma-a2a")
 #: How the markdown table names a setup (its key otherwise).
-SETUP_LABELS = {"ntma-a2a": "ntma adapter to adapter"}
+SETUP_LABELS = {
+    "ntma-v6": "ntma IPv6 inside",
+    "ntma-u6": "ntma IPv6 underlay",
+    "ntma-a2a": "ntma adapter to adapter",
+}
+#: The rows that run first on their lab: IPv6 inside, on the adapter's first start in the
+#: lab, so the adapter learns the GN's SLAAC address from its duplicate address detection.
+#: After an adapter restart the GN keeps the address and sends no DAD; the adapter then
+#: learns it only from a first packet that is not Neighbor Discovery, and a GN resolving an
+#: on-link VIP (cn's) first sends a Neighbor Solicitation, which is dropped (foreign_ip).
+RUN_FIRST = ("ntma-v6",)
+#: What a setup needs of the lab beyond the bench's default one (`lab_up` options).
+LAB_NEEDS: dict[str, dict[str, Any]] = {
+    "ntma-v6": {"vip6": True},  # IPv6 VIPs: SLAAC on the GN, cn's TUN with its IPv6 VIP
+    "ntma-u6": {"adapter_nat": "none", "adapter_net": "dual", "cn_nat": "none", "cn_net": "dual"},
+    "ntma-a2a": {"adapters": 2},
+}
+#: Options that only add to a lab (IPv6 VIPs, a second adapter with its GN) and change
+#: nothing the other rows measure (they target IPv4 addresses, on the same paths): rows
+#: needing only these share the main lab. Any other option (a NAT, a network) is a topology
+#: of its own: its rows run on a lab of their own, after the main lab's (see `plan.py`).
+ADDITIVE_LAB_OPTIONS = ("vip6", "adapters")
 #: The tunnels a user would pick instead of the adapter; "best peer" is the best of these.
 PEERS = ("tinc", "wireguard-go")
 TOOLS: dict[str, tuple[str, ...]] = {
     "ntma": ("iperf3", "dhclient", "dig"),
+    "ntma-v6": ("iperf3", "dhclient", "dig"),
+    "ntma-u6": ("iperf3", "dhclient", "dig"),
     "ntma-a2a": ("iperf3", "dhclient", "dig", "udhcpc"),
     "plain": ("iperf3", "nft"),
     "tinc": ("iperf3", "nft", "tincd"),
@@ -88,6 +113,9 @@ OFFLOAD_NOTE = (
     "and every tunnel's reverse / plain ratio is small."
 )
 READY_TIMEOUT_S = 20.0
+SLAAC_TIMEOUT_S = 30.0  # the GN's address from the adapter's RA (its first RA at once)
+#: The GN's IPv6 router on the adapter's link (the link prefix's first address).
+GN_ROUTER6 = "fd00:99::1"
 STOP_TIMEOUT_S = 5.0
 ADAPTER_STOP_TIMEOUT_S = 10.0
 PROBE_GIVE_UP = 10  # consecutive lost datagrams after which the RTT probe stops

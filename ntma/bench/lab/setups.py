@@ -1,7 +1,8 @@
 """The setups measured on the lab, and the switch between them: the adapter ("ntma"), then
 ntma-adapter as a plain router ("plain", the ceiling); adapter to adapter ("ntma-a2a") is in
-`a2a.py`, the userspace tunnels in `tunnels.py`. `SETUP_FUNCS` is the table `run_lab_bench`
-walks, in the documented order.
+`a2a.py`, the IPv6 rows ("ntma-v6", "ntma-u6") in `ipv6.py`, the userspace tunnels in
+`tunnels.py`. `SETUP_FUNCS` is the table `run_lab_bench` walks, in the documented order
+(but for the rows on a lab of their own, `plan.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ...lab import (
     stop_daemon,
 )
 from .a2a import setup_a2a
+from .ipv6 import setup_ntma_u6, setup_ntma_v6
 from .results import TABLE2_PATHS, latest_paths, read_table2
 from .session import (
     BenchRun,
@@ -57,6 +59,8 @@ def setup_ntma(run_: BenchRun, entry: dict[str, Any]) -> None:
     if run_.ntma_error:
         raise BenchError(run_.ntma_error)
     start_adapter(run_)
+    # Table 2 from this start of the adapter on (an IPv6 row may have run it before).
+    run_.adapter_log_offset = run_.lab.daemons["adapter"].log_offset
     entry["dhcp_s"] = lease_gn(run_)
     entry["gn_address"] = ", ".join(gn_ipv4())
     started = time.monotonic()
@@ -134,6 +138,8 @@ def setup_plain(run_: BenchRun, entry: dict[str, Any]) -> None:
 
 SETUP_FUNCS: dict[str, Callable[[BenchRun, dict[str, Any]], None]] = {
     "ntma": setup_ntma,
+    "ntma-v6": setup_ntma_v6,
+    "ntma-u6": setup_ntma_u6,
     "ntma-a2a": setup_a2a,
     "plain": setup_plain,
     "tinc": setup_tinc,
