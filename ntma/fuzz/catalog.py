@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import codecs, machines  # noqa: F401  (each module registers its targets on import)
+from . import codecs, codecs6, machines  # noqa: F401  (each module registers its targets on import)
 from .registry import TARGETS, Target
 
 
