@@ -147,6 +147,50 @@ def test_too_big_gets_packet_too_big_and_a_syn_is_clamped(lab):
         ns_run(GN, "ip", "-6", "route", "flush", "cache", check=False)
 
 
+def _adapter_drops(state) -> dict[str, dict[str, int]]:
+    latest: dict[str, dict[str, int]] = {}
+    for e in events_named(state.daemons["adapter"].log, "stage_stats"):
+        latest[e["stage"]] = e.get("drops", {})
+    return latest
+
+
+def test_hostile_ipv6_from_the_gn_link_is_dropped_and_counted(lab):
+    """An RS flood gets a few RAs, not one each; broken and spoofed ND, a rogue RA, DAD for
+    the router's address (defended), DHCPv6 junk: dropped and counted, and IPv6 still works."""
+    state, tmp = lab
+    before = _adapter_drops(state)
+    ras_only = "icmp6 and ip6[40] == 134"
+    capture = subprocess.Popen(
+        ["ip", "netns", "exec", GN, "tcpdump", "-l", "-n", "-i", "eth0", ras_only],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        time.sleep(1.0)
+        sent = ns_run(GN, "python3", str(Path(__file__).with_name("gn_junk6.py")), "eth0")
+        assert int(sent.stdout) > 200
+        time.sleep(4.0)  # the next RAs are due within RA_MIN_GAP_S
+    finally:
+        capture.terminate()
+        ras, _ = capture.communicate(timeout=10)
+    assert 1 <= len(ras.splitlines()) <= 3, ras  # 200 RSs: one RA per 3 s at most
+
+    def counted():
+        now = _adapter_drops(state)
+        grown = {
+            stage: sum(now.get(stage, {}).values()) - sum(before.get(stage, {}).values())
+            for stage in ("classify", "arp", "dhcp")
+        }
+        return grown if all(v > 0 for v in grown.values()) else None
+
+    wait_for(counted, 15, "drops counted in classify, arp (ND) and dhcp")
+    arp = _adapter_drops(state)["arp"]
+    assert arp.get("malformed", 0) >= 3 and arp.get("foreign_ip", 0) >= 1
+    assert _slaac_address() is not None  # nothing took the GN's address
+    cn6 = _cn_vip6(state)
+    ping = ns_run(GN, "ping", "-6", "-c", "2", "-W", "2", cn6, check=False, timeout=20)
+    assert ping.returncode == 0, ping.stdout
+
+
 def _dhclient6(tmp, *args: str) -> subprocess.CompletedProcess:
     return ns_run(
         GN, "dhclient", "-6", "-1", "-pf", str(tmp / "dhclient6.pid"),

@@ -51,5 +51,8 @@ def configure_ipv6(servers: dict[str, str], hosts: dict[str, tuple[str, str]]) -
     for ns, (ipv4, net) in hosts.items():
         if net in ("v6", "dual"):
             add_ipv6(ns, ipv4)
+            # The segment is the lab's whole IPv6 Internet: a default route onto it gives a
+            # host IPv6 "upstream" (an adapter then lets its devices' IPv6 out, NAT66).
+            ip(ns, "-6", "route", "add", "default", "dev", "eth0")
         if net == "v6":
             drop_ipv4(ns)

@@ -17,6 +17,7 @@ from ..config import NodeConfig
 from ..io.fdio import UdpSocket
 from ..io.tun import TunDevice
 from ..observe.spans import run_stats_logger
+from ..proto.ether6 import IPV6_MIN_MTU
 from ..proto.fields_v2 import VIP6_NONE
 from ..proto.node import Registered
 from ..stages.core import NodePipeline
@@ -47,6 +48,9 @@ async def run_node(config: NodeConfig) -> None:
         vips = [event.vip, event.vip6]
         if current_vip != vips:
             vip6 = "" if event.vip6 == VIP6_NONE else event.vip6
+            if vip6 and config.mtu < IPV6_MIN_MTU:  # the kernel takes IPv6 off such a link
+                log.warning("tun_ipv6_off", mtu=config.mtu, fix=f"set mtu >= {IPV6_MIN_MTU}")
+                vip6 = ""
             await tun.configure(event.vip, event.prefix_len, vip6, event.prefix6)
             current_vip[:] = vips
             log.info(
