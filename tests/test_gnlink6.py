@@ -332,3 +332,17 @@ def test_after_a_restart_an_ns_from_the_devices_global_address_teaches_it_and_is
     assert parse_nd(na[14:]).target == PEER6
     taken = answer_nd(ns_frame(OTHER_MAC, GN6, PEER6), link)  # another MAC claiming it
     assert taken.learnt is None and taken.replies == [] and taken.reason == "foreign_mac"
+
+
+def test_a_devices_ipv6_udp_flow_is_remembered_at_the_time_it_was_sent():
+    from ntma.proto.inbound import UDP_FLOW_IDLE_S, InboundFilter, parse_rule
+
+    link = link6()
+    device = link.devices.by_mac[GN_MAC]
+    device.inbound = InboundFilter((parse_rule("tcp/80"),))
+    later = UDP_FLOW_IDLE_S * 3
+    assert classify_frame(udp6_frame(GN_MAC, GN6, PEER6, dport=5353), link, later)[0] is (
+        Kind.TUNNEL6
+    )
+    reply = build_udp6(PEER6, GN6, 5353, 40000, b"r")
+    assert device.inbound.allows(reply, later + 1.0)  # not expired as if sent at time 0

@@ -118,7 +118,7 @@ def classify_frame(frame: bytes, link: GnLink, now: float = 0.0) -> tuple[Kind, 
             known = len(frame) >= 32 and link.device_of(frame, frame[28:32]) is not None
             return (Kind.ARP, "") if known else (Kind.DROP, "foreign_mac")
         if ethertype == ETH_P_IPV6:
-            kind, reason = classify_ipv6(frame, link)
+            kind, reason = classify_ipv6(frame, link, now)
             return _KIND6[kind], reason
         return Kind.DROP, "other_ethertype"
     if len(frame) < ETH_HEADER + 20 or frame[14] >> 4 != 4:

@@ -130,7 +130,7 @@ class NdOutcome:
     reason: str = ""  # why nothing was answered (counted by the caller)
 
 
-def classify_ipv6(frame: bytes, link) -> tuple[str, str]:
+def classify_ipv6(frame: bytes, link, now: float = 0.0) -> tuple[str, str]:
     """(kind, drop reason) for an IPv6 frame; kinds as gnlink.Kind's values plus "tunnel6".
     `link` is a gnlink.GnLink (its v6 set once the DC gave an IPv6 VIP)."""
     v6: Link6 | None = link.v6
@@ -162,7 +162,7 @@ def classify_ipv6(frame: bytes, link) -> tuple[str, str]:
         if dst == v6.router:
             return ("dns" if udp and frame[56] == 0 and frame[57] == 53 else "passthrough"), ""
         if udp and device.inbound is not None:
-            device.inbound.note_outbound(frame[ETH_HEADER:], 0.0)
+            device.inbound.note_outbound(frame[ETH_HEADER:], now)
         return "tunnel6", ""
     if dst[0] == 0xFF:
         return "drop", "multicast"
