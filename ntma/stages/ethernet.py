@@ -151,11 +151,11 @@ class SortedFrames:
 
     arp: list[bytes]  # frames, for the neighbour responder (ARP, and IPv6 ND)
     dhcp: list[bytes]  # frames, for the DHCP responder
-    dns: list[bytes]  # IPv4 packets to the router's port 53
-    routed: list[tuple[Tunnel, bytes]]  # IPv4 packets for encapsulate (MSS clamped)
-    local: list[bytes]  # IPv4 packets to another device on the link (through inject)
-    errors: list[bytes]  # ICMP errors back to the GN (no tunnel, too big with DF)
-    passthrough: list[bytes]  # IPv4 packets for the kernel
+    dns: list[bytes]  # IPv4 and IPv6 packets to the router's port 53
+    routed: list[tuple[Tunnel, bytes]]  # packets for encapsulate (MSS clamped)
+    local: list[bytes]  # packets to another device on the link (through inject)
+    errors: list[bytes]  # ICMP(v6) errors back to the GN (no tunnel, too big)
+    passthrough: list[bytes]  # packets for the kernel
 
 
 def sort_frames(
