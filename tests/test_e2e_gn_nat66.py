@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from ntma.lab import events_named, ns_run
-from ntma.lab.ipv6 import ipv6_of
 
 from .netns_util import gn_dhclient, start_in_ns, stop, wait_for
 
@@ -66,7 +65,8 @@ def test_the_gns_ordinary_ipv6_leaves_through_nat66(lab):
         timeout=20,
     )
     assert page.stdout == "hello over ordinary IPv6\n"
-    seen, adapter6 = log.read_text(), ipv6_of(state.adapter.address)
+    seen = log.read_text()
+    adapter6 = "2001:db8::" + state.adapter.address.rsplit(".", 1)[1]  # the lab's rule
     assert f"{adapter6} - -" in seen and _slaac() not in seen  # masqueraded to the adapter's
 
 
