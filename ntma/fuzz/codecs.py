@@ -42,7 +42,7 @@ from ..proto.noise import mac1_key
 from ..proto.replay import WINDOW_BITS, ReplayWindow
 from ..proto.session import TRANSPORT_HEADER, Keypair, ReplayError, parse_transport
 from ..stages.gn_services import answer_dhcp, serve_gn_vip
-from . import seeds
+from . import seeds, seeds6
 from .registry import check, target
 
 # --- buffer.Reader -------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def _link() -> GnLink:
     return link
 
 
-@target("gnlink.classify_frame", seeds.frames)
+@target("gnlink.classify_frame", lambda: seeds.frames() + seeds6.ipv6_frames())
 def fuzz_classify_frame(data: bytes) -> None:
     """Every frame gets a Kind; only DROP carries a reason."""
     kind, reason = classify_frame(data, _link())
@@ -463,7 +463,7 @@ def fuzz_device_dhcp(data: bytes) -> None:
         check_name(device.fqdn)
 
 
-@target("inbound.allows", lambda: seeds.ip_packets() + [f[14:] for f in seeds.ipv6_frames()])
+@target("inbound.allows", lambda: seeds.ip_packets() + [f[14:] for f in seeds6.ipv6_frames()])
 def fuzz_inbound(data: bytes) -> None:
     """Any packet from a peer is judged without raising; the flow table stays bounded."""
     rule = InboundFilter((parse_rule("tcp/80"), parse_rule("udp/53")))

@@ -12,7 +12,7 @@ from ..proto.dhcp6 import Dhcp6Config, Dhcp6Server
 from ..proto.dhcp6_codec import ADVERTISE, REPLY, parse_dhcp6
 from ..proto.ether6 import pseudo_checksum
 from ..proto.gnlink6 import answer_nd
-from . import seeds
+from . import seeds, seeds6
 from .codecs import _link  # the GN link with IPv6, as classify_frame's target has it
 from .registry import check, target
 
@@ -21,13 +21,13 @@ from .registry import check, target
 _DHCP6_CONFIG = Dhcp6Config(seeds.ADAPTER_MAC, (bytes.fromhex("fd000099" + "00" * 11 + "01"),))
 
 
-@target("dhcp6.handle", seeds.dhcp6_payloads)
+@target("dhcp6.handle", seeds6.dhcp6_payloads)
 def fuzz_dhcp6_handle(data: bytes) -> None:
     """A bound server's receive path: a reply is an ADVERTISE/REPLY that parses, echoes the
     transaction id, carries our server id and is within REPLY_MAX."""
     server = Dhcp6Server(_DHCP6_CONFIG)
-    server.set_address(seeds.DHCP6_ADDRESS)
-    server.handle(seeds.dhcp6_request(), 0.0)
+    server.set_address(seeds6.DHCP6_ADDRESS)
+    server.handle(seeds6.dhcp6_request(), 0.0)
     reply = server.handle(data, 1.0)
     server.events()
     if reply is not None:
@@ -40,7 +40,7 @@ def fuzz_dhcp6_handle(data: bytes) -> None:
 # --- the GN link ----------------------------------------------------------------------------
 
 
-@target("gnlink6.answer_nd", seeds.ipv6_frames)
+@target("gnlink6.answer_nd", seeds6.ipv6_frames)
 def fuzz_answer_nd(data: bytes) -> None:
     """Replies are NAs from our MAC, no larger than the frame answered; an RA only by timer.
     A fresh link each time: learning (an address per device) is part of what is fuzzed."""
@@ -53,7 +53,7 @@ def fuzz_answer_nd(data: bytes) -> None:
 # --- Neighbor Discovery --------------------------------------------------------------------
 
 
-@target("ndp.parse_nd", seeds.nd_packets)
+@target("ndp.parse_nd", seeds6.nd_packets)
 def fuzz_parse_nd(data: bytes) -> None:
     """What parse_nd accepts is a whole ND packet (hop limit 255, checksum right) and reads
     as NdMessage says. Each input is also tried with its ICMPv6 checksum made right, so
