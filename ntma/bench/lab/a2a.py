@@ -16,13 +16,13 @@ from typing import Any
 from ...lab import lab_status, ns_run
 from .session import (
     BenchRun,
-    check_ip,
     ensure_adapter,
+    gn_resolves,
     start_adapter,
     udp_in_datagrams,
     wait_reachable,
 )
-from .settings import ADAPTER2, GN, GNB, GNB_NAME, BenchError, one_line, wait_until
+from .settings import ADAPTER2, GNB, GNB_NAME, BenchError, one_line, wait_until
 
 GN_NAME = "gn.ntm.example"
 
@@ -59,8 +59,7 @@ def setup_a2a(run_: BenchRun, entry: dict[str, Any]) -> None:
     entry["dhcp_s"] = _lease_gnb(vip)
     entry["gnb_address"] = vip
     started = time.monotonic()
-    answer = ns_run(GN, "dig", "+short", "+time=5", "+tries=2", GNB_NAME, check=False).stdout
-    resolved = check_ip(answer.splitlines()[-1] if answer.strip() else "", f"dig {GNB_NAME}")
+    resolved = gn_resolves(GNB_NAME)
     if resolved != vip:
         raise BenchError(f"dig {GNB_NAME} gave {resolved}, adapter2 registered {vip}")
     entry["resolve_s"] = round(time.monotonic() - started, 2)

@@ -28,9 +28,9 @@ from typing import Any
 from ...lab import LogEvent, daemon_alive, events_named, ns_run, stop_daemon
 from .session import (
     BenchRun,
-    check_ip,
     ensure_adapter,
     gn_ipv4,
+    gn_resolves,
     gn_slaac_address,
     wait_reachable,
 )
@@ -128,9 +128,7 @@ def _measure_v6(run_: BenchRun, entry: dict[str, Any]) -> None:
     entry["gn_address"] = address
     entry["learnt_s"] = _wait_learnt(run_, address)
     started = time.monotonic()
-    answer = ns_run(GN, "dig", "+short", "+time=5", "+tries=2", "AAAA", CN_NAME, check=False)
-    lines = answer.stdout.strip().splitlines()
-    vip6 = check_ip(lines[-1] if lines else "", f"dig AAAA {CN_NAME}", 6)
+    vip6 = gn_resolves(CN_NAME, 6)
     registered = _cn_registered(run_).get("vip6")
     if vip6 != registered:
         raise BenchError(f"dig AAAA {CN_NAME} gave {vip6}, cn registered {registered}")
@@ -148,8 +146,7 @@ def setup_ntma_u6(run_: BenchRun, entry: dict[str, Any]) -> None:
     entry["dhcp_s"] = ensure_adapter(run_)
     entry["gn_address"] = ", ".join(gn_ipv4())
     started = time.monotonic()
-    answer = ns_run(GN, "dig", "+short", "+time=5", "+tries=2", CN_NAME, check=False).stdout
-    vip = check_ip(answer.splitlines()[-1] if answer.strip() else "", f"dig {CN_NAME}")
+    vip = gn_resolves(CN_NAME)
     entry["resolve_s"] = round(time.monotonic() - started, 2)
     entry["ready_s"] = wait_reachable(vip)
     tunnel = adapter_tunnel(run_)

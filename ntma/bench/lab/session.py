@@ -290,6 +290,15 @@ def gn_slaac_address() -> str | None:
     )
 
 
+def gn_resolves(name: str, version: int = 4) -> str:
+    """The GN resolver's answer for `name` (A, or AAAA for version 6): the last line of
+    `dig +short` (a first timed-out try may print a line before it), checked."""
+    rtype = "AAAA" if version == 6 else "A"
+    answer = ns_run(GN, "dig", "+short", "+time=5", "+tries=2", rtype, name, check=False).stdout
+    lines = answer.strip().splitlines()
+    return check_ip(lines[-1] if lines else "", f"dig {rtype} {name}", version)
+
+
 def check_ip(text: str, what: str, version: int = 4) -> str:
     """`text` as an address of IP `version` (4 or 6), or BenchError naming `what`."""
     kind = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address

@@ -28,9 +28,9 @@ from .ipv6 import setup_ntma_u6, setup_ntma_v6
 from .results import TABLE2_PATHS, latest_paths, read_table2
 from .session import (
     BenchRun,
-    check_ip,
     dhclient_files,
     gn_ipv4,
+    gn_resolves,
     lease_gn,
     start_adapter,
     wait_reachable,
@@ -64,8 +64,7 @@ def setup_ntma(run_: BenchRun, entry: dict[str, Any]) -> None:
     entry["dhcp_s"] = lease_gn(run_)
     entry["gn_address"] = ", ".join(gn_ipv4())
     started = time.monotonic()
-    answer = ns_run(GN, "dig", "+short", "+time=5", "+tries=2", CN_NAME, check=False).stdout
-    vip = check_ip(answer.splitlines()[-1] if answer.strip() else "", f"dig {CN_NAME}")
+    vip = gn_resolves(CN_NAME)
     entry["resolve_s"] = round(time.monotonic() - started, 2)
     entry["ready_s"] = wait_reachable(vip)
     log = run_.lab.daemons["adapter"].log
