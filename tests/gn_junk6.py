@@ -7,14 +7,7 @@ import socket
 import struct
 import sys
 
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+from gn_junk import checksum  # the script's own directory is on sys.path
 
 
 def ip6(text: str) -> bytes:

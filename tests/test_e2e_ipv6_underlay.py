@@ -53,18 +53,30 @@ def underlay_lab(request, tmp_path: Path, open_lab) -> Iterator[tuple[str, str, 
             stop(server)
 
 
+def _cn_vip(state: Any) -> str:
+    registered = [e for e in log_events(state.daemons["cn"].log) if e["event"] == "registered"]
+    return registered[-1]["vip"]
+
+
+def _reaches_cn(ns: str, tmp: Path, text: str, port: int) -> None:
+    """curl and nc -u from `ns` to cn by name, through the tunnel."""
+    hello = ns_run(
+        ns, "curl", "-sS", "--max-time", "20", f"http://{CN_NAME}:8080/hello.txt", timeout=30
+    )
+    assert hello.stdout == text
+    assert nc_one_way(ns, "ntma-cn", CN_NAME, port, tmp) == f"datagram from {ns} to ntma-cn\n"
+
+
+def _iperf_to_cn(ns: str, state: Any) -> None:
+    report = iperf(ns, "ntma-cn", _cn_vip(state), 3)
+    assert report["end"]["sum_received"]["bytes"] > 1_000_000 and not report.get("error")
+
+
 def test_the_tunnel_rides_the_ipv6_underlay(underlay_lab) -> None:
     mn_net, _, state, tmp = underlay_lab
     if mn_net == "v6":
         assert _v4("ntma-mn") == []  # nothing of mn can use IPv4
-    hello = ns_run(
-        "ntma-mn", "curl", "-sS", "--max-time", "20", f"http://{CN_NAME}:8080/hello.txt",
-        timeout=30,
-    )
-    assert hello.stdout == "hello over the IPv6 underlay\n"
-    assert nc_one_way("ntma-mn", "ntma-cn", CN_NAME, 9300, tmp) == (
-        "datagram from ntma-mn to ntma-cn\n"
-    )
+    _reaches_cn("ntma-mn", tmp, "hello over the IPv6 underlay\n", 9300)
     up = _tunnel_up(state, "mn")
     host = up["peer_endpoint"].rsplit(":", 1)[0]
     if mn_net == "dual":  # direct, over IPv6, to cn's IPv6 address
@@ -73,9 +85,7 @@ def test_the_tunnel_rides_the_ipv6_underlay(underlay_lab) -> None:
         assert up["route"] == "relay" and host == RS6, up
         cn_up = _tunnel_up(state, "cn")
         assert cn_up["peer_endpoint"].rsplit(":", 1)[0] == "198.51.100.60", cn_up
-        cn_vip = [e for e in log_events(state.daemons["cn"].log) if e.get("event") == "registered"]
-        report = iperf("ntma-mn", "ntma-cn", cn_vip[-1]["vip"], 3)
-        assert report["end"]["sum_received"]["bytes"] > 1_000_000 and not report.get("error")
+        _iperf_to_cn("ntma-mn", state)
 
 
 @pytest.fixture
@@ -97,18 +107,9 @@ def test_a_gn_behind_an_adapter_on_an_ipv6_only_uplink_reaches_an_ipv4_only_cn(v
     state, tmp = v6_uplink_lab
     assert _v4("ntma-adapter") == []  # the adapter's uplink has no IPv4 at all
     assert gn_dhclient(tmp).returncode == 0  # the GN itself is an IPv4 host
-    cn_vip = [e for e in log_events(state.daemons["cn"].log) if e.get("event") == "registered"]
-    assert dig("ntma-gn", CN_NAME) == cn_vip[-1]["vip"]
-    hello = ns_run(
-        "ntma-gn", "curl", "-sS", "--max-time", "20", f"http://{CN_NAME}:8080/hello.txt",
-        timeout=30,
-    )
-    assert hello.stdout == "hello to a GN on an IPv6-only uplink\n"
-    assert nc_one_way("ntma-gn", "ntma-cn", CN_NAME, 9301, tmp) == (
-        "datagram from ntma-gn to ntma-cn\n"
-    )
-    report = iperf("ntma-gn", "ntma-cn", cn_vip[-1]["vip"], 3)
-    assert report["end"]["sum_received"]["bytes"] > 1_000_000 and not report.get("error")
+    assert dig("ntma-gn", CN_NAME) == _cn_vip(state)
+    _reaches_cn("ntma-gn", tmp, "hello to a GN on an IPv6-only uplink\n", 9301)
+    _iperf_to_cn("ntma-gn", state)
     up = _tunnel_up(state, "adapter")
     assert up["route"] == "relay" and up["peer_endpoint"].rsplit(":", 1)[0] == RS6, up
     cn_up = _tunnel_up(state, "cn")

@@ -41,8 +41,8 @@ def _udp6(src: str, dst: str, payload: bytes = b"six") -> bytes:
     return header + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + udp
 
 
-def _net() -> Net:
-    net = Net(pool6=str(POOL6), admission={f"dev1.{ZONE}": "mn"})
+def _net(pool6: ipaddress.IPv6Network = POOL6) -> Net:
+    net = Net(pool6=str(pool6), admission={f"dev1.{ZONE}": "mn"})
     net.add_node("mn", ("198.51.100.40", 7401))
     net.add_node("cn", ("198.51.100.30", 7401))
     for node in net.nodes.values():
@@ -153,12 +153,7 @@ def test_the_store_keeps_a_chosen_address_across_dc_restarts(tmp_path):
 def test_name_add_with_the_devices_own_address_makes_it_the_names_ipv6_vip():
     from ntma.dc.events import Vip6Chosen
 
-    net = Net(pool6=str(POOL6_64), admission={f"dev1.{ZONE}": "mn"})
-    net.add_node("mn", ("198.51.100.40", 7401))
-    net.add_node("cn", ("198.51.100.30", 7401))
-    for node in net.nodes.values():
-        node.start(net.now)
-    net.run(1.0)
+    net = _net(POOL6_64)
     mn, cn, dev1 = net.nodes["mn"], net.nodes["cn"], f"dev1.{ZONE}"
     mn.add_name(dev1, net.now)
     net.run(1.0)
