@@ -18,7 +18,6 @@ addresses are ULAs from the DC's pool, which the Internet does not route.
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import socket
 from functools import partial
@@ -37,6 +36,7 @@ from ..node.timestamps import keep_saving, restore_timestamp
 from ..observe.spans import run_stats_logger
 from ..proto.devices import Devices
 from ..proto.ether import ip_packed, ip_text
+from ..proto.ether6 import ip6_text
 from ..proto.gnlink import GnLink
 from ..proto.node import Registered
 from ..stages.core import NodePipeline
@@ -119,10 +119,8 @@ async def _configure_passthrough6(tun: TunDevice, link: GnLink) -> None:
     pings to the router, and the kernel's replies); with upstream, forwarding and NAT66."""
     v6 = link.v6
     assert v6 is not None
-    router = str(ipaddress.IPv6Address(v6.router))
-    prefix = ipaddress.IPv6Network((v6.prefix + bytes(8), 64))
-    await run_ip("-6", "addr", "replace", f"{router}/128", "dev", tun.name, "nodad")
-    await run_ip("-6", "route", "replace", str(prefix), "dev", tun.name)
+    await run_ip("-6", "addr", "replace", f"{ip6_text(v6.router)}/128", "dev", tun.name, "nodad")
+    await run_ip("-6", "route", "replace", str(v6.network), "dev", tun.name)
     if v6.upstream:
         await _nft(nft_rules6(tun.name))
         Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1\n")
@@ -215,9 +213,8 @@ async def _serve_ipv6(link: GnLink, tun: TunDevice, event: Registered, mtu: int,
         return
     assert link.v6 is not None
     await _configure_passthrough6(tun, link)
-    prefix = ipaddress.IPv6Network((link.v6.prefix + bytes(8), 64))
-    router = str(ipaddress.IPv6Address(link.v6.router))
-    log.info("gn_ipv6", prefix=str(prefix), router=router, upstream=link.v6.upstream)
+    v6 = link.v6
+    log.info("gn_ipv6", prefix=str(v6.network), router=ip6_text(v6.router), upstream=v6.upstream)
 
 
 async def _serve_tcp_dns(

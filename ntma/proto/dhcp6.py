@@ -49,7 +49,6 @@ MAX_ZEROED addresses of each echoed with lifetimes 0; the caller may rate-limit 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,6 +89,7 @@ from .dhcp6_codec import (
     parse_dhcp6,
     status_value,
 )
+from .ether6 import ip6_text
 from .gate import TokenBucket
 
 MAX_IAS = 4  # IA options answered in one message; the rest get nothing
@@ -228,10 +228,6 @@ class Ignored6:
 Event = Leased6 | Released6 | Declined6 | Confirmed6 | Informed6 | Ignored6
 
 
-def _text(address: bytes) -> str:
-    return str(ipaddress.IPv6Address(address))
-
-
 def _status(code: int) -> tuple[int, bytes]:
     return (OPT_STATUS_CODE, status_value(code, _MESSAGES[code]))
 
@@ -331,7 +327,7 @@ class Dhcp6Server:
             return self._ignore("CONFIRM names no address")
         on_link = all(a == self._address for a in addresses)
         assert msg.client_id is not None  # _invalid checked
-        texts = tuple(_text(a) for a in addresses[:MAX_ZEROED])
+        texts = tuple(ip6_text(a) for a in addresses[:MAX_ZEROED])
         self._events.append(Confirmed6(msg.client_id, texts, on_link))
         return self._reply(REPLY, msg, [_status(STATUS_SUCCESS if on_link else STATUS_NOT_ON_LINK)])
 
@@ -345,7 +341,7 @@ class Dhcp6Server:
         for ia in msg.ias[:MAX_IAS]:
             holds = ia.code == OPT_IA_NA and any(a.address == leased for a in ia.addresses)
             if leased is not None and holds:
-                self._events.append(event(msg.client_id, ia.iaid, _text(leased)))
+                self._events.append(event(msg.client_id, ia.iaid, ip6_text(leased)))
                 self._lease_end, leased = None, None
                 continue
             options.append((ia.code, self._ia(ia, [_status(STATUS_NO_BINDING)])))
@@ -415,9 +411,8 @@ class Dhcp6Server:
         assert msg.client_id is not None and self._address is not None
         self.client_duid, self._leased = msg.client_id, self._address
         self._lease_end = now + self.config.valid_lifetime
-        self._events.append(
-            Leased6(msg.client_id, iaid, _text(self._address), self.config.valid_lifetime, renewal)
-        )
+        address, valid = ip6_text(self._address), self.config.valid_lifetime
+        self._events.append(Leased6(msg.client_id, iaid, address, valid, renewal))
 
     def _dns(self) -> list[tuple[int, bytes]]:
         return [(OPT_DNS_SERVERS, b"".join(self.config.dns))] if self.config.dns else []

@@ -9,6 +9,7 @@ header is not the upper-layer protocol asked for is refused (parse_udp6) or left
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 from .buffer import CodecError
@@ -33,6 +34,10 @@ def is_multicast(addr: bytes) -> bool:
 
 
 # --- the fixed header ----------------------------------------------------------------------
+
+
+def ip6_text(packed: bytes) -> str:
+    return str(ipaddress.IPv6Address(packed))
 
 
 def build_ipv6(

@@ -17,7 +17,6 @@ Rules:
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -33,23 +32,10 @@ from .ether import (
     build_arp_reply,
     parse_arp,
 )
+from .framekind import Kind
 from .gnlink6 import Link6, classify_ipv6
 
 _ZERO_IP = bytes(4)
-
-
-class Kind(enum.Enum):
-    ARP = "arp"
-    ND = "nd"  # IPv6 Neighbor Discovery (and a first packet from an unlearnt address)
-    DHCP = "dhcp"
-    DNS = "dns"  # to the router address's port 53, IPv4 or IPv6
-    TUNNEL = "tunnel"  # IPv4 to a VIP in the pool
-    TUNNEL6 = "tunnel6"  # IPv6 to a VIP in the link prefix
-    PASSTHROUGH = "passthrough"  # other traffic: through the kernel's routing and NAT
-    DROP = "drop"
-
-
-_KIND6 = {kind.value: kind for kind in Kind}
 
 
 @dataclass
@@ -118,8 +104,7 @@ def classify_frame(frame: bytes, link: GnLink, now: float = 0.0) -> tuple[Kind, 
             known = len(frame) >= 32 and link.device_of(frame, frame[28:32]) is not None
             return (Kind.ARP, "") if known else (Kind.DROP, "foreign_mac")
         if ethertype == ETH_P_IPV6:
-            kind, reason = classify_ipv6(frame, link, now)
-            return _KIND6[kind], reason
+            return classify_ipv6(frame, link, now)
         return Kind.DROP, "other_ethertype"
     if len(frame) < ETH_HEADER + 20 or frame[14] >> 4 != 4:
         return Kind.DROP, "malformed"

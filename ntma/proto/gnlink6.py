@@ -23,12 +23,15 @@ answers for it (as ARP for IPv4). Rules:
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .buffer import CodecError
 from .devices import Device
 from .ether import ETH_HEADER, PROTO_UDP
 from .ether6 import IPV6_HEADER
+from .framekind import Kind
 from .ndp import (
     ALL_NODES,
     ND_NA,
@@ -41,6 +44,9 @@ from .ndp import (
     multicast_mac,
     parse_nd,
 )
+
+if TYPE_CHECKING:
+    from .gnlink import GnLink
 
 RA_MIN_GAP_S = 3.0  # MIN_DELAY_BETWEEN_RAS
 RA_INITIAL_GAP_S = 4.0  # the first RAs (MAX_INITIAL_RTR_ADVERT_INTERVAL is 16 s)
@@ -68,6 +74,11 @@ class Link6:
 
     def __post_init__(self) -> None:
         self.router_ll = link_local(self.adapter_mac)
+
+    @property
+    def network(self) -> ipaddress.IPv6Network:
+        """The link prefix, as text wants it (the kernel's route, the logs)."""
+        return ipaddress.IPv6Network((self.prefix + bytes(8), 64))
 
     def in_prefix(self, address: bytes) -> bool:
         return address[:8] == self.prefix
@@ -130,45 +141,46 @@ class NdOutcome:
     reason: str = ""  # why nothing was answered (counted by the caller)
 
 
-def classify_ipv6(frame: bytes, link, now: float = 0.0) -> tuple[str, str]:
-    """(kind, drop reason) for an IPv6 frame; kinds as gnlink.Kind's values plus "tunnel6".
-    `link` is a gnlink.GnLink (its v6 set once the DC gave an IPv6 VIP)."""
+def classify_ipv6(frame: bytes, link: GnLink, now: float = 0.0) -> tuple[Kind, str]:
+    """(kind, drop reason) for an IPv6 frame (`link.v6` is set once the DC gave an IPv6
+    VIP in a pool with a /64)."""
     v6: Link6 | None = link.v6
     if v6 is None:
-        return "drop", "ipv6_off"
+        return Kind.DROP, "ipv6_off"
     if len(frame) < _V6_FRAME_MIN or frame[14] >> 4 != 6:
-        return "drop", "malformed"
+        return Kind.DROP, "malformed"
     if _V6_FRAME_MIN + ((frame[18] << 8) | frame[19]) > len(frame):
-        return "drop", "malformed"
+        return Kind.DROP, "malformed"
     nh = frame[20]
     if nh == _PROTO_ICMPV6 and len(frame) > _V6_FRAME_MIN and frame[54] in _ND_TYPES:
-        return "nd", ""
+        return Kind.ND, ""
     if nh == PROTO_UDP and frame[38:54] == _ALL_DHCP and frame[56:58] == _DHCP6_SERVER:
-        return "dhcp", ""  # from its link-local address: each device's server keeps to it
+        return Kind.DHCP, ""  # from its link-local address: each device's server keeps to it
     device = link.by_mac.get(frame[6:12])
     src = frame[22:38]
     if device is None:  # a device not seen since the adapter started shows itself
-        return ("nd", "") if src[:8] == v6.prefix else ("drop", "foreign_mac")
+        return (Kind.ND, "") if src[:8] == v6.prefix else (Kind.DROP, "foreign_mac")
     if src != device.vip6:
         if device.vip6 is None and src[:8] == v6.prefix:
-            return "nd", ""  # its address, configured before the adapter (re)started
+            return Kind.ND, ""  # its address, configured before the adapter (re)started
         device.drops["foreign_ip"] += 1
-        return "drop", "foreign_ip"
+        return Kind.DROP, "foreign_ip"
     device.packets_out += 1
     device.bytes_out += len(frame)
     dst = frame[38:54]
     if dst[:8] == v6.prefix:
         udp = nh == PROTO_UDP and len(frame) >= _V6_FRAME_MIN + 4
         if dst == v6.router:
-            return ("dns" if udp and frame[56] == 0 and frame[57] == 53 else "passthrough"), ""
+            dns = udp and frame[56] == 0 and frame[57] == 53
+            return (Kind.DNS if dns else Kind.PASSTHROUGH), ""
         if udp and device.inbound is not None:
             device.inbound.note_outbound(frame[ETH_HEADER:], now)
-        return "tunnel6", ""
+        return Kind.TUNNEL6, ""
     if dst[0] == 0xFF:
-        return "drop", "multicast"
+        return Kind.DROP, "multicast"
     if dst[0] == 0xFE and dst[1] & 0xC0 == 0x80:
-        return "drop", "link_local"
-    return ("passthrough", "") if v6.upstream else ("drop", "no_ipv6_upstream")
+        return Kind.DROP, "link_local"
+    return (Kind.PASSTHROUGH, "") if v6.upstream else (Kind.DROP, "no_ipv6_upstream")
 
 
 def answer_nd(frame: bytes, link) -> NdOutcome:

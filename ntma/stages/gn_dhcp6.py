@@ -11,8 +11,6 @@ its replies itself (a burst of 10, then 1 per second; none over 998 bytes).
 
 from __future__ import annotations
 
-import ipaddress
-
 from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
 from ..proto.devices import Device
@@ -88,6 +86,3 @@ def log_dhcp6_events(events: list[tuple[Device, Event]], log, stats: StageStats)
         elif isinstance(event, Ignored6):
             stats.drop(f"ignored: {event.reason}")
 
-
-def text(address: bytes) -> str:
-    return str(ipaddress.IPv6Address(address))

@@ -38,13 +38,12 @@ from ..proto.ether import (
     mac_text,
     parse_udp,
 )
-from ..proto.ether6 import build_udp6, parse_udp6
+from ..proto.ether6 import build_udp6, ip6_text, parse_udp6
 from ..proto.gnlink import GnLink
 from ..proto.node import NameFailed, NameRegistered
 from .channels import Batch, Frames
 from .dns import CONCURRENT_QUERIES, DnsResolver
 from .gn_dhcp6 import answer_dhcp6, log_dhcp6_events
-from .gn_dhcp6 import text as text6
 
 _IPV6 = (0x86DD).to_bytes(2, "big")
 
@@ -127,7 +126,7 @@ async def run_dhcp_responder(
                 replies6, learnt, events6 = answer_dhcp6(v6, link, stats, now)
                 log_dhcp6_events(events6, log, stats)
                 for device in learnt:
-                    ask_name(device.fqdn, text6(device.vip6))
+                    ask_name(device.fqdn, ip6_text(device.vip6))
                 replies += replies6
             if link.devices.leases_changed and save_leases is not None:
                 link.devices.leases_changed = False

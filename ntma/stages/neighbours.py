@@ -13,7 +13,6 @@ the other control channels; the RA timer does not depend on the inbox.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ from ..observe.spans import StageStats
 from ..proto.buffer import CodecError
 from ..proto.devices import Device
 from ..proto.ether import ETH_P_IPV6, mac_text
+from ..proto.ether6 import ip6_text
 from ..proto.gnlink import GnLink, answer_arp
 from ..proto.gnlink6 import RaTimer, answer_nd
 from .channels import Batch, Frames
@@ -106,6 +106,6 @@ async def run_arp_responder(
 
 def _ask_for(device: Device, ask_name: Callable[[str, str], object], log) -> None:
     assert device.vip6 is not None
-    vip6 = str(ipaddress.IPv6Address(device.vip6))
+    vip6 = ip6_text(device.vip6)
     log.info("device_ipv6", device=device.fqdn, mac=mac_text(device.mac), vip6=vip6)
     ask_name(device.fqdn, vip6)
