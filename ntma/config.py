@@ -47,6 +47,8 @@ class DcConfig:
     admission: dict[str, bytes]
     log: LogConfig
     probe_listen: Endpoint | None = None  # second port: tells cone from symmetric NATs
+    # A third port, only ever sending: tells a stateful firewall from none (dc/probes.py).
+    filter_probe_listen: Endpoint | None = None
     relays: list[tuple[Endpoint, bytes]] = field(default_factory=list)  # (address, key)
     subzones: tuple[SubZone, ...] = ()  # "*.site1.ntm.example" = { key, max_names }
     vip6_pool: ipaddress.IPv6Network | None = None  # a ULA prefix: IPv6 VIPs (dc/vip6.py)
@@ -246,11 +248,41 @@ def load_dc_config(path: Path) -> DcConfig:
         keepalive_misses=dc.positive("keepalive_misses", int, 3),
         admission=admission,
         log=_log(data, base),
-        probe_listen=dc.endpoint("probe_listen", None),
+        probe_listen=_probe_listen(dc),
+        filter_probe_listen=_filter_probe_listen(dc),
         relays=_relays(data, base),
         subzones=subzones,
         vip6_pool=_vip6_pool(dc, pool),
     )
+
+
+def _probe_listen(dc: _Section) -> Endpoint | None:
+    """The probe port, as nodes are told it: so a real address (with a dual-stack `listen`
+    the DC hears it on that port in both families)."""
+    probe = dc.endpoint("probe_listen", None)
+    if probe is not None and ipaddress.ip_address(probe[0]).is_unspecified:
+        raise ConfigError(
+            "dc.probe_listen", "nodes are sent this address", "write the DC's own address"
+        )
+    return probe
+
+
+def _filter_probe_listen(dc: _Section) -> Endpoint | None:
+    filter_probe = dc.endpoint("filter_probe_listen", None)
+    if filter_probe is None:
+        return None
+    probe, listen = dc.endpoint("probe_listen", None), dc.endpoint("listen")
+    if probe is None:
+        raise ConfigError(
+            "dc.filter_probe_listen", "it answers PROBEs", "set dc.probe_listen as well"
+        )
+    if filter_probe[1] in (probe[1], listen[1]):
+        raise ConfigError(
+            "dc.filter_probe_listen",
+            "nodes send to that port",
+            "choose a port other than listen's and probe_listen's",
+        )
+    return filter_probe
 
 
 def _vip6_pool(dc: _Section, pool: ipaddress.IPv4Network) -> ipaddress.IPv6Network | None:

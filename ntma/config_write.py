@@ -37,6 +37,8 @@ def _dc_sections(c: DcConfig, key_file: Path) -> _Sections:
     dc: dict[str, Any] = {"listen": format_endpoint(c.listen)}
     if c.probe_listen is not None:
         dc["probe_listen"] = format_endpoint(c.probe_listen)
+    if c.filter_probe_listen is not None:
+        dc["filter_probe_listen"] = format_endpoint(c.filter_probe_listen)
     dc |= {"private_key_file": key_file, "database": c.database, "zone": c.zone}
     dc["vip_pool"] = str(c.vip_pool)
     if c.vip6_pool is not None:

@@ -9,8 +9,9 @@ run_machine's loop, once per wake-up (a batch arrived, or the machine's timer pa
 
 A side port is a second socket into the same machine (the DC's probe port): its batches go
 to its own receive entry, its replies leave from it, and since its input may have moved the
-machine's timer, it re-arms the main loop's. Replies the machine queues for the main socket
-in answer to side-port input leave at the main loop's next wake-up.
+machine's timer, it re-arms the main loop's. After side-port input every side port's queue
+leaves (the probe port's input makes the DC's filter port send); replies the machine queues
+for the main socket in answer to it leave at the main loop's next wake-up.
 """
 
 from __future__ import annotations
@@ -110,13 +111,14 @@ async def _run_main_port(driver: _Driver, udp: DatagramIO) -> None:
         await trio.lowlevel.checkpoint()
 
 
-async def _run_side_port(driver: _Driver, port: SidePort) -> None:
+async def _run_side_port(driver: _Driver, port: SidePort, ports: Sequence[SidePort]) -> None:
     while True:
         batch = await port.udp.recv_batch(BATCH_MAX)
         driver.feed(batch, port.receive)
         driver.rearm()
         driver.report()
-        await _send(port.udp, port.datagrams_to_send())
+        for each in ports:
+            await _send(each.udp, each.datagrams_to_send())
         await trio.lowlevel.checkpoint()
 
 
@@ -135,7 +137,7 @@ async def run_machine(
     driver = _Driver(machine, stats, gauges)
     async with trio.open_nursery() as nursery:
         for port in side_ports:
-            nursery.start_soon(_run_side_port, driver, port)
+            nursery.start_soon(_run_side_port, driver, port, side_ports)
         task_status.started()
         await _run_main_port(driver, udp)
 

@@ -32,6 +32,9 @@ from ntma.relay.relay import Relay
 DC_EP: Endpoint = ("198.51.100.10", 7400)
 DC_PROBE: Endpoint = ("198.51.100.10", 7401)
 DC_EP6: Endpoint = ("2001:db8::10", 7400)  # the DC's IPv6 address (dual-stack nodes)
+DC_PROBE6: Endpoint = ("2001:db8::10", 7401)
+DC_FILTER: Endpoint = ("198.51.100.10", 7402)  # the filter port (Net(filter_port=True))
+DC_FILTER6: Endpoint = ("2001:db8::10", 7402)
 RS_EP: Endpoint = ("198.51.100.60", 7500)
 ZONE = "ntm.example"
 EPOCH = 1_700_000_000.0
@@ -107,6 +110,8 @@ class Net:
         admission: dict[str, str] | None = None,
         subzones: tuple[tuple[str, str, int], ...] = (),  # (suffix, owner node, max_names)
         pool6: str | None = None,  # the DC's IPv6 VIP pool
+        filter_port: bool = False,  # the DC sends unasked PROBE_ACKs from DC_FILTER(6)
+        firewalled6: tuple[str, ...] = (),  # nodes whose IPv6 hears only what it sent to
     ) -> None:
         self.dc_key = StaticKey.generate()
         self.rs_key = StaticKey.generate()
@@ -122,6 +127,8 @@ class Net:
         self.subzones = subzones
         self.relays = relays
         self.fake_tunnels = fake_tunnels
+        self.filter_port = filter_port
+        self.firewalled6 = set(firewalled6)
         self.dc = self.make_dc()
         self.relay = Relay(
             static=self.rs_key,
@@ -161,6 +168,7 @@ class Net:
             random_bytes=seeded(self._seed),
             epoch_offset=EPOCH,
             probe_endpoint=DC_PROBE,
+            filter_port=self.filter_port,
             relays=[(RS_EP, self.rs_key.public)] if self.relays else [],
             grant_lifetime_s=self.grant_lifetime_s,
         )
@@ -236,8 +244,9 @@ class Net:
                 self.outside[name], self.probe_outside.get(name), self.outside6.get(name)
             ):
                 continue
-            behind_nat = self.natted(name) and target != self.outside6.get(name)  # v6: public
-            if self.filtering and behind_nat and src not in self.opened[name]:
+            v6 = target == self.outside6.get(name)
+            firewalled = name in self.firewalled6 if v6 else self.filtering and self.natted(name)
+            if firewalled and src not in self.opened[name]:
                 self.nat_dropped[name] += 1
                 continue
             if datagram[1:2] == bytes([T_DATA]):  # the data path's, as the stages sort it
@@ -259,6 +268,8 @@ class Net:
             src = self.outside[source_name]
             if target == DC_PROBE:
                 src = self.probe_outside.get(source_name, src)
+            elif target == DC_PROBE6 and source_name in self.outside6:
+                src = self.outside6[source_name]
             elif ":" in target[0]:  # IPv6: from the node's IPv6 address (unreachable without)
                 if source_name not in self.outside6:
                     continue
@@ -272,10 +283,14 @@ class Net:
             return
         if target in (DC_EP, DC_EP6):
             self.dc.receive(datagram, src, self.now)
-        elif target == DC_PROBE:
+        elif target in (DC_PROBE, DC_PROBE6):
             self.dc.receive_probe(datagram, src, self.now)
             for reply, to in self.dc.probe_datagrams_to_send():
-                self._to_node(reply, DC_PROBE, to)
+                self._to_node(reply, target, to)
+            for reply, to in self.dc.filter_datagrams_to_send():
+                self._to_node(reply, DC_FILTER6 if ":" in to[0] else DC_FILTER, to)
+        elif target in (DC_FILTER, DC_FILTER6):
+            self.dc.receive_filter(datagram, src, self.now)
         elif target == RS_EP:
             self.relay.receive(datagram, src, self.now)
             for forwarded, to in self.relay.datagrams_to_send():

@@ -138,7 +138,7 @@ class TestMnBehindNatCnPublic(_ReachesCn):
         _curl("ntma-mn", f"http://{CN_NAME}:8080/hello.txt")
         decided = _events(lab_state, "dc", "route_decided")
         assert decided and decided[-1]["initiator"] == MN_NAME
-        assert decided[-1]["why"] == "requester behind NAT, target public"
+        assert decided[-1]["why"] == "requester behind NAT or firewall, target public"
 
     def test_iperf3_reverse(self, lab):
 

@@ -275,13 +275,15 @@ def test_ipv6_vips_are_the_labs_option(tmp_path: Path) -> None:
         assert lab.LabState.from_json(state.to_json()).dc.vip6_pool == state.dc.vip6_pool
 
 
-def test_ipv6_networks_are_for_public_hosts_and_named_after_their_ipv4_address() -> None:
+def test_ipv6_networks_are_named_after_their_ipv4_address() -> None:
     from ntma.lab import ipv6
 
     assert ipv6.ipv6_of("198.51.100.40") == "2001:db8::40"
+    assert ipv6.lan_ipv6_of("10.10.1.2") == "2001:db8:10:1::2"  # a LAN behind a router
     ipv6.check_nets({"mn": "dual", "cn": "v6"}, {"mn": "none", "cn": "none"})
-    with pytest.raises(LabError, match="--mn-nat none"):
-        ipv6.check_nets({"mn": "v6"}, {"mn": "cone"})
+    ipv6.check_nets({"mn": "v6", "cn": "dual"}, {"mn": "cone", "cn": "symmetric"})
+    with pytest.raises(LabError, match="--cn-nat none, cone or symmetric"):
+        ipv6.check_nets({"cn": "dual"}, {"cn": "same"})
     with pytest.raises(LabError, match="unknown network"):
         ipv6.check_nets({"cn": "v5"}, {"cn": "none"})
     state = lab.new_state(Path("/nonexistent"), lab.build_topology({"mn": "none"}), {"mn": "none"},

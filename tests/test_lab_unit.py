@@ -266,6 +266,7 @@ def test_status_routes_fallbacks_and_nat_types_from_logs(
         "why": "both behind endpoint-independent (cone) NATs",
         "initiator": "mn.ntm.example",
         "relay": "198.51.100.60:7500",
+        "family": 4,
         "timestamp": "2025-01-01T00:00:01Z",
         "level": "info",
     }
@@ -277,6 +278,7 @@ def test_status_routes_fallbacks_and_nat_types_from_logs(
             {"event": "dc_ready"},
             {"event": "node_nat", "fqdn": "mn.ntm.example", "reach": "unknown"},
             {"event": "node_nat", "fqdn": "cn.ntm.example", "reach": "cone"},
+            {"event": "node_nat", "fqdn": "cn.ntm.example", "reach": "filtered", "family": 6},
             decided,
             {"event": "node_nat", "fqdn": "mn.ntm.example", "reach": "cone"},
             {"event": "route_decided_not", "tunnel_id": 9},
@@ -314,6 +316,7 @@ def test_status_routes_fallbacks_and_nat_types_from_logs(
         },
     ]
     assert status["nat_types"] == {"mn.ntm.example": "cone", "cn.ntm.example": "cone"}
+    assert status["nat_types6"] == {"cn.ntm.example": "filtered"}
     assert status["relay"]["address"] == "198.51.100.60" and status["relay"]["port"] == 7500
 
     assert lab.main(["status", "--json", "--run-dir", str(tmp_path)]) == 0

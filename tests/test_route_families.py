@@ -21,7 +21,8 @@ def _session(name: str, endpoints: dict, local: list, probe=None) -> NodeSession
         0.0, keypair_pair()[0],
     )
     session.local_endpoints = list(local)
-    session.probe_observed = probe
+    if probe is not None:
+        session.probe_observed = {4 if "." in probe[0] else 6: probe}
     return session
 
 

@@ -173,7 +173,7 @@ def test_the_probe_port_moves_nothing():
     datagrams = net.nodes["mn"].datagrams_to_send()
     for datagram, _ in datagrams:
         net.inject(datagram, ("198.51.100.41", 45000), DC_PROBE)
-    assert session.endpoint == endpoint and session.probe_observed == ("198.51.100.41", 45000)
+    assert session.endpoint == endpoint and session.probe_observed == {4: ("198.51.100.41", 45000)}
     assert not [e for e in net.dc_events if isinstance(e, NodeMoved)]
 
 

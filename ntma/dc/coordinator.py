@@ -2,9 +2,10 @@
 
 Rules:
 - It follows the contract in proto/machine.py. Inputs: receive(datagram, addr, now) for
-  the main port, receive_probe(...) for the probe port, handle_timer(now). Outputs, drained
-  by the driver: datagrams_to_send(), probe_datagrams_to_send() (they leave from the probe
-  port), events() (typed, in dc/events.py) and drops.
+  the main port, receive_probe(...) for the probe port, receive_filter(...) for the filter
+  port, handle_timer(now). Outputs, drained by the driver: datagrams_to_send(),
+  probe_datagrams_to_send() and filter_datagrams_to_send() (they leave from those ports),
+  events() (typed, in dc/events.py) and drops.
 - Main port: HANDSHAKE_INIT(REGISTER) goes through the HandshakeGate (mac1, cookie under
   load, budgets), then two X25519, then: an admitted key or no reply at all; a timestamp
   newer than any seen for the key (in memory, and durably in the store) or dropped; then
@@ -17,7 +18,7 @@ Rules:
   until the target acks it.
 - Probe port: SIGNAL(PROBE) only (it may be the packet that confirms a new session); it
   moves nothing but the probe view, and PROBE_ACK goes to the PROBE's source from the
-  probe port.
+  probe port; the filter port only sends (dc/probes.py).
 - The DC never initiates and sends nothing to a source it has no session with, except
   handshake responses (never larger than their init) and cookie replies.
 - Durable facts (name -> key, VIP, greatest timestamp per key) go to the NodeStore;
@@ -45,7 +46,6 @@ from ..proto.bodies_v2 import (
     NameAdd,
     NameRemove,
     Probe,
-    ProbeAck,
     Register,
     RegisterAck,
     RouteDirectionAck,
@@ -71,7 +71,6 @@ from .events import (
     DcEvent,
     NodeDeregistered,
     NodeMoved,
-    NodeNat,
     NodeOffline,
     NodeOnline,
     NodeRegistered,
@@ -79,8 +78,8 @@ from .events import (
     RegistrationRefused,
 )
 from .names import Names
+from .probes import Probes
 from .redirects import Redirects
-from .route import Reach
 from .sessions import NodeSession, Opened, Pending, SessionTable, family_of, open_signal
 from .store import NodeRecord, NodeStore, PoolExhausted
 
@@ -106,6 +105,7 @@ class Coordinator:
         generate_key: Callable[[], X25519PrivateKey] = X25519PrivateKey.generate,
         epoch_offset: float | None = None,
         probe_endpoint: Endpoint | None = None,
+        filter_port: bool = False,
         relays: list[tuple[Endpoint, bytes]] = (),  # type: ignore[assignment]
         grant_lifetime_s: float = GRANT_LIFETIME_S,
         budget_per_s: float | None = None,
@@ -132,10 +132,10 @@ class Coordinator:
         self.table = SessionTable()
         self.tunnels = DirectedTunnels(random_bytes)
         self._out: list[tuple[bytes, Endpoint]] = []
-        self._probe_out: list[tuple[bytes, Endpoint]] = []
         self._events: list[DcEvent] = []
         self._sweep_at = 0.0
         self.drops = Drops()
+        self.probes = Probes(self._events, self.drops, self._txid, filter_port)
         self.director = Director(
             dc_id=self.dc_id,
             sessions=self.table.by_key,
@@ -165,7 +165,12 @@ class Coordinator:
 
     def probe_datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         """Replies that must leave from the probe port (the NAT mapping the probe made)."""
-        out, self._probe_out = self._probe_out, []
+        out, self.probes.probe_out = self.probes.probe_out, []
+        return out
+
+    def filter_datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        """The unasked PROBE_ACKs: they leave from the filter port (dc/probes.py)."""
+        out, self.probes.filter_out = self.probes.filter_out, []
         return out
 
     def events(self) -> list[DcEvent]:
@@ -241,8 +246,12 @@ class Coordinator:
         # An authentic packet of the new session confirms its keys wherever it arrives;
         # the session's endpoint stays the one the main port saw.
         session = self._commit(owner, now) if isinstance(owner, Pending) else owner
-        self._on_probe(session, msg, addr, now)
+        self.probes.on_probe(session, msg, addr, now)
         self.redirects.run(now)  # a mover whose NAT type we were waiting for
+
+    def receive_filter(self, datagram: bytes, addr: Endpoint, now: float) -> None:
+        """The filter port only sends: nothing that arrives there is looked at."""
+        self.drops.drop("filter_port_input")
 
     # --- handshakes -------------------------------------------------------------------
 
@@ -351,6 +360,7 @@ class Coordinator:
         old = self.table.by_key.get(pending.public_key)
         was_offline = old is not None and not old.online
         session, replaced, freed = self.table.commit(pending, now)
+        session.filter_probed = self.probes.filter_port
         self._release(freed)
         self.store.record_timestamp(pending.public_key, pending.timestamp)
         self.gate.pin(pending.public_key)
@@ -430,7 +440,8 @@ class Coordinator:
             if local != session.local_endpoints:
                 session.local_endpoints = local
                 self.redirects.moved(session, now)
-            self._report_nat(session)
+            for family in session.endpoints:
+                self.probes.report(session, family)
             return UpdateAck(msg.txid, Status.OK, session.endpoint)
         if isinstance(msg, DirectionRequest):
             return self._on_direction_request(session, msg, now)
@@ -453,24 +464,6 @@ class Coordinator:
                 self.tunnels.remove(msg.tunnel_id)
             return Ack(msg.txid)
         return Ack(msg.txid)  # DEREGISTER
-
-    def _on_probe(self, session: NodeSession, msg: Probe, addr: Endpoint, now: float) -> None:
-        session.probe_observed, session.probe_at = addr, now
-        self._report_nat(session)
-        keypair = session.sending(now)
-        if keypair is None:
-            self.drops.drop("expired_keys")
-            return
-        ack = keypair.seal(T_SIGNAL, encode(ProbeAck(msg.txid, addr)))
-        self._probe_out.append((ack, addr))
-
-    def _report_nat(self, session: NodeSession) -> None:
-        reach = session.reach()
-        if reach is session.nat_reported or (reach is Reach.NAT and not session.probe_observed):
-            return
-        session.nat_reported = reach
-        probe = _ep(session.probe_observed) if session.probe_observed else ""
-        self._events.append(NodeNat(session.fqdn, reach.value, _ep(session.endpoint), probe))
 
     # --- directions -------------------------------------------------------------------
 
@@ -532,6 +525,7 @@ class Coordinator:
         if old is not None:
             self._events.append(NodeMoved(session.fqdn, _ep(old), _ep(addr)))
             self.redirects.moved(session, now)
+        self.probes.report(session, family)  # its probe may have come first
         self.store.update_observed(session.fqdn, session.endpoint, self._epoch_ms(now))
 
     def _end(self, session: NodeSession, now: float) -> None:

@@ -258,7 +258,8 @@ def _route_fields(
         "route": plan.route.name.lower(),
         "why": plan.why,
         "initiator": tunnel.requester if plan.requester_initiates else tunnel.target,
-        "requester_reach": requester.reach().value,
-        "target_reach": target.reach().value,
+        "requester_reach": requester.reach(plan.family).value,  # in the route's family
+        "target_reach": target.reach(plan.family).value,
         "relay": f"{relay.endpoint[0]}:{relay.endpoint[1]}" if relay else None,
+        "family": plan.family,
     }

@@ -80,6 +80,7 @@ class NodeNat(DcEvent):
     reach: str
     main: str  # the node's endpoint as the signalling port sees it
     probe: str  # ... and as the probe port sees it
+    family: int = 4  # the address family this is about (4 or 6)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class RouteDecided(DcEvent):
     requester_reach: str
     target_reach: str
     relay: str | None  # the Relay Server chosen for punch or relay routes
+    family: int = 0  # the address family the route was decided in (0: the relay's, none)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class RouteUpdated(DcEvent):
     requester_reach: str
     target_reach: str
     relay: str | None
+    family: int = 0  # as in RouteDecided
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,7 @@ class Redirects:
 
     def moved(self, session: NodeSession, now: float) -> None:
         if session.probe_at is None or now - session.probe_at > PROBE_FRESH_S:
-            session.probe_observed = None  # the old network's: learn the NAT type again
-            session.nat_reported = None
+            session.forget_probes()  # the old network's: learn the NAT type again
         self._schedule(session, "moved", now)
 
     def restarted(self, session: NodeSession, now: float) -> None:

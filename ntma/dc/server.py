@@ -20,7 +20,7 @@ from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
 from ..observe.log import RateLimitedDebug
 from ..observe.spans import Spans
-from ..proto.buffer import CodecError
+from ..proto.buffer import CodecError, Endpoint
 from ..proto.dns import ResponseRateLimit, parse_query, refused, truncated, zone_answer
 from ..proto.names import is_ntm_name
 from ..serve import SidePort, run_machine, serve_until_signalled
@@ -34,13 +34,17 @@ async def run_signalling_server(
     spans: Spans,
     *,
     probe: DatagramIO | None = None,
+    filter_probe: DatagramIO | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The Coordinator on its signalling socket and, if given, its probe port (which
-    answers PROBE only, from that port: see dc/route.py), through the one driver."""
-    side_ports = (
-        [SidePort(probe, dc.receive_probe, dc.probe_datagrams_to_send)] if probe is not None else []
-    )
+    answers PROBE only, from that port: see dc/route.py) and filter port (which only sends:
+    dc/probes.py), through the one driver."""
+    side_ports = []
+    if probe is not None:
+        side_ports.append(SidePort(probe, dc.receive_probe, dc.probe_datagrams_to_send))
+    if filter_probe is not None:
+        side_ports.append(SidePort(filter_probe, dc.receive_filter, dc.filter_datagrams_to_send))
     await run_machine(
         dc, udp, spans.stage("dc_signalling"), side_ports=side_ports, task_status=task_status
     )
@@ -98,13 +102,19 @@ async def run_dc(config: DcConfig) -> None:
         )
         dc = _coordinator(config, store)
         udp = resources.enter_context(contextlib.closing(UdpSocket.bind(config.listen)))
-        probe = None
-        if config.probe_listen:
-            probe = resources.enter_context(contextlib.closing(UdpSocket.bind(config.probe_listen)))
+        probe, filter_probe = (
+            resources.enter_context(contextlib.closing(UdpSocket.bind(_side(port, config))))
+            if port
+            else None
+            for port in (config.probe_listen, config.filter_probe_listen)
+        )
 
         async def start(nursery: trio.Nursery) -> None:
             await nursery.start(
-                functools.partial(run_signalling_server, probe=probe), dc, udp, spans
+                functools.partial(run_signalling_server, probe=probe, filter_probe=filter_probe),
+                dc,
+                udp,
+                spans,
             )
             if config.dns_listen is not None:
                 dns_sock = resources.enter_context(
@@ -131,6 +141,12 @@ async def run_dc(config: DcConfig) -> None:
         )
 
 
+def _side(port: Endpoint, config: DcConfig) -> Endpoint:
+    """Where a probe port binds: with a dual-stack `listen`, dual-stack on its port too, so
+    nodes probe it in both families (they are told its address in one)."""
+    return ("::", port[1]) if config.listen[0] == "::" else port
+
+
 def _coordinator(config: DcConfig, store: NodeStore) -> Coordinator:
     return Coordinator(
         static=config.key,
@@ -142,5 +158,6 @@ def _coordinator(config: DcConfig, store: NodeStore) -> Coordinator:
         keepalive_misses=config.keepalive_misses,
         epoch_offset=time.time() - trio.current_time(),
         probe_endpoint=config.probe_listen,
+        filter_port=config.filter_probe_listen is not None,
         relays=config.relays,
     )

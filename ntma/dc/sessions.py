@@ -64,9 +64,15 @@ class NodeSession:
     local_endpoints: list[Endpoint] = field(default_factory=list)
     online: bool = True
     answers: OrderedDict[int, Message] = field(default_factory=OrderedDict)
-    probe_observed: Endpoint | None = None  # as the probe port saw it
-    probe_at: float | None = None  # when
-    nat_reported: Reach | None = None  # the NAT type last logged for this node
+    # Per family: the node's endpoint as the probe port saw it, and when last.
+    probe_observed: dict[int, Endpoint] = field(default_factory=dict)
+    probe_at: float | None = None
+    # The filter port (when the DC has one): per family, the endpoint shown to pass packets
+    # the node never asked for, and the txid of the unasked PROBE_ACK awaiting the echo.
+    filter_probed: bool = False
+    unfiltered: dict[int, Endpoint] = field(default_factory=dict)
+    filter_txids: dict[int, int] = field(default_factory=dict)
+    nat_reported: dict[int, Reach] = field(default_factory=dict)  # last logged, per family
     highest: dict[int, int] = field(default_factory=dict)  # local index -> highest counter
     added: dict[str, str] = field(default_factory=dict)  # NAME_ADD's names -> their VIPs
 
@@ -90,10 +96,16 @@ class NodeSession:
         """How the node is reached in `family` (0: its main endpoint's); a probe result
         counts only for the family it was made in."""
         endpoint = self.endpoints[family] if family else self.endpoint
-        probe = self.probe_observed
-        if probe is not None and family_of(probe) != family_of(endpoint):
-            probe = None
-        return reach_of(endpoint, self.local_endpoints, probe)
+        family = family_of(endpoint)
+        unfiltered = self.unfiltered.get(family) == endpoint if self.filter_probed else None
+        return reach_of(endpoint, self.local_endpoints, self.probe_observed.get(family), unfiltered)
+
+    def forget_probes(self) -> None:
+        """The node moved: what the probes showed was of its old network."""
+        self.probe_observed = {}
+        self.unfiltered = {}
+        self.filter_txids = {}
+        self.nat_reported = {}
 
     def keypairs(self) -> list[Keypair]:
         return [k for k in (self.current, self.previous) if k is not None]
@@ -165,6 +177,7 @@ class SessionTable:
         if old is not None and old.endpoint == pending.endpoint:
             session.probe_observed = old.probe_observed  # same mapping: the NAT type holds
             session.probe_at = old.probe_at
+            session.unfiltered = old.unfiltered
             session.local_endpoints = old.local_endpoints
         self.by_key[pending.public_key] = session
         self.by_index[keypair.local_index] = (session, keypair)

@@ -6,7 +6,8 @@ Topology (every namespace is named ``ntma-*``; nothing is created in the root na
     ntma-inet   bridge br0, the "Internet" 198.51.100.0/24, one veth port per attached host;
                 with --block-direct, an nftables bridge table there drops UDP between any two
                 NTM ends' public addresses (so hole punching fails and the relay must carry it)
-    ntma-dc     eth0 198.51.100.10   DC daemon (signalling :7400, NAT-type probe :7401)
+    ntma-dc     eth0 198.51.100.10   DC daemon (signalling :7400, NAT-type probe :7401,
+                                     firewall probe :7402)
     ntma-rs     eth0 198.51.100.60   Relay Server daemon (:7500)
     ntma-web    eth0 198.51.100.20   http.server :80 + dnsmasq :53 (upstream resolver)
     ntma-mn     eth0 198.51.100.40, or 10.10.1.2 behind ntma-mn-nat (wan0 .41, lan0 10.10.1.1)

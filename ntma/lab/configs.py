@@ -16,6 +16,7 @@ from .ipv6 import ipv6_of
 from .keys import new_key
 from .settings import (
     ADAPTER_LEASE_TIME,
+    DC_FILTER_PORT,
     DC_KEEPALIVE_INTERVAL,
     DC_KEEPALIVE_MISSES,
     LOG_LEVEL,
@@ -60,6 +61,7 @@ def dc_config(state: LabState) -> DcConfig:
     return DcConfig(
         listen=("::" if dc.ipv6 else dc.address, dc.port),
         probe_listen=(dc.address, dc.probe_port),
+        filter_probe_listen=(dc.address, DC_FILTER_PORT),
         key=_key(state, "dc"),
         database=state.run_dir / "dc.sqlite",
         zone=ZONE,

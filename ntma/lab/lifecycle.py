@@ -231,8 +231,7 @@ def lab_up(
         build_network(topo)
         if state.dc.ipv6:
             ends = [*state.nodes.values(), *state.adapters.values()]
-            hosts = {h.ns: (h.address, h.net) for h in ends}
-            configure_ipv6(lab_servers(state), hosts)
+            configure_ipv6(lab_servers(state), ends)
         write_keys_and_configs(state)
         save_state(state)
         start_web(state)

@@ -122,6 +122,8 @@ def plan_move(state: LabState, name: str, to: str) -> MovePlan:
     """Where `name` goes on `lab move --to to` (pure: reads `state`, changes nothing)."""
     old = _host(state, name)
     _check_target(name, to)
+    if old.net != "v4":
+        raise LabRefused(f"{name} has IPv6 (--{name}-net {old.net}): lab move is IPv4 only")
     guests = _guests(state, old)
     if guests:
         raise LabRefused(

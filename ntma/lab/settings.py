@@ -23,6 +23,7 @@ RS_NS = "ntma-rs"
 RS_KEY = "rs"  # the Relay Server's key name (keys/rs.key)
 DC_PORT = 7400
 DC_PROBE_PORT = 7401  # a second DC port: nodes compare mappings to learn their NAT type
+DC_FILTER_PORT = 7402  # a third, sending only: tells a stateful firewall from none
 RS_PORT = 7500
 RS_IDLE_TIMEOUT = 60
 NODE_PORT = 7401

@@ -17,7 +17,7 @@ from .netns import live_namespaces, ns_addresses
 from .settings import DEFAULT_RUN_DIR
 from .state import DaemonSpec, LabState, load_state, state_path
 
-ROUTE_FIELDS = ("tunnel_id", "requester", "target", "route", "why", "initiator", "relay")
+ROUTE_FIELDS = ("tunnel_id", "requester", "target", "route", "why", "initiator", "relay", "family")
 FALLBACK_FIELDS = ("tunnel", "peer", "from", "to")
 
 
@@ -54,7 +54,8 @@ def lab_events(state: LabState) -> dict[str, Any]:
     routes: the DC's `route_decided` events (ROUTE_FIELDS + timestamp), oldest first;
     fallbacks: `route_fallback` events of the nodes and the adapter (FALLBACK_FIELDS, the
     daemon that logged it as "node", timestamp); nat_types: fqdn -> reach ("public", "cone",
-    "symmetric", "unknown"), the DC's latest `node_nat` event per name.
+    "symmetric", "unknown", "filtered"), the DC's latest IPv4 `node_nat` event per name;
+    nat_types6: the same in IPv6.
     """
     routes = [
         {**{k: e.get(k) for k in ROUTE_FIELDS}, "timestamp": e.get("timestamp")}
@@ -71,10 +72,16 @@ def lab_events(state: LabState) -> dict[str, Any]:
             for e in daemon_log_events(state, name, "route_fallback")
         ]
     fallbacks.sort(key=lambda f: str(f["timestamp"] or ""))
-    nat_types = {
-        e["fqdn"]: e.get("reach") for e in daemon_log_events(state, "dc", "node_nat") if "fqdn" in e
+    nat_types: dict[int, dict[str, Any]] = {4: {}, 6: {}}
+    for e in daemon_log_events(state, "dc", "node_nat"):
+        if "fqdn" in e:
+            nat_types[6 if e.get("family") == 6 else 4][e["fqdn"]] = e.get("reach")
+    return {
+        "routes": routes,
+        "fallbacks": fallbacks,
+        "nat_types": nat_types[4],
+        "nat_types6": nat_types[6],
     }
-    return {"routes": routes, "fallbacks": fallbacks, "nat_types": nat_types}
 
 
 def _namespaces(state: LabState | None) -> dict[str, dict[str, Any]]:

@@ -4,7 +4,7 @@
                                                (REGISTER, padded to its reply_max)
     REGISTER_ACK OK                            REGISTERING  -> REGISTERED: KEEPALIVE at once
                                                (key confirmation), UPDATE(local endpoints),
-                                               PROBE through the probe port when behind NAT
+                                               PROBE through the probe port, per family
     REGISTER_ACK refused                       REGISTERING  -> REFUSED (retry at retry_at)
     retry_at passes                            REFUSED      -> REGISTERING
     KEEPALIVE_ACK missing (after resends),
@@ -49,6 +49,7 @@ from .wire import DcContext, NameVips, Wire
 REGISTER_TIMEOUT_S = 8.0
 REFUSED_RETRY_S = 30.0
 PROBE_TIMEOUT_S = 4.0
+ECHO_MIN_INTERVAL_S = 1.0  # echoes of the filter port's unasked PROBE_ACKs, at most
 UPDATE_TIMEOUT_S = 8.0
 DEREGISTER_TIMEOUT_S = 2.0
 DC_REKEY_AFTER_S = 1800.0  # node<->DC sessions (4.4)
@@ -70,6 +71,7 @@ class DcTx(enum.Enum):
     KEEPALIVE_OTHER = "keepalive_other"  # to the DC's other-family address: its loss is no alarm
     UPDATE = "update"
     PROBE = "probe"
+    PROBE_OTHER = "probe_other"  # the probe port in our other family (dual-stack)
     DIRECTION = "direction"
     DEREGISTER = "deregister"
     TUNNEL_CLOSED = "tunnel_closed"
@@ -107,6 +109,7 @@ class DcSession:
         self.other_dc: Endpoint | None = None  # the DC's address in our other family
         self.nat_probe_observed: Endpoint | None = None  # our endpoint as the probe port saw it
         self.mapping_changed = False  # set by on_observed; NodeSignalling clears it
+        self._echo_after: dict[int, float] = {}  # per family: no echo before then
 
     @property
     def vip(self) -> str:
@@ -208,8 +211,7 @@ class DcSession:
             wire.events.append(registration)
             self.update(now)
             self.probe_endpoint = msg.probe
-            if msg.probe is not None and behind_nat:
-                self.probe(now)
+            self.probe(now)  # behind a NAT or not: a firewall shows only there
         return anew
 
     def deregister(self, now: float) -> None:
@@ -244,7 +246,7 @@ class DcSession:
         self._send_request(kind, msg, now)
 
     def _send_request(self, kind: DcTx, msg: Message, now: float) -> None:
-        to = {DcTx.PROBE: self.probe_endpoint, DcTx.KEEPALIVE_OTHER: self.other_dc}.get(kind)
+        to = {**self.probe_targets(), DcTx.KEEPALIVE_OTHER: self.other_dc}.get(kind)
         self.send(msg, now, to)
 
     def _keepalive(self, now: float) -> None:
@@ -270,9 +272,33 @@ class DcSession:
         msg = Update(self._wire.txid(), tuple(dict.fromkeys(valid))[:UPDATE_ENDPOINTS_MAX])
         self.request(msg, DcTx.UPDATE, now, UPDATE_TIMEOUT_S)
 
+    def probe_targets(self) -> dict[DcTx, Endpoint]:
+        """Where PROBE goes in each family we keep the DC session in: the probe port as the
+        DC told it, in its family; in the other one, that port at the DC's address there."""
+        probe = self.probe_endpoint
+        if probe is None:
+            return {}
+        targets = {}
+        for kind, dc in ((DcTx.PROBE, self._wire.dc_endpoint), (DcTx.PROBE_OTHER, self.other_dc)):
+            if dc is not None:
+                targets[kind] = probe if _family(probe) == _family(dc) else (dc[0], probe[1])
+        return targets
+
     def probe(self, now: float) -> None:
-        if self.probe_endpoint is not None:
-            self.request(Probe(self._wire.txid()), DcTx.PROBE, now, PROBE_TIMEOUT_S)
+        for kind in self.probe_targets():
+            self.request(Probe(self._wire.txid()), kind, now, PROBE_TIMEOUT_S)
+
+    def echo(self, unasked: ProbeAck, source: Endpoint, now: float) -> None:
+        """The DC's filter port reached us unasked (dc/probes.py): say so with its txid in a
+        PROBE to the probe port of that family. Not a request: nobody answers it, and a lost
+        echo only leaves us taken as filtered."""
+        targets, family = self.probe_targets().values(), _family(source)
+        to = next((t for t in targets if _family(t) == family), None)
+        if to is None or source in targets or now < self._echo_after.get(family, 0.0):
+            self._wire.drops.drop("unasked_probe_ack")  # not the filter port, or too often
+            return
+        self._echo_after[family] = now + ECHO_MIN_INTERVAL_S
+        self.send(Probe(unasked.txid), now, to)
 
     # --- the DC's messages ------------------------------------------------------------
 
@@ -321,13 +347,15 @@ class DcSession:
     def moved(self, now: float) -> None:
         """We may be somewhere else: our endpoints and our NAT type to the DC again."""
         self.nat_probe_observed = None
-        for old in self.tx.find(DcTx.UPDATE) + self.tx.find(DcTx.PROBE):
-            self.tx.finish(old.txid)  # the newer ones say it better
+        for kind in (DcTx.UPDATE, DcTx.PROBE, DcTx.PROBE_OTHER):
+            for old in self.tx.find(kind):
+                self.tx.finish(old.txid)  # the newer ones say it better
         self.update(now)
         self.probe(now)
 
-    def on_probe_ack(self, msg: ProbeAck) -> None:
-        self.nat_probe_observed = msg.observed
+    def on_probe_ack(self, msg: ProbeAck, kind: DcTx) -> None:
+        if kind == DcTx.PROBE:  # our main family's view
+            self.nat_probe_observed = msg.observed
 
     # --- timers -----------------------------------------------------------------------
 
@@ -370,3 +398,7 @@ class DcSession:
         self.state = SessionState.REGISTERING
         self.register_deadline = now + REGISTER_TIMEOUT_S
         self.register(now)
+
+
+def _family(endpoint: Endpoint) -> int:
+    return 6 if ":" in endpoint[0] else 4

@@ -352,7 +352,7 @@ class NodeSignalling:
         elif owner is self.session:
             msg = self.session.open(index, datagram, counter, now)
             if msg is not None:
-                self._from_dc(msg, now)
+                self._from_dc(msg, addr, now)
         elif isinstance(owner, RsSession):
             self.relays.on_signal(owner, index, datagram, counter, now)
         elif isinstance(owner, Tunnel):
@@ -375,7 +375,7 @@ class NodeSignalling:
 
     # --- the DC's messages ------------------------------------------------------------
 
-    def _from_dc(self, msg: Message, now: float) -> None:
+    def _from_dc(self, msg: Message, addr: Endpoint, now: float) -> None:
         if isinstance(msg, RouteDirection | RouteUpdate | TunnelGone):
             self._from_dc_request(msg, now)
             return
@@ -383,6 +383,9 @@ class NodeSignalling:
             self.drops.drop(f"unexpected {type(msg).__name__} from DC")
             return
         tx = self.session.tx.finish(msg.txid)
+        if tx is None and isinstance(msg, ProbeAck):
+            self.session.echo(msg, addr, now)  # the DC's filter port, unasked
+            return
         if tx is None:
             self.drops.drop("answer_to_no_request")  # a late duplicate, or a txid never asked
             return
@@ -399,7 +402,7 @@ class NodeSignalling:
             if isinstance(tx.context, tuple):
                 self._on_direction_response(tx.context, msg, now)
         elif isinstance(msg, ProbeAck):
-            self.session.on_probe_ack(msg)
+            self.session.on_probe_ack(msg, tx.kind)
         elif isinstance(msg, NameAddAck):
             self.names.on_ack(msg, tx.context)
             if msg.fqdn in self.wire.names:
