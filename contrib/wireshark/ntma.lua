@@ -59,7 +59,7 @@ local f = {
     encrypted_len = ProtoField.uint16("ntma.encrypted.length", "Encrypted payload length"),
     plaintext_len = ProtoField.uint16(
         "ntma.plaintext_length",
-        "Plaintext length (payload minus the 16-byte tag)"
+        "Plaintext length (the encrypted payload, tag not counted)"
     ),
     body_len = ProtoField.uint16(
         "ntma.body_length",
