@@ -93,8 +93,14 @@ local malformed = ProtoExpert.new(
     expert.group.MALFORMED,
     expert.severity.ERROR
 )
+local index_warning = ProtoExpert.new(
+    "ntma.index_zero",
+    "Index 0 (never allocated)",
+    expert.group.PROTOCOL,
+    expert.severity.WARN
+)
 local note = ProtoExpert.new("ntma.note", "ntma note", expert.group.SEQUENCE, expert.severity.NOTE)
-ntma.experts = { malformed, note }
+ntma.experts = { malformed, index_warning, note }
 
 -- --- preferences: the ports that name the responder ----------------------------------
 
@@ -229,15 +235,9 @@ local function problem(buf, enveloped)
         if len < INIT_MIN or len > MAX_HANDSHAKE then
             return "handshake init of " .. len .. " bytes (150 to 1400)"
         end
-        if buf(4, 4):uint() == 0 then
-            return "sender_index 0 (never allocated)"
-        end
     elseif t == T_RESP then
         if len < RESP_MIN or len > MAX_HANDSHAKE then
             return "handshake response of " .. len .. " bytes (94 to 1400)"
-        end
-        if buf(4, 4):uint() == 0 or buf(8, 4):uint() == 0 then
-            return "an index of 0 (never allocated)"
         end
         if not is_zero(buf(len - MAC_LEN, MAC_LEN)) then
             return "a handshake response with a mac2"
@@ -250,9 +250,6 @@ local function problem(buf, enveloped)
         if len < TRANSPORT_MIN then
             return "transport packet of " .. len .. " bytes (at least 32)"
         end
-        if t == T_SIGNAL and buf(4, 4):uint() == 0 then
-            return "SIGNAL to receiver_index 0"
-        end
     elseif t == T_ENVELOPE then
         if len < ENVELOPE_OVERHEAD + HEADER_LEN or len > ENVELOPE_OVERHEAD + MAX_HANDSHAKE then
             return "relay envelope of " .. len .. " bytes"
@@ -261,6 +258,27 @@ local function problem(buf, enveloped)
             return "relay envelope with tunnel_id 0"
         end
         return problem(buf(ENVELOPE_OVERHEAD):tvb(), true)
+    end
+    return nil
+end
+
+-- Index 0 is never allocated (4.4), but the code's parsers accept it (a receiver then
+-- finds no session, or takes DATA to index 0 for a PUNCH): a warning, not malformed.
+-- Call only on a datagram problem() accepted.
+local function index_zero(buf)
+    local t = buf(1, 1):uint()
+    if t == T_INIT and buf(4, 4):uint() == 0 then
+        return "sender_index 0 (never allocated)"
+    elseif t == T_RESP and (buf(4, 4):uint() == 0 or buf(8, 4):uint() == 0) then
+        return "an index of 0 (never allocated)"
+    elseif (t == T_COOKIE or t == T_SIGNAL) and buf(4, 4):uint() == 0 then
+        return TYPE_NAMES[t] .. " to receiver_index 0 (never allocated)"
+    elseif t == T_DATA and buf(4, 4):uint() == 0 then
+        local punch = buf:len() == TRANSPORT_MIN and is_zero(buf(8, 8))
+            and is_zero(buf(TRANSPORT_MIN - TAG_LEN, TAG_LEN))
+        if not punch then
+            return "DATA to receiver_index 0 that is not a PUNCH (dropped as one)"
+        end
     end
     return nil
 end
@@ -345,8 +363,7 @@ local function dissect_transport(buf, pinfo, tree, t)
             tree:add(f.punch, true):set_generated()
             return "DATA PUNCH"
         end
-        tree:add_proto_expert_info(malformed, "DATA to receiver_index 0 that is not a PUNCH")
-        return "DATA malformed: receiver_index 0 but not a PUNCH"
+        return "DATA to receiver_index 0, not a PUNCH"
     elseif t == T_DATA and plain == 0 then
         tree:add(f.keepalive, true):set_generated()
         name = "DATA keep-alive"
@@ -393,6 +410,10 @@ dissect_datagram = function(buf, pinfo, tree, enveloped)
         end
         return (TYPE_NAMES[t] or "unknown") .. " malformed: " .. why
     end
+    local zero = index_zero(buf)
+    if zero ~= nil then
+        tree:add_proto_expert_info(index_warning, zero)
+    end
     if t == T_DATA or t == T_SIGNAL then
         return dissect_transport(buf, pinfo, tree, t)
     end
@@ -410,7 +431,7 @@ end
 
 -- Claims a UDP payload on any port only when it passes every check of its type.
 local function heuristic(buf, pinfo, tree)
-    if buf:len() < HEADER_LEN or problem(buf, false) ~= nil then
+    if buf:len() < HEADER_LEN or problem(buf, false) ~= nil or index_zero(buf) ~= nil then
         return false
     end
     ntma.dissector(buf, pinfo, tree)
