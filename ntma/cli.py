@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = loaders[args.role](args.config)
     except ConfigError as exc:
-        print(f"ntma {args.role}: error: {exc}", file=sys.stderr)
+        for problem in getattr(exc, "problems", [exc]):  # one line each
+            print(f"ntma {args.role}: error: {problem}", file=sys.stderr)
         return 2
     if args.role == "dc" and args.reset_timestamp is not None:
         return _reset_timestamp(config, args.reset_timestamp)
