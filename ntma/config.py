@@ -124,7 +124,7 @@ def load_dc_config(path: Path) -> DcConfig:
             keepalive_misses=lambda: dc.positive("keepalive_misses", int, 3),
             admission=admission,
             log=lambda: _log(doc),
-            probe_listen=lambda: dc.endpoint("probe_listen", None),
+            probe_listen=lambda: _probe_listen(dc),
             relays=lambda: _relays(doc),
             subzones=subzones,
             vip6_pool=lambda: _vip6_pool(dc, pool),
@@ -139,6 +139,18 @@ def _vip_pool(dc: _Section) -> ipaddress.IPv4Network:
     if pool.num_addresses < 8:
         raise ConfigError("dc.vip_pool", "too small", "use a prefix of /29 or larger")
     return pool
+
+
+def _probe_listen(dc: _Section) -> Endpoint | None:
+    """The NAT-type probe port: one socket of its own, so never one `listen` also binds."""
+    probe = dc.endpoint("probe_listen", None)
+    try:
+        host, port = dc.endpoint("listen")
+    except ConfigError:  # reported as listen's own problem
+        return probe
+    if probe is not None and probe[1] == port and host in (probe[0], "0.0.0.0", "::"):
+        raise ConfigError("dc.probe_listen", f"{port} is listen's port too", "use another port")
+    return probe
 
 
 def _database(dc: _Section) -> Path:

@@ -100,7 +100,8 @@ class _Section:
     def key_file(self, key: str) -> StaticKey:
         path = self.path(key)
         try:
-            return load_key_file(path)
+            static = load_key_file(path)
+            mode = path.stat().st_mode
         except FileNotFoundError:
             raise ConfigError(
                 self._key(key), f"no such file {path}", "create one with 'ntma keygen --out FILE'"
@@ -117,6 +118,10 @@ class _Section:
                 f"cannot read {path} ({exc.strerror})",
                 "point it at a key file made with 'ntma keygen --out FILE'",
             ) from None
+        if mode & 0o007:  # a private key: its owner's (and a service group's) only
+            fix = f"chmod 600 {path} (640 for a service's group)"
+            raise ConfigError(self._key(key), f"{path} is readable by every user", fix)
+        return static
 
     def public_key(self, key: str) -> bytes:
         try:
