@@ -235,7 +235,7 @@ def load_node_config(path: Path) -> NodeConfig:
         dns = doc.section("dns", required=False)
         return doc.build(
             NodeConfig,
-            fqdn=lambda: normalize_fqdn(node.get("fqdn", str)),
+            fqdn=lambda: _admitted_name(node.get("fqdn", str), "node.fqdn"),
             key=lambda: node.key_file("private_key_file"),
             listen=lambda: node.endpoint("listen", "0.0.0.0:7401"),
             tun_name=lambda: _interface_name(node, "tun_name", "ntm0"),
@@ -297,7 +297,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         dns = doc.section("dns", required=False)
         return doc.build(
             AdapterConfig,
-            fqdn=lambda: normalize_fqdn(adapter.get("fqdn", str)),
+            fqdn=lambda: _admitted_name(adapter.get("fqdn", str), "adapter.fqdn"),
             key=lambda: adapter.key_file("private_key_file"),
             gn_interface=lambda: _interface_name(adapter, "gn_interface"),
             listen=lambda: adapter.endpoint("listen", "0.0.0.0:7401"),
