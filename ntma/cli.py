@@ -117,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log.level, json=None if fmt is None else fmt == "json")
     try:
         trio.run(_runner(args.role), config)
-    except PermissionError as exc:
-        print(
-            f"ntma {args.role}: error: {exc}; run as root (TUN, raw sockets and port 53 need it)",
-            file=sys.stderr,
-        )
-        return 1
+    except (PermissionError, BaseExceptionGroup) as exc:
+        from .caps import permission_error, permission_line
+
+        refused = permission_error(exc)
+        if refused is None:
+            raise
+        print(permission_line(args.role, refused), file=sys.stderr)  # names the capability
+        return 2
     return 0
 
 
