@@ -44,6 +44,9 @@ def permission_line(role: str, exc: PermissionError) -> str:
     """One line: what was refused, and the capabilities to grant (or the file to fix)."""
     what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
     missing = missing_caps(role)
+    if str(exc.filename or "").startswith("/proc/sys/"):  # root's to write, caps or not
+        sysctl = str(exc.filename).removeprefix("/proc/sys/").replace("/", ".")
+        return f"ntma {role}: error: {what}; set {sysctl}=1 first (sysctl -w, or sysctl.d)"
     if missing:
         return (
             f"ntma {role}: error: {what}; it needs {' and '.join(missing)}: run it as root "

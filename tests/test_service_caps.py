@@ -110,7 +110,7 @@ def caps_lab(open_lab):
     run_dir = Path(tempfile.mkdtemp(prefix="ntma-caps-", dir="/tmp"))
     os.chmod(run_dir, 0o755)
     try:
-        with open_lab(run_dir / "run", mn_nat="none", cn_nat="none") as state:
+        with open_lab(run_dir / "run", mn_nat="none", cn_nat="none", dhcp=True) as state:
             os.chmod(run_dir / "run", 0o755)
             _own_for_nobody(run_dir / "run")
             yield state
@@ -136,6 +136,21 @@ def test_dc_and_node_run_as_nobody_with_only_their_units_caps(caps_lab):
     vip = dig("ntma-mn", "cn.ntm.example")  # mn's own DNS on 127.0.0.1:53 builds the tunnel
     assert vip and (vip_cn is None or vip == vip_cn)
     ping = ns_run("ntma-mn", "ping", "-c", "3", "-i", "0.2", "-W", "2", vip, check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+@pytest.mark.netns
+def test_the_adapter_runs_as_nobody_with_only_its_units_caps(caps_lab):
+    """Raw socket, TUNs, nft, DHCP on 67 and DNS on 53 as nobody (ip_forward is already on
+    in its namespace, as 99-ntma-adapter.conf makes it on a host)."""
+    run_dir = caps_lab.run_dir
+    _run_confined(run_dir, "adapter", "adapter")  # returns once it logged "registered"
+    pid = load_state(run_dir).daemons["adapter"].pid
+    assert _uid(pid) == NOBODY
+    assert _cap_eff(pid) == sum(1 << CAP_BITS[c] for c in unit_caps("adapter"))
+    vip = dig("ntma-gn", "cn.ntm.example")  # the adapter's DNS, which builds the tunnel
+    assert vip
+    ping = ns_run("ntma-gn", "ping", "-c", "3", "-i", "0.2", "-W", "2", vip, check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
