@@ -23,6 +23,7 @@ ROLES = """roles:
   node     NTM node: TUN device with the node's VIP, local DNS responder, encrypted tunnels
   adapter  NTMobile adapter: makes an unmodified device on a second NIC a full NTM member
   relay    Relay Server: relays the tunnels the DC grants when the ends cannot meet
+  check    validate a config (any role): one line per problem, each with its fix
   keygen   make an X25519 key pair (private key file, public key printed in base64)
   lab      build, inspect or remove the network-namespace lab (up | down | status | demo)
   bench    run the benchmarks (per stage, whole pipeline in process; --lab end to end)
@@ -62,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="forget the newest handshake timestamp stored for NAME's key (a node whose clock "
         "once ran ahead can register again), then exit; takes effect at the DC's next start",
     )
+    check = sub.add_parser("check", help="validate a config: every problem, one line each")
+    check.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    check.add_argument(
+        "--role",
+        dest="role_name",  # args.role is the subcommand
+        choices=("dc", "node", "adapter", "relay"),
+        help="default: from its tables",
+    )
     keygen = sub.add_parser("keygen", help="make a key pair")
     keygen.add_argument("--out", required=True, type=Path, help="private key file to write")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -86,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.role == "keygen":
         return _keygen(args.out, args.force)
+    if args.role == "check":
+        from .config_check import run_check
+
+        return run_check(args.config, args.role_name)
     loaders = {
         "dc": load_dc_config,
         "node": load_node_config,
@@ -95,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = loaders[args.role](args.config)
     except ConfigError as exc:
-        print(f"ntma {args.role}: error: {exc}", file=sys.stderr)
+        for problem in getattr(exc, "problems", [exc]):  # one line each
+            print(f"ntma {args.role}: error: {problem}", file=sys.stderr)
         return 2
     if args.role == "dc" and args.reset_timestamp is not None:
         return _reset_timestamp(config, args.reset_timestamp)
@@ -103,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log.level, json=None if fmt is None else fmt == "json")
     try:
         trio.run(_runner(args.role), config)
-    except PermissionError as exc:
-        print(
-            f"ntma {args.role}: error: {exc}; run as root (TUN, raw sockets and port 53 need it)",
-            file=sys.stderr,
-        )
-        return 1
+    except (PermissionError, BaseExceptionGroup) as exc:
+        from .caps import permission_error, permission_line
+
+        refused = permission_error(exc)
+        if refused is None:
+            raise
+        print(permission_line(args.role, refused), file=sys.stderr)  # names the capability
+        return 2
     return 0
 
 

@@ -1,31 +1,31 @@
 """TOML configuration for each role, validated into dataclasses.
 
-Every problem becomes a ConfigError naming the key and the fix; the CLI prints
-it on one line and exits with status 2. `config_write.write_config` is the loaders'
+Every problem becomes a ConfigError naming the key and the fix; the CLI prints each on one
+line and exits with status 2. A loader reports them all, not only the first: each rule below
+raises where it is written, and the loader takes each field under `_Doc.take`
+(config_doc.py), which records the problem and goes on; keys no rule asked for are typos.
+`ntma check` prints the list (config_check.py). `config_write.write_config` is the loaders'
 inverse: the lab builds its configs as these dataclasses and writes them with it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_doc import ConfigError, ConfigErrors, _Doc, _Section, loading, parse_endpoint
 from .dc.admission import SUBZONE_PREFIX, SubZone
 from .dc.vip6 import Vip6Plan
 from .proto.buffer import CodecError, Endpoint
-from .proto.crypto import KeyError_, StaticKey, decode_key, load_key_file
+from .proto.crypto import StaticKey
+from .proto.ether import mac_text
 from .proto.fields_v2 import check_name
 from .proto.inbound import parse_rule
 from .proto.names import normalize_fqdn
 
-
-class ConfigError(Exception):
-    def __init__(self, key: str, problem: str, fix: str) -> None:
-        super().__init__(f"config key '{key}': {problem}; {fix}")
-        self.key = key
+__all__ = ["ConfigError", "ConfigErrors", "parse_endpoint"]  # re-exported: callers import here
 
 
 @dataclass(frozen=True)
@@ -71,139 +71,22 @@ class NodeConfig:
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
 
 
-class _Section:
-    """Typed access to one TOML table, with the dotted key for error messages."""
-
-    def __init__(self, data: dict[str, Any], name: str, base: Path) -> None:
-        self.data, self.name, self.base = data, name, base
-
-    def _key(self, key: str) -> str:
-        return f"{self.name}.{key}"
-
-    def get(self, key: str, kind: type, default: Any = ..., fix: str = "") -> Any:
-        if key not in self.data:
-            if default is ...:
-                raise ConfigError(self._key(key), "missing", fix or f"add {key} to [{self.name}]")
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(
-                self._key(key),
-                f"expected {kind.__name__}, got {value!r}",
-                fix or f"set {key} to a {kind.__name__}",
-            )
-        return value
-
-    def endpoint(self, key: str, default: Any = ..., default_port: int | None = None) -> Any:
-        text = self.get(key, str, default, fix=f'set {key} = "ADDRESS:PORT"')
-        return None if text is None else parse_endpoint(text, self._key(key), default_port)
-
-    def positive(self, key: str, kind: type, default: Any = ...) -> Any:
-        value = self.get(key, kind, default)
-        if not value > 0 or value == float("inf"):  # also refuses nan and inf
-            raise ConfigError(
-                self._key(key), f"must be positive, got {value}", f"set {key} to a number above 0"
-            )
-        return value
-
-    def path(self, key: str, default: Any = ...) -> Path:
-        path = Path(self.get(key, str, default, fix=f'set {key} = "PATH"'))
-        return path if path.is_absolute() else self.base / path
-
-    def key_file(self, key: str) -> StaticKey:
-        path = self.path(key)
-        try:
-            return load_key_file(path)
-        except FileNotFoundError:
-            raise ConfigError(
-                self._key(key), f"no such file {path}", "create one with 'ntma keygen --out FILE'"
-            ) from None
-        except (KeyError_, ValueError) as exc:
-            raise ConfigError(
-                self._key(key),
-                f"{path} is not an ntma key file ({exc})",
-                "create one with 'ntma keygen --out FILE'",
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                self._key(key),
-                f"cannot read {path} ({exc.strerror})",
-                "point it at a key file made with 'ntma keygen --out FILE'",
-            ) from None
-
-    def public_key(self, key: str) -> bytes:
-        try:
-            return decode_key(self.get(key, str))
-        except KeyError_ as exc:
-            raise ConfigError(
-                self._key(key), str(exc), "use the base64 public key printed by 'ntma keygen'"
-            ) from None
+def _log(doc: _Doc) -> LogConfig:
+    sec = doc.section("log", required=False)
+    return doc.make(
+        LogConfig,
+        level=lambda: _log_level(sec),
+        stats_interval=lambda: sec.positive("stats_interval", float, 10.0),
+    )
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def parse_endpoint(text: str, key: str, default_port: int | None = None) -> Endpoint:
-    bare = text.startswith("[") and text.endswith("]")
-    host, sep, port_text = text.rpartition(":")
-    if bare or not sep or (sep and _is_ip(text)):  # no port given: "[::1]", "::1", "192.0.2.1"
-        host, port_text = text, str(default_port) if default_port else ""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-        if not port_text.isdigit():
-            raise ValueError
-        port = int(port_text)
-        if not 0 <= port <= 65535:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(
-            key, f"{text!r} is not ADDRESS:PORT", 'write it like "198.51.100.10:7400"'
-        ) from None
-    return (str(address), port)
-
-
-def _load(path: Path) -> tuple[dict[str, Any], Path]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f), path.resolve().parent
-    except FileNotFoundError:
-        raise ConfigError(
-            "--config", f"no such file {path}", "pass an existing TOML file"
-        ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            "--config", f"{path} is not valid TOML ({exc})", "fix the syntax at the position shown"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            "--config", f"cannot read {path} ({exc.strerror})", "pass a readable TOML file"
-        ) from None
-
-
-def _section(data: dict[str, Any], name: str, base: Path, required: bool = True) -> _Section:
-    table = data.get(name)
-    if table is None and not required:
-        table = {}
-    if not isinstance(table, dict):
-        raise ConfigError(name, "missing table", f"add a [{name}] table")
-    return _Section(table, name, base)
-
-
-def _log(data: dict[str, Any], base: Path) -> LogConfig:
-    sec = _section(data, "log", base, required=False)
+def _log_level(sec: _Section) -> str:
     level = sec.get("level", str, "info").lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(
             "log.level", f"unknown level {level!r}", "use debug, info, warning or error"
         )
-    return LogConfig(level, sec.positive("stats_interval", float, 10.0))
+    return level
 
 
 def _tunnel_mtu(sec: _Section) -> int:
@@ -227,56 +110,73 @@ def _suffixes(dns: _Section) -> list[str]:
 
 
 def load_dc_config(path: Path) -> DcConfig:
-    data, base = _load(path)
-    dc = _section(data, "dc", base)
+    with loading(path) as doc:
+        dc = doc.section("dc")
+        pool = doc.take(lambda: _vip_pool(dc))
+        admission, subzones = _admission(doc, doc.section("admission", required=False, free=True))
+        return doc.build(
+            DcConfig,
+            listen=lambda: dc.endpoint("listen"),
+            key=lambda: dc.key_file("private_key_file"),
+            database=lambda: _database(dc),
+            zone=lambda: normalize_fqdn(dc.get("zone", str)),
+            vip_pool=pool,
+            dns_listen=lambda: dc.endpoint("dns_listen", None, default_port=53),
+            keepalive_interval=lambda: dc.positive("keepalive_interval", int, 15),
+            keepalive_misses=lambda: dc.positive("keepalive_misses", int, 3),
+            admission=admission,
+            log=lambda: _log(doc),
+            probe_listen=lambda: _probe_listen(dc),
+            filter_probe_listen=lambda: _filter_probe_listen(dc),
+            relays=lambda: _relays(doc),
+            subzones=subzones,
+            vip6_pool=lambda: _vip6_pool(dc, pool),
+        )
+
+
+def _vip_pool(dc: _Section) -> ipaddress.IPv4Network:
     try:
         pool = ipaddress.IPv4Network(dc.get("vip_pool", str))
     except ValueError as exc:
         raise ConfigError("dc.vip_pool", str(exc), 'write a network like "10.99.0.0/16"') from None
     if pool.num_addresses < 8:
         raise ConfigError("dc.vip_pool", "too small", "use a prefix of /29 or larger")
-    admission, subzones = _admission(_section(data, "admission", base, required=False))
-    database = dc.get("database", str, "dc.sqlite")
-    return DcConfig(
-        listen=dc.endpoint("listen"),
-        key=dc.key_file("private_key_file"),
-        database=Path(database) if database == ":memory:" else dc.path("database", "dc.sqlite"),
-        zone=normalize_fqdn(dc.get("zone", str)),
-        vip_pool=pool,
-        dns_listen=dc.endpoint("dns_listen", None, default_port=53),
-        keepalive_interval=dc.positive("keepalive_interval", int, 15),
-        keepalive_misses=dc.positive("keepalive_misses", int, 3),
-        admission=admission,
-        log=_log(data, base),
-        probe_listen=_probe_listen(dc),
-        filter_probe_listen=_filter_probe_listen(dc),
-        relays=_relays(data, base),
-        subzones=subzones,
-        vip6_pool=_vip6_pool(dc, pool),
-    )
+    return pool
 
 
 def _probe_listen(dc: _Section) -> Endpoint | None:
-    """The probe port, as nodes are told it: so a real address (with a dual-stack `listen`
-    the DC hears it on that port in both families)."""
+    """The NAT-type probe port: one socket of its own, so never one `listen` also binds;
+    its address is sent to nodes, so one of the DC's own (with a dual-stack `listen` the
+    DC hears the port in both families)."""
     probe = dc.endpoint("probe_listen", None)
     if probe is not None and ipaddress.ip_address(probe[0]).is_unspecified:
         raise ConfigError(
             "dc.probe_listen", "nodes are sent this address", "write the DC's own address"
         )
+    try:
+        host, port = dc.endpoint("listen")
+    except ConfigError:  # reported as listen's own problem
+        return probe
+    if probe is not None and probe[1] == port and host in (probe[0], "0.0.0.0", "::"):
+        raise ConfigError("dc.probe_listen", f"{port} is listen's port too", "use another port")
     return probe
 
 
 def _filter_probe_listen(dc: _Section) -> Endpoint | None:
+    """The filter port (dc/probes.py): it only sends, from a port nodes never send to."""
     filter_probe = dc.endpoint("filter_probe_listen", None)
     if filter_probe is None:
         return None
-    probe, listen = dc.endpoint("probe_listen", None), dc.endpoint("listen")
+    probe = dc.endpoint("probe_listen", None)
     if probe is None:
         raise ConfigError(
             "dc.filter_probe_listen", "it answers PROBEs", "set dc.probe_listen as well"
         )
-    if filter_probe[1] in (probe[1], listen[1]):
+    try:
+        listen_port = dc.endpoint("listen")[1]
+    except ConfigError:  # reported as listen's own problem
+        listen_port = None
+    if filter_probe[1] in (probe[1], listen_port):
         raise ConfigError(
             "dc.filter_probe_listen",
             "nodes send to that port",
@@ -285,20 +185,27 @@ def _filter_probe_listen(dc: _Section) -> Endpoint | None:
     return filter_probe
 
 
-def _vip6_pool(dc: _Section, pool: ipaddress.IPv4Network) -> ipaddress.IPv6Network | None:
+def _database(dc: _Section) -> Path:
+    if dc.get("database", str, "dc.sqlite") == ":memory:":
+        return Path(":memory:")
+    return dc.state_path("database", "dc.sqlite")
+
+
+def _vip6_pool(dc: _Section, pool: ipaddress.IPv4Network | None) -> ipaddress.IPv6Network | None:
     text = dc.get("vip6_pool", str, None)
     if text is None:
         return None
     try:
         pool6 = ipaddress.IPv6Network(text)
-        Vip6Plan(pool, pool6)
+        if pool is not None:  # a bad IPv4 pool was reported already
+            Vip6Plan(pool, pool6)
     except ValueError as exc:
         fix = 'write a ULA prefix like "fd00:99::/112"'
         raise ConfigError("dc.vip6_pool", str(exc), fix) from None
     return pool6
 
 
-def _admission(sec: _Section) -> tuple[dict[str, bytes], tuple[SubZone, ...]]:
+def _admission(doc: _Doc, sec: _Section) -> tuple[dict[str, bytes], tuple[SubZone, ...]]:
     """name = "key", or "*.sub.zone" = { key = "...", max_names = 64 } (docs/protocol.md
     5.1). One key may be admitted for several names: one party holds them all."""
     names: dict[str, bytes] = {}
@@ -306,17 +213,26 @@ def _admission(sec: _Section) -> tuple[dict[str, bytes], tuple[SubZone, ...]]:
     for name, value in sec.data.items():
         where = f"{sec.name}.{name}"
         if not name.startswith(SUBZONE_PREFIX):
-            names[_admitted_name(name, where)] = sec.public_key(name)
+            entry = doc.take(lambda n=name, w=where: (_admitted_name(n, w), sec.public_key(n)))
+            names.update([entry] if entry else [])
             continue
-        suffix = _admitted_name(name.removeprefix(SUBZONE_PREFIX), where)
-        if not isinstance(value, dict):
-            fix = 'write { key = "...", max_names = 64 }'
-            raise ConfigError(where, "a sub-zone needs a table", fix)
-        table = _Section(value, where, sec.base)
-        zones.append(
-            SubZone(suffix, table.public_key("key"), table.positive("max_names", int, 64))
-        )
+        zone = doc.take(lambda n=name, v=value, w=where: _subzone(doc, sec, n, v, w))
+        zones += [zone] if zone else []
     return names, tuple(zones)
+
+
+def _subzone(doc: _Doc, sec: _Section, name: str, value: Any, where: str) -> SubZone:
+    suffix = _admitted_name(name.removeprefix(SUBZONE_PREFIX), where)
+    if not isinstance(value, dict):
+        fix = 'write { key = "...", max_names = 64 }'
+        raise ConfigError(where, "a sub-zone needs a table", fix)
+    table = doc.checked(_Section(value, where, sec.base))
+    return doc.make(
+        SubZone,
+        suffix=suffix,
+        key=lambda: table.public_key("key"),
+        max_names=lambda: table.positive("max_names", int, 64),
+    )
 
 
 def _admitted_name(name: str, where: str) -> str:
@@ -328,8 +244,8 @@ def _admitted_name(name: str, where: str) -> str:
     return fqdn
 
 
-def _relays(data: dict[str, Any], base: Path) -> list[tuple[Endpoint, bytes]]:
-    tables = data.get("relays", [])
+def _relays(doc: _Doc) -> list[tuple[Endpoint, bytes]]:
+    tables = doc.raw("relays", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(
             "relays",
@@ -338,32 +254,33 @@ def _relays(data: dict[str, Any], base: Path) -> list[tuple[Endpoint, bytes]]:
         )
     relays = []
     for index, table in enumerate(tables):
-        sec = _Section(table, f"relays[{index}]", base)
-        relays.append((sec.endpoint("address"), sec.public_key("public_key")))
+        sec = doc.checked(_Section(table, f"relays[{index}]", doc.base))
+        address = doc.take(lambda s=sec: s.endpoint("address"))
+        key = doc.take(lambda s=sec: s.public_key("public_key"))
+        relays.append((address, key))
     return relays
 
 
 def load_node_config(path: Path) -> NodeConfig:
-    data, base = _load(path)
-    node = _section(data, "node", base)
-    dc = _section(data, "dc", base)
-    dns = _section(data, "dns", base, required=False)
-    mtu = _tunnel_mtu(node)
-    return NodeConfig(
-        fqdn=normalize_fqdn(node.get("fqdn", str)),
-        key=node.key_file("private_key_file"),
-        listen=node.endpoint("listen", "0.0.0.0:7401"),
-        tun_name=_interface_name(node, "tun_name", "ntm0"),
-        mtu=mtu,
-        dc_address=dc.endpoint("address"),
-        dc_public_key=dc.public_key("public_key"),
-        dns_listen=dns.endpoint("listen", "127.0.0.1:53", default_port=53),
-        dns_upstream=dns.endpoint("upstream", None, default_port=53),
-        ntm_suffixes=_suffixes(dns),
-        log=_log(data, base),
-        key_path=node.path("private_key_file"),
-        dc_address6=dc.endpoint("address6", None),
-    )
+    with loading(path) as doc:
+        node, dc = doc.section("node"), doc.section("dc")
+        dns = doc.section("dns", required=False)
+        return doc.build(
+            NodeConfig,
+            fqdn=lambda: _admitted_name(node.get("fqdn", str), "node.fqdn"),
+            key=lambda: node.key_file("private_key_file"),
+            listen=lambda: node.endpoint("listen", "0.0.0.0:7401"),
+            tun_name=lambda: _interface_name(node, "tun_name", "ntm0"),
+            mtu=lambda: _tunnel_mtu(node),
+            dc_address=lambda: dc.endpoint("address"),
+            dc_public_key=lambda: dc.public_key("public_key"),
+            dns_listen=lambda: dns.endpoint("listen", "127.0.0.1:53", default_port=53),
+            dns_upstream=lambda: dns.endpoint("upstream", None, default_port=53),
+            ntm_suffixes=lambda: _suffixes(dns),
+            log=lambda: _log(doc),
+            key_path=lambda: node.path("private_key_file"),
+            dc_address6=lambda: dc.endpoint("address6", None),
+        )
 
 
 @dataclass(frozen=True)
@@ -407,33 +324,32 @@ def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
 
 
 def load_adapter_config(path: Path) -> AdapterConfig:
-    data, base = _load(path)
-    adapter = _section(data, "adapter", base)
-    dc = _section(data, "dc", base)
-    dns = _section(data, "dns", base, required=False)
-    mtu = _tunnel_mtu(adapter)
-    return AdapterConfig(
-        fqdn=normalize_fqdn(adapter.get("fqdn", str)),
-        key=adapter.key_file("private_key_file"),
-        gn_interface=_interface_name(adapter, "gn_interface"),
-        listen=adapter.endpoint("listen", "0.0.0.0:7401"),
-        passthrough_tun=_interface_name(adapter, "passthrough_tun", "ntmpt0"),
-        mtu=mtu,
-        lease_time=adapter.positive("lease_time", int, 3600),
-        dc_address=dc.endpoint("address"),
-        dc_public_key=dc.public_key("public_key"),
-        dns_upstream=dns.endpoint("upstream", None, default_port=53),
-        ntm_suffixes=_suffixes(dns),
-        log=_log(data, base),
-        key_path=adapter.path("private_key_file"),
-        devices=_devices(data.get("devices", {})),
-        default_device=adapter.get("default_device", bool, True),
-        host_names=_host_names(adapter),
-        inbound=_inbound(adapter.get("inbound", list, None), "adapter.inbound"),
-        max_devices=_max_devices(adapter),
-        leases_file=adapter.path("leases_file", None) if "leases_file" in adapter.data else None,
-        dc_address6=dc.endpoint("address6", None),
-    )
+    with loading(path) as doc:
+        adapter, dc = doc.section("adapter"), doc.section("dc")
+        dns = doc.section("dns", required=False)
+        return doc.build(
+            AdapterConfig,
+            fqdn=lambda: _admitted_name(adapter.get("fqdn", str), "adapter.fqdn"),
+            key=lambda: adapter.key_file("private_key_file"),
+            gn_interface=lambda: _interface_name(adapter, "gn_interface"),
+            listen=lambda: adapter.endpoint("listen", "0.0.0.0:7401"),
+            passthrough_tun=lambda: _interface_name(adapter, "passthrough_tun", "ntmpt0"),
+            mtu=lambda: _tunnel_mtu(adapter),
+            lease_time=lambda: adapter.positive("lease_time", int, 3600),
+            dc_address=lambda: dc.endpoint("address"),
+            dc_public_key=lambda: dc.public_key("public_key"),
+            dns_upstream=lambda: dns.endpoint("upstream", None, default_port=53),
+            ntm_suffixes=lambda: _suffixes(dns),
+            log=lambda: _log(doc),
+            key_path=lambda: adapter.path("private_key_file"),
+            devices=lambda: _devices(doc),
+            default_device=lambda: adapter.get("default_device", bool, True),
+            host_names=lambda: _host_names(adapter),
+            inbound=lambda: _inbound(adapter.get("inbound", list, None), "adapter.inbound"),
+            max_devices=lambda: _max_devices(adapter),
+            leases_file=lambda: adapter.state_path("leases_file", None),
+            dc_address6=lambda: dc.endpoint("address6", None),
+        )
 
 
 def _mac(text: str, where: str) -> bytes:
@@ -458,25 +374,36 @@ def _inbound(rules: list | None, where: str) -> tuple[str, ...] | None:
     return tuple(rule.strip().lower() for rule in rules)
 
 
-def _devices(table: Any) -> tuple[DeviceConfig, ...]:
+def _devices(doc: _Doc) -> tuple[DeviceConfig, ...]:
     """[devices]: "MAC" = "name" or "MAC" = { name = "...", inbound = [...] }."""
+    table = doc.raw("devices", {})
     if not isinstance(table, dict):
         raise ConfigError("devices", "must be a table", 'write [devices] then "MAC" = "NAME"')
-    devices, names = [], set()
-    for mac_text, value in table.items():
-        where = f"devices.{mac_text}"
-        entry = value if isinstance(value, dict) else {"name": value}
-        name, inbound = entry.get("name"), entry.get("inbound")
-        if not isinstance(name, str) or set(entry) - {"name", "inbound"}:
-            raise ConfigError(where, "needs a name (and at most inbound)", 'write "MAC" = "NAME"')
-        if inbound is not None and not isinstance(inbound, list):
-            raise ConfigError(f"{where}.inbound", "must be a list", 'write ["tcp/80"]')
-        fqdn = _admitted_name(name, where)
-        if fqdn in names:
-            raise ConfigError(where, f"{fqdn} is named twice", "give each device its own name")
-        names.add(fqdn)
-        devices.append(DeviceConfig(_mac(mac_text, where), fqdn, _inbound(inbound, where)))
+    devices = [doc.take(lambda m=m, v=v: _device(doc, m, v)) for m, v in table.items()]
+    names: set[str] = set()
+    for device in filter(None, devices):
+        if device.fqdn in names:
+            where = f"devices.{mac_text(device.mac)}"
+            doc.take(lambda w=where, d=device: _named_twice(w, d.fqdn))
+        names.add(device.fqdn)
     return tuple(devices)
+
+
+def _device(doc: _Doc, mac: str, value: Any) -> DeviceConfig:
+    where = f"devices.{mac}"
+    entry = doc.checked(
+        _Section(value if isinstance(value, dict) else {"name": value}, where, doc.base)
+    )
+    return doc.make(
+        DeviceConfig,
+        mac=lambda: _mac(mac, where),
+        fqdn=lambda: _admitted_name(entry.get("name", str, fix='write "MAC" = "NAME"'), where),
+        inbound=lambda: _inbound(entry.get("inbound", list, None), where),
+    )
+
+
+def _named_twice(where: str, fqdn: str) -> None:
+    raise ConfigError(where, f"{fqdn} is named twice", "give each device its own name")
 
 
 def _max_devices(adapter: _Section) -> int:
@@ -501,13 +428,13 @@ class RelayConfig:
 
 
 def load_relay_config(path: Path) -> RelayConfig:
-    data, base = _load(path)
-    relay = _section(data, "relay", base)
-    dc = _section(data, "dc", base)
-    return RelayConfig(
-        listen=relay.endpoint("listen"),
-        key=relay.key_file("private_key_file"),
-        dc_public_key=dc.public_key("public_key"),
-        idle_timeout=relay.positive("idle_timeout", float, 60.0),
-        log=_log(data, base),
-    )
+    with loading(path) as doc:
+        relay, dc = doc.section("relay"), doc.section("dc")
+        return doc.build(
+            RelayConfig,
+            listen=lambda: relay.endpoint("listen"),
+            key=lambda: relay.key_file("private_key_file"),
+            dc_public_key=lambda: dc.public_key("public_key"),
+            idle_timeout=lambda: relay.positive("idle_timeout", float, 60.0),
+            log=lambda: _log(doc),
+        )

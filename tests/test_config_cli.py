@@ -725,7 +725,11 @@ def test_load_adapter_config(tmp_path, adapter_sections):
             "devices.02:00:00:00:0a:02",
             "1..65535",
         ),
-        (("devices", "02:00:00:00:0a:02", {"inbound": []}), "devices.02:00:00:00:0a:02", "name"),
+        (
+            ("devices", "02:00:00:00:0a:02", {"inbound": []}),
+            "devices.02:00:00:00:0a:02.name",
+            "missing",
+        ),
         (("adapter", "inbound", ["smtp/25"]), "adapter.inbound", "unknown protocol"),
         (("adapter", "max_devices", 300), "adapter.max_devices", "1..255"),
         (("adapter", "host_names", "bad_zone!"), "adapter.host_names", "labels"),
@@ -757,7 +761,7 @@ def test_one_key_admitted_for_several_names_and_a_sub_zone(tmp_path, dc_sections
     [
         ("not-a-table", "admission.*.site1.ntm.example", "a sub-zone needs a table"),
         ({"max_names": 8}, "admission.*.site1.ntm.example.key", "missing"),
-        ({"key": "AAAA", "max_names": 0}, "admission.*.site1.ntm.example.key", "ntma keygen"),
+        ({"key": "AAAA", "max_names": 8}, "admission.*.site1.ntm.example.key", "ntma keygen"),
     ],
 )
 def test_a_bad_sub_zone_is_one_line(tmp_path, dc_sections, value, key, text):

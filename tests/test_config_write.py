@@ -149,6 +149,7 @@ def test_build_write_load_gives_the_same_config(tmp_path: Path, index: int) -> N
     key = StaticKey.generate()
     key_file = tmp_path / "keys" / "role.key"
     key_file.parent.mkdir()
+    (tmp_path / "db").mkdir()  # a database's directory must exist (the loader checks)
     write_key_file(key_file, key)
     built = _configs(tmp_path, key)[index]
     path = tmp_path / "role.toml"

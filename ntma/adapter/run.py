@@ -103,6 +103,13 @@ def _remove_nft_tables() -> None:
         subprocess.run(["nft", "delete", "table", family, table], capture_output=True, check=False)
 
 
+def _forwarding_on(sysctl: Path) -> None:
+    """Written only when off: a service user may not write sysctls whatever its capabilities,
+    so under systemd they are set beforehand (contrib/systemd/99-ntma-adapter.conf)."""
+    if sysctl.read_text().strip() != "1":
+        sysctl.write_text("1\n")
+
+
 async def _configure_passthrough(tun: TunDevice, link: GnLink) -> None:
     """The router address on the passthrough TUN, and the VIP pool routed to it: the
     kernel's replies to any device's ordinary traffic come back through it."""
@@ -111,7 +118,7 @@ async def _configure_passthrough(tun: TunDevice, link: GnLink) -> None:
     await run_ip("addr", "add", f"{router}/32", "dev", tun.name)
     await run_ip("link", "set", "dev", tun.name, "mtu", str(PASSTHROUGH_MTU), "up")
     await run_ip("route", "replace", str(link.pool), "dev", tun.name)
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    _forwarding_on(Path("/proc/sys/net/ipv4/ip_forward"))
 
 
 async def _configure_passthrough6(tun: TunDevice, link: GnLink) -> None:
@@ -123,7 +130,7 @@ async def _configure_passthrough6(tun: TunDevice, link: GnLink) -> None:
     await run_ip("-6", "route", "replace", str(v6.network), "dev", tun.name)
     if v6.upstream:
         await _nft(nft_rules6(tun.name))
-        Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1\n")
+        _forwarding_on(Path("/proc/sys/net/ipv6/conf/all/forwarding"))
 
 
 async def run_adapter(config: AdapterConfig) -> None:
