@@ -23,6 +23,7 @@ ROLES = """roles:
   node     NTM node: TUN device with the node's VIP, local DNS responder, encrypted tunnels
   adapter  NTMobile adapter: makes an unmodified device on a second NIC a full NTM member
   relay    Relay Server: relays the tunnels the DC grants when the ends cannot meet
+  status   ask a running daemon what it is doing (its config's control_socket)
   keygen   make an X25519 key pair (private key file, public key printed in base64)
   lab      build, inspect or remove the network-namespace lab (up | down | status | demo)
   bench    run the benchmarks (per stage, whole pipeline in process; --lab end to end)
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="forget the newest handshake timestamp stored for NAME's key (a node whose clock "
         "once ran ahead can register again), then exit; takes effect at the DC's next start",
     )
+    status = sub.add_parser("status", help="ask a running daemon what it is doing")
+    status.add_argument("--config", required=True, type=Path, help="the daemon's TOML config")
+    status.add_argument("--json", action="store_true", help="JSON instead of the table")
     keygen = sub.add_parser("keygen", help="make a key pair")
     keygen.add_argument("--out", required=True, type=Path, help="private key file to write")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -86,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.role == "keygen":
         return _keygen(args.out, args.force)
+    if args.role == "status":
+        from .control.cli import status_main
+
+        return status_main(args.config, args.json)
     loaders = {
         "dc": load_dc_config,
         "node": load_node_config,
@@ -109,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except ConfigError as exc:  # found at start: the control socket is in use, say
+        print(f"ntma {args.role}: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -50,6 +50,7 @@ class DcConfig:
     relays: list[tuple[Endpoint, bytes]] = field(default_factory=list)  # (address, key)
     subzones: tuple[SubZone, ...] = ()  # "*.site1.ntm.example" = { key, max_names }
     vip6_pool: ipaddress.IPv6Network | None = None  # a ULA prefix: IPv6 VIPs (dc/vip6.py)
+    control_socket: Path | None = None  # where `ntma status` asks; None: no socket
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class NodeConfig:
     log: LogConfig = field(default_factory=LogConfig)
     key_path: Path | None = field(default=None, compare=False)  # its .ts file sits beside
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
+    control_socket: Path | None = None  # where `ntma status` asks; None: no socket
 
 
 class _Section:
@@ -204,6 +206,24 @@ def _log(data: dict[str, Any], base: Path) -> LogConfig:
     return LogConfig(level, sec.positive("stats_interval", float, 10.0))
 
 
+UNIX_PATH_MAX = 107  # bytes in sun_path, less its NUL
+
+
+def _control_socket(sec: _Section) -> Path | None:
+    """control_socket = "PATH" in the role's table: the AF_UNIX socket `ntma status` asks
+    (relative to the config's directory). Unset: the daemon opens none."""
+    if "control_socket" not in sec.data:
+        return None
+    path = sec.path("control_socket")
+    if len(str(path).encode()) > UNIX_PATH_MAX:
+        raise ConfigError(
+            sec._key("control_socket"),
+            f"{path} is longer than {UNIX_PATH_MAX} bytes, too long for a Unix socket",
+            f'pick a shorter path, like "/run/ntma/{sec.name}.sock"',
+        )
+    return path
+
+
 def _tunnel_mtu(sec: _Section) -> int:
     mtu = sec.positive("mtu", int, 1400)
     if not 576 <= mtu <= 1440:
@@ -250,6 +270,7 @@ def load_dc_config(path: Path) -> DcConfig:
         relays=_relays(data, base),
         subzones=subzones,
         vip6_pool=_vip6_pool(dc, pool),
+        control_socket=_control_socket(dc),
     )
 
 
@@ -331,6 +352,7 @@ def load_node_config(path: Path) -> NodeConfig:
         log=_log(data, base),
         key_path=node.path("private_key_file"),
         dc_address6=dc.endpoint("address6", None),
+        control_socket=_control_socket(node),
     )
 
 
@@ -365,6 +387,7 @@ class AdapterConfig:
     max_devices: int = 64
     leases_file: Path | None = None  # MAC -> name across restarts; default beside the key
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
+    control_socket: Path | None = None  # where `ntma status` asks; None: no socket
 
 
 def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
@@ -401,6 +424,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         max_devices=_max_devices(adapter),
         leases_file=adapter.path("leases_file", None) if "leases_file" in adapter.data else None,
         dc_address6=dc.endpoint("address6", None),
+        control_socket=_control_socket(adapter),
     )
 
 
@@ -466,6 +490,7 @@ class RelayConfig:
     dc_public_key: bytes
     idle_timeout: float
     log: LogConfig
+    control_socket: Path | None = None  # where `ntma status` asks; None: no socket
 
 
 def load_relay_config(path: Path) -> RelayConfig:
@@ -478,4 +503,5 @@ def load_relay_config(path: Path) -> RelayConfig:
         dc_public_key=dc.public_key("public_key"),
         idle_timeout=relay.positive("idle_timeout", float, 60.0),
         log=_log(data, base),
+        control_socket=_control_socket(relay),
     )

@@ -16,6 +16,8 @@ import structlog
 import trio
 
 from ..config import DcConfig
+from ..control import open_control_socket, run_control_server
+from ..control.server_status import dc_status
 from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
 from ..observe.log import RateLimitedDebug
@@ -101,6 +103,9 @@ async def run_dc(config: DcConfig) -> None:
         probe = None
         if config.probe_listen:
             probe = resources.enter_context(contextlib.closing(UdpSocket.bind(config.probe_listen)))
+        control = open_control_socket(config.control_socket, "dc")
+        if control is not None:
+            resources.callback(control.close)
 
         async def start(nursery: trio.Nursery) -> None:
             await nursery.start(
@@ -112,6 +117,9 @@ async def run_dc(config: DcConfig) -> None:
                 )
                 await dns_sock.bind(config.dns_listen)
                 await nursery.start(run_zone_dns, dc, dns_sock, spans)
+            if control is not None:
+                status = functools.partial(_dc_status, dc)
+                await nursery.start(run_control_server, control, status, spans.stage("control"))
 
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",
@@ -129,6 +137,10 @@ async def run_dc(config: DcConfig) -> None:
             ready=("dc_ready", ready),
             resources=resources,
         )
+
+
+def _dc_status(dc: Coordinator) -> dict:
+    return dc_status(dc, trio.current_time())
 
 
 def _coordinator(config: DcConfig, store: NodeStore) -> Coordinator:
