@@ -193,6 +193,8 @@ def test_an_adapters_device_with_its_lease():
     assert "device: gn.ntm.example" in lines
     assert "  lease: 10.99.0.4, expires in 600 s" in lines
     assert "  drops: foreign_ip 2" in lines
+    node["stage_drops"] = {"inject": {"not_for_gn": 1}, "decapsulate": {"punch": 2}}
+    assert "  stage drops: decapsulate/punch 2, inject/not_for_gn 1" in render(node).splitlines()
     device.dhcp = SimpleNamespace(lease_end=50.0, address="10.99.0.4")  # type: ignore[assignment]
     assert device_status(device, now=100.0)["lease"]["valid"] is False
 

@@ -64,6 +64,10 @@ def render_node(status: dict[str, Any]) -> str:
     ]
     if status.get("signalling_drops"):
         lines.append(("signalling drops", drops_text(status["signalling_drops"])))
+    stages = status.get("stage_drops") or {}
+    if stages:
+        per_stage = {f"{stage}/{why}": n for stage, d in stages.items() for why, n in d.items()}
+        lines.append(("stage drops", drops_text(per_stage)))
     blocks = [_block(f"{status['role']}: {status['fqdn']}", lines)]
     blocks += [_tunnel_block(t, status["fqdn"]) for t in status["tunnels"]]
     blocks += [_device_block(d) for d in status.get("devices", [])]
