@@ -24,6 +24,7 @@ ROLES = """roles:
   adapter  NTMobile adapter: makes an unmodified device on a second NIC a full NTM member
   relay    Relay Server: relays the tunnels the DC grants when the ends cannot meet
   check    validate a config (any role): one line per problem, each with its fix
+  status   ask a running daemon what it is doing (its config's control_socket)
   keygen   make an X25519 key pair (private key file, public key printed in base64)
   lab      build, inspect or remove the network-namespace lab (up | down | status | demo)
   bench    run the benchmarks (per stage, whole pipeline in process; --lab end to end)
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("dc", "node", "adapter", "relay"),
         help="default: from its tables",
     )
+    status = sub.add_parser("status", help="ask a running daemon what it is doing")
+    status.add_argument("--config", required=True, type=Path, help="the daemon's TOML config")
+    status.add_argument("--json", action="store_true", help="JSON instead of the table")
     keygen = sub.add_parser("keygen", help="make a key pair")
     keygen.add_argument("--out", required=True, type=Path, help="private key file to write")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -99,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from .config_check import run_check
 
         return run_check(args.config, args.role_name)
+    if args.role == "status":
+        from .control.cli import status_main
+
+        return status_main(args.config, args.json)
     loaders = {
         "dc": load_dc_config,
         "node": load_node_config,
@@ -117,15 +125,38 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log.level, json=None if fmt is None else fmt == "json")
     try:
         trio.run(_runner(args.role), config)
-    except (PermissionError, BaseExceptionGroup) as exc:
+    except (PermissionError, ConfigError, BaseExceptionGroup) as exc:
         from .caps import permission_error, permission_line
 
+        config_error = _config_error(exc)  # found at start: the control socket is in use, say
+        if config_error is not None:
+            print(f"ntma {args.role}: error: {config_error}", file=sys.stderr)
+            return 2
         refused = permission_error(exc)
         if refused is None:
             raise
         print(permission_line(args.role, refused), file=sys.stderr)  # names the capability
         return 2
     return 0
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    """The ConfigError a daemon's start raised, also from inside its nursery's group."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found, _ = exc.split(ConfigError)
+        if found is not None:
+            return next(_leaves(found))
+    return None
+
+
+def _leaves(group: BaseExceptionGroup):
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 def _runner(role: str):

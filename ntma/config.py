@@ -52,6 +52,7 @@ class DcConfig:
     relays: list[tuple[Endpoint, bytes]] = field(default_factory=list)  # (address, key)
     subzones: tuple[SubZone, ...] = ()  # "*.site1.ntm.example" = { key, max_names }
     vip6_pool: ipaddress.IPv6Network | None = None  # a ULA prefix: IPv6 VIPs (dc/vip6.py)
+    control_socket: Path | None = None  # where `ntma status` asks; None: no socket
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class NodeConfig:
     log: LogConfig = field(default_factory=LogConfig)
     key_path: Path | None = field(default=None, compare=False)  # its .ts file sits beside
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
+    control_socket: Path | None = None  # where `ntma status` asks; None: no socket
 
 
 def _log(doc: _Doc) -> LogConfig:
@@ -131,7 +133,24 @@ def load_dc_config(path: Path) -> DcConfig:
             relays=lambda: _relays(doc),
             subzones=subzones,
             vip6_pool=lambda: _vip6_pool(dc, pool),
+            control_socket=lambda: _control_socket(dc),
         )
+
+
+UNIX_PATH_MAX = 107  # bytes in sun_path, less its NUL
+
+
+def _control_socket(sec: _Section) -> Path | None:
+    """control_socket = "PATH" in the role's table: the AF_UNIX socket `ntma status` asks
+    (relative to the config's directory; the daemon makes its directory). Unset: none."""
+    path = sec.path("control_socket", None)
+    if path is not None and len(str(path).encode()) > UNIX_PATH_MAX:
+        raise ConfigError(
+            sec._key("control_socket"),
+            f"{path} is longer than {UNIX_PATH_MAX} bytes, too long for a Unix socket",
+            f'pick a shorter path, like "/run/ntma/{sec.name}.sock"',
+        )
+    return path
 
 
 def _vip_pool(dc: _Section) -> ipaddress.IPv4Network:
@@ -280,6 +299,7 @@ def load_node_config(path: Path) -> NodeConfig:
             log=lambda: _log(doc),
             key_path=lambda: node.path("private_key_file"),
             dc_address6=lambda: dc.endpoint("address6", None),
+            control_socket=lambda: _control_socket(node),
         )
 
 
@@ -314,6 +334,7 @@ class AdapterConfig:
     max_devices: int = 64
     leases_file: Path | None = None  # MAC -> name across restarts; default beside the key
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
+    control_socket: Path | None = None  # where `ntma status` asks; None: no socket
 
 
 def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
@@ -349,6 +370,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
             max_devices=lambda: _max_devices(adapter),
             leases_file=lambda: adapter.state_path("leases_file", None),
             dc_address6=lambda: dc.endpoint("address6", None),
+            control_socket=lambda: _control_socket(adapter),
         )
 
 
@@ -425,6 +447,7 @@ class RelayConfig:
     dc_public_key: bytes
     idle_timeout: float
     log: LogConfig
+    control_socket: Path | None = None  # where `ntma status` asks; None: no socket
 
 
 def load_relay_config(path: Path) -> RelayConfig:
@@ -437,4 +460,5 @@ def load_relay_config(path: Path) -> RelayConfig:
             dc_public_key=lambda: dc.public_key("public_key"),
             idle_timeout=lambda: relay.positive("idle_timeout", float, 60.0),
             log=lambda: _log(doc),
+            control_socket=lambda: _control_socket(relay),
         )

@@ -46,6 +46,7 @@ def _dc_sections(c: DcConfig, key_file: Path) -> _Sections:
     if c.dns_listen is not None:
         dc["dns_listen"] = format_endpoint(c.dns_listen)
     dc |= {"keepalive_interval": c.keepalive_interval, "keepalive_misses": c.keepalive_misses}
+    dc |= _control(c.control_socket)
     return {
         "dc": dc,
         "admission": {name: _b64(key) for name, key in c.admission.items()}
@@ -56,6 +57,10 @@ def _dc_sections(c: DcConfig, key_file: Path) -> _Sections:
         "relays": [{"address": format_endpoint(a), "public_key": _b64(k)} for a, k in c.relays],
         "log": _log_table(c.log),
     }
+
+
+def _control(path: Path | None) -> dict[str, Any]:
+    return {} if path is None else {"control_socket": path}
 
 
 def _dc_link(
@@ -75,7 +80,7 @@ def _dns_table(upstream: Endpoint | None, suffixes: list[str], **first: str) -> 
 def _node_sections(c: NodeConfig, key_file: Path) -> _Sections:
     node = {"fqdn": c.fqdn, "private_key_file": key_file, "listen": format_endpoint(c.listen)}
     return {
-        "node": node | {"tun_name": c.tun_name, "mtu": c.mtu},
+        "node": node | {"tun_name": c.tun_name, "mtu": c.mtu} | _control(c.control_socket),
         "dc": _dc_link(c.dc_address, c.dc_public_key, c.dc_address6),
         "dns": _dns_table(c.dns_upstream, c.ntm_suffixes, listen=format_endpoint(c.dns_listen)),
         "log": _log_table(c.log),
@@ -93,6 +98,7 @@ def _adapter_sections(c: AdapterConfig, key_file: Path) -> _Sections:
         adapter["inbound"] = list(c.inbound)
     if c.leases_file is not None:
         adapter["leases_file"] = c.leases_file
+    adapter |= _control(c.control_socket)
     sections: _Sections = {
         "adapter": adapter,
         "dc": _dc_link(c.dc_address, c.dc_public_key, c.dc_address6),
@@ -112,7 +118,7 @@ def _device_entry(device: DeviceConfig) -> str | dict[str, Any]:
 def _relay_sections(c: RelayConfig, key_file: Path) -> _Sections:
     relay = {"listen": format_endpoint(c.listen), "private_key_file": key_file}
     return {
-        "relay": relay | {"idle_timeout": c.idle_timeout},
+        "relay": relay | {"idle_timeout": c.idle_timeout} | _control(c.control_socket),
         "dc": {"public_key": _b64(c.dc_public_key)},
         "log": _log_table(c.log),
     }

@@ -208,7 +208,8 @@ colour = "blue"
 public_key = "{PUB}"
 """
     line = _problems(tmp_path, text)["relay.colour"]
-    assert "unknown key; remove it (known: idle_timeout, listen, private_key_file)" in line
+    known = "control_socket, idle_timeout, listen, private_key_file"
+    assert f"unknown key; remove it (known: {known})" in line
 
 
 @pytest.mark.parametrize(

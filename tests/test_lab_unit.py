@@ -349,6 +349,7 @@ def test_relay_and_dc_configs(tmp_path: Path) -> None:
         'listen = "198.51.100.60:7500"\n'
         f'private_key_file = "{tmp_path}/keys/rs.key"\n'
         "idle_timeout = 60\n"
+        f'control_socket = "{configs.control_socket(state, "relay")}"\n'
         "\n"
         "[dc]\n"
         f'public_key = "{keys["dc"]["public_key"]}"\n'

@@ -27,6 +27,8 @@ import structlog
 import trio
 
 from ..config import AdapterConfig
+from ..control import open_control_socket, run_control_server
+from ..control.node_status import node_status
 from ..io.addresses import has_ipv6_default_route
 from ..io.fdio import UdpSocket
 from ..io.rawsock import RawSocket
@@ -165,6 +167,7 @@ async def run_adapter(config: AdapterConfig) -> None:
         raw, passthrough, resolver, link, config.mtu, partial(save_leases, leases_file)
     )
     pipe.on_name = partial(on_device_name, link, parts)
+    control = open_control_socket(config.control_socket, "adapter")
     await _nft(nft_rules(config.gn_interface, config.passthrough_tun))
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -193,6 +196,14 @@ async def run_adapter(config: AdapterConfig) -> None:
                 await start_adapter_pipeline(nursery, pipe, parts, udp, on_registered)
                 await nursery.start(run_stats_logger, pipe.spans, config.log.stats_interval)
                 await nursery.start(log_device_stats, devices, config.log.stats_interval)
+                if control is not None:
+
+                    def status() -> dict:
+                        return node_status(sm, pipe.spans, trio.current_time(), devices)
+
+                    await nursery.start(
+                        run_control_server, control, status, pipe.spans.stage("control")
+                    )
                 if stamps is not None:
                     nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(
@@ -206,6 +217,8 @@ async def run_adapter(config: AdapterConfig) -> None:
     finally:
         log_final(pipe, log)
         _remove_nft_tables()
+        if control is not None:
+            control.close()
         raw.close()
         udp.close()
         passthrough.close()

@@ -225,6 +225,8 @@ class Director:
         """(the requester's Direction, the target's, the relay with its fresh grant)."""
         tunnel_id, relays = tunnel.tunnel_id, None
         tunnel.grant_expires_ms = None
+        tunnel.route, tunnel.why = plan.route.name.lower(), plan.why
+        tunnel.initiator = tunnel.requester if plan.requester_initiates else tunnel.target
         if plan.route != Route.DIRECT:
             expires_ms = self._epoch_ms(now) + self._grant_lifetime_ms
             relays = relay_for(self.relays, self.dc_id, tunnel_id, expires_ms, requester, target)

@@ -47,6 +47,9 @@ class DirectedTunnel:
     lost: set[bytes] = field(default_factory=set)  # keys of ends that do not hold it now
     inflight: dict[bytes, int] = field(default_factory=dict)  # end key -> our request's txid
     grant_expires_ms: int | None = None  # its relay grant's expiry (punch and relay routes)
+    route: str = ""  # the latest decision: direct | punch | relay, and the table's reason
+    why: str = ""
+    initiator: str = ""  # the name of the end that opens it
 
     def other_key(self, key: bytes) -> bytes:
         return self.target_key if key == self.requester_key else self.requester_key

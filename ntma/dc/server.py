@@ -16,6 +16,8 @@ import structlog
 import trio
 
 from ..config import DcConfig
+from ..control import open_control_socket, run_control_server
+from ..control.server_status import dc_status
 from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
 from ..observe.log import RateLimitedDebug
@@ -108,6 +110,9 @@ async def run_dc(config: DcConfig) -> None:
             else None
             for port in (config.probe_listen, config.filter_probe_listen)
         )
+        control = open_control_socket(config.control_socket, "dc")
+        if control is not None:
+            resources.callback(control.close)
 
         async def start(nursery: trio.Nursery) -> None:
             await nursery.start(
@@ -122,6 +127,9 @@ async def run_dc(config: DcConfig) -> None:
                 )
                 await dns_sock.bind(config.dns_listen)
                 await nursery.start(run_zone_dns, dc, dns_sock, spans)
+            if control is not None:
+                status = functools.partial(_dc_status, dc)
+                await nursery.start(run_control_server, control, status, spans.stage("control"))
 
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",
@@ -145,6 +153,10 @@ def _side(port: Endpoint, config: DcConfig) -> Endpoint:
     """Where a probe port binds: with a dual-stack `listen`, dual-stack on its port too, so
     nodes probe it in both families (they are told its address in one)."""
     return ("::", port[1]) if config.listen[0] == "::" else port
+
+
+def _dc_status(dc: Coordinator) -> dict:
+    return dc_status(dc, trio.current_time())
 
 
 def _coordinator(config: DcConfig, store: NodeStore) -> Coordinator:

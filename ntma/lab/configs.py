@@ -6,6 +6,7 @@ tested). Keys are made first (`keys.py`); each config then reads its daemon's ke
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from pathlib import Path
 
@@ -33,6 +34,19 @@ from .state import HostState, KeyRecord, LabState
 
 LAB_LOG = LogConfig(LOG_LEVEL, float(STATS_INTERVAL))
 DNS_PORT = 53
+SOCKET_PATH_MAX = 100  # under sun_path's 107 bytes, with room to spare
+SHORT_CONTROL_DIR = Path("/run/ntma-lab-ctl")
+
+
+def control_socket(state: LabState, daemon: str) -> Path:
+    """Each daemon's control socket, `ntma status`'s way in (the namespaces share the file
+    system): run_dir/ctl/<daemon>.sock, or under a short directory named by a hash of the
+    run dir when that is too deep for a Unix socket's path."""
+    path = state.run_dir / "ctl" / f"{daemon}.sock"
+    if len(str(path).encode()) <= SOCKET_PATH_MAX:
+        return path
+    digest = hashlib.sha256(str(state.run_dir).encode()).hexdigest()[:12]
+    return SHORT_CONTROL_DIR / digest / f"{daemon}.sock"
 
 
 def _key(state: LabState, name: str) -> StaticKey:
@@ -73,6 +87,7 @@ def dc_config(state: LabState) -> DcConfig:
         admission=admission(state),
         relays=relays,
         log=LAB_LOG,
+        control_socket=control_socket(state, "dc"),
     )
 
 
@@ -84,6 +99,7 @@ def relay_config(state: LabState) -> RelayConfig:
         dc_public_key=_public(state, "dc"),
         idle_timeout=float(RS_IDLE_TIMEOUT),
         log=LAB_LOG,
+        control_socket=control_socket(state, "relay"),
     )
 
 
@@ -111,6 +127,7 @@ def node_config(state: LabState, name: str) -> NodeConfig:
         dns_upstream=(WEB_IP, DNS_PORT),
         ntm_suffixes=[ZONE],
         log=LAB_LOG,
+        control_socket=control_socket(state, name),
     )
 
 
@@ -142,6 +159,7 @@ def adapter_config(state: LabState, name: str | None = None) -> AdapterConfig:
         log=LAB_LOG,
         devices=devices(state, adapter.name),
         default_device=False,
+        control_socket=control_socket(state, adapter.name),
     )
 
 

@@ -14,6 +14,8 @@ import structlog
 import trio
 
 from ..config import NodeConfig
+from ..control import open_control_socket, run_control_server
+from ..control.node_status import node_status
 from ..io.fdio import UdpSocket
 from ..io.tun import TunDevice
 from ..observe.spans import run_stats_logger
@@ -66,6 +68,7 @@ async def run_node(config: NodeConfig) -> None:
     dns_tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     await dns_tcp.bind(config.dns_listen)
     dns_tcp.listen(64)
+    control = open_control_socket(config.control_socket, "node")
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -75,6 +78,14 @@ async def run_node(config: NodeConfig) -> None:
                     run_dns_tcp, trio.SocketListener(dns_tcp), resolver, pipe.spans.stage("dns")
                 )
                 await nursery.start(run_stats_logger, pipe.spans, config.log.stats_interval)
+                if control is not None:
+
+                    def status() -> dict:
+                        return node_status(sm, pipe.spans, trio.current_time())
+
+                    await nursery.start(
+                        run_control_server, control, status, pipe.spans.stage("control")
+                    )
                 if stamps is not None:
                     nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(
@@ -89,6 +100,8 @@ async def run_node(config: NodeConfig) -> None:
         log_final(pipe, log)
         dns_sock.close()
         dns_tcp.close()
+        if control is not None:
+            control.close()
         udp.close()
         tun.close()
         log.info("stopped")

@@ -219,6 +219,11 @@ class DhcpServer:
         """The GN holds a valid lease, as of the latest `now` given to this server."""
         return self._lease_end is not None and self._clock <= self._lease_end
 
+    @property
+    def lease_end(self) -> float | None:
+        """When the lease given ends (`now`'s clock; inf: infinite), None without one."""
+        return self._lease_end
+
     def set_address(self, vip: str | None) -> None:
         """The VIP to hand out; a lease on another address ends at the GN's next request."""
         self._vip = None if vip is None else str(ipaddress.IPv4Address(vip))

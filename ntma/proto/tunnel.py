@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .bodies_v2 import RelayInfo
@@ -47,6 +48,7 @@ __all__ = [
     "Tunnel",
     "TunnelRef",
     "TunnelTable",
+    "drop_reason",
     "open_data",
     "punch_datagram",
 ]
@@ -91,6 +93,9 @@ class Tunnel:
     endpoints: dict[int, Endpoint] = field(default_factory=dict)  # per family
     packets_in: int = field(default=0, init=False)
     packets_out: int = field(default=0, init=False)
+    bytes_in: int = field(default=0, init=False)  # inner bytes, as `ntma status` shows them
+    bytes_out: int = field(default=0, init=False)
+    drops: Counter[str] = field(default_factory=Counter, init=False)  # counted on drops only
     last_receive: float = field(default=0.0, init=False)
     rekey_wanted: bool = field(default=False, init=False)  # set by the send path
     _sending: Keypair | None = field(default=None, init=False, repr=False)
@@ -130,6 +135,7 @@ class Tunnel:
         if keypair is None or now >= self._recheck_at:
             keypair = self._refresh_sending(now)
         self.packets_out += 1
+        self.bytes_out += len(payload)
         return keypair.seal(T_DATA, payload)
 
     def _refresh_sending(self, now: float) -> Keypair:
@@ -217,17 +223,22 @@ def open_data(
     if entry is None:
         raise PunchDrop() if index == 0 else UnknownIndex()
     tunnel, keypair = entry
-    packet = keypair.open(datagram, counter)
-    if packet:  # inner source: the peer's VIP; destination: this tunnel's own (5.1)
-        if packet[0] >> 4 == 4 and len(packet) >= 20:
-            if packet[12:16] != tunnel.peer_vip_packed:
-                raise InnerDrop("inner_source_not_peer")
-            if packet[16:20] != tunnel.self_vip_packed:
-                raise InnerDrop("inner_dest_not_self")
-        else:
-            _check_inner_other(tunnel, packet)
+    try:  # free when nothing is raised (3.11): the drop path alone pays for the count
+        packet = keypair.open(datagram, counter)
+        if packet:  # inner source: the peer's VIP; destination: this tunnel's own (5.1)
+            if packet[0] >> 4 == 4 and len(packet) >= 20:
+                if packet[12:16] != tunnel.peer_vip_packed:
+                    raise InnerDrop("inner_source_not_peer")
+                if packet[16:20] != tunnel.self_vip_packed:
+                    raise InnerDrop("inner_dest_not_self")
+            else:
+                _check_inner_other(tunnel, packet)
+    except CodecError as exc:
+        tunnel.drops[drop_reason(exc)] += 1
+        raise
     tunnel.last_receive = now
     tunnel.packets_in += 1
+    tunnel.bytes_in += len(packet)
     if addr != tunnel.endpoint and _newest(keypair, counter):
         tunnel.endpoint = addr  # roaming: follow the authenticated, newest source (4.4)
         tunnel.endpoints[family_of(addr)] = addr
@@ -236,6 +247,15 @@ def open_data(
         table.drop_keypairs(dropped)
         table.dropped += dropped
     return tunnel, packet
+
+
+def drop_reason(exc: CodecError) -> str:
+    """The name decapsulate counts a drop of an authentic tunnel's packet under."""
+    if isinstance(exc, InnerDrop):
+        return exc.reason
+    if isinstance(exc, ReplayError):
+        return "replay"
+    return "auth" if isinstance(exc, AuthError) else "malformed"
 
 
 def _newest(keypair: Keypair, counter: int) -> bool:

@@ -106,6 +106,7 @@ class RelayEntry:
     bound: list[Endpoint | None] = field(default_factory=lambda: [None, None])
     indexes: tuple[deque[int], deque[int]] = field(default_factory=lambda: (deque(), deque()))
     forwarded: int = 0
+    forwarded_bytes: int = 0
 
     @property
     def key(self) -> EntryKey:
@@ -439,6 +440,7 @@ class Relay:
     def _forward_to(self, entry: RelayEntry, datagram: bytes, target: Endpoint, now: float):
         entry.last_active = now
         entry.forwarded += 1
+        entry.forwarded_bytes += len(datagram)
         self.forwarded += 1
         self._out.append((datagram, target))
 

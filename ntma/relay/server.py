@@ -9,6 +9,8 @@ import structlog
 import trio
 
 from ..config import RelayConfig
+from ..control import open_control_socket, run_control_server
+from ..control.server_status import relay_status
 from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
 from ..observe.spans import Spans
@@ -40,9 +42,17 @@ async def run_relay(config: RelayConfig) -> None:
             epoch_offset=time.time() - trio.current_time(),
         )
         udp = resources.enter_context(contextlib.closing(UdpSocket.bind(config.listen)))
+        control = open_control_socket(config.control_socket, "relay")
+        if control is not None:
+            resources.callback(control.close)
+
+        def status() -> dict:
+            return relay_status(relay, trio.current_time())
 
         async def start(nursery: trio.Nursery) -> None:
             await nursery.start(run_relay_loop, relay, udp, spans)
+            if control is not None:
+                await nursery.start(run_control_server, control, status, spans.stage("control"))
 
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",

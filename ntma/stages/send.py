@@ -87,6 +87,7 @@ def encapsulate_packets(
             datagrams.append((tunnel.seal(packet, now), tunnel.endpoint))
         except ExpiredKeys:  # the tunnel is marked for a rekey (signalling starts it)
             stats.drop("expired_keys")
+            tunnel.drops["expired_keys"] += 1
     return datagrams
 
 

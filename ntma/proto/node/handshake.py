@@ -88,6 +88,11 @@ class Handshakes:
             return False
         return held.tunnel is None or held.deadline is not None or held.tunnel.route == "relay"
 
+    def direction_of(self, ref: TunnelRef) -> Direction | None:
+        """The Direction the DC sent for tunnel `ref` (route and role), if held."""
+        held = self._directed.get(ref)
+        return None if held is None else held.direction
+
     def table_sizes(self) -> dict[str, int]:
         return {"directed": len(self._directed), "early_inits": len(self._early)}
 

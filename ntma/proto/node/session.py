@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..bodies_v2 import (
     Deregister,
@@ -110,6 +111,8 @@ class DcSession:
         self.nat_probe_observed: Endpoint | None = None  # our endpoint as the probe port saw it
         self.mapping_changed = False  # set by on_observed; NodeSignalling clears it
         self._echo_after: dict[int, float] = {}  # per family: no echo before then
+        self.last_ack_at: float | None = None  # the DC's last REGISTER_ACK or KEEPALIVE_ACK
+        self.keepalives_lost = 0  # KEEPALIVEs the DC never answered (each a re-register)
 
     @property
     def vip(self) -> str:
@@ -203,6 +206,7 @@ class DcSession:
         self.registration = registration
         self.state = SessionState.REGISTERED
         self.register_deadline = self.retry_at = None
+        self.last_ack_at = now
         self.rekey_at = now + DC_REKEY_AFTER_S
         wire.names[self.fqdn] = NameVips(msg.vip4, msg.vip6)  # added names stay (names.py)
         self.keepalive_at = None
@@ -324,6 +328,7 @@ class DcSession:
         if self.registration is None:
             return
         self.keepalive_at = now + max(1, self.registration.keepalive_s)
+        self.last_ack_at = now
         self.on_observed(msg.observed, now)
 
     def on_observed(self, observed: Endpoint | None, now: float) -> bool:
@@ -333,13 +338,8 @@ class DcSession:
         if registration is None or observed is None or observed == registration.observed:
             return False
         behind_nat = observed not in self._local_endpoints()
-        self.registration = Registered(
-            registration.vip,
-            registration.prefix_len,
-            observed,
-            behind_nat,
-            registration.keepalive_s,
-        )
+        # replace(): the IPv6 VIP stays (it was lost here, so status showed none after a move)
+        self.registration = replace(registration, observed=observed, behind_nat=behind_nat)
         self.moved(now)
         self.mapping_changed = True
         return True
@@ -368,6 +368,7 @@ class DcSession:
         others = []
         for tx in expired:
             if tx.kind == DcTx.KEEPALIVE:
+                self.keepalives_lost += 1
                 self.on_unanswered("keepalive", now)
             elif tx.kind != DcTx.KEEPALIVE_OTHER:  # that path may be down: the main one counts
                 others.append(tx)
