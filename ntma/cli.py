@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -119,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         for problem in getattr(exc, "problems", [exc]):  # one line each
             print(f"ntma {args.role}: error: {problem}", file=sys.stderr)
         return 2
+    def load_again():  # SIGHUP: the same file, the same loader (reload.py)
+        return loaders[args.role](args.config)
+
     if args.role == "dc" and args.reset_timestamp is not None:
         return _reset_timestamp(config, args.reset_timestamp)
     fmt = args.log_format
     configure_logging(config.log.level, json=None if fmt is None else fmt == "json")
     try:
-        trio.run(_runner(args.role), config)
+        trio.run(functools.partial(_runner(args.role), config, load_again=load_again))
     except (PermissionError, ConfigError, BaseExceptionGroup) as exc:
         from .caps import permission_error, permission_line
 

@@ -47,10 +47,14 @@ def save_leases(path: Path | None, leases: dict[bytes, str]) -> None:
         structlog.get_logger().warning("leases_not_saved", path=str(path), error=str(exc))
 
 
+def rules_of(config: AdapterConfig) -> tuple[DeviceRule, ...]:
+    return tuple(DeviceRule(d.mac, d.fqdn, d.inbound) for d in config.devices)
+
+
 def devices_from_config(config: AdapterConfig, leases: dict[bytes, str]) -> Devices:
     return Devices(
         config.fqdn,
-        tuple(DeviceRule(d.mac, d.fqdn, d.inbound) for d in config.devices),
+        rules_of(config),
         default_device=config.default_device,
         host_names=config.host_names,
         inbound=config.inbound,

@@ -41,11 +41,19 @@ from ..proto.ether import ip_packed, ip_text
 from ..proto.ether6 import ip6_text
 from ..proto.gnlink import GnLink
 from ..proto.node import Registered
+from ..reload import SUFFIXES, Load, Reloader, no_reload, reload_suffixes, run_reload_on_sighup
 from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver, run_dns_tcp
 from ..stages.gn_services import on_device_name, replay_held, serve_gn_vip
 from ..stages.pipeline import AdapterParts, start_adapter_pipeline
-from .devices import devices_from_config, leases_path, load_leases, log_device_stats, save_leases
+from .devices import (
+    devices_from_config,
+    leases_path,
+    load_leases,
+    log_device_stats,
+    rules_of,
+    save_leases,
+)
 
 PASSTHROUGH_MTU = 1500
 NAT_TABLE = "ntma_adapter"
@@ -135,7 +143,8 @@ async def _configure_passthrough6(tun: TunDevice, link: GnLink) -> None:
         _forwarding_on(Path("/proc/sys/net/ipv6/conf/all/forwarding"))
 
 
-async def run_adapter(config: AdapterConfig) -> None:
+async def run_adapter(config: AdapterConfig, load_again: Load | None = None) -> None:
+    """`load_again`: the config file read anew, for SIGHUP (reload.py)."""
     log = structlog.get_logger().bind(role="adapter", fqdn=config.fqdn)
     raw = RawSocket(config.gn_interface)
     leases_file = leases_path(config)
@@ -168,6 +177,12 @@ async def run_adapter(config: AdapterConfig) -> None:
     )
     pipe.on_name = partial(on_device_name, link, parts)
     control = open_control_socket(config.control_socket, "adapter")
+    reloader = Reloader(
+        config,
+        load_again or no_reload(config),
+        partial(_reload, resolver, devices, pipe),
+        (*SUFFIXES, "devices"),
+    )
     await _nft(nft_rules(config.gn_interface, config.passthrough_tun))
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -204,6 +219,7 @@ async def run_adapter(config: AdapterConfig) -> None:
                     await nursery.start(
                         run_control_server, control, status, pipe.spans.stage("control")
                     )
+                await nursery.start(run_reload_on_sighup, reloader)
                 if stamps is not None:
                     nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(
@@ -223,6 +239,22 @@ async def run_adapter(config: AdapterConfig) -> None:
         udp.close()
         passthrough.close()
         log.info("stopped")
+
+
+def _reload(
+    resolver: DnsResolver, devices: Devices, pipe: NodePipeline, new: AdapterConfig
+) -> dict:
+    """SIGHUP: the DNS suffixes, and the [devices] table: new names asked for, names no
+    device holds any more given back (NAME_REMOVE)."""
+    changes = reload_suffixes(resolver, new)
+    added, removed = devices.reconfigure(rules_of(new))
+    for name in added:
+        pipe.ask_name(name)
+    for name in removed:
+        pipe.give_back_name(name)
+    if added or removed:
+        changes |= {"devices_added": added, "devices_removed": removed}
+    return changes
 
 
 async def _serve_ipv6(link: GnLink, tun: TunDevice, event: Registered, mtu: int, log) -> None:

@@ -34,6 +34,11 @@ class Admission:
         self, zone: str, admission: dict[str, bytes], subzones: Sequence[SubZone] = ()
     ) -> None:
         self.zone = normalize_fqdn(zone)
+        self.replace(admission, subzones)
+
+    def replace(self, admission: dict[str, bytes], subzones: Sequence[SubZone] = ()) -> None:
+        """A new list (SIGHUP); the zone stays. Who may register what is asked each time,
+        so whoever holds this object sees the new list at once."""
         self._by_name = {normalize_fqdn(name): key for name, key in admission.items()}
         self._subzones = sorted(subzones, key=lambda z: -len(z.suffix))  # longest first
         self.keys = frozenset(self._by_name.values()) | {z.key for z in self._subzones}

@@ -32,6 +32,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -75,6 +76,7 @@ from .events import (
     NodeOnline,
     NodeRegistered,
     NodeRestarted,
+    NodeRevoked,
     RegistrationRefused,
 )
 from .names import Names
@@ -464,6 +466,36 @@ class Coordinator:
                 self.tunnels.remove(msg.tunnel_id)
             return Ack(msg.txid)
         return Ack(msg.txid)  # DEREGISTER
+
+    # --- reload -----------------------------------------------------------------------
+
+    def reload(
+        self,
+        admission: dict[str, bytes],
+        subzones: Sequence[SubZone],
+        relays: list[tuple[Endpoint, bytes]],
+        now: float,
+    ) -> dict[str, Any]:
+        """A new admission list and relays (SIGHUP, reload.py). A session whose REGISTER
+        name its key may no longer hold ends (its peers get TUNNEL_GONE), an added name so
+        revoked is removed, and pendings of keys no longer admitted are forgotten."""
+        self.admission.replace(admission, subzones)
+        self.relays[:] = relay_choices(relays, lambda key: grant_key(self._static, key))
+        self._release(self.table.drop_pending(lambda key: key in self.admission.keys))
+        revoked = []
+        for session in list(self.table.by_key.values()):
+            key = session.public_key
+            if self.admission.refusal(session.fqdn, key, stored=True):
+                self._end(session, now)
+                self._events.append(NodeRevoked(session.fqdn))
+                revoked.append(session.fqdn)
+                continue
+            for name in [n for n in session.added if self.admission.refusal(n, key, stored=True)]:
+                if self.names.remove(session, name):
+                    self.redirects.name_removed(session, name, now)
+                    revoked.append(name)
+        return {"admitted": len(admission), "subzones": len(subzones), "revoked": revoked,
+                "relays": len(self.relays)}
 
     # --- directions -------------------------------------------------------------------
 

@@ -73,6 +73,14 @@ class NodeDeregistered(DcEvent):
 
 
 @dataclass(frozen=True)
+class NodeRevoked(DcEvent):
+    """A reload took the node's name off the admission list: its session ended."""
+
+    fqdn: str
+    log_level = "warning"
+
+
+@dataclass(frozen=True)
 class NodeNat(DcEvent):
     """A probe showed the node's NAT type (logged when it changes)."""
 

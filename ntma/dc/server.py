@@ -25,6 +25,7 @@ from ..observe.spans import Spans
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.dns import ResponseRateLimit, parse_query, refused, truncated, zone_answer
 from ..proto.names import is_ntm_name
+from ..reload import Load, Reloader, no_reload, run_reload_on_sighup
 from ..serve import SidePort, run_machine, serve_until_signalled
 from .coordinator import Coordinator
 from .store import NodeStore
@@ -95,7 +96,8 @@ async def run_zone_dns(
         stats.record(1, len(reply), started)
 
 
-async def run_dc(config: DcConfig) -> None:
+async def run_dc(config: DcConfig, load_again: Load | None = None) -> None:
+    """`load_again`: the config file read anew, for SIGHUP (reload.py)."""
     log = structlog.get_logger().bind(role="dc", zone=config.zone)
     spans = Spans()
     with contextlib.ExitStack() as resources:
@@ -114,7 +116,15 @@ async def run_dc(config: DcConfig) -> None:
         if control is not None:
             resources.callback(control.close)
 
+        def apply(new: DcConfig) -> dict:
+            return dc.reload(new.admission, new.subzones, new.relays, trio.current_time())
+
+        reloader = Reloader(
+            config, load_again or no_reload(config), apply, ("admission", "subzones", "relays")
+        )
+
         async def start(nursery: trio.Nursery) -> None:
+            await nursery.start(run_reload_on_sighup, reloader)
             await nursery.start(
                 functools.partial(run_signalling_server, probe=probe, filter_probe=filter_probe),
                 dc,

@@ -15,6 +15,7 @@ Rules (docs/protocol.md 4.3, 4.4, 7.1):
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..proto.bodies_v2 import Message
@@ -146,6 +147,11 @@ class SessionTable:
             _, oldest = self.pending.popitem(last=False)
             freed.append(self._forget(oldest.keypair))
         return freed
+
+    def drop_pending(self, keep: Callable[[bytes], bool]) -> list[int]:
+        """Forgets the pendings of keys `keep` refuses; returns the indexes freed."""
+        gone = [key for key in self.pending if not keep(key)]
+        return [self._forget(self.pending.pop(key).keypair) for key in gone]
 
     def commit(
         self, pending: Pending, now: float

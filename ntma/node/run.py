@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import socket
+from functools import partial
 
 import structlog
 import trio
@@ -22,6 +23,7 @@ from ..observe.spans import run_stats_logger
 from ..proto.ether6 import IPV6_MIN_MTU
 from ..proto.fields_v2 import VIP6_NONE
 from ..proto.node import Registered
+from ..reload import SUFFIXES, Load, Reloader, no_reload, reload_suffixes, run_reload_on_sighup
 from ..stages.core import NodePipeline
 from ..stages.dns import DnsResolver, run_dns_tcp, run_dns_udp
 from ..stages.pipeline import start_node_pipeline
@@ -29,7 +31,8 @@ from .lifecycle import log_final, make_signalling, wait_then_deregister
 from .timestamps import keep_saving, restore_timestamp
 
 
-async def run_node(config: NodeConfig) -> None:
+async def run_node(config: NodeConfig, load_again: Load | None = None) -> None:
+    """`load_again`: the config file read anew, for SIGHUP (reload.py)."""
     log = structlog.get_logger().bind(role="node", fqdn=config.fqdn)
     udp = UdpSocket.bind(config.listen)
     tun = TunDevice(config.tun_name, config.mtu)
@@ -62,6 +65,9 @@ async def run_node(config: NodeConfig) -> None:
     resolver = DnsResolver(
         pipe.broker, config.dns_upstream, config.ntm_suffixes, pipe.spans.stage("dns")
     )
+    reloader = Reloader(
+        config, load_again or no_reload(config), partial(reload_suffixes, resolver), SUFFIXES
+    )
     dns_sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await dns_sock.bind(config.dns_listen)
     dns_tcp = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -86,6 +92,7 @@ async def run_node(config: NodeConfig) -> None:
                     await nursery.start(
                         run_control_server, control, status, pipe.spans.stage("control")
                     )
+                await nursery.start(run_reload_on_sighup, reloader)
                 if stamps is not None:
                     nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(

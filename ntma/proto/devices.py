@@ -138,6 +138,31 @@ class Devices:
         names += [n for mac, n in self.leases.items() if mac not in self._table]
         return [n for n in dict.fromkeys(names) if n != self.own_name]
 
+    def reconfigure(self, configured: tuple[DeviceRule, ...]) -> tuple[list[str], list[str]]:
+        """A new [devices] table (SIGHUP): returns (names to ask the DC for, names to give
+        back). A device whose rule is gone or renamed is forgotten at once (its packets
+        then drop as an unknown device's) and is named anew when it shows itself again."""
+        old, self._table = self._table, {rule.mac: rule for rule in configured}
+        added = [r.fqdn for m, r in self._table.items() if old.get(m) != r]
+        removed = [r.fqdn for m, r in old.items() if self._table.get(m) != r]
+        for mac, rule in old.items():
+            device = self.by_mac.get(mac)
+            if device is not None and self._table.get(mac) != rule:
+                self._forget(device)
+        return [n for n in added if n != self.own_name], [
+            n for n in removed if n != self.own_name and n not in self._names_in_use(b"")
+        ]
+
+    def _forget(self, device: Device) -> None:
+        del self.by_mac[device.mac]
+        self.by_name.pop(device.fqdn, None)
+        for vip in (device.vip, device.vip6):
+            if vip is not None and self.by_vip.get(vip) is device:
+                del self.by_vip[vip]
+        self.vips.pop(device.fqdn, None)
+        if self.leases.pop(device.mac, None) is not None:
+            self.leases_changed = True
+
     def _name_for(
         self, mac: bytes, host_name: str | None, fqdn: str | None
     ) -> tuple[str | None, str]:

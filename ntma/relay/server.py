@@ -14,6 +14,7 @@ from ..control.server_status import relay_status
 from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
 from ..observe.spans import Spans
+from ..reload import Load, Reloader, no_reload, run_reload_on_sighup
 from ..serve import run_machine, serve_until_signalled
 from .relay import Relay
 
@@ -31,8 +32,10 @@ async def run_relay_loop(
     await run_machine(relay, udp, spans.stage("relay"), gauges=gauges, task_status=task_status)
 
 
-async def run_relay(config: RelayConfig) -> None:
+async def run_relay(config: RelayConfig, load_again: Load | None = None) -> None:
+    """`load_again`: the config file read anew, for SIGHUP (its log level: reload.py)."""
     log = structlog.get_logger().bind(role="relay")
+    reloader = Reloader(config, load_again or no_reload(config), lambda new: {}, ())
     spans = Spans()
     with contextlib.ExitStack() as resources:
         relay = Relay(
@@ -53,6 +56,7 @@ async def run_relay(config: RelayConfig) -> None:
             await nursery.start(run_relay_loop, relay, udp, spans)
             if control is not None:
                 await nursery.start(run_control_server, control, status, spans.stage("control"))
+            await nursery.start(run_reload_on_sighup, reloader)
 
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",

@@ -53,6 +53,11 @@ class NodePipeline:
         assert self.broker is not None
         return self.broker.ask(Ask(AskKind.ADD_NAME, fqdn, vip6=vip6))
 
+    def give_back_name(self, fqdn: str) -> bool:
+        """A name of ours no device holds any more (a reload): NAME_REMOVE."""
+        assert self.broker is not None
+        return self.broker.ask(Ask(AskKind.REMOVE_NAME, fqdn))
+
 
 async def start_core(
     nursery: trio.Nursery,
