@@ -50,6 +50,7 @@ class DcConfig:
     relays: list[tuple[Endpoint, bytes]] = field(default_factory=list)  # (address, key)
     subzones: tuple[SubZone, ...] = ()  # "*.site1.ntm.example" = { key, max_names }
     vip6_pool: ipaddress.IPv6Network | None = None  # a ULA prefix: IPv6 VIPs (dc/vip6.py)
+    metrics_listen: Endpoint | None = None  # Prometheus metrics over HTTP; None: off
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class NodeConfig:
     log: LogConfig = field(default_factory=LogConfig)
     key_path: Path | None = field(default=None, compare=False)  # its .ts file sits beside
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
+    metrics_listen: Endpoint | None = None  # Prometheus metrics over HTTP; None: off
 
 
 class _Section:
@@ -250,6 +252,7 @@ def load_dc_config(path: Path) -> DcConfig:
         relays=_relays(data, base),
         subzones=subzones,
         vip6_pool=_vip6_pool(dc, pool),
+        metrics_listen=dc.endpoint("metrics_listen", None),
     )
 
 
@@ -331,6 +334,7 @@ def load_node_config(path: Path) -> NodeConfig:
         log=_log(data, base),
         key_path=node.path("private_key_file"),
         dc_address6=dc.endpoint("address6", None),
+        metrics_listen=node.endpoint("metrics_listen", None),
     )
 
 
@@ -365,6 +369,7 @@ class AdapterConfig:
     max_devices: int = 64
     leases_file: Path | None = None  # MAC -> name across restarts; default beside the key
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
+    metrics_listen: Endpoint | None = None  # Prometheus metrics over HTTP; None: off
 
 
 def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
@@ -401,6 +406,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
         max_devices=_max_devices(adapter),
         leases_file=adapter.path("leases_file", None) if "leases_file" in adapter.data else None,
         dc_address6=dc.endpoint("address6", None),
+        metrics_listen=adapter.endpoint("metrics_listen", None),
     )
 
 
@@ -466,6 +472,7 @@ class RelayConfig:
     dc_public_key: bytes
     idle_timeout: float
     log: LogConfig
+    metrics_listen: Endpoint | None = None  # Prometheus metrics over HTTP; None: off
 
 
 def load_relay_config(path: Path) -> RelayConfig:
@@ -478,4 +485,5 @@ def load_relay_config(path: Path) -> RelayConfig:
         dc_public_key=dc.public_key("public_key"),
         idle_timeout=relay.positive("idle_timeout", float, 60.0),
         log=_log(data, base),
+        metrics_listen=relay.endpoint("metrics_listen", None),
     )

@@ -346,6 +346,7 @@ def test_relay_and_dc_configs(tmp_path: Path) -> None:
         'listen = "198.51.100.60:7500"\n'
         f'private_key_file = "{tmp_path}/keys/rs.key"\n'
         "idle_timeout = 60\n"
+        'metrics_listen = "127.0.0.1:9400"\n'
         "\n"
         "[dc]\n"
         f'public_key = "{keys["dc"]["public_key"]}"\n'

@@ -19,6 +19,8 @@ from ..config import DcConfig
 from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
 from ..observe.log import RateLimitedDebug
+from ..observe.metrics import registry_for_dc
+from ..observe.metrics_http import start_metrics
 from ..observe.spans import Spans
 from ..proto.buffer import CodecError
 from ..proto.dns import ResponseRateLimit, parse_query, refused, truncated, zone_answer
@@ -112,6 +114,7 @@ async def run_dc(config: DcConfig) -> None:
                 )
                 await dns_sock.bind(config.dns_listen)
                 await nursery.start(run_zone_dns, dc, dns_sock, spans)
+            await start_metrics(nursery, config.metrics_listen, registry_for_dc(dc, spans), spans)
 
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",

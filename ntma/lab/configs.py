@@ -32,6 +32,9 @@ from .state import HostState, KeyRecord, LabState
 
 LAB_LOG = LogConfig(LOG_LEVEL, float(STATS_INTERVAL))
 DNS_PORT = 53
+# Every daemon serves its Prometheus metrics on the loopback of its own namespace:
+# `ip netns exec ntma-dc curl -s http://127.0.0.1:9400/metrics`; nothing outside sees it.
+METRICS_LISTEN = ("127.0.0.1", 9400)
 
 
 def _key(state: LabState, name: str) -> StaticKey:
@@ -71,6 +74,7 @@ def dc_config(state: LabState) -> DcConfig:
         admission=admission(state),
         relays=relays,
         log=LAB_LOG,
+        metrics_listen=METRICS_LISTEN,
     )
 
 
@@ -82,6 +86,7 @@ def relay_config(state: LabState) -> RelayConfig:
         dc_public_key=_public(state, "dc"),
         idle_timeout=float(RS_IDLE_TIMEOUT),
         log=LAB_LOG,
+        metrics_listen=METRICS_LISTEN,
     )
 
 
@@ -109,6 +114,7 @@ def node_config(state: LabState, name: str) -> NodeConfig:
         dns_upstream=(WEB_IP, DNS_PORT),
         ntm_suffixes=[ZONE],
         log=LAB_LOG,
+        metrics_listen=METRICS_LISTEN,
     )
 
 
@@ -140,6 +146,7 @@ def adapter_config(state: LabState, name: str | None = None) -> AdapterConfig:
         log=LAB_LOG,
         devices=devices(state, adapter.name),
         default_device=False,
+        metrics_listen=METRICS_LISTEN,
     )
 
 

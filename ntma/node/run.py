@@ -16,6 +16,8 @@ import trio
 from ..config import NodeConfig
 from ..io.fdio import UdpSocket
 from ..io.tun import TunDevice
+from ..observe.metrics import registry_for_node
+from ..observe.metrics_http import start_metrics
 from ..observe.spans import run_stats_logger
 from ..proto.ether6 import IPV6_MIN_MTU
 from ..proto.fields_v2 import VIP6_NONE
@@ -75,6 +77,8 @@ async def run_node(config: NodeConfig) -> None:
                     run_dns_tcp, trio.SocketListener(dns_tcp), resolver, pipe.spans.stage("dns")
                 )
                 await nursery.start(run_stats_logger, pipe.spans, config.log.stats_interval)
+                registry = registry_for_node(sm, pipe.spans, "node")
+                await start_metrics(nursery, config.metrics_listen, registry, pipe.spans)
                 if stamps is not None:
                     nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(

@@ -11,6 +11,8 @@ import trio
 from ..config import RelayConfig
 from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
+from ..observe.metrics import registry_for_relay
+from ..observe.metrics_http import start_metrics
 from ..observe.spans import Spans
 from ..serve import run_machine, serve_until_signalled
 from .relay import Relay
@@ -43,6 +45,8 @@ async def run_relay(config: RelayConfig) -> None:
 
         async def start(nursery: trio.Nursery) -> None:
             await nursery.start(run_relay_loop, relay, udp, spans)
+            registry = registry_for_relay(relay, spans)
+            await start_metrics(nursery, config.metrics_listen, registry, spans)
 
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",
