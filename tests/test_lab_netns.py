@@ -207,6 +207,7 @@ def expected_adapter_toml(run_dir: Path, dc_public_key: str) -> str:
         "lease_time = 600\n"
         "default_device = false\n"
         "max_devices = 64\n"
+        'metrics_listen = "127.0.0.1:9400"\n'
         "\n"
         "[dc]\n"
         'address = "198.51.100.10:7400"\n'
@@ -424,6 +425,7 @@ class TestDefaultLab:
                 "listen": "198.51.100.60:7500",
                 "private_key_file": str(run_dir / "keys" / "rs.key"),
                 "idle_timeout": 60,
+                "metrics_listen": "127.0.0.1:9400",  # in its own namespace
             },
             "dc": {"public_key": keys["dc"]["public_key"]},
             "log": {"level": "info", "stats_interval": 2},
