@@ -174,3 +174,43 @@ async def test_a_tunnel_between_two_nodes_shows_in_every_registry(nursery, autoj
     assert value(at_mn, "ntma_stage_latency_seconds_count", **encap) >= 1
     decap = {"role": "node", "stage": "decapsulate"}
     assert value(at_cn, "ntma_stage_packets_total", **decap) >= 20
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist():
+    """contrib/grafana/ntma.json is valid JSON, and every ntma_* name in its queries is a
+    sample name some role's registry exposes."""
+    import json
+    import re
+    from pathlib import Path
+
+    spans = Spans()
+    spans.stage("encapsulate").record(1, 1, 0, 1)
+    spans.stage("encapsulate").drop("no_tunnel")  # families without samples are left out
+    spans.path("tunnel_send").record(1)
+    gate = SimpleNamespace(responses=0, cookies_sent=0)
+    sm = SimpleNamespace(
+        session=SimpleNamespace(state=SessionState.REGISTERED),
+        tunnels=[],
+        wire=SimpleNamespace(gate=gate),
+    )
+    dc = SimpleNamespace(sessions={}, table=SimpleNamespace(pending={}), gate=gate)
+    relay = SimpleNamespace(entries={}, forwarded=0, forwarded_bytes=0, gate=gate)
+    exposed = set()
+    for registry in (
+        registry_for_node(sm, spans, "node"),
+        registry_for_dc(dc, spans),
+        registry_for_relay(relay, spans),
+    ):
+        exposed |= {name for name, _ in scrape(registry)}
+    path = Path(__file__).parent.parent / "contrib" / "grafana" / "ntma.json"
+    dashboard = json.loads(path.read_text())
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"ntma_[a-z0-9_]+", target["expr"])
+    }
+    assert asked and asked <= exposed, asked - exposed
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("throughput", "drops", "latency", "tunnels", "registration"):
+        assert topic in titles
