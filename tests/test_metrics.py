@@ -21,6 +21,7 @@ from ntma.observe.metrics import (
 from ntma.observe.spans import Histogram, Spans
 from ntma.proto.ether import build_udp, ip_packed
 from ntma.proto.fields_v2 import Status
+from ntma.proto.handshake import T_DATA
 from ntma.proto.node.session import SessionState
 from ntma.testing.world import CN_ENDPOINT, MN_ENDPOINT, FakeDc, FakeNode, wait_registered
 
@@ -109,13 +110,17 @@ def test_the_relays_levels_are_gauges_not_counters():
     assert value(samples, "ntma_handshakes_total", role="relay") == 2
 
 
+class FakeTable(list):
+    """The TunnelTable as the collector reads it: its tunnels, and its ups and downs."""
+
+    ups, downs = 3, 2
+
+
 def test_registration_state_tunnels_by_route_and_transitions():
     spans = Spans()
-    spans.stage("signalling").events.update({"tunnel_up": 3, "tunnel_gone": 1})
-    spans.stage("keepalive").counters["tunnel_expired"] = 1
     sm = SimpleNamespace(
         session=SimpleNamespace(state=SessionState.REGISTERED),
-        tunnels=[SimpleNamespace(route="direct"), SimpleNamespace(route="relay")],
+        tunnels=FakeTable([SimpleNamespace(route="direct"), SimpleNamespace(route="relay")]),
         wire=SimpleNamespace(gate=SimpleNamespace(responses=0, cookies_sent=4)),
     )
     samples = scrape(registry_for_node(sm, spans, "adapter"))
@@ -190,7 +195,7 @@ def test_the_grafana_dashboard_asks_only_for_metrics_that_exist():
     gate = SimpleNamespace(responses=0, cookies_sent=0)
     sm = SimpleNamespace(
         session=SimpleNamespace(state=SessionState.REGISTERED),
-        tunnels=[],
+        tunnels=FakeTable(),
         wire=SimpleNamespace(gate=gate),
     )
     dc = SimpleNamespace(sessions={}, table=SimpleNamespace(pending={}), gate=gate)
@@ -214,3 +219,25 @@ def test_the_grafana_dashboard_asks_only_for_metrics_that_exist():
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
     for topic in ("throughput", "drops", "latency", "tunnels", "registration"):
         assert topic in titles
+
+
+async def test_an_expired_tunnel_is_a_transition_down(nursery, autojump_clock):
+    """TunnelTable counts its ups and downs itself: here the keep-alive stage's expiry."""
+    net = FakeNetwork(depth=64)
+    dc = FakeDc(["mn", "cn"])
+    await dc.start(nursery, net, 5)
+    mn, cn = (FakeNode(net, dc, n, ep, 64) for n, ep in (("mn", MN_ENDPOINT), ("cn", CN_ENDPOINT)))
+    for node in (mn, cn):
+        await node.start(nursery)
+    await wait_registered(mn, cn)
+    with trio.fail_after(10):
+        assert (await mn.pipe.broker.resolve("cn.ntm.example")).status == Status.OK
+    net.drop = lambda datagram, src, dst: src == CN_ENDPOINT and datagram[1] == T_DATA
+    await trio.sleep(200)  # cn's tunnel packets are lost: mn expires the tunnel
+    at_mn = scrape(registry_for_node(mn.sm, mn.pipe.spans, "node"))
+    transitions = "ntma_tunnel_transitions_total"
+    assert value(at_mn, transitions, role="node", direction="up") == 1
+    assert value(at_mn, transitions, role="node", direction="down") == 1
+    assert value(at_mn, "ntma_tunnels", role="node", route="direct") == 0
+    keepalive = {"role": "node", "stage": "keepalive"}
+    assert value(at_mn, "ntma_stage_events_total", **keepalive, event="tunnel_expired") == 1

@@ -35,10 +35,6 @@ if TYPE_CHECKING:
 
 ROUTES = ("direct", "punch", "relay")  # Tunnel.route
 WINDOW_QUANTILES = (0.5, 0.99)  # the stats log lines' p50_ns and p99_ns
-# The node's signalling events (stages/signalling.py counts them by log name) and the
-# keep-alive stage's counter that make a tunnel come or go.
-TUNNEL_UP = (("signalling", "tunnel_up"),)
-TUNNEL_DOWN = (("signalling", "tunnel_gone"), ("keepalive", "tunnel_expired"))
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
@@ -147,21 +143,11 @@ class GateCollector:
         yield from (handshakes, cookies)
 
 
-def _stage_count(spans: Spans, pairs: Iterable[tuple[str, str]]) -> int:
-    """The sum of (stage, name) over the stages' events and counters, where they exist."""
-    total = 0
-    for stage, name in pairs:
-        stats = spans.stages.get(stage)
-        if stats is not None:
-            total += stats.events[name] + stats.counters[name]
-    return total
-
-
 class NodeCollector:
     """A node's or an adapter's registration state and its tunnels by route."""
 
-    def __init__(self, sm: NodeSignalling, spans: Spans, role: str) -> None:
-        self.sm, self.spans, self.role = sm, spans, role
+    def __init__(self, sm: NodeSignalling, role: str) -> None:
+        self.sm, self.role = sm, role
 
     def collect(self) -> Iterator[Metric]:
         role = self.role
@@ -181,11 +167,12 @@ class NodeCollector:
             tunnels.add_metric([role, route], by_route[route])
         transitions = CounterMetricFamily(
             "ntma_tunnel_transitions_total",
-            "Tunnels that came up (installed) or went down (peer gone, keep-alive expiry).",
+            "Tunnels installed (up) and removed (down: peer gone or closed, keep-alive "
+            "expiry, replaced by a new one to the same peer).",
             labels=["role", "direction"],
         )
-        transitions.add_metric([role, "up"], _stage_count(self.spans, TUNNEL_UP))
-        transitions.add_metric([role, "down"], _stage_count(self.spans, TUNNEL_DOWN))
+        transitions.add_metric([role, "up"], self.sm.tunnels.ups)
+        transitions.add_metric([role, "down"], self.sm.tunnels.downs)
         yield from (state, tunnels, transitions)
 
 
@@ -217,9 +204,8 @@ class DcCollector:
             "Registrations committed (node_registered events).",
             labels=["role"],
         )
-        registrations.add_metric(
-            ["dc"], _stage_count(self.spans, (("dc_signalling", "node_registered"),))
-        )
+        stats = self.spans.stages.get("dc_signalling")  # serve.py counts its events
+        registrations.add_metric(["dc"], stats.events["node_registered"] if stats else 0)
         yield from (nodes, pending, registrations)
 
 
@@ -261,7 +247,7 @@ def registry_for_node(sm: NodeSignalling, spans: Spans, role: str) -> CollectorR
     return _registry(
         SpansCollector(spans, role),
         GateCollector(sm.wire.gate, role),
-        NodeCollector(sm, spans, role),
+        NodeCollector(sm, role),
     )
 
 
