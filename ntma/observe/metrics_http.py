@@ -55,7 +55,7 @@ DROP_REASONS = {  # status -> the drop it counts as
 }
 
 
-def request_status(buffer: bytes) -> tuple[int, bool] | None:
+def request_status(buffer: bytes | bytearray) -> tuple[int, bool] | None:
     """(status, send the body?) for the request head at the start of `buffer`, or None
     while it is incomplete and still within MAX_REQUEST_BYTES. Only the request line
     matters; headers are read past, never interpreted."""
@@ -110,7 +110,7 @@ async def _exchange(
     stream: trio.abc.Stream, render: Callable[[], tuple[int, bytes]], stats: StageStats
 ) -> int:
     """Read one request head and answer it; the bytes sent (0: nothing was asked)."""
-    buffer = b""
+    buffer = bytearray()
     while (verdict := request_status(buffer)) is None:
         data = await stream.receive_some(RECEIVE_CHUNK)
         if not data:
