@@ -53,6 +53,7 @@ class DcConfig:
     subzones: tuple[SubZone, ...] = ()  # "*.site1.ntm.example" = { key, max_names }
     vip6_pool: ipaddress.IPv6Network | None = None  # a ULA prefix: IPv6 VIPs (dc/vip6.py)
     control_socket: Path | None = None  # where `ntma status` asks; None: no socket
+    metrics_listen: Endpoint | None = None  # Prometheus metrics over HTTP; None: off
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class NodeConfig:
     key_path: Path | None = field(default=None, compare=False)  # its .ts file sits beside
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
     control_socket: Path | None = None  # where `ntma status` asks; None: no socket
+    metrics_listen: Endpoint | None = None  # Prometheus metrics over HTTP; None: off
 
 
 def _log(doc: _Doc) -> LogConfig:
@@ -134,6 +136,7 @@ def load_dc_config(path: Path) -> DcConfig:
             subzones=subzones,
             vip6_pool=lambda: _vip6_pool(dc, pool),
             control_socket=lambda: _control_socket(dc),
+            metrics_listen=lambda: dc.endpoint("metrics_listen", None),
         )
 
 
@@ -300,6 +303,7 @@ def load_node_config(path: Path) -> NodeConfig:
             key_path=lambda: node.path("private_key_file"),
             dc_address6=lambda: dc.endpoint("address6", None),
             control_socket=lambda: _control_socket(node),
+            metrics_listen=lambda: node.endpoint("metrics_listen", None),
         )
 
 
@@ -335,6 +339,7 @@ class AdapterConfig:
     leases_file: Path | None = None  # MAC -> name across restarts; default beside the key
     dc_address6: Endpoint | None = None  # the DC in the other family: kept alive there too
     control_socket: Path | None = None  # where `ntma status` asks; None: no socket
+    metrics_listen: Endpoint | None = None  # Prometheus metrics over HTTP; None: off
 
 
 def _interface_name(sec: _Section, key: str, default: Any = ...) -> str:
@@ -371,6 +376,7 @@ def load_adapter_config(path: Path) -> AdapterConfig:
             leases_file=lambda: adapter.state_path("leases_file", None),
             dc_address6=lambda: dc.endpoint("address6", None),
             control_socket=lambda: _control_socket(adapter),
+            metrics_listen=lambda: adapter.endpoint("metrics_listen", None),
         )
 
 
@@ -448,6 +454,7 @@ class RelayConfig:
     idle_timeout: float
     log: LogConfig
     control_socket: Path | None = None  # where `ntma status` asks; None: no socket
+    metrics_listen: Endpoint | None = None  # Prometheus metrics over HTTP; None: off
 
 
 def load_relay_config(path: Path) -> RelayConfig:
@@ -461,4 +468,5 @@ def load_relay_config(path: Path) -> RelayConfig:
             idle_timeout=lambda: relay.positive("idle_timeout", float, 60.0),
             log=lambda: _log(doc),
             control_socket=lambda: _control_socket(relay),
+            metrics_listen=lambda: relay.endpoint("metrics_listen", None),
         )

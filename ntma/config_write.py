@@ -33,6 +33,10 @@ def _log_table(log: LogConfig) -> dict[str, Any]:
     return {"level": log.level, "stats_interval": log.stats_interval}
 
 
+def _metrics(listen: Endpoint | None) -> dict[str, str]:
+    return {} if listen is None else {"metrics_listen": format_endpoint(listen)}
+
+
 def _dc_sections(c: DcConfig, key_file: Path) -> _Sections:
     dc: dict[str, Any] = {"listen": format_endpoint(c.listen)}
     if c.probe_listen is not None:
@@ -46,7 +50,7 @@ def _dc_sections(c: DcConfig, key_file: Path) -> _Sections:
     if c.dns_listen is not None:
         dc["dns_listen"] = format_endpoint(c.dns_listen)
     dc |= {"keepalive_interval": c.keepalive_interval, "keepalive_misses": c.keepalive_misses}
-    dc |= _control(c.control_socket)
+    dc |= _control(c.control_socket) | _metrics(c.metrics_listen)
     return {
         "dc": dc,
         "admission": {name: _b64(key) for name, key in c.admission.items()}
@@ -80,7 +84,10 @@ def _dns_table(upstream: Endpoint | None, suffixes: list[str], **first: str) -> 
 def _node_sections(c: NodeConfig, key_file: Path) -> _Sections:
     node = {"fqdn": c.fqdn, "private_key_file": key_file, "listen": format_endpoint(c.listen)}
     return {
-        "node": node | {"tun_name": c.tun_name, "mtu": c.mtu} | _control(c.control_socket),
+        "node": node
+        | {"tun_name": c.tun_name, "mtu": c.mtu}
+        | _control(c.control_socket)
+        | _metrics(c.metrics_listen),
         "dc": _dc_link(c.dc_address, c.dc_public_key, c.dc_address6),
         "dns": _dns_table(c.dns_upstream, c.ntm_suffixes, listen=format_endpoint(c.dns_listen)),
         "log": _log_table(c.log),
@@ -98,7 +105,7 @@ def _adapter_sections(c: AdapterConfig, key_file: Path) -> _Sections:
         adapter["inbound"] = list(c.inbound)
     if c.leases_file is not None:
         adapter["leases_file"] = c.leases_file
-    adapter |= _control(c.control_socket)
+    adapter |= _control(c.control_socket) | _metrics(c.metrics_listen)
     sections: _Sections = {
         "adapter": adapter,
         "dc": _dc_link(c.dc_address, c.dc_public_key, c.dc_address6),
@@ -118,7 +125,10 @@ def _device_entry(device: DeviceConfig) -> str | dict[str, Any]:
 def _relay_sections(c: RelayConfig, key_file: Path) -> _Sections:
     relay = {"listen": format_endpoint(c.listen), "private_key_file": key_file}
     return {
-        "relay": relay | {"idle_timeout": c.idle_timeout} | _control(c.control_socket),
+        "relay": relay
+        | {"idle_timeout": c.idle_timeout}
+        | _control(c.control_socket)
+        | _metrics(c.metrics_listen),
         "dc": {"public_key": _b64(c.dc_public_key)},
         "log": _log_table(c.log),
     }

@@ -76,10 +76,12 @@ class _Driver:
             self.machine.handle_timer(now)
 
     def report(self) -> None:
-        """Events to the log (one line each, as the machine names them); drops and gauges
-        to the stage's stats, which the stats logger prints once per interval."""
+        """Events to the log (one line each, as the machine names them) and counted by that
+        name; drops and gauges to the stage's stats, which the stats logger prints once per
+        interval."""
         for event in self.machine.events():
             getattr(self.log, event.log_level)(event.log_name, **event.log_fields())
+            self.stats.events[event.log_name] += 1
         self.stats.drops.clear()
         self.stats.drops.update(self.machine.drops)
         if self.gauges is not None:

@@ -208,7 +208,7 @@ colour = "blue"
 public_key = "{PUB}"
 """
     line = _problems(tmp_path, text)["relay.colour"]
-    known = "control_socket, idle_timeout, listen, private_key_file"
+    known = "control_socket, idle_timeout, listen, metrics_listen, private_key_file"
     assert f"unknown key; remove it (known: {known})" in line
 
 

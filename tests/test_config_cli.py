@@ -293,6 +293,18 @@ def test_node_cli_bad_config(tmp_path, node_sections, edits, key, expected):
 
 DC_CASES = [
     pytest.param(
+        [("dc", "metrics_listen", "localhost:9400")],
+        "dc.metrics_listen",
+        ["'localhost:9400' is not ADDRESS:PORT", 'write it like "198.51.100.10:7400"'],
+        id="metrics-listen-not-an-address",
+    ),
+    pytest.param(
+        [("dc", "metrics_listen", "127.0.0.1")],
+        "dc.metrics_listen",
+        ["'127.0.0.1' is not ADDRESS:PORT"],
+        id="metrics-listen-without-port",
+    ),
+    pytest.param(
         [("dc", "vip_pool", "10.99.0.1/16")],
         "dc.vip_pool",
         ["has host bits set", 'write a network like "10.99.0.0/16"'],
@@ -790,3 +802,16 @@ def test_dc_reset_timestamp_clears_a_stored_timestamp(tmp_path, dc_sections):
     unknown = ntma("dc", "--config", str(config), "--reset-timestamp", "xx.ntm.example")
     assert unknown.returncode == 2 and "no such name in [admission]" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("role", ["dc", "node"])
+def test_metrics_listen_is_off_unless_set_and_takes_ipv6(
+    tmp_path, role, dc_sections, node_sections
+):
+    sections, load = {
+        "dc": (dc_sections, load_dc_config),
+        "node": (node_sections, load_node_config),
+    }[role]
+    assert load(_write(tmp_path / "a.toml", sections)).metrics_listen is None
+    edits = [(role, "metrics_listen", "[::1]:9400")]
+    assert load(_write(tmp_path / "b.toml", sections, edits)).metrics_listen == ("::1", 9400)

@@ -54,6 +54,7 @@ def test_under_load_a_cookie_then_mac2_gets_through():
     assert isinstance(gate.admit(_init(cookie=cookie), SRC, 0.6), Admitted)
     # The cookie is bound to the source address and port.
     assert isinstance(gate.admit(_init(cookie=cookie), ("198.51.100.8", 40000), 0.6), SendCookie)
+    assert gate.cookies_sent == 2  # what ntma_handshake_cookies_total reports
 
 
 def test_cookies_survive_one_secret_rotation_and_no_more():

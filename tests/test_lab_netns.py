@@ -208,6 +208,7 @@ def expected_adapter_toml(run_dir: Path, dc_public_key: str) -> str:
         "default_device = false\n"
         "max_devices = 64\n"
         f'control_socket = "{run_dir}/ctl/adapter.sock"\n'
+        'metrics_listen = "127.0.0.1:9400"\n'
         "\n"
         "[dc]\n"
         'address = "198.51.100.10:7400"\n'
@@ -426,6 +427,7 @@ class TestDefaultLab:
                 "private_key_file": str(run_dir / "keys" / "rs.key"),
                 "idle_timeout": 60,
                 "control_socket": str(run_dir / "ctl" / "relay.sock"),
+                "metrics_listen": "127.0.0.1:9400",  # in its own namespace
             },
             "dc": {"public_key": keys["dc"]["public_key"]},
             "log": {"level": "info", "stats_interval": 2},

@@ -350,6 +350,7 @@ def test_relay_and_dc_configs(tmp_path: Path) -> None:
         f'private_key_file = "{tmp_path}/keys/rs.key"\n'
         "idle_timeout = 60\n"
         f'control_socket = "{configs.control_socket(state, "relay")}"\n'
+        'metrics_listen = "127.0.0.1:9400"\n'
         "\n"
         "[dc]\n"
         f'public_key = "{keys["dc"]["public_key"]}"\n'

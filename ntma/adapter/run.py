@@ -35,6 +35,8 @@ from ..io.rawsock import RawSocket
 from ..io.tun import TunDevice, run_ip
 from ..node.lifecycle import log_final, make_signalling, wait_then_deregister
 from ..node.timestamps import keep_saving, restore_timestamp
+from ..observe.metrics import registry_for_node
+from ..observe.metrics_http import start_metrics
 from ..observe.spans import run_stats_logger
 from ..proto.devices import Devices
 from ..proto.ether import ip_packed, ip_text
@@ -220,6 +222,8 @@ async def run_adapter(config: AdapterConfig, load_again: Load | None = None) -> 
                         run_control_server, control, status, pipe.spans.stage("control")
                     )
                 await nursery.start(run_reload_on_sighup, reloader)
+                registry = registry_for_node(sm, pipe.spans, "adapter")
+                await start_metrics(nursery, config.metrics_listen, registry, pipe.spans)
                 if stamps is not None:
                     nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(

@@ -21,6 +21,8 @@ from ..control.server_status import dc_status
 from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
 from ..observe.log import RateLimitedDebug
+from ..observe.metrics import registry_for_dc
+from ..observe.metrics_http import start_metrics
 from ..observe.spans import Spans
 from ..proto.buffer import CodecError, Endpoint
 from ..proto.dns import ResponseRateLimit, parse_query, refused, truncated, zone_answer
@@ -140,6 +142,7 @@ async def run_dc(config: DcConfig, load_again: Load | None = None) -> None:
             if control is not None:
                 status = functools.partial(_dc_status, dc)
                 await nursery.start(run_control_server, control, status, spans.stage("control"))
+            await start_metrics(nursery, config.metrics_listen, registry_for_dc(dc, spans), spans)
 
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",

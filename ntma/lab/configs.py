@@ -47,6 +47,9 @@ def control_socket(state: LabState, daemon: str) -> Path:
         return path
     digest = hashlib.sha256(str(state.run_dir).encode()).hexdigest()[:12]
     return SHORT_CONTROL_DIR / digest / f"{daemon}.sock"
+# Every daemon serves its Prometheus metrics on the loopback of its own namespace:
+# `ip netns exec ntma-dc curl -s http://127.0.0.1:9400/metrics`; nothing outside sees it.
+METRICS_LISTEN = ("127.0.0.1", 9400)
 
 
 def _key(state: LabState, name: str) -> StaticKey:
@@ -88,6 +91,7 @@ def dc_config(state: LabState) -> DcConfig:
         relays=relays,
         log=LAB_LOG,
         control_socket=control_socket(state, "dc"),
+        metrics_listen=METRICS_LISTEN,
     )
 
 
@@ -100,6 +104,7 @@ def relay_config(state: LabState) -> RelayConfig:
         idle_timeout=float(RS_IDLE_TIMEOUT),
         log=LAB_LOG,
         control_socket=control_socket(state, "relay"),
+        metrics_listen=METRICS_LISTEN,
     )
 
 
@@ -128,6 +133,7 @@ def node_config(state: LabState, name: str) -> NodeConfig:
         ntm_suffixes=[ZONE],
         log=LAB_LOG,
         control_socket=control_socket(state, name),
+        metrics_listen=METRICS_LISTEN,
     )
 
 
@@ -160,6 +166,7 @@ def adapter_config(state: LabState, name: str | None = None) -> AdapterConfig:
         devices=devices(state, adapter.name),
         default_device=False,
         control_socket=control_socket(state, adapter.name),
+        metrics_listen=METRICS_LISTEN,
     )
 
 

@@ -19,6 +19,8 @@ from ..control import open_control_socket, run_control_server
 from ..control.node_status import node_status
 from ..io.fdio import UdpSocket
 from ..io.tun import TunDevice
+from ..observe.metrics import registry_for_node
+from ..observe.metrics_http import start_metrics
 from ..observe.spans import run_stats_logger
 from ..proto.ether6 import IPV6_MIN_MTU
 from ..proto.fields_v2 import VIP6_NONE
@@ -93,6 +95,8 @@ async def run_node(config: NodeConfig, load_again: Load | None = None) -> None:
                         run_control_server, control, status, pipe.spans.stage("control")
                     )
                 await nursery.start(run_reload_on_sighup, reloader)
+                registry = registry_for_node(sm, pipe.spans, "node")
+                await start_metrics(nursery, config.metrics_listen, registry, pipe.spans)
                 if stamps is not None:
                     nursery.start_soon(keep_saving, sm.wire.initiations, stamps, log)
                 log.info(

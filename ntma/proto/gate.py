@@ -120,6 +120,9 @@ class HandshakeGate:
         self._fresh_lru: OrderedDict[bytes, _Stored] = OrderedDict()
         self._pinned: set[bytes] = set()
         self._last_processed: OrderedDict[bytes, float] = OrderedDict()
+        # Totals for metrics (observe/metrics.py); refusals are the caller's drops.
+        self.cookies_sent = 0
+        self.responses = 0  # answered(): a response to a fresh init was sent
 
     # --- steps 1 and 2 ----------------------------------------------------------------
 
@@ -140,6 +143,7 @@ class HandshakeGate:
             reply = build_cookie_reply(
                 frame, responder_public=self._public, nonce=nonce, cookie=cookie
             )
+            self.cookies_sent += 1
             return SendCookie(reply)
         if not self._source_budget(source, now):
             return Refused("rate_limited")
@@ -202,6 +206,7 @@ class HandshakeGate:
     def answered(
         self, key: bytes, datagram: bytes, response: bytes, source: Endpoint, now: float
     ) -> None:
+        self.responses += 1
         stored = self._fresh.get(key) or self._fresh_lru.get(key)
         if stored is not None:
             stored.init, stored.response, stored.source = datagram, response, source

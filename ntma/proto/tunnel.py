@@ -286,6 +286,10 @@ class TunnelTable:
         # removed: the handshake part drains both to free indexes and pins.
         self.dropped: list[Keypair] = []
         self.removed: list[Tunnel] = []
+        # Tunnels that came into the table and went out of it, however (metrics: a
+        # replacement is one of each); counted here, the one place both happen.
+        self.ups = 0
+        self.downs = 0
 
     @property
     def full(self) -> bool:
@@ -300,6 +304,8 @@ class TunnelTable:
             old = None
         if old is not None:
             self._unlink(old)
+        if self.by_ref.get(tunnel.ref) is not tunnel:
+            self.ups += 1
         self.by_ref[tunnel.ref] = tunnel
         for key in keys:
             self.by_pair[key] = tunnel
@@ -328,6 +334,7 @@ class TunnelTable:
     def _unlink(self, tunnel: Tunnel) -> None:
         if self.by_ref.get(tunnel.ref) is tunnel:
             del self.by_ref[tunnel.ref]
+            self.downs += 1
         for key in tunnel.pair_keys():
             if self.by_pair.get(key) is tunnel:
                 del self.by_pair[key]

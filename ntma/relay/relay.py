@@ -145,6 +145,7 @@ class Relay:
         self._sweep_at = 0.0
         self.drops = Drops()
         self.forwarded = 0
+        self.forwarded_bytes = 0  # for metrics: one addition beside the count above
 
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
         out, self._out = self._out, []
@@ -442,6 +443,7 @@ class Relay:
         entry.forwarded += 1
         entry.forwarded_bytes += len(datagram)
         self.forwarded += 1
+        self.forwarded_bytes += len(datagram)
         self._out.append((datagram, target))
 
     # --- sweeps -----------------------------------------------------------------------

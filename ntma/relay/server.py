@@ -13,6 +13,8 @@ from ..control import open_control_socket, run_control_server
 from ..control.server_status import relay_status
 from ..io.fdio import UdpSocket
 from ..io.packetio import DatagramIO
+from ..observe.metrics import registry_for_relay
+from ..observe.metrics_http import start_metrics
 from ..observe.spans import Spans
 from ..reload import Load, Reloader, no_reload, run_reload_on_sighup
 from ..serve import run_machine, serve_until_signalled
@@ -57,6 +59,8 @@ async def run_relay(config: RelayConfig, load_again: Load | None = None) -> None
             if control is not None:
                 await nursery.start(run_control_server, control, status, spans.stage("control"))
             await nursery.start(run_reload_on_sighup, reloader)
+            registry = registry_for_relay(relay, spans)
+            await start_metrics(nursery, config.metrics_listen, registry, spans)
 
         ready = {
             "listen": f"{config.listen[0]}:{config.listen[1]}",

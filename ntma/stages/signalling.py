@@ -112,7 +112,7 @@ async def run_signalling(
         task_status.started()
         while True:
             _count_drops(sm.drops, counted, stats)
-            await _flush(sm, udp_out, broker, log, on_registered, on_name)
+            await _flush(sm, udp_out, broker, log, stats, on_registered, on_name)
             timer = sm.get_timer()
             with trio.move_on_at(timer if timer is not None else trio.current_time() + 60):
                 await _next_input(sm, inbox, broker, watch)
@@ -187,14 +187,18 @@ async def _next_input(
             nursery.start_soon(network)
 
 
-async def _flush(sm, udp_out, broker, log, on_registered, on_name=None) -> None:
+async def _flush(sm, udp_out, broker, log, stats, on_registered, on_name=None) -> None:
+    """Events to the log, and counted in stats.events by the name they log under (the
+    metrics' tunnel ups and downs, registrations); datagrams to UDP send."""
     for event in sm.events():
         if isinstance(event, DirectionResolved):
             if event.status != Status.OK:
                 log.info(event.log_name, **event.log_fields())
+                stats.events[event.log_name] += 1
             broker.deliver(event)
             continue
         getattr(log, event.log_level)(event.log_name, **event.log_fields())
+        stats.events[event.log_name] += 1
         if isinstance(event, Registered):
             await on_registered(event)
         elif isinstance(event, NameRegistered | NameFailed) and on_name is not None:

@@ -49,10 +49,12 @@ class FakeDc:
         self.key = StaticKey.generate()
         self.node_keys = {name: StaticKey.generate() for name in names}
         self.extra = extra or {}  # one more admitted fqdn -> the name whose key it is
+        self.coordinator: Coordinator | None = None  # once started
+        self.spans = Spans()
 
     async def start(self, nursery: trio.Nursery, net: FakeNetwork, keepalive_s: int) -> None:
         store = NodeStore(":memory:", ipaddress.IPv4Network(VIP_POOL))
-        coordinator = Coordinator(
+        self.coordinator = coordinator = Coordinator(
             static=self.key,
             store=store,
             zone=ZONE,
@@ -62,7 +64,7 @@ class FakeDc:
             keepalive_misses=3,
             epoch_offset=1.7e9,
         )
-        await nursery.start(run_signalling_server, coordinator, net.attach(DC), Spans())
+        await nursery.start(run_signalling_server, coordinator, net.attach(DC), self.spans)
 
     def signalling(self, name: str, endpoint: Endpoint) -> NodeSignalling:
         """The signalling machine for the node admitted as `name`, on one endpoint."""
