@@ -13,9 +13,9 @@
 -- sizes, zero indexes, a mac2 on a response, an envelope carrying no handshake) is shown
 -- with expert info "ntma.malformed" and never raises a Lua error.
 --
--- Registered on the lab's UDP ports (DC 7400, probe and node port 7401, RS 7500; change
--- them in the preferences) and as a heuristic dissector for UDP that claims a datagram
--- only when it passes every check of its type.
+-- Registered on the lab's UDP ports (DC 7400, probe and node port 7401, filter 7402,
+-- RS 7500; change them in the preferences) and as a heuristic dissector for UDP that
+-- claims a datagram only when it passes every check of its type.
 --
 -- Install: copy (or link) this file into your personal Lua plugins directory
 -- (~/.local/lib/wireshark/plugins/), or run `tshark -X lua_script:ntma.lua ...`.
@@ -108,6 +108,7 @@ ntma.prefs.dc_port = Pref.uint("DC port", 7400, "The DC's main (signalling) port
 ntma.prefs.probe_port = Pref.uint("DC probe port", 7401, "The DC's probe port")
 ntma.prefs.node_port = Pref.uint("Node port", 7401, "The port nodes and adapters listen on")
 ntma.prefs.rs_port = Pref.uint("RS port", 7500, "The Relay Server's port")
+ntma.prefs.filter_port = Pref.uint("DC filter port", 7402, "The DC's filter port (it only sends)")
 
 -- --- session tracking (first pass; results kept per frame) ----------------------------
 
@@ -447,7 +448,7 @@ local function register_ports()
         udp:remove(port, ntma)
     end
     local p = ntma.prefs
-    registered = { p.dc_port, p.probe_port, p.node_port, p.rs_port }
+    registered = { p.dc_port, p.probe_port, p.filter_port, p.node_port, p.rs_port }
     for _, port in ipairs(registered) do
         udp:add(port, ntma)
     end
