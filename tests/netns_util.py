@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ntma.lab import ns_exec, ns_run
+from ntma.lab import log_events, ns_exec, ns_run
 
 #: The general node's side of the default lab.
 GN_NAMESPACES = {"ntma-gn", "ntma-adapter", "ntma-adapter-nat"}
@@ -67,6 +67,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def last_tunnel_up(state, name: str) -> dict:
+    """The daemon's latest `tunnel_up` log event, waiting up to 10 s for one."""
+    ups = wait_for(
+        lambda: [e for e in log_events(state.daemons[name].log) if e.get("event") == "tunnel_up"],
+        10,
+        f"{name}'s tunnel_up",
+    )
+    return ups[-1]
 
 
 def start_in_ns(ns: str, *cmd: str, log: Path) -> subprocess.Popen:

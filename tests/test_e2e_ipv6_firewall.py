@@ -15,7 +15,7 @@ import pytest
 
 from ntma.lab import log_events, ns_run
 
-from .netns_util import nc_one_way, serve_dir, stop, wait_for
+from .netns_util import last_tunnel_up, nc_one_way, serve_dir, stop, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -38,15 +38,6 @@ def _wait_reach(state: Any, fqdn: str, want: dict[int, str]) -> None:
         wait_for(lambda: _reach(state, fqdn) == want, 15, f"{fqdn}'s reach {want}")
     except AssertionError:
         assert _reach(state, fqdn) == want  # shows what the DC said instead
-
-
-def _tunnel_up(state: Any, name: str) -> dict[str, Any]:
-    ups = wait_for(
-        lambda: [e for e in log_events(state.daemons[name].log) if e.get("event") == "tunnel_up"],
-        10,
-        f"{name}'s tunnel_up",
-    )
-    return ups[-1]
 
 
 def _firewall_drops(router: str) -> int:
@@ -95,14 +86,14 @@ def test_two_nodes_behind_ipv6_firewalls_are_filtered_and_punch_over_ipv6(
     # In IPv4 a symmetric NAT would send this pair to the relay; IPv6 punches either way.
     assert (decided["route"], decided["family"]) == ("punch", 6), decided
     assert decided["requester_reach"] == decided["target_reach"] == "filtered"
-    up = _tunnel_up(state, "mn")
+    up = last_tunnel_up(state, "mn")
     host = up["peer_endpoint"].rsplit(":", 1)[0]
     # Both ends punch to every endpoint of the Direction and keep the first that answers:
     # with cone NATs IPv4 may win the race; behind a symmetric NAT only IPv6 can.
     assert up["route"] == "punch" and host in (CN_LAN6, "198.51.100.31"), up
     if mn_nat == "symmetric":
         assert host == CN_LAN6, up
-        assert _tunnel_up(state, "cn")["peer_endpoint"].rsplit(":", 1)[0] == MN_LAN6
+        assert last_tunnel_up(state, "cn")["peer_endpoint"].rsplit(":", 1)[0] == MN_LAN6
 
 
 @pytest.fixture
@@ -128,5 +119,5 @@ def test_a_public_ipv6_node_is_shown_open_and_the_filtered_one_reaches_it_direct
     (decided,) = _dc_events(state, "route_decided")
     assert (decided["route"], decided["family"]) == ("direct", 6), decided
     assert decided["initiator"] == "mn.ntm.example"  # the filtered end opens
-    up = _tunnel_up(state, "mn")
+    up = last_tunnel_up(state, "mn")
     assert up["peer_endpoint"].rsplit(":", 1)[0] == CN_PUBLIC6, up

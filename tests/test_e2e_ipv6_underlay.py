@@ -16,21 +16,20 @@ import pytest
 
 from ntma.lab import log_events, ns_run
 
-from .netns_util import dig, gn_dhclient, iperf, nc_one_way, serve_dir, stop, wait_for
+from .netns_util import (
+    dig,
+    gn_dhclient,
+    iperf,
+    last_tunnel_up,
+    nc_one_way,
+    serve_dir,
+    stop,
+)
 
 pytestmark = pytest.mark.netns
 
 CN_NAME = "cn.ntm.example"
 RS6 = "2001:db8::60"
-
-
-def _tunnel_up(state: Any, name: str) -> dict[str, Any]:
-    ups = wait_for(
-        lambda: [e for e in log_events(state.daemons[name].log) if e.get("event") == "tunnel_up"],
-        10,
-        f"{name}'s tunnel_up",
-    )
-    return ups[-1]
 
 
 def _v4(ns: str) -> list[str]:
@@ -77,13 +76,13 @@ def test_the_tunnel_rides_the_ipv6_underlay(underlay_lab) -> None:
     if mn_net == "v6":
         assert _v4("ntma-mn") == []  # nothing of mn can use IPv4
     _reaches_cn("ntma-mn", tmp, "hello over the IPv6 underlay\n", 9300)
-    up = _tunnel_up(state, "mn")
+    up = last_tunnel_up(state, "mn")
     host = up["peer_endpoint"].rsplit(":", 1)[0]
     if mn_net == "dual":  # direct, over IPv6, to cn's IPv6 address
         assert up["route"] == "direct" and host == "2001:db8::30", up
     else:  # no family in common: the relay, which mn reaches over IPv6
         assert up["route"] == "relay" and host == RS6, up
-        cn_up = _tunnel_up(state, "cn")
+        cn_up = last_tunnel_up(state, "cn")
         assert cn_up["peer_endpoint"].rsplit(":", 1)[0] == "198.51.100.60", cn_up
         _iperf_to_cn("ntma-mn", state)
 
@@ -110,7 +109,7 @@ def test_a_gn_behind_an_adapter_on_an_ipv6_only_uplink_reaches_an_ipv4_only_cn(v
     assert dig("ntma-gn", CN_NAME) == _cn_vip(state)
     _reaches_cn("ntma-gn", tmp, "hello to a GN on an IPv6-only uplink\n", 9301)
     _iperf_to_cn("ntma-gn", state)
-    up = _tunnel_up(state, "adapter")
+    up = last_tunnel_up(state, "adapter")
     assert up["route"] == "relay" and up["peer_endpoint"].rsplit(":", 1)[0] == RS6, up
-    cn_up = _tunnel_up(state, "cn")
+    cn_up = last_tunnel_up(state, "cn")
     assert cn_up["peer_endpoint"].rsplit(":", 1)[0] == "198.51.100.60", cn_up

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ntma.proto.ether import checksum
+
 ROOT = Path(__file__).resolve().parent.parent
 DISSECTOR = ROOT / "contrib" / "wireshark" / "ntma.lua"
 LINKTYPE_RAW = 101  # the frame is the IP header on
@@ -124,21 +126,12 @@ def _find(tree: dict[str, Any], key: str) -> dict[str, Any] | None:
 # --- pcap writing ----------------------------------------------------------------------
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def ipv4_udp(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
     """An IPv4/UDP packet (UDP checksum 0: none, which IPv4 allows)."""
     udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
     addrs = bytes(map(int, src[0].split("."))) + bytes(map(int, dst[0].split(".")))
     head = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0) + addrs
-    head = head[:10] + struct.pack("!H", _checksum(head)) + head[12:]
+    head = head[:10] + struct.pack("!H", checksum(head)) + head[12:]
     return head + udp
 
 
