@@ -214,6 +214,7 @@ class TestMnBehindNatCnPublic(_ReachesCn):
         rogue_key, mn_key = tmp / "rogue.key", tmp / "mn-copy.key"
         write_key_file(rogue_key, StaticKey.generate())
         mn_key.write_text(Path(lab_state["run_dir"], "keys", "mn.key").read_text())
+        mn_key.chmod(0o600)  # a key file every user can read is refused at start
         dc_key = _dc_public(lab_state)
         unadmitted_before = _dc_drops(lab_state).get("unadmitted_key", 0)
         logs = {}

@@ -149,3 +149,22 @@ def test_a_move_forgets_what_the_filter_port_showed():
     net.run(5.0)
     session = net.dc.sessions[net.keys["mn"].public]
     assert session.reach(4).value == "cone" and session.reach(6).value == "filtered"
+
+
+def test_a_move_to_the_open_is_redirected_once_the_echo_shows_it_public():
+    """The DC waits for what the filter port shows before it re-directs a mover's tunnels
+    (redirects.py), so a node that moved onto a public address is not taken as filtered."""
+    from ntma.dc.events import RouteUpdated
+
+    net = Net(filter_port=True, filtering=True)
+    net.add_node("mn", ("10.10.1.2", 7401), ("198.51.100.41", 7401))
+    net.add_node("cn", ("198.51.100.30", 7401))
+    for node in net.nodes.values():
+        node.start(net.now)
+    net.run(7.0)
+    assert _route(net, "mn", "cn").route == "direct"
+    net.move("mn", ("198.51.100.40", 7401))  # now public
+    net.nodes["mn"].network_changed(net.now)
+    net.run(5.0)
+    (updated,) = [e for e in net.dc_events if isinstance(e, RouteUpdated)]
+    assert (updated.requester_reach, updated.target_reach) == ("public", "public"), updated

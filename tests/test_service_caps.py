@@ -86,6 +86,8 @@ def _run_confined(run_dir: Path, name: str, role: str) -> None:
     spec = state.daemons[name]
     spec.cmd = confined(spec.cmd, unit_caps(role), run_dir)
     save_state(state)
+    for path in [*run_dir.glob("ctl"), *run_dir.glob("ctl/*")]:  # the root daemon's socket, left
+        os.chown(path, NOBODY, NOBODY)  # by the kill: the service user's to replace
     lab_restart(run_dir, name, wait_s=30.0)
 
 

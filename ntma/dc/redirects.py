@@ -3,8 +3,9 @@
 - `moved`: a node's session endpoint moved (it changed networks, or its NAT rebound) or
   its local endpoints changed (UPDATE). Its NAT type is learnt again: a probe result older
   than PROBE_FRESH_S is forgotten (a PROBE sent with the UPDATE may arrive first). Its
-  tunnels are re-directed once its reach is known again: at once for a public node, after
-  its PROBE behind a NAT, at the latest PROBE_WAIT_S after the change.
+  tunnels are re-directed once its reach is known again: at once for a public node (with a
+  filter port, once the echo of its unasked PROBE_ACK is in), after its PROBE behind a NAT,
+  at the latest PROBE_WAIT_S after the change.
 - `restarted`: a new boot_id. The node lost its tunnels (`lost`), so it gets
   ROUTE_DIRECTION for each, its peers ROUTE_UPDATE.
 - `went_offline`: keep-alives stopped. Its tunnels go dormant for DORMANT_KEEP_S, and each
@@ -30,7 +31,6 @@ from ..proto.fields_v2 import GoneReason
 from .directing import Director
 from .directions import DirectedTunnel
 from .events import DcEvent, TunnelsDormant
-from .route import Reach
 from .sessions import NodeSession
 
 PROBE_WAIT_S = 1.0  # longest wait for a moved node's probe before re-deciding anyway
@@ -133,8 +133,8 @@ class Redirects:
             if session is None:
                 del self.due[key]
                 continue
-            if session.reach() is Reach.NAT and now - due.since < PROBE_WAIT_S:
-                continue  # its PROBE is on the way
+            if session.learning_reach() and now - due.since < PROBE_WAIT_S:
+                continue  # its PROBE (or the echo of the filter port's) is on the way
             if now - self._last.get(key, -1e9) < REDIRECT_MIN_INTERVAL_S:
                 continue  # flapping: once per interval
             del self.due[key]

@@ -101,6 +101,16 @@ class NodeSession:
         unfiltered = self.unfiltered.get(family) == endpoint if self.filter_probed else None
         return reach_of(endpoint, self.local_endpoints, self.probe_observed.get(family), unfiltered)
 
+    def learning_reach(self, family: int = 0) -> bool:
+        """Its reach in `family` is still being learnt: a NAT not probed yet, or (with a
+        filter port) an end with no NAT whose probe or echo is on its way."""
+        reach = self.reach(family)
+        if reach is Reach.NAT:
+            return True
+        family = family_of(self.endpoints[family] if family else self.endpoint)
+        waiting = family not in self.probe_observed or family in self.filter_txids
+        return reach is Reach.FILTERED and waiting
+
     def forget_probes(self) -> None:
         """The node moved: what the probes showed was of its old network."""
         self.probe_observed = {}
