@@ -4,6 +4,8 @@ hear on IPv6 only from endpoints they have sent to, as a home router's IPv6 fire
 
 from __future__ import annotations
 
+import pytest
+
 from ntma.dc.events import NodeNat, RouteDecided
 from ntma.proto.bodies_v2 import Probe, ProbeAck
 from ntma.proto.handshake import T_SIGNAL
@@ -151,9 +153,12 @@ def test_a_move_forgets_what_the_filter_port_showed():
     assert session.reach(4).value == "cone" and session.reach(6).value == "filtered"
 
 
-def test_a_move_to_the_open_is_redirected_once_the_echo_shows_it_public():
+@pytest.mark.parametrize("probe_first", [False, True], ids=["update-first", "probe-first"])
+def test_a_move_to_the_open_is_redirected_once_the_echo_shows_it_public(probe_first):
     """The DC waits for what the filter port shows before it re-directs a mover's tunnels
-    (redirects.py), so a node that moved onto a public address is not taken as filtered."""
+    (redirects.py), so a node that moved onto a public address is not taken as filtered;
+    also when its PROBE from there comes first, while the unasked PROBE_ACK its old NAT
+    dropped is still outstanding (a PROBE from a new source gets a new one)."""
     from ntma.dc.events import RouteUpdated
 
     net = Net(filter_port=True, filtering=True)
@@ -165,6 +170,10 @@ def test_a_move_to_the_open_is_redirected_once_the_echo_shows_it_public():
     assert _route(net, "mn", "cn").route == "direct"
     net.move("mn", ("198.51.100.40", 7401))  # now public
     net.nodes["mn"].network_changed(net.now)
+    out = net.nodes["mn"].datagrams_to_send()
+    if probe_first:
+        out.sort(key=lambda d: d[1] != DC_PROBE)
+    net.deliver(out, "mn")
     net.run(5.0)
     (updated,) = [e for e in net.dc_events if isinstance(e, RouteUpdated)]
     assert (updated.requester_reach, updated.target_reach) == ("public", "public"), updated

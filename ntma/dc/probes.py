@@ -8,7 +8,8 @@
   a second PROBE_ACK with a txid of its own. A node that gets it echoes that txid in a PROBE
   to the probe port, which shows that packets nobody asked for reach it; until then its
   reach is "filtered". At most one unasked PROBE_ACK per family is outstanding until the
-  echo or a move, each no larger than the PROBE that caused it.
+  echo, or a PROBE from another source (the node moved: its old network's firewall may have
+  dropped the last one), each no larger than the PROBE that caused it.
 - The echo is not answered (nobody waits for it) and moves nothing but the filter view.
 """
 
@@ -45,7 +46,7 @@ class Probes:
 
     def on_probe(self, session: NodeSession, msg: Probe, addr: Endpoint, now: float) -> None:
         family = family_of(addr)
-        if session.filter_txids.get(family) == msg.txid:
+        if session.filter_txids.get(family, (None,))[0] == msg.txid:
             del session.filter_txids[family]  # the echo: the unasked PROBE_ACK got through
             session.unfiltered[family] = addr
             self.report(session, family)
@@ -57,8 +58,9 @@ class Probes:
             self._drops.drop("expired_keys")
             return
         self.probe_out.append((keypair.seal(T_SIGNAL, encode(ProbeAck(msg.txid, addr))), addr))
-        if self.filter_port and family not in session.filter_txids:
-            txid = session.filter_txids[family] = self._txid()
+        if self.filter_port and session.filter_txids.get(family, (0, None))[1] != addr:
+            txid = self._txid()
+            session.filter_txids[family] = (txid, addr)
             self.filter_out.append((keypair.seal(T_SIGNAL, encode(ProbeAck(txid, addr))), addr))
 
     def report(self, session: NodeSession, family: int) -> None:

@@ -72,7 +72,7 @@ class NodeSession:
     # the node never asked for, and the txid of the unasked PROBE_ACK awaiting the echo.
     filter_probed: bool = False
     unfiltered: dict[int, Endpoint] = field(default_factory=dict)
-    filter_txids: dict[int, int] = field(default_factory=dict)
+    filter_txids: dict[int, tuple[int, Endpoint]] = field(default_factory=dict)  # (txid, to)
     nat_reported: dict[int, Reach] = field(default_factory=dict)  # last logged, per family
     highest: dict[int, int] = field(default_factory=dict)  # local index -> highest counter
     added: dict[str, str] = field(default_factory=dict)  # NAME_ADD's names -> their VIPs
