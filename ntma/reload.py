@@ -1,5 +1,5 @@
 """SIGHUP: a running daemon reads its config file again and applies what it can change
-without a restart (docs/operations: the DC its admission list and relays; a node or an
+without a restart (README, "Reload: SIGHUP": the DC its admission list and relays; a node or an
 adapter its log level and names; every role its log level).
 
 The file is loaded by the same loader as at start, so a broken file is refused whole: the
